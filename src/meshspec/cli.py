@@ -1,0 +1,49 @@
+"""The `meshspec` command line."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import typer
+
+from meshspec import settings
+from meshspec.agent.cli import agent_command
+from meshspec.hosts import HostsError, configured_hosts
+from meshspec.plan import make_plan
+from meshspec.spec import KINDS, SpecInvalid, load_spec
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declare a service mesh, converge it, prove it.")
+app.command("agent")(agent_command)
+
+USER_ERROR = 2
+
+
+def fail(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(USER_ERROR)
+
+
+@app.command()
+def validate(
+    path: Path = typer.Argument(Path(settings.DEFAULT_SPEC), help="The spec file."),
+    instances: bool = typer.Option(False, "--instances", "-i", help="List every instance with its ID and port."),
+) -> None:
+    """Check a spec; print its services per kind and its instances per host. Exit 2 on any problem."""
+    try:
+        offset = settings.port_offset()
+        hosts = configured_hosts()
+        spec = load_spec(path, port_offset=offset)
+    except SpecInvalid as err:
+        fail([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); nothing was changed"])
+    except (settings.SettingsError, HostsError) as err:
+        fail([f"error: {err}"])
+    kinds = Counter(s.kind for s in spec.services)
+    typer.echo(f"{len(spec.services)} services: " + ", ".join(f"{kinds[k]} {k}" for k in KINDS))
+    plan = make_plan(spec, hosts, offset, settings.state_dir())
+    for host in plan.hosts:
+        mine = [i for i in plan.instances if i.host == host]
+        typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")
+        for inst in mine if instances else []:
+            typer.echo(f"  {inst.id:40} {inst.address}:{inst.port}")

@@ -1,0 +1,63 @@
+"""The hosts a mesh is deployed to: `@local` unless the user lists SSH hosts.
+
+`MESH_HOSTS="web1,deploy@web2"` or a file named by `MESH_HOSTS_FILE` with one host a line
+(`name [address]`, `#` comments). The `inventory` file and `meshspec validate` both read this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCAL = "@local"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # as pyinfra knows it: '@local', 'web1', 'deploy@web2'
+    address: str  # where its services listen and are registered
+
+    @property
+    def label(self) -> str:
+        """The host as it appears in instance IDs: a DNS-safe label."""
+        bare = "local" if self.name == LOCAL else self.name.rsplit("@", 1)[-1]
+        return re.sub(r"[^a-z0-9-]+", "-", bare.lower()).strip("-")
+
+
+class HostsError(ValueError):
+    pass
+
+
+def _parse_line(line: str, where: str) -> Host | None:
+    words = line.split("#", 1)[0].split()
+    if not words:
+        return None
+    if len(words) > 2:
+        raise HostsError(f"{where}: expected 'name [address]', got {line.strip()!r}")
+    name = words[0]
+    address = words[1] if len(words) == 2 else (LOOPBACK if name == LOCAL else name.rsplit("@", 1)[-1])
+    return Host(name, address)
+
+
+def configured_hosts(environ: dict[str, str] | None = None) -> list[Host]:
+    env = os.environ if environ is None else environ
+    if path := env.get("MESH_HOSTS_FILE"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as err:
+            raise HostsError(f"MESH_HOSTS_FILE: {err}") from None
+        entries = [(line, f"{path}:{n}") for n, line in enumerate(lines, 1)]
+    elif listed := env.get("MESH_HOSTS"):
+        entries = [(item, "MESH_HOSTS") for item in listed.split(",")]
+    else:
+        entries = [(LOCAL, "default")]
+    hosts = [h for line, where in entries if (h := _parse_line(line, where))]
+    labels = [h.label for h in hosts]
+    if not hosts:
+        raise HostsError("no hosts listed")
+    if len(set(labels)) != len(labels):
+        raise HostsError(f"two hosts share an ID label: {', '.join(labels)}")
+    return hosts

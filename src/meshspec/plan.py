@@ -1,0 +1,105 @@
+"""spec + hosts + port offset -> the instances to run: pure data, no side effects."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from meshspec.hosts import Host
+from meshspec.spec.models import MeshSpec, Service
+from meshspec.spec.placeholders import render
+
+
+@dataclass(frozen=True)
+class Instance:
+    service: str
+    replica: int
+    host: Host
+    port: int
+    ports: dict[str, int] = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        """Stable across runs: `<name>-<host>-<replica>`."""
+        return f"{self.service}-{self.host.label}-{self.replica}"
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: MeshSpec
+    hosts: tuple[Host, ...]
+    port_offset: int
+    state_dir: PurePosixPath
+    meshspec_bin: str
+    instances: tuple[Instance, ...]
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.spec.services if s.name == name)
+
+    def instances_of(self, name: str) -> list[Instance]:
+        return [i for i in self.instances if i.service == name]
+
+    def per_host(self) -> Counter[str]:
+        return Counter(i.host.name for i in self.instances)
+
+    def values_for(self, inst: Instance) -> dict[str, object]:
+        """The placeholder values of one instance (see meshspec.spec.placeholders)."""
+        values: dict[str, object] = {
+            "name": inst.service,
+            "replica": inst.replica,
+            "id": inst.id,
+            "address": inst.address,
+            "port": inst.port,
+            "state_dir": self.state_dir / "instances" / inst.id,
+            "install_dir": self.state_dir / "install" / inst.service,
+            "consul.addr": _host_port(self.instances_of(self.spec.consul.service)[0]),
+            "proxy.url": f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}",
+            "meshspec": self.meshspec_bin,
+        }
+        values |= {f"ports.{name}": port for name, port in inst.ports.items()}
+        for dep in self.service(inst.service).depends_on:
+            peer = self.instances_of(dep)[0]
+            values |= {
+                f"services.{dep}.address": peer.address,
+                f"services.{dep}.port": peer.port,
+                f"services.{dep}.url": f"http://{_host_port(peer)}",
+            }
+            values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
+        return values
+
+    def render(self, inst: Instance, text: str) -> str:
+        return render(text, self.values_for(inst))
+
+
+def _host_port(inst: Instance) -> str:
+    return f"{inst.address}:{inst.port}"
+
+
+def make_plan(
+    spec: MeshSpec,
+    hosts: list[Host],
+    port_offset: int = 0,
+    state_dir: str = "/var/lib/meshspec",
+    meshspec_bin: str = "meshspec",
+) -> Plan:
+    """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset."""
+    if not hosts:
+        raise ValueError("a plan needs at least one host")
+    port_of = spec.mesh.port_of
+    instances = tuple(
+        Instance(
+            service=s.name,
+            replica=r,
+            host=hosts[r % len(hosts)],
+            port=port_of(s.port, r, port_offset),
+            ports={name: port_of(p, r, port_offset) for name, p in s.ports.items()},
+        )
+        for s in spec.services
+        for r in range(s.replicas)
+    )
+    return Plan(spec, tuple(hosts), port_offset, PurePosixPath(state_dir), meshspec_bin, instances)

@@ -1,0 +1,239 @@
+"""The spec as pydantic models: strict types, unknown keys are errors.
+
+Routing and health timing given on a service override the mesh `defaults`, which
+override the built-in defaults below; `effective_*` in `meshspec.spec.resolve` merges them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from meshspec.spec.types import (
+    AptPackage,
+    Duration,
+    MetaKey,
+    MetaValue,
+    NpmPin,
+    PipPin,
+    Port,
+    PortName,
+    ServiceName,
+)
+
+Kind = Literal["mcp", "core", "database", "ai", "monitoring"]
+KINDS: tuple[str, ...] = Kind.__args__
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def exactly_one(model: BaseModel, fields: tuple[str, ...], what: str) -> None:
+    chosen = [f for f in fields if getattr(model, f) is not None]
+    if len(chosen) != 1:
+        found = f" (found {', '.join(chosen)})" if chosen else ""
+        raise ValueError(f"{what} needs exactly one of {', '.join(fields)}{found}")
+
+
+# --- how a service runs -------------------------------------------------------------
+
+class Install(Strict):
+    apt: list[AptPackage] = []
+    pip: list[PipPin] = []
+    npm: list[NpmPin] = []
+
+
+class Process(Strict):
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    workdir: str | None = None
+    user: str | None = None
+    install: Install = Install()
+    # Idempotent commands the deploy runs before the first start (e.g. initdb when absent).
+    prepare: list[list[str]] = []
+    stop_signal: Literal["TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"] = "TERM"  # supervisord's set
+    stop_timeout: Duration = 10_000
+
+
+class Build(Strict):
+    context: str
+    dockerfile: str = "Dockerfile"
+
+
+class Container(Strict):
+    """Without image or build, the image is built from the service's process install."""
+
+    image: str | None = None
+    build: Build | None = None
+    command: list[str] | None = None
+    cpus: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=16)
+
+    @model_validator(mode="after")
+    def _image_or_build(self) -> Container:
+        if self.image is not None and self.build is not None:
+            raise ValueError("container takes image or build, not both")
+        return self
+
+
+# --- health -------------------------------------------------------------------------
+
+class HttpProbe(Strict):
+    path: str = Field(pattern=r"^/")
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, str] = {}
+    body: str | None = None
+
+
+class McpProbe(Strict):
+    """An MCP handshake: initialize + tools/list, at least `min_tools` tools."""
+
+    path: str = Field(default="/mcp", pattern=r"^/")
+    min_tools: int = Field(default=1, ge=0)
+
+
+class TcpProbe(Strict):
+    pass
+
+
+class HealthTiming(Strict):
+    interval: Duration = 5_000
+    timeout: Duration = 2_000
+    success_before_passing: int = Field(default=0, ge=0)
+    failures_before_critical: int = Field(default=0, ge=0)
+    deregister_critical_after: Duration | None = None
+
+
+PROBES = ("http", "mcp", "tcp", "command")
+
+
+class Health(Strict):
+    http: HttpProbe | None = None
+    mcp: McpProbe | None = None
+    tcp: TcpProbe | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    success_before_passing: int | None = Field(default=None, ge=0)
+    failures_before_critical: int | None = Field(default=None, ge=0)
+    deregister_critical_after: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> Health:
+        exactly_one(self, PROBES, "health")
+        return self
+
+    @property
+    def probe(self) -> str:
+        return next(p for p in PROBES if getattr(self, p) is not None)
+
+
+# --- routing ------------------------------------------------------------------------
+
+LbPolicy = Literal["round_robin", "least_conn", "weighted", "hash"]
+RetryOn = Literal[
+    "conn-failure", "empty-response", "junk-response", "response-timeout", "0rtt-rejected",
+    "all-retryable-errors", 404, 408, 425, 500, 501, 502, 503, 504,
+]
+
+
+class HashOn(Strict):
+    header: str | None = None
+    cookie: str | None = None
+    source: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> HashOn:
+        exactly_one(self, ("header", "cookie", "source"), "hash_on")
+        return self
+
+
+class LoadBalancing(Strict):
+    policy: LbPolicy = "round_robin"
+    hash_on: HashOn | None = None
+    weights: list[int] | None = None  # one per replica, for policy 'weighted'
+
+
+class Timeouts(Strict):
+    connect: Duration = 2_000
+    request: Duration = 30_000
+
+
+class Retries(Strict):
+    attempts: int = Field(default=2, ge=0, le=10)
+    retry_on: list[RetryOn] = ["conn-failure", "empty-response", "response-timeout"]
+
+
+class CircuitBreaker(Strict):
+    enabled: bool = True
+    errors: int = Field(default=5, ge=1)  # consecutive failed responses that open it
+    cooldown: Duration = 10_000
+
+
+class Routing(Strict):
+    enabled: bool = True
+    mode: Literal["http", "tcp"] = "http"
+    path_prefix: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._~/-]*$")  # default /svc/<name>
+    lb: LoadBalancing = LoadBalancing()
+    affinity: Literal["none", "mcp_session", "source"] = "none"
+    timeouts: Timeouts = Timeouts()
+    retries: Retries = Retries()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+
+
+# --- the service and the mesh -------------------------------------------------------
+
+# Meta keys meshspec writes on every registration; a spec may not set them.
+RESERVED_META = ("managed-by", "spec-hash", "kind", "runtime", "host", "version")
+
+
+class Service(Strict):
+    name: ServiceName
+    kind: Kind
+    description: str = Field(min_length=1)
+    port: Port
+    ports: dict[PortName, Port] = {}  # further named ports, e.g. a stats listener
+    replicas: int = Field(default=1, ge=1, le=16)
+    process: Process | None = None
+    container: Container | None = None
+    health: Health
+    tags: list[str] = []
+    meta: dict[MetaKey, MetaValue] = Field(default={}, max_length=64)
+    depends_on: list[ServiceName] = []
+    routing: Routing = Routing()
+
+
+class MeshSettings(Strict):
+    name: ServiceName
+    domain: str = Field(default="mesh", pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+    # Replica r of a service listens on port + r * replica_port_step.
+    replica_port_step: int = Field(default=1000, ge=1)
+
+    def port_of(self, base: int, replica: int, offset: int) -> int:
+        return base + replica * self.replica_port_step + offset
+
+
+class ConsulSettings(Strict):
+    service: ServiceName = "consul"
+    datacenter: ServiceName = "dc1"
+
+
+class ProxySettings(Strict):
+    service: ServiceName = "mesh-proxy"
+    stats_port_name: PortName = "stats"
+
+
+class Defaults(Strict):
+    health: HealthTiming = HealthTiming()
+    routing: Routing = Routing()
+
+
+class MeshSpec(Strict):
+    version: Literal[1]
+    mesh: MeshSettings
+    consul: ConsulSettings = ConsulSettings()
+    proxy: ProxySettings = ProxySettings()
+    defaults: Defaults = Defaults()
+    services: list[Service] = Field(min_length=1)

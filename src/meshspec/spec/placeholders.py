@@ -1,0 +1,55 @@
+"""`{placeholders}` in commands, env and paths: the names a service may use, and rendering.
+
+Ports live only in the spec; commands name them through placeholders such as `{port}`
+or `{services.redis.port}`, so the port offset and replicas apply everywhere.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+
+from meshspec.spec.models import MeshSpec, Service
+
+INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
+MESH_NAMES = ("consul.addr", "proxy.url", "meshspec")  # meshspec: the project's own executable
+PEER_FIELDS = ("address", "port", "url")
+
+
+def fields_of(text: str) -> list[str]:
+    """The placeholder names used in `text` ('{{' escapes a brace)."""
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as err:  # an unmatched brace
+        raise ValueError(f"bad placeholder syntax in {text!r}: {err}") from None
+
+
+def valid_names(spec: MeshSpec, service: Service) -> set[str]:
+    names = set(INSTANCE_NAMES) | set(MESH_NAMES)
+    names |= {f"ports.{p}" for p in service.ports}
+    peers = {s.name: s for s in spec.services if s.name in service.depends_on}
+    for dep, peer in peers.items():
+        names |= {f"services.{dep}.{f}" for f in PEER_FIELDS}
+        names |= {f"services.{dep}.ports.{p}" for p in peer.ports}
+    return names
+
+
+def templated_texts(service: Service) -> Iterable[tuple[tuple, str]]:
+    """(path within the service, text) of every string that may hold placeholders."""
+    if service.process:
+        p = service.process
+        yield from ((("process", "command", i), t) for i, t in enumerate(p.command))
+        yield from ((("process", "env", k), v) for k, v in p.env.items())
+        if p.workdir:
+            yield ("process", "workdir"), p.workdir
+        for i, cmd in enumerate(p.prepare):
+            yield from ((("process", "prepare", i, j), t) for j, t in enumerate(cmd))
+    if service.container and service.container.command:
+        yield from ((("container", "command", i), t) for i, t in enumerate(service.container.command))
+    if service.health.command:
+        yield from ((("health", "command", i), t) for i, t in enumerate(service.health.command))
+
+
+def render(text: str, values: Mapping[str, object]) -> str:
+    """Substitute placeholders; every name must be in `values` (validation guarantees it)."""
+    return "".join(lit + (str(values[f]) if f is not None else "") for lit, f, _, _ in string.Formatter().parse(text))

@@ -1,0 +1,209 @@
+"""Rules across fields and services, run on a spec whose fields are each valid.
+
+Each rule yields (path, message) findings; paths point into the YAML document, where
+`services` indices are those of the file (`index` maps spec positions back to them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from meshspec.spec.models import RESERVED_META, MeshSpec, Service
+from meshspec.spec.placeholders import fields_of, templated_texts, valid_names
+from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
+
+MIN_DEREGISTER_MS = 60_000  # Consul's floor for DeregisterCriticalServiceAfter
+MAX_HAPROXY_WEIGHT = 256
+
+
+@dataclass(frozen=True)
+class Context:
+    spec: MeshSpec
+    index: Sequence[int]  # spec.services[i] is services[index[i]] in the file
+    declared: frozenset[str]  # every service name in the file, valid or not
+    port_offset: int
+
+    def services(self) -> Iterator[tuple[tuple, Service]]:
+        for i, service in enumerate(self.spec.services):
+            yield ("services", self.index[i]), service
+
+
+def unique_names(ctx: Context):
+    seen: set[str] = set()
+    for at, s in ctx.services():
+        if s.name in seen:
+            yield at + ("name",), f"service name {s.name!r} is declared twice"
+        seen.add(s.name)
+
+
+def instance_ports(ctx: Context, service: Service, replica: int) -> Iterator[tuple[str, int]]:
+    port_of = ctx.spec.mesh.port_of
+    yield "port", port_of(service.port, replica, ctx.port_offset)
+    for name, port in service.ports.items():
+        yield f"ports.{name}", port_of(port, replica, ctx.port_offset)
+
+
+def unique_ports(ctx: Context):
+    owner: dict[int, str] = {}
+    for at, s in ctx.services():
+        for r in range(s.replicas):
+            for key, port in instance_ports(ctx, s, r):
+                who = f"{s.name} replica {r} ({key})"
+                where = at + (("replicas",) if r else tuple(key.split(".")))
+                if port > 65535:
+                    yield where, f"port {port} of {who} is above 65535 (port offset {ctx.port_offset})"
+                elif port in owner:
+                    yield where, f"port {port} of {who} is already taken by {owner[port]}"
+                else:
+                    owner[port] = who
+
+
+def dependencies(ctx: Context):
+    for at, s in ctx.services():
+        for i, dep in enumerate(s.depends_on):
+            if dep == s.name:
+                yield at + ("depends_on", i), f"{s.name} depends on itself"
+            elif dep not in ctx.declared:
+                yield at + ("depends_on", i), f"unknown service {dep!r}; declared: {', '.join(sorted(ctx.declared))}"
+            elif s.depends_on.index(dep) != i:
+                yield at + ("depends_on", i), f"{dep!r} is listed twice"
+    yield from _cycles(ctx)
+
+
+def _cycles(ctx: Context):
+    graph = {s.name: [d for d in s.depends_on if d != s.name] for s in ctx.spec.services}
+    where = {s.name: at for at, s in ctx.services()}
+    state: dict[str, str] = {}
+    reported: set[frozenset[str]] = set()
+
+    def visit(name: str, trail: list[str]):
+        state[name] = "open"
+        for dep in graph.get(name, []):
+            if state.get(dep) == "open":
+                cycle = trail[trail.index(dep):] + [dep]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    first = cycle[0]
+                    yield where[first] + ("depends_on", graph[first].index(cycle[1])), f"dependency cycle: {' -> '.join(cycle)}"
+            elif dep in graph and dep not in state:
+                yield from visit(dep, trail + [dep])
+        state[name] = "done"
+
+    for name in graph:
+        if name not in state:
+            yield from visit(name, [name])
+
+
+def mesh_roles(ctx: Context):
+    names = {s.name: s for s in ctx.spec.services}
+    for key in ("consul", "proxy"):
+        role = getattr(ctx.spec, key).service
+        if role not in ctx.declared:
+            yield (key, "service"), f"names no declared service {role!r}"
+    proxy = names.get(ctx.spec.proxy.service)
+    stats = ctx.spec.proxy.stats_port_name
+    if proxy and stats not in proxy.ports:
+        yield ("proxy", "stats_port_name"), f"service {proxy.name!r} declares no port {stats!r} under ports"
+
+
+def run_method(ctx: Context):
+    for at, s in ctx.services():
+        if s.process is None and s.container is None:
+            yield at, "no run method: give process (command, install) and/or container (image or build)"
+        elif s.process is None and s.container.image is None and s.container.build is None:
+            yield at + ("container",), "container needs image or build when the service has no process to build from"
+
+
+def placeholders(ctx: Context):
+    for at, s in ctx.services():
+        valid = valid_names(ctx.spec, s)
+        for path, text in templated_texts(s):
+            try:
+                used = fields_of(text)
+            except ValueError as err:
+                yield at + path, str(err)
+                continue
+            for name in used:
+                if name in valid:
+                    continue
+                hint = ""
+                if name.startswith("services.") and name.split(".")[1] not in s.depends_on:
+                    hint = f" (add {name.split('.')[1]!r} to depends_on to use it)"
+                yield at + path, f"unknown placeholder {{{name}}}{hint}; valid: {', '.join(sorted(valid))}"
+
+
+def meta_keys(ctx: Context):
+    for at, s in ctx.services():
+        for key in s.meta:
+            if key.startswith("consul-") or key in RESERVED_META:
+                yield at + ("meta", key), f"meta key {key!r} is reserved (consul-*, {', '.join(RESERVED_META)})"
+
+
+def health_policy(ctx: Context):
+    for at, s in ctx.services():
+        timing = effective_health_timing(ctx.spec, s)
+        if timing.timeout > timing.interval:
+            yield at + ("health", "timeout"), "timeout is longer than interval: probes would overlap"
+        if timing.deregister_critical_after is not None and timing.deregister_critical_after < MIN_DEREGISTER_MS:
+            yield at + ("health", "deregister_critical_after"), "must be at least 1m (Consul's minimum)"
+        if s.kind == "mcp" and s.health.probe != "mcp":
+            yield at + ("health", s.health.probe), "an mcp service's health is an MCP handshake: use health.mcp"
+
+
+def routing_policy(ctx: Context):
+    prefixes: dict[str, str] = {}
+    for at, s in ctx.services():
+        r = effective_routing(ctx.spec, s)
+        here = at + ("routing",)
+        if not r.enabled:
+            continue
+        if s.kind == "database" and r.mode != "tcp":
+            yield here + ("mode",), "a database is routed as tcp (set routing.mode: tcp or routing.enabled: false)"
+        if s.kind == "mcp" and r.mode != "http":
+            yield here + ("mode",), "an mcp service speaks HTTP (Streamable HTTP): routing.mode must be http"
+        if r.affinity == "mcp_session" and s.health.probe != "mcp":
+            yield here + ("affinity",), "mcp_session affinity needs a service that speaks MCP (health.mcp)"
+        yield from _lb_policy(s, r, here)
+        if r.mode == "tcp":
+            yield from _tcp_limits(r, here)
+        else:
+            prefix = path_prefix(s, r)
+            if prefix in prefixes:
+                yield here + ("path_prefix",), f"path prefix {prefix} is already routed to {prefixes[prefix]}"
+            prefixes[prefix] = s.name
+        if r.retries.attempts and not r.retries.retry_on:
+            yield here + ("retries", "retry_on"), "retries.attempts > 0 needs at least one retry_on condition"
+
+
+def _lb_policy(s: Service, r, here: tuple):
+    lb = r.lb
+    if lb.policy == "hash" and lb.hash_on is None:
+        yield here + ("lb",), "policy hash needs hash_on (header, cookie or source)"
+    if lb.policy != "hash" and lb.hash_on is not None:
+        yield here + ("lb", "hash_on"), f"hash_on applies only to policy hash, not {lb.policy}"
+    if lb.policy == "weighted":
+        if lb.weights is None or len(lb.weights) != s.replicas:
+            yield here + ("lb",), f"policy weighted needs weights: one per replica ({s.replicas})"
+        elif any(not 1 <= w <= MAX_HAPROXY_WEIGHT for w in lb.weights):
+            yield here + ("lb", "weights"), f"weights must be between 1 and {MAX_HAPROXY_WEIGHT}"
+    elif lb.weights is not None:
+        yield here + ("lb", "weights"), f"weights apply only to policy weighted, not {lb.policy}"
+
+
+def _tcp_limits(r, here: tuple):
+    if r.path_prefix is not None:
+        yield here + ("path_prefix",), "a tcp service has no paths: remove path_prefix"
+    if r.lb.hash_on and r.lb.hash_on.source is None:
+        yield here + ("lb", "hash_on"), "a tcp service can only hash on source"
+    if r.affinity == "mcp_session":
+        yield here + ("affinity",), "a tcp service has no MCP sessions"
+    if [c for c in r.retries.retry_on if c != "conn-failure"]:
+        yield here + ("retries", "retry_on"), "a tcp service can only retry on conn-failure (set routing.retries.retry_on: [conn-failure])"
+
+
+RULES = (unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy, routing_policy)
+
+
+def check(ctx: Context) -> list[tuple[tuple, str]]:
+    return [finding for rule in RULES for finding in rule(ctx)]

@@ -1,0 +1,62 @@
+"""Scalar types of the spec: durations, names, ports, pinned packages, placeholders."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_duration(value: object) -> int:
+    """'500ms' | '2s' | '1m' | '1h' -> milliseconds. Bare numbers are refused: their unit is a guess."""
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return int(m.group(1)) * _UNIT_MS[m.group(2)]
+    raise ValueError(f"expected a duration like '500ms', '2s', '1m' or '1h', got {value!r}")
+
+
+def format_duration(ms: int) -> str:
+    """Milliseconds -> the shortest exact duration string ('1500ms', '2s', '1m')."""
+    for unit in ("h", "m", "s"):
+        if ms and ms % _UNIT_MS[unit] == 0:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+def _matching(pattern: str, what: str):
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Consul and DNS both want service names to be DNS labels.
+ServiceName = Annotated[
+    str, _matching(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "a DNS label (lowercase letters, digits, '-'; at most 63)")
+]
+PortName = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,30}", "a port name (lowercase letters, digits, '_')")]
+PipPin = Annotated[
+    str,
+    _matching(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[0-9A-Za-z.+!-]+", "a pinned pip requirement 'name==version'"),
+]
+NpmPin = Annotated[
+    str,
+    _matching(r"(@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*@\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", "a pinned npm package 'name@x.y.z'"),
+]
+# Debian stable is itself the pin for apt; an explicit '=version' is allowed.
+AptPackage = Annotated[
+    str, _matching(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?", "a Debian package 'name' or 'name=version'")
+]
+MetaKey = Annotated[
+    str, _matching(r"[A-Za-z0-9_-]{1,128}", "a Consul meta key (letters, digits, '_', '-'; at most 128)")
+]
+MetaValue = Annotated[str, Field(max_length=512)]
