@@ -11,6 +11,7 @@ from meshspec import settings
 from meshspec.agent.cli import agent_command
 from meshspec.hosts import HostsError, configured_hosts
 from meshspec.plan import make_plan
+from meshspec.pyinfra_run import NothingRan, run_deploy
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declare a service mesh, converge it, prove it.")
@@ -47,3 +48,17 @@ def validate(
         typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")
         for inst in mine if instances else []:
             typer.echo(f"  {inst.id:40} {inst.address}:{inst.port}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def deploy(
+    ctx: typer.Context,
+    deploy_file: Path = typer.Argument(Path("deploys/mesh.py"), help="The pyinfra deploy to run."),
+    inventory: Path = typer.Option(Path("inventory"), help="The pyinfra inventory file."),
+) -> None:
+    """Run `pyinfra -y INVENTORY DEPLOY_FILE [pyinfra options]`; fail if it converged zero hosts or operations."""
+    try:
+        code = run_deploy(deploy_file, inventory, ctx.args)
+    except NothingRan as err:
+        fail([f"error: {err}"])
+    raise typer.Exit(code)

@@ -17,14 +17,20 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class Host:
-    name: str  # as pyinfra knows it: '@local', 'web1', 'deploy@web2'
+    name: str  # as pyinfra knows it: '@local' or an SSH host name
     address: str  # where its services listen and are registered
+    ssh_user: str | None = None
 
     @property
     def label(self) -> str:
         """The host as it appears in instance IDs: a DNS-safe label."""
-        bare = "local" if self.name == LOCAL else self.name.rsplit("@", 1)[-1]
+        bare = "local" if self.name == LOCAL else self.name
         return re.sub(r"[^a-z0-9-]+", "-", bare.lower()).strip("-")
+
+    @property
+    def pyinfra_data(self) -> dict[str, str]:
+        data = {"mesh_address": self.address, "mesh_host_label": self.label}
+        return data | ({"ssh_user": self.ssh_user} if self.ssh_user else {})
 
 
 class HostsError(ValueError):
@@ -37,9 +43,9 @@ def _parse_line(line: str, where: str) -> Host | None:
         return None
     if len(words) > 2:
         raise HostsError(f"{where}: expected 'name [address]', got {line.strip()!r}")
-    name = words[0]
-    address = words[1] if len(words) == 2 else (LOOPBACK if name == LOCAL else name.rsplit("@", 1)[-1])
-    return Host(name, address)
+    user, _, name = words[0].rpartition("@") if words[0] != LOCAL else ("", "", LOCAL)
+    address = words[1] if len(words) == 2 else (LOOPBACK if name == LOCAL else name)
+    return Host(name, address, user or None)
 
 
 def configured_hosts(environ: dict[str, str] | None = None) -> list[Host]:

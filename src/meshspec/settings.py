@@ -25,3 +25,22 @@ def port_offset(environ=os.environ) -> int:
 
 def state_dir(environ=os.environ) -> str:
     return environ.get("MESH_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+RUNTIMES = ("process", "docker")
+
+
+def runtime(environ=os.environ) -> str:
+    value = environ.get("MESH_RUNTIME", "process")
+    if value not in RUNTIMES:
+        raise SettingsError(f"MESH_RUNTIME must be one of {', '.join(RUNTIMES)}, got {value!r}")
+    return value
+
+
+def spec_path(environ=os.environ) -> str:
+    return environ.get("MESH_SPEC", DEFAULT_SPEC)
+
+
+def consul_http_addr(environ=os.environ) -> str | None:
+    """A real Consul to use instead of deploying the embedded agent."""
+    return environ.get("CONSUL_HTTP_ADDR") or None

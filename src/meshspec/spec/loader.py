@@ -50,9 +50,8 @@ def _validate(data: dict, pos: Positions, label, problems: list[Problem]) -> tup
         spec = MeshSpec.model_validate(data)
         return spec, list(range(len(spec.services)))
     except ValidationError as err:
-        # A key YAML already flagged (duplicate, not text) would only be reported twice.
-        flagged = {(p.line, p.col) for p in problems}
-        problems += [p for e in err.errors() if ((p := _problem(e, data, pos, label)).line, p.col) not in flagged]
+        # Keys YAML did not read as text were flagged already, where they stand.
+        problems += [_problem(e, data, pos, label) for e in err.errors() if not _is_non_text_key(e)]
     if not isinstance(raw, list):
         return None, []
     index = [i for i, s in enumerate(raw) if _is_valid(Service, s)]
@@ -60,6 +59,10 @@ def _validate(data: dict, pos: Positions, label, problems: list[Problem]) -> tup
         return MeshSpec.model_validate({**data, "services": [raw[i] for i in index]}), index
     except ValidationError:
         return None, []
+
+
+def _is_non_text_key(error: dict) -> bool:
+    return error["loc"][-1:] == ("[key]",) and not isinstance(error["input"], str)
 
 
 def _is_valid(model: type[BaseModel], value: object) -> bool:

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+
+from meshspec.hosts import Host
+from meshspec.plan import make_plan
+from meshspec.spec import load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = Host("@local", "127.0.0.1")
+
+SMALL = """
+version: 1
+mesh: {name: t, replica_port_step: 100}
+services:
+  - name: consul
+    kind: core
+    description: registry
+    port: 8500
+    process: {command: ["{meshspec}", agent, --port, "{port}"]}
+    health: {http: {path: /v1/status/leader}}
+    routing: {enabled: false}
+  - name: mesh-proxy
+    kind: core
+    description: proxy
+    port: 8000
+    ports: {stats: 8001}
+    process: {command: [haproxy]}
+    health: {http: {path: /healthz}}
+    routing: {enabled: false}
+  - name: redis
+    kind: database
+    description: kv
+    port: 6379
+    process: {command: [redis-server, --port, "{port}", --dir, "{state_dir}"]}
+    health: {command: [redis-cli, -p, "{port}", ping]}
+    routing: {mode: tcp, retries: {retry_on: [conn-failure]}}
+  - name: api
+    kind: core
+    description: api
+    port: 9000
+    replicas: 3
+    depends_on: [redis]
+    process:
+      command: [api, --listen, "{address}:{port}", --redis, "{services.redis.address}:{services.redis.port}"]
+      env: {CONSUL: "{consul.addr}", PROXY: "{proxy.url}", STATS: "{services.redis.url}"}
+    health: {http: {path: /health}}
+"""
+
+
+@pytest.fixture
+def spec():
+    return parse_spec(SMALL)
+
+
+def test_replicas_get_stable_ids_and_stepped_ports(spec):
+    plan = make_plan(spec, [LOCAL])
+    assert [(i.id, i.port) for i in plan.instances_of("api")] == [
+        ("api-local-0", 9000), ("api-local-1", 9100), ("api-local-2", 9200)]
+
+
+def test_port_offset_moves_every_port_including_named_ones(spec):
+    plan = make_plan(spec, [LOCAL], port_offset=20000)
+    proxy = plan.instances_of("mesh-proxy")[0]
+    assert (proxy.port, proxy.ports) == (28000, {"stats": 28001})
+
+
+def test_replicas_spread_round_robin_over_hosts(spec):
+    hosts = [LOCAL, Host("web2", "10.1.1.2")]
+    plan = make_plan(spec, hosts)
+    assert [(i.id, i.address) for i in plan.instances_of("api")] == [
+        ("api-local-0", "127.0.0.1"), ("api-web2-1", "10.1.1.2"), ("api-local-2", "127.0.0.1")]
+    assert plan.per_host() == {"@local": 5, "web2": 1}
+
+
+def test_placeholders_render_per_instance(spec):
+    plan = make_plan(spec, [LOCAL], port_offset=10, state_dir="/srv/mesh", meshspec_bin="/opt/meshspec")
+    api1 = plan.instances_of("api")[1]
+    rendered = [plan.render(api1, t) for t in plan.service("api").process.command]
+    assert rendered == ["api", "--listen", "127.0.0.1:9110", "--redis", "127.0.0.1:6389"]
+    env = {k: plan.render(api1, v) for k, v in plan.service("api").process.env.items()}
+    assert env == {"CONSUL": "127.0.0.1:8510", "PROXY": "http://127.0.0.1:8010", "STATS": "http://127.0.0.1:6389"}
+    redis = plan.instances_of("redis")[0]
+    assert plan.render(redis, "{state_dir}") == "/srv/mesh/instances/redis-local-0"
+    assert plan.render(plan.instances_of("consul")[0], "{meshspec} {{literal}}") == "/opt/meshspec {literal}"
+
+
+def test_plan_is_pure_data(spec):
+    assert make_plan(spec, [LOCAL]) == make_plan(spec, [LOCAL])
+
+
+def test_shipped_spec_plans_41_instances_with_unique_ids_and_ports():
+    plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), [LOCAL])
+    ports = [p for i in plan.instances for p in (i.port, *i.ports.values())]
+    assert len(plan.instances) == 41
+    assert len({i.id for i in plan.instances}) == 41
+    assert len(set(ports)) == len(ports)
+
+
+def test_every_shipped_placeholder_renders():
+    plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), [LOCAL], port_offset=20000)
+    from meshspec.spec.placeholders import templated_texts
+
+    for inst in plan.instances:
+        for _, text in templated_texts(plan.service(inst.service)):
+            assert "{" not in plan.render(inst, text).replace("{{", ""), text
