@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from meshspec.hosts import Host
+from meshspec.layout import Layout
 from meshspec.spec.models import MeshSpec, Service
 from meshspec.spec.placeholders import render
 
@@ -34,7 +35,7 @@ class Plan:
     spec: MeshSpec
     hosts: tuple[Host, ...]
     port_offset: int
-    state_dir: PurePosixPath
+    layout: Layout
     meshspec_bin: str
     instances: tuple[Instance, ...]
 
@@ -55,8 +56,8 @@ class Plan:
             "id": inst.id,
             "address": inst.address,
             "port": inst.port,
-            "state_dir": self.state_dir / "instances" / inst.id,
-            "install_dir": self.state_dir / "install" / inst.service,
+            "state_dir": self.layout.instance_dir(inst.id),
+            "install_dir": self.layout.install_dir(inst.service),
             "consul.addr": _host_port(self.instances_of(self.spec.consul.service)[0]),
             "proxy.url": f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}",
             "meshspec": self.meshspec_bin,
@@ -102,4 +103,4 @@ def make_plan(
         for s in spec.services
         for r in range(s.replicas)
     )
-    return Plan(spec, tuple(hosts), port_offset, PurePosixPath(state_dir), meshspec_bin, instances)
+    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances)

@@ -186,7 +186,7 @@ class Routing(Strict):
 # --- the service and the mesh -------------------------------------------------------
 
 # Meta keys meshspec writes on every registration; a spec may not set them.
-RESERVED_META = ("managed-by", "spec-hash", "kind", "runtime", "host", "version")
+RESERVED_META = ("managed-by", "mesh", "spec-hash", "kind", "runtime", "host", "version")
 
 
 class Service(Strict):

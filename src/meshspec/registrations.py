@@ -1,0 +1,79 @@
+"""Plan -> Consul service registrations (Consul's JSON field names). Pure.
+
+`spec-hash` in Meta is the hash of everything else registered, so a deploy compares one
+field to know whether a registration is as declared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from meshspec import __version__
+from meshspec.plan import Instance, Plan
+from meshspec.spec.resolve import effective_health_timing
+from meshspec.spec.types import format_duration
+
+MANAGED_BY = "meshspec"
+
+
+def check(plan: Plan, inst: Instance) -> dict:
+    """The Consul check that proves the instance does its job."""
+    service = plan.service(inst.service)
+    health, timing = service.health, effective_health_timing(plan.spec, service)
+    base = f"http://{inst.address}:{inst.port}"
+    if health.http:
+        probe = {"HTTP": base + health.http.path, "Method": health.http.method,
+                 "Header": {k: [v] for k, v in health.http.headers.items()}}
+        probe |= {"Body": health.http.body} if health.http.body is not None else {}
+    elif health.mcp:
+        probe = {"Args": [plan.meshspec_bin, "probe", "mcp", base + health.mcp.path,
+                          "--min-tools", str(health.mcp.min_tools)]}
+    elif health.tcp:
+        probe = {"TCP": f"{inst.address}:{inst.port}"}
+    else:
+        probe = {"Args": [plan.render(inst, a) for a in health.command]}
+    timing_fields = {
+        "Interval": format_duration(timing.interval),
+        "Timeout": format_duration(timing.timeout),
+        "SuccessBeforePassing": timing.success_before_passing,
+        "FailuresBeforeCritical": timing.failures_before_critical,
+    }
+    if timing.deregister_critical_after is not None:
+        timing_fields["DeregisterCriticalServiceAfter"] = format_duration(timing.deregister_critical_after)
+    return {"CheckID": f"service:{inst.id}", "Name": f"{inst.service} {health.probe}", **probe, **timing_fields}
+
+
+def registration(plan: Plan, inst: Instance, runtime: str) -> dict:
+    service = plan.service(inst.service)
+    meta = {
+        **service.meta,
+        "managed-by": MANAGED_BY,
+        "mesh": plan.spec.mesh.name,
+        "kind": service.kind,
+        "runtime": runtime,
+        "host": inst.host.label,
+        "version": __version__,
+    }
+    body = {
+        "ID": inst.id,
+        "Name": inst.service,
+        "Tags": list(service.tags),
+        "Address": inst.address,
+        "Port": inst.port,
+        "Meta": meta,
+        "Check": check(plan, inst),
+    }
+    body["Meta"]["spec-hash"] = spec_hash(body)
+    return body
+
+
+def spec_hash(body: dict) -> str:
+    unhashed = {**body, "Meta": {k: v for k, v in body["Meta"].items() if k != "spec-hash"}}
+    return hashlib.sha256(json.dumps(unhashed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_ours(service: dict, mesh: str) -> bool:
+    """A registration this mesh's deploys created (and so may prune)."""
+    meta = service.get("Meta") or {}
+    return meta.get("managed-by") == MANAGED_BY and meta.get("mesh") == mesh

@@ -1,0 +1,71 @@
+"""Rendered supervisord configuration, read back by supervisord's own config parser."""
+
+import shlex
+
+import pytest
+from supervisor.options import ServerOptions
+
+from meshspec.hosts import Host
+from meshspec.plan import make_plan
+from meshspec.programs import program, supervisord_conf
+from meshspec.spec import parse_spec
+
+SPEC = """
+version: 1
+mesh: {name: t}
+services:
+  - {name: consul, kind: core, description: r, port: 8500, process: {command: [agent]}, health: {tcp: {}}, routing: {enabled: false}}
+  - name: mesh-proxy
+    kind: core
+    description: p
+    port: 8000
+    ports: {stats: 8001}
+    process: {command: [haproxy, -f, "{state_dir}/haproxy.cfg"], stop_signal: USR1, stop_timeout: 3s}
+    health: {tcp: {}}
+    routing: {enabled: false}
+  - name: api
+    kind: core
+    description: api
+    port: 9000
+    process:
+      command: [python3, -c, "print('100% done, it said \\"hi\\"')", "{port}"]
+      env: {GREETING: "it's \\"quoted\\", with, commas", RATE: "50%"}
+      user: nobody
+    health: {tcp: {}}
+"""
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    plan = make_plan(parse_spec(SPEC), [Host("@local", "127.0.0.1")], state_dir=str(tmp_path))
+    (tmp_path / "supervisor" / "programs").mkdir(parents=True)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "supervisor" / "supervisord.conf").write_text(supervisord_conf(plan.layout))
+    for inst in plan.instances:
+        p = program(plan, inst)
+        (tmp_path / "supervisor" / "programs" / f"{inst.id}.conf").write_text(p.text)
+    options = ServerOptions()
+    options.realize(args=["-c", str(tmp_path / "supervisor" / "supervisord.conf")])
+    return plan, {g.name: g.process_configs[0] for g in options.process_group_configs}
+
+
+def test_every_instance_is_one_program(loaded):
+    plan, programs = loaded
+    assert sorted(programs) == sorted(i.id for i in plan.instances)
+
+
+def test_command_and_env_survive_quotes_commas_and_percent_signs(loaded):
+    _, programs = loaded
+    argv = shlex.split(programs["api-local-0"].command)
+    assert argv == ["/usr/bin/env", "GREETING=it's \"quoted\", with, commas", "RATE=50%",
+                    "python3", "-c", "print('100% done, it said \"hi\"')", "9000"]
+
+
+def test_stop_settings_and_user_come_from_the_spec(loaded, tmp_path):
+    _, programs = loaded
+    proxy, api = programs["mesh-proxy-local-0"], programs["api-local-0"]
+    assert (proxy.stopsignal.name if hasattr(proxy.stopsignal, "name") else proxy.stopsignal) in (10, "SIGUSR1")
+    assert proxy.stopwaitsecs == 3
+    assert proxy.directory == str(tmp_path / "instances" / "mesh-proxy-local-0")
+    assert api.uid is not None  # user=nobody resolved by supervisord
+    assert proxy.killasgroup and proxy.stopasgroup
