@@ -32,7 +32,7 @@ def parse_spec(text: str, filename: str = "<spec>", port_offset: int = 0) -> Mes
     if data is None:
         raise SpecInvalid(filename, problems)
     if not isinstance(data, dict):
-        raise SpecInvalid(filename, [Problem(1, 1, "(file)", "the spec must be a mapping (version, mesh, services, ...)")])
+        raise SpecInvalid(filename, [Problem(*pos.of_value(()), "(file)", "the spec must be a mapping (version, mesh, services, ...)")])
     spec, index = _validate(data, pos, label, problems)
     if spec is not None:
         declared = frozenset(s.get("name") for s in data.get("services") or [] if isinstance(s, dict) and isinstance(s.get("name"), str))
@@ -62,7 +62,8 @@ def _validate(data: dict, pos: Positions, label, problems: list[Problem]) -> tup
 
 
 def _is_non_text_key(error: dict) -> bool:
-    return error["loc"][-1:] == ("[key]",) and not isinstance(error["input"], str)
+    key_error = error["type"] == "invalid_key" or error["loc"][-1:] == ("[key]",)
+    return key_error and not isinstance(error["input"], str)
 
 
 def _is_valid(model: type[BaseModel], value: object) -> bool:

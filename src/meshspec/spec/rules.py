@@ -96,15 +96,16 @@ def _cycles(ctx: Context):
 
 
 def mesh_roles(ctx: Context):
-    names = {s.name: s for s in ctx.spec.services}
     for key in ("consul", "proxy"):
         role = getattr(ctx.spec, key).service
         if role not in ctx.declared:
             yield (key, "service"), f"names no declared service {role!r}"
-    proxy = names.get(ctx.spec.proxy.service)
     stats = ctx.spec.proxy.stats_port_name
-    if proxy and stats not in proxy.ports:
-        yield ("proxy", "stats_port_name"), f"service {proxy.name!r} declares no port {stats!r} under ports"
+    for at, s in ctx.services():
+        if s.name == ctx.spec.proxy.service and stats not in s.ports:
+            written = "stats_port_name" in ctx.spec.proxy.model_fields_set
+            where = ("proxy", "stats_port_name") if written else at + ("ports",)
+            yield where, f"service {s.name!r} declares no port {stats!r} under ports (the proxy's stats listener)"
 
 
 def run_method(ctx: Context):

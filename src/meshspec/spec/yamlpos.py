@@ -58,6 +58,19 @@ def _walk(node: yaml.Node, path: Path, pos: Positions, findings: list[Finding]) 
             _walk(item, path + (i,), pos, findings)
 
 
+def _syntax_message(err: yaml.MarkedYAMLError) -> str:
+    """PyYAML's message, with a plain-words hint for the usual causes."""
+    message = f"YAML syntax: {err.problem or err.context}"
+    if "'\\t'" in message:
+        message += " (YAML indents with spaces, not tabs)"
+    elif "expected <block end>" in message:
+        message += " (inconsistent indentation?)"
+    ctx = err.context_mark
+    if err.context and ctx and err.problem_mark and ctx.line != err.problem_mark.line:
+        message += f" ({err.context} at line {ctx.line + 1} col {ctx.column + 1})"
+    return message
+
+
 def load_with_positions(text: str) -> tuple[object, Positions, list[Finding]]:
     """Parse `text`; syntax errors and duplicate keys come back as findings, never as exceptions."""
     pos = Positions()
@@ -72,7 +85,7 @@ def load_with_positions(text: str) -> tuple[object, Positions, list[Finding]]:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return None, pos, [((), (line, col), f"YAML syntax: {err.problem or err.context}")]
+        return None, pos, [((), (line, col), _syntax_message(err))]
     finally:
         loader.dispose()
     return data, pos, findings
