@@ -1,0 +1,250 @@
+"""Durable state: services, checks and KV in SQLite, mirrored in memory for reads.
+
+Every write is one transaction (WAL, synchronous=FULL) committed before the caller answers, so an
+acknowledged write survives SIGKILL. Each write takes the next Raft-like index and stamps it on the
+"topics" it touched; blocking queries compute their index from those topics.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS services (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY, value BLOB, flags INTEGER NOT NULL,
+    create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL, lock_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+"""
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def service_topic(name: str) -> str:
+    return f"service:{name}"
+
+
+def kv_topic(key: str) -> str:
+    return f"kv:{key}"
+
+
+class Store:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(data_dir / "state.db", isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self.listeners: list[Callable[[set[str]], None]] = []
+        self._load()
+
+    # ---- loading -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        meta = dict(self._db.execute("SELECT k, v FROM meta"))
+        if "node_id" not in meta:
+            self._commit(1, [self._meta("node_id", str(uuid.uuid4()))], {"nodes"})
+            meta = dict(self._db.execute("SELECT k, v FROM meta"))
+        self.node_id: str = meta["node_id"]
+        self.index: int = int(meta.get("index", 1))
+        self.topics: dict[str, int] = dict(self._db.execute("SELECT name, idx FROM topics"))
+        self.services: dict[str, dict[str, Any]] = {
+            sid: json.loads(doc) for sid, doc in self._db.execute("SELECT id, doc FROM services")
+        }
+        self.checks: dict[str, dict[str, Any]] = {
+            cid: json.loads(doc) for cid, doc in self._db.execute("SELECT id, doc FROM checks")
+        }
+        self.kv: dict[str, dict[str, Any]] = {
+            row[0]: _kv_entry(*row) for row in self._db.execute("SELECT * FROM kv")
+        }
+        self.tombstones: dict[str, int] = dict(self._db.execute("SELECT key, idx FROM tombstones"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---- the write path ------------------------------------------------------------------------
+    @staticmethod
+    def _meta(key: str, value: str) -> Statement:
+        return ("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+
+    def _commit(self, index: int, statements: Iterable[Statement], topics: set[str]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                db.execute(sql, params)
+            db.execute(*self._meta("index", str(index)))
+            db.executemany(
+                "INSERT OR REPLACE INTO topics (name, idx) VALUES (?, ?)",
+                [(t, index) for t in topics if not t.startswith("kv:")],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _publish(self, index: int, topics: set[str]) -> None:
+        self.index = index
+        for topic in topics:
+            if not topic.startswith("kv:"):
+                self.topics[topic] = index
+        for listener in self.listeners:
+            listener(topics)
+
+    def topic_index(self, *topics: str) -> int:
+        """The index a blocking query on `topics` reports: the last write that touched any of them."""
+        return max([self.topics.get(t, 1) for t in topics] + [1])
+
+    # ---- services and checks -------------------------------------------------------------------
+    def _service_topics(self, service_id: str) -> set[str]:
+        service = self.services.get(service_id)
+        return {service_topic(service["Service"])} if service else {"nodechecks"}
+
+    def put_service(self, service: dict[str, Any], checks: list[dict[str, Any]], drop: Iterable[str]) -> None:
+        index = self.index + 1
+        old = self.services.get(service["ID"])
+        service = {**service, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
+        stamped = [self._stamp_check(c, index) for c in checks]
+        drop = [cid for cid in drop if cid in self.checks]
+        statements = [("INSERT OR REPLACE INTO services (id, doc) VALUES (?, ?)", (service["ID"], json.dumps(service)))]
+        statements += [_check_row(c) for c in stamped]
+        statements += [("DELETE FROM checks WHERE id = ?", (cid,)) for cid in drop]
+        topics = {"services", "checks", service_topic(service["Service"])}
+        if old:
+            topics.add(service_topic(old["Service"]))
+        self._commit(index, statements, topics)
+        self.services[service["ID"]] = service
+        for cid in drop:
+            del self.checks[cid]
+        for check in stamped:
+            self.checks[check["CheckID"]] = check
+        self._publish(index, topics)
+
+    def _stamp_check(self, check: dict[str, Any], index: int) -> dict[str, Any]:
+        old = self.checks.get(check["CheckID"])
+        status = check.get("Status") or (old["Status"] if old else "critical")
+        return {
+            **check,
+            "Status": status,
+            "Output": old["Output"] if old and old["Status"] == status else check.get("Output", ""),
+            "CreateIndex": old["CreateIndex"] if old else index,
+            "ModifyIndex": index,
+        }
+
+    def delete_service(self, service_id: str) -> list[str]:
+        """Remove a service and its checks; returns the removed check IDs."""
+        service = self.services[service_id]
+        check_ids = [cid for cid, c in self.checks.items() if c["ServiceID"] == service_id]
+        index = self.index + 1
+        statements = [("DELETE FROM services WHERE id = ?", (service_id,))]
+        statements += [("DELETE FROM checks WHERE id = ?", (cid,)) for cid in check_ids]
+        topics = {"services", "checks", service_topic(service["Service"])}
+        self._commit(index, statements, topics)
+        del self.services[service_id]
+        for cid in check_ids:
+            del self.checks[cid]
+        self._publish(index, topics)
+        return check_ids
+
+    def put_check(self, check: dict[str, Any]) -> None:
+        index = self.index + 1
+        stamped = self._stamp_check(check, index)
+        topics = {"checks"} | self._service_topics(check["ServiceID"])
+        self._commit(index, [_check_row(stamped)], topics)
+        self.checks[stamped["CheckID"]] = stamped
+        self._publish(index, topics)
+
+    def delete_check(self, check_id: str) -> None:
+        topics = {"checks"} | self._service_topics(self.checks[check_id]["ServiceID"])
+        index = self.index + 1
+        self._commit(index, [("DELETE FROM checks WHERE id = ?", (check_id,))], topics)
+        del self.checks[check_id]
+        self._publish(index, topics)
+
+    def set_check_status(self, check_id: str, status: str, output: str) -> bool:
+        """Record a check result. Only a status change is a write (index bump, watchers woken):
+        output-only changes are kept in memory, so chatty outputs do not wake watchers constantly."""
+        check = self.checks.get(check_id)
+        if check is None:
+            return False
+        if check["Status"] == status:
+            check["Output"] = output
+            return False
+        index = self.index + 1
+        updated = {**check, "Status": status, "Output": output, "ModifyIndex": index}
+        topics = {"checks"} | self._service_topics(check["ServiceID"])
+        self._commit(index, [_check_row(updated)], topics)
+        self.checks[check_id] = updated
+        self._publish(index, topics)
+        return True
+
+    # ---- KV --------------------------------------------------------------------------------------
+    def kv_put(self, key: str, value: bytes | None, flags: int, cas: int | None) -> bool:
+        old = self.kv.get(key)
+        if cas is not None and (old["ModifyIndex"] if old else 0) != cas:
+            return False
+        index = self.index + 1
+        entry = {
+            "Key": key, "Value": value, "Flags": flags, "LockIndex": old["LockIndex"] if old else 0,
+            "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index,
+        }
+        statements = [(
+            "INSERT OR REPLACE INTO kv (key, value, flags, create_index, modify_index, lock_index) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, value, flags, entry["CreateIndex"], index, entry["LockIndex"]),
+        ), ("DELETE FROM tombstones WHERE key = ?", (key,))]
+        topics = {"kv", kv_topic(key)}
+        self._commit(index, statements, topics)
+        self.kv[key] = entry
+        self.tombstones.pop(key, None)
+        self._publish(index, topics)
+        return True
+
+    def kv_delete(self, key: str, recurse: bool, cas: int | None) -> bool:
+        if cas is not None:
+            old = self.kv.get(key)
+            if old is None or old["ModifyIndex"] != cas:
+                return False
+        keys = [k for k in self.kv if k.startswith(key)] if recurse else [key] if key in self.kv else []
+        if not keys:
+            return True
+        index = self.index + 1
+        statements: list[Statement] = []
+        for k in keys:
+            statements.append(("DELETE FROM kv WHERE key = ?", (k,)))
+            statements.append(("INSERT OR REPLACE INTO tombstones (key, idx) VALUES (?, ?)", (k, index)))
+        topics = {"kv"} | {kv_topic(k) for k in keys}
+        self._commit(index, statements, topics)
+        for k in keys:
+            del self.kv[k]
+            self.tombstones[k] = index
+        self._publish(index, topics)
+        return True
+
+    def kv_index(self, prefix: str, exact: bool) -> int:
+        """Consul's KV query index: the newest entry or tombstone in scope, else the KV table index."""
+        def in_scope(k: str) -> bool:
+            return k == prefix if exact else k.startswith(prefix)
+
+        found = [e["ModifyIndex"] for k, e in self.kv.items() if in_scope(k)]
+        found += [i for k, i in self.tombstones.items() if in_scope(k)]
+        return max(found) if found else self.topic_index("kv")
+
+
+def _check_row(check: dict[str, Any]) -> Statement:
+    return ("INSERT OR REPLACE INTO checks (id, doc) VALUES (?, ?)", (check["CheckID"], json.dumps(check)))
+
+
+def _kv_entry(key, value, flags, create_index, modify_index, lock_index) -> dict[str, Any]:
+    return {
+        "Key": key, "Value": value, "Flags": flags, "LockIndex": lock_index,
+        "CreateIndex": create_index, "ModifyIndex": modify_index,
+    }

@@ -1,0 +1,47 @@
+"""Acknowledged writes survive SIGKILL; checks resume after a restart."""
+
+from __future__ import annotations
+
+import consul
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkill_and_restart_lose_nothing(make_agent, target, wait_until):
+    agent = make_agent(token="tok")
+    c = agent.client(token="tok")
+    for n in range(20):
+        c.agent.service.register("svc", service_id=f"svc-{n}", port=1000 + n, tags=[f"t{n}"], meta={"n": str(n)})
+    c.agent.service.register("web", service_id="web", port=target.port,
+                             check=consul.Check.http(target.url, interval="1s", timeout="1s"))
+    c.agent.check.register("beat", consul.Check.ttl("30s"), check_id="beat")
+    c.agent.check.ttl_warn("beat", notes="warned")
+    for n in range(50):
+        c.kv.put(f"k/{n}", f"value-{n}", flags=n)
+    c.kv.delete("k/0")
+    wait_until(lambda: c.agent.checks()["service:web"]["Status"] == "passing", 8)
+    before_index, before_kv = c.kv.get("k/", recurse=True)
+    before_services, before_checks = c.agent.services(), c.agent.checks()
+
+    agent.kill()
+    target.stop()
+    agent.start()
+
+    assert c.agent.services() == before_services
+    after_checks = c.agent.checks()
+    assert set(after_checks) == set(before_checks)
+    assert after_checks["beat"]["Status"] == "warning" and after_checks["beat"]["Output"] == "warned"
+    after_index, after_kv = c.kv.get("k/", recurse=True)
+    assert after_kv == before_kv and int(after_index) >= int(before_index)
+    assert c.kv.get("k/0")[1] is None
+    # The HTTP check's runner restarted: its target is gone now, so it must turn critical.
+    wait_until(lambda: c.agent.checks()["service:web"]["Status"] == "critical", 8)
+    # And the index keeps growing: new writes are newer than anything before the crash.
+    c.kv.put("after", "crash")
+    assert c.kv.get("after")[1]["ModifyIndex"] > int(before_index)
+
+
+def test_sigterm_exits_cleanly(agent):
+    assert agent.stop() == 0
+    assert "ready" in agent.log()
