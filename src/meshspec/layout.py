@@ -46,3 +46,7 @@ class Layout:
     @property
     def consul_token_file(self) -> PurePosixPath:
         return self.root / "consul" / "management-token"
+
+
+# What a deploy creates under the state dir; teardown removes these and nothing else.
+OWNED = ("install", "instances", "supervisor", "logs", "consul")

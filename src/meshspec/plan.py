@@ -38,6 +38,7 @@ class Plan:
     layout: Layout
     meshspec_bin: str
     instances: tuple[Instance, ...]
+    external_consul: str | None = None  # a real Consul's address; then no agent instance is planned
 
     def service(self, name: str) -> Service:
         return next(s for s in self.spec.services if s.name == name)
@@ -58,10 +59,12 @@ class Plan:
             "port": inst.port,
             "state_dir": self.layout.instance_dir(inst.id),
             "install_dir": self.layout.install_dir(inst.service),
-            "consul.addr": _host_port(self.instances_of(self.spec.consul.service)[0]),
-            "proxy.url": f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}",
+            "consul.addr": self.consul_addr,
+            "consul.token_file": self.layout.consul_token_file,
             "meshspec": self.meshspec_bin,
         }
+        if self.spec.proxy.service is not None:
+            values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
         values |= {f"ports.{name}": port for name, port in inst.ports.items()}
         for dep in self.service(inst.service).depends_on:
             peer = self.instances_of(dep)[0]
@@ -72,6 +75,10 @@ class Plan:
             }
             values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
         return values
+
+    @property
+    def consul_addr(self) -> str:
+        return self.external_consul or _host_port(self.instances_of(self.spec.consul.service)[0])
 
     def render(self, inst: Instance, text: str) -> str:
         return render(text, self.values_for(inst))
@@ -87,8 +94,12 @@ def make_plan(
     port_offset: int = 0,
     state_dir: str = "/var/lib/meshspec",
     meshspec_bin: str = "meshspec",
+    external_consul: str | None = None,
 ) -> Plan:
-    """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset."""
+    """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
+
+    With `external_consul` (a real Consul's address) the spec's consul service is not planned.
+    """
     if not hosts:
         raise ValueError("a plan needs at least one host")
     port_of = spec.mesh.port_of
@@ -101,6 +112,7 @@ def make_plan(
             ports={name: port_of(p, r, port_offset) for name, p in s.ports.items()},
         )
         for s in spec.services
+        if not (external_consul and s.name == spec.consul.service)
         for r in range(s.replicas)
     )
-    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances)
+    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances, external_consul)

@@ -221,7 +221,7 @@ class ConsulSettings(Strict):
 
 
 class ProxySettings(Strict):
-    service: ServiceName = "mesh-proxy"
+    service: ServiceName | None = "mesh-proxy"  # null: a mesh without a data plane
     stats_port_name: PortName = "stats"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from meshspec.spec.models import MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
-MESH_NAMES = ("consul.addr", "proxy.url", "meshspec")  # meshspec: the project's own executable
+MESH_NAMES = ("consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
 PEER_FIELDS = ("address", "port", "url")
 
 
@@ -26,6 +26,8 @@ def fields_of(text: str) -> list[str]:
 
 def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     names = set(INSTANCE_NAMES) | set(MESH_NAMES)
+    if spec.proxy.service is None:
+        names.discard("proxy.url")
     names |= {f"ports.{p}" for p in service.ports}
     peers = {s.name: s for s in spec.services if s.name in service.depends_on}
     for dep, peer in peers.items():

@@ -98,7 +98,7 @@ def _cycles(ctx: Context):
 def mesh_roles(ctx: Context):
     for key in ("consul", "proxy"):
         role = getattr(ctx.spec, key).service
-        if role not in ctx.declared:
+        if role is not None and role not in ctx.declared:
             yield (key, "service"), f"names no declared service {role!r}"
     stats = ctx.spec.proxy.stats_port_name
     for at, s in ctx.services():

@@ -1,0 +1,23 @@
+"""Remove everything deploys/mesh.py created on each host, and nothing else.
+
+    pyinfra -y inventory deploys/teardown.py    (or: make down)
+
+Registrations are deregistered, supervisord and its programs stopped, and the state
+directories meshspec owns removed. Debian packages stay: they may predate the mesh or serve
+other software.
+"""
+
+from pyinfra import host
+from pyinfra.operations import files
+
+from meshspec.deploy import BIN_DIR, this_host
+from meshspec.layout import OWNED
+from meshspec.ops import consul, supervisor
+
+mesh = this_host(host)
+
+consul.prune(name="Deregister", registry=mesh.registry, token_path=mesh.token_path,
+             mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
+supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
+for part in OWNED:
+    files.directory(name=f"Remove {mesh.layout.root / part}", path=str(mesh.layout.root / part), present=False)

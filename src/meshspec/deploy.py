@@ -1,0 +1,111 @@
+"""This host's part of the mesh, as deploys/mesh.py needs it: validated spec, plan, and places.
+
+Everything here is computed from the spec and pyinfra's inventory; a bad spec or setting stops
+the deploy here, before any operation touches a host.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from pyinfra import inventory
+
+from meshspec import settings
+from meshspec.hosts import LOCAL, LOOPBACK, Host
+from meshspec.installs import Recipe, recipe
+from meshspec.plan import Instance, Plan, make_plan
+from meshspec.preparation import Preparation, preparation
+from meshspec.programs import Program, program
+from meshspec.registrations import registration
+from meshspec.registry import Registry
+from meshspec.spec import SpecInvalid, load_spec
+
+# supervisord, supervisorctl and meshspec itself, beside the Python running pyinfra.
+BIN_DIR = str(Path(sys.executable).parent)
+
+
+def _mesh_host(h) -> Host:
+    address = h.data.get("mesh_address") or (LOOPBACK if h.name == LOCAL else h.name)
+    return Host(h.name, address)
+
+
+@dataclass(frozen=True)
+class HostMesh:
+    plan: Plan
+    host_name: str
+    runtime: str
+    registry: Registry
+    given_token: str | None  # a real Consul's token; None: the embedded agent's own, made once
+
+    @property
+    def layout(self):
+        return self.plan.layout
+
+    @cached_property
+    def instances(self) -> list[Instance]:
+        return [i for i in self.plan.instances if i.host.name == self.host_name]
+
+    @cached_property
+    def services(self):
+        names = {i.service for i in self.instances}
+        return [s for s in self.plan.spec.services if s.name in names]
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.id for i in self.instances]
+
+    @property
+    def host_label(self) -> str:
+        return self.instances[0].host.label if self.instances else ""
+
+    @property
+    def debian_packages(self) -> list[str]:
+        return sorted({p for s in self.services if s.process for p in s.process.install.apt})
+
+    @property
+    def install_root(self) -> str:
+        return str(self.layout.root / "install")
+
+    @property
+    def recipes(self) -> list[Recipe]:
+        found = (recipe(s.name, str(self.layout.install_dir(s.name)), s.process.install) for s in self.services if s.process)
+        return [r for r in found if r]
+
+    @property
+    def preparations(self) -> list[Preparation]:
+        return [preparation(self.plan, i) for i in self.instances]
+
+    @property
+    def programs(self) -> list[Program]:
+        return [program(self.plan, i) for i in self.instances]
+
+    @property
+    def registrations(self) -> list[dict]:
+        return [registration(self.plan, i, self.runtime) for i in self.instances]
+
+    @property
+    def token_path(self) -> str:
+        return str(self.layout.consul_token_file)
+
+
+def this_host(host) -> HostMesh:
+    """The mesh as `host` converges to it; exits with the spec's problems if it is invalid."""
+    data = host.data
+    try:
+        spec = load_spec(data.mesh_spec, port_offset=data.mesh_port_offset)
+    except SpecInvalid as err:
+        lines = [p.render(err.filename) for p in err.problems]
+        raise SystemExit("\n".join([*lines, f"{len(lines)} problem(s) in the spec; no host was changed"])) from None
+    if data.mesh_runtime != "process":
+        raise SystemExit(f"MESH_RUNTIME={data.mesh_runtime}: only the process runtime is built so far (docker: issue #8)")
+    external = data.consul_http_addr
+    plan = make_plan(
+        spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset, data.mesh_state_dir,
+        meshspec_bin=f"{BIN_DIR}/meshspec", external_consul=external,
+    )
+    registry = Registry.from_addr(plan.consul_addr, embedded=not external)
+    return HostMesh(plan, host.name, data.mesh_runtime, registry, os.environ.get("CONSUL_HTTP_TOKEN") if external else None)

@@ -1,0 +1,1 @@
+"""pyinfra facts, one module per ops module of the same name."""

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pyinfra.api import FactBase
+
+
+class SupervisordPid(FactBase):
+    """The pid of the supervisord serving `conf`, or None when it does not answer."""
+
+    def command(self, ctl: str, conf: str) -> str:
+        return f"{ctl} -c {conf} pid 2>/dev/null || true"
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return int(text) if text.isdigit() else None
+
+
+class ProgramFiles(FactBase):
+    """{program name: sha256} of the program files in `directory`."""
+
+    default = dict
+
+    def command(self, directory: str) -> str:
+        return f"cd {directory} 2>/dev/null && sha256sum -- *.conf 2>/dev/null; true"
+
+    def process(self, output):
+        pairs = (line.split(None, 1) for line in output if line.strip())
+        return {name.removesuffix(".conf"): digest for digest, name in pairs}
+
+
+class ProgramStates(FactBase):
+    """{program name: state} as supervisorctl reports them (RUNNING, STARTING, FATAL, ...)."""
+
+    default = dict
+
+    def command(self, ctl: str, conf: str) -> str:
+        return f"{ctl} -c {conf} status 2>/dev/null; true"
+
+    def process(self, output):
+        return {parts[0]: parts[1] for line in output if len(parts := line.split()) >= 2}

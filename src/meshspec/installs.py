@@ -1,0 +1,46 @@
+"""A service's isolated install (its venv and npm prefix) as a recipe: pure.
+
+The recipe's hash is written as a stamp once the install finished; a deploy reinstalls a
+service only when its recipe changed, and reads all stamps with one command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+
+from meshspec.spec.models import Install
+
+STAMP = ".meshspec-install"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    service: str
+    install_dir: str
+    pip: tuple[str, ...]
+    npm: tuple[str, ...]
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps([self.pip, self.npm]).encode()).hexdigest()[:16]
+
+    def script(self) -> str:
+        """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
+        d = shlex.quote(self.install_dir)
+        steps = ["set -e", f"rm -rf {d}", f"mkdir -p {d}"]
+        if self.pip:
+            steps += [f"python3 -m venv {d}/venv",
+                      f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
+        if self.npm:
+            steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]
+        steps += [f"echo {self.hash} > {d}/{STAMP}"]
+        return "\n".join(steps)
+
+
+def recipe(service: str, install_dir: str, install: Install) -> Recipe | None:
+    if not (install.pip or install.npm):
+        return None
+    return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm))

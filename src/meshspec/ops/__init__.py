@@ -1,0 +1,1 @@
+"""pyinfra operations that converge a host to the plan, one module per concern."""

@@ -1,0 +1,28 @@
+"""Instance directories and their `prepare` commands, redone only when they change."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import StringCommand, operation
+
+from meshspec.facts.stamps import Stamps
+from meshspec.preparation import STAMP, Preparation
+
+
+@operation()
+def prepared(root: str, preparations: list[Preparation]):
+    """
+    Create each instance's directory (owned by its user) and run its prepare commands once.
+
+    + root: the directory holding one directory per instance
+    + preparations: this host's instances
+    """
+    done = host.get_fact(Stamps, root=root, stamp=STAMP)
+    stale = [p for p in preparations if done.get(p.instance_id) != p.hash]
+    if not stale:
+        host.noop(f"{len(preparations)} instance directories are prepared")
+        return
+    for p in stale:
+        yield StringCommand("sh", "-c", shlex.quote(p.script()))

@@ -1,0 +1,68 @@
+"""Packages: Debian's, installed without starting their services, and isolated per-service installs."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import StringCommand, operation
+from pyinfra.facts.deb import DebPackages
+
+from meshspec.facts.stamps import Stamps
+from meshspec.installs import STAMP, Recipe
+
+# While installing, a policy-rc.d that refuses service starts keeps Debian from starting its
+# own postgresql, redis, ... on their default ports: the mesh starts its own instances.
+_QUIET_APT = """set -e
+policy=/usr/sbin/policy-rc.d
+if [ ! -e $policy ]; then printf '#!/bin/sh\\nexit 101\\n' > $policy; chmod 755 $policy; trap 'rm -f $policy' EXIT; fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {packages} >/dev/null
+"""
+
+
+@operation()
+def debian(packages: list[str]):
+    """
+    Install Debian packages without starting the services they carry.
+
+    + packages: package names, optionally `name=version`
+
+    Example: ``packages.debian(name="Debian packages", packages=["haproxy", "redis-server"])``
+    """
+    installed = host.get_fact(DebPackages)
+    missing = sorted({p for p in packages if p.split("=", 1)[0] not in installed})
+    if not missing:
+        host.noop(f"{len(set(packages))} Debian packages are installed")
+        return
+    yield StringCommand("sh", "-c", shlex.quote(_QUIET_APT.format(packages=shlex.join(missing))))
+
+
+@operation()
+def isolated(root: str, recipe: Recipe):
+    """
+    Give a service its own venv / npm prefix at its pinned versions (reinstalled when the pins change).
+
+    + root: the directory holding one install directory per service
+    + recipe: the service's install
+    """
+    if host.get_fact(Stamps, root=root, stamp=STAMP).get(recipe.service) == recipe.hash:
+        host.noop(f"{recipe.service}: install is as pinned")
+        return
+    yield StringCommand("sh", "-c", shlex.quote(recipe.script()))
+
+
+@operation()
+def prune_isolated(root: str, keep: list[str]):
+    """
+    Remove the installs (marked by their stamp) of services the spec no longer names.
+
+    + root: the directory holding one install directory per service
+    + keep: the services whose installs stay
+    """
+    gone = sorted(set(host.get_fact(Stamps, root=root, stamp=STAMP)) - set(keep))
+    if not gone:
+        host.noop("no install left over")
+        return
+    for service in gone:
+        yield StringCommand("rm", "-rf", shlex.quote(f"{root}/{service}"))
