@@ -58,9 +58,17 @@ def deploy(
     deploy_file: Path = typer.Argument(Path("deploys/mesh.py"), help="The pyinfra deploy to run."),
     inventory: Path = typer.Option(Path("inventory"), help="The pyinfra inventory file."),
 ) -> None:
-    """Run `pyinfra -y INVENTORY DEPLOY_FILE [pyinfra options]`; fail if it converged zero hosts or operations."""
+    """Validate the spec, then run `pyinfra -y INVENTORY DEPLOY_FILE [pyinfra options]`.
+
+    Fails (exit 2) on a bad spec before any host is touched, and when pyinfra converged zero hosts or operations.
+    """
     try:
+        load_spec(settings.spec_path(), port_offset=settings.port_offset())
         code = run_deploy(deploy_file, inventory, ctx.args)
+    except SpecInvalid as err:
+        fail([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); no host was touched"])
+    except settings.SettingsError as err:
+        fail([f"error: {err}"])
     except NothingRan as err:
         fail([f"error: {err}"])
     raise typer.Exit(code)
