@@ -1,5 +1,6 @@
 """`meshspec deploy` refuses a pyinfra run that converged no host or ran no operation."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,13 +8,15 @@ from pathlib import Path
 import pytest
 
 MESHSPEC = str(Path(sys.executable).parent / "meshspec")
+SPEC = str(Path(__file__).resolve().parents[2] / "mesh_spec.yaml")  # meshspec deploy validates it first
 ONE_OPERATION = 'from pyinfra.operations import files\nfiles.directory(name="make dir", path="{dir}")\n'
 
 
 def deploy(tmp_path: Path, hosts: str, body: str, *extra: str) -> subprocess.CompletedProcess:
     (tmp_path / "inventory").write_text(f"hosts = {hosts}\n")
     (tmp_path / "d.py").write_text(body.format(dir=tmp_path / "made"))
-    return subprocess.run([MESHSPEC, "deploy", "d.py", *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = os.environ | {"MESH_SPEC": SPEC}
+    return subprocess.run([MESHSPEC, "deploy", "d.py", *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("extra", [(), ("--dry",)])
