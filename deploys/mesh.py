@@ -16,6 +16,7 @@ for recipe in mesh.recipes:
     packages.isolated(name=f"Install {recipe.service}", root=mesh.install_root, recipe=recipe)
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations)
+instances.files(name="Rendered files", wanted=mesh.files)
 supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
 supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
 packages.prune_isolated(name="Prune installs", root=mesh.install_root, keep=[r.service for r in mesh.recipes])

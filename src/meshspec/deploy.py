@@ -15,6 +15,7 @@ from pathlib import Path
 from pyinfra import inventory
 
 from meshspec import settings
+from meshspec.configs import rendered_files
 from meshspec.hosts import LOCAL, LOOPBACK, Host
 from meshspec.installs import Recipe, recipe
 from meshspec.plan import Instance, Plan, make_plan
@@ -78,6 +79,10 @@ class HostMesh:
     @property
     def preparations(self) -> list[Preparation]:
         return [preparation(self.plan, i) for i in self.instances]
+
+    @property
+    def files(self) -> list[tuple[str, str]]:
+        return [f for i in self.instances if self.plan.service(i.service).process for f in rendered_files(self.plan, i)]
 
     @property
     def programs(self) -> list[Program]:

@@ -6,6 +6,7 @@ import shlex
 from functools import partial
 from dataclasses import dataclass
 
+from meshspec.configs import files_digest, rendered_files
 from meshspec.layout import Layout
 from meshspec.plan import Instance, Plan
 
@@ -32,8 +33,11 @@ def program(plan: Plan, inst: Instance) -> Program:
     env = [f"{k}={render(v)}" for k, v in sorted(process.env.items())]
     argv = (["/usr/bin/env", *env] if env else []) + [render(a) for a in process.command]
     workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
+    # The digest of its rendered files: when one changes, the program's file does, and it restarts.
+    files = [f"; files: {files_digest(rendered_files(plan, inst))}"] if process.files else []
     lines = [
         f"{MARK}: {inst.id}",
+        *files,
         f"[program:{inst.id}]",
         f"command={_escape(shlex.join(argv))}",
         f"directory={_escape(workdir)}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import PurePosixPath
 
 from meshspec import __version__
 from meshspec.plan import Instance, Plan
@@ -27,7 +28,9 @@ def check(plan: Plan, inst: Instance) -> dict:
                  "Header": {k: [v] for k, v in health.http.headers.items()}}
         probe |= {"Body": health.http.body} if health.http.body is not None else {}
     elif health.mcp:
-        probe = {"Args": [plan.meshspec_bin, "probe", "mcp", base + health.mcp.path,
+        # meshspec-probe, beside meshspec: a lean entry point, as Consul starts it every interval.
+        probe_bin = str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-probe"))
+        probe = {"Args": [probe_bin, "mcp", base + health.mcp.path,
                           "--min-tools", str(health.mcp.min_tools)]}
     elif health.tcp:
         probe = {"TCP": f"{inst.address}:{inst.port}"}
@@ -54,6 +57,7 @@ def registration(plan: Plan, inst: Instance, runtime: str) -> dict:
         "runtime": runtime,
         "host": inst.host.label,
         "version": __version__,
+        "depends-on": ",".join(service.depends_on),
     }
     body = {
         "ID": inst.id,

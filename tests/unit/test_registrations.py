@@ -46,7 +46,7 @@ def test_http_check_targets_the_instance_with_mesh_default_timing():
 
 def test_mcp_check_is_a_protocol_handshake_not_a_port_probe():
     r = reg("files")
-    assert r["Check"]["Args"] == ["/m/bin/meshspec", "probe", "mcp", "http://127.0.0.1:7003/mcp", "--min-tools", "2"]
+    assert r["Check"]["Args"] == ["/m/bin/meshspec-probe", "mcp", "http://127.0.0.1:7003/mcp", "--min-tools", "2"]
     assert r["Check"]["DeregisterCriticalServiceAfter"] == "5m"
     assert r["Meta"]["team"] == "tools" and r["Meta"]["kind"] == "mcp" and r["Tags"] == ["mcp"]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shlex
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
+from pyinfra.operations.files import put
 
 from meshspec.facts.stamps import Stamps
 from meshspec.preparation import STAMP, Preparation
@@ -26,3 +28,16 @@ def prepared(root: str, preparations: list[Preparation]):
         return
     for p in stale:
         yield StringCommand("sh", "-c", shlex.quote(p.script()))
+
+
+@operation()
+def files(wanted: list[tuple[str, str]]):
+    """
+    Write the configuration files rendered from the plan (mode 0644).
+
+    + wanted: (path, content) of this host's rendered files
+    """
+    for path, text in wanted:
+        yield from put._inner(src=StringIO(text), dest=path, mode="644")
+    if not wanted:
+        host.noop("no rendered files on this host")

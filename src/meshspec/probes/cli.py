@@ -5,14 +5,10 @@ Registered by the main CLI as ``app.add_typer(probe_app, name="probe")``.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import typer
 
+from meshspec.probes.check import report
 from meshspec.probes.mcp import probe_mcp
-
-UNHEALTHY = 2
 
 probe_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Probe a service at the protocol level.")
 
@@ -30,12 +26,4 @@ def probe_command(
     as_json: bool = typer.Option(False, "--json", help="Print the full result as one JSON object."),
 ) -> None:
     """MCP handshake + tools/list, then end the session. Exit 0 when healthy, 2 with the reason otherwise."""
-    result = probe_mcp(url, timeout=timeout, min_tools=min_tools)
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result)))
-    elif result.ok:
-        typer.echo(f"ok: {result.reason}")
-    else:
-        typer.echo(result.reason, err=True)
-    if not result.ok:
-        raise typer.Exit(UNHEALTHY)
+    raise typer.Exit(report(probe_mcp(url, timeout=timeout, min_tools=min_tools), as_json))

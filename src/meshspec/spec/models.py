@@ -45,6 +45,11 @@ class Install(Strict):
     npm: list[NpmPin] = []
 
 
+# Configuration files meshspec renders from the plan (see meshspec.configs).
+ConfigName = Literal["haproxy", "prometheus", "prometheus-rules", "alertmanager"]
+CONFIG_NAMES: tuple[str, ...] = ConfigName.__args__
+
+
 class Process(Strict):
     command: list[str] = Field(min_length=1)
     env: dict[str, str] = {}
@@ -53,6 +58,8 @@ class Process(Strict):
     install: Install = Install()
     # Idempotent commands the deploy runs before the first start (e.g. initdb when absent).
     prepare: list[list[str]] = []
+    # {path (placeholders allowed): config}: written before the program starts, restarting it when they change.
+    files: dict[str, ConfigName] = {}
     stop_signal: Literal["TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"] = "TERM"  # supervisord's set
     stop_timeout: Duration = 10_000
 
@@ -186,7 +193,14 @@ class Routing(Strict):
 # --- the service and the mesh -------------------------------------------------------
 
 # Meta keys meshspec writes on every registration; a spec may not set them.
-RESERVED_META = ("managed-by", "mesh", "spec-hash", "kind", "runtime", "host", "version")
+RESERVED_META = ("managed-by", "mesh", "spec-hash", "kind", "runtime", "host", "version", "depends-on")
+
+
+class Metrics(Strict):
+    """Where the service exports Prometheus metrics."""
+
+    path: str = Field(default="/metrics", pattern=r"^/")
+    port: PortName | None = None  # one of the service's named ports; None: its main port
 
 
 class Service(Strict):
@@ -203,6 +217,7 @@ class Service(Strict):
     meta: dict[MetaKey, MetaValue] = Field(default={}, max_length=64)
     depends_on: list[ServiceName] = []
     routing: Routing = Routing()
+    metrics: Metrics | None = None
 
 
 class MeshSettings(Strict):

@@ -44,6 +44,7 @@ def templated_texts(service: Service) -> Iterable[tuple[tuple, str]]:
         yield from ((("process", "env", k), v) for k, v in p.env.items())
         if p.workdir:
             yield ("process", "workdir"), p.workdir
+        yield from ((("process", "files", path), path) for path in p.files)
         for i, cmd in enumerate(p.prepare):
             yield from ((("process", "prepare", i, j), t) for j, t in enumerate(cmd))
     if service.container and service.container.command:

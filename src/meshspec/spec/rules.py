@@ -203,7 +203,13 @@ def _tcp_limits(r, here: tuple):
         yield here + ("retries", "retry_on"), "a tcp service can only retry on conn-failure (set routing.retries.retry_on: [conn-failure])"
 
 
-RULES = (unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy, routing_policy)
+def metrics_port(ctx: Context):
+    for at, s in ctx.services():
+        if s.metrics and s.metrics.port is not None and s.metrics.port not in s.ports:
+            yield at + ("metrics", "port"), f"no port named {s.metrics.port!r} under ports ({', '.join(s.ports) or 'none'})"
+
+
+RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy, routing_policy)
 
 
 def check(ctx: Context) -> list[tuple[tuple, str]]:

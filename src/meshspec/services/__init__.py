@@ -1,0 +1,1 @@
+"""The project's own workloads: servers run as `meshspec serve <name>`."""

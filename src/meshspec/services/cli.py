@@ -1,0 +1,12 @@
+"""`meshspec serve <name>`: the project's own services, as the spec's commands start them."""
+
+from __future__ import annotations
+
+import typer
+
+from meshspec.services.embeddings import embeddings_command
+from meshspec.services.semantic_search import semantic_search_command
+
+serve_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run one of meshspec's own services.")
+serve_app.command("embeddings")(embeddings_command)
+serve_app.command("semantic-search")(semantic_search_command)
