@@ -7,26 +7,23 @@ the deploy here, before any operation touches a host.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 from pyinfra import inventory
 
-from meshspec import settings
 from meshspec.configs import rendered_files
 from meshspec.hosts import LOCAL, LOOPBACK, Host
 from meshspec.installs import Recipe, recipe
-from meshspec.plan import Instance, Plan, make_plan
+from meshspec.mesh import BIN_DIR, load_mesh
+from meshspec.plan import Instance, Plan
 from meshspec.preparation import Preparation, preparation
 from meshspec.programs import Program, program
 from meshspec.registrations import registration
 from meshspec.registry import Registry
-from meshspec.spec import SpecInvalid, load_spec
+from meshspec.spec import SpecInvalid
 
-# supervisord, supervisorctl and meshspec itself, beside the Python running pyinfra.
-BIN_DIR = str(Path(sys.executable).parent)
+__all__ = ["BIN_DIR", "HostMesh", "this_host"]
 
 
 def _mesh_host(h) -> Host:
@@ -100,17 +97,14 @@ class HostMesh:
 def this_host(host) -> HostMesh:
     """The mesh as `host` converges to it; exits with the spec's problems if it is invalid."""
     data = host.data
+    external = data.consul_http_addr
     try:
-        spec = load_spec(data.mesh_spec, port_offset=data.mesh_port_offset)
+        mesh = load_mesh(data.mesh_spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset,
+                         data.mesh_state_dir, external)
     except SpecInvalid as err:
         lines = [p.render(err.filename) for p in err.problems]
         raise SystemExit("\n".join([*lines, f"{len(lines)} problem(s) in the spec; no host was changed"])) from None
     if data.mesh_runtime != "process":
         raise SystemExit(f"MESH_RUNTIME={data.mesh_runtime}: only the process runtime is built so far (docker: issue #8)")
-    external = data.consul_http_addr
-    plan = make_plan(
-        spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset, data.mesh_state_dir,
-        meshspec_bin=f"{BIN_DIR}/meshspec", external_consul=external,
-    )
-    registry = Registry.from_addr(plan.consul_addr, embedded=not external)
-    return HostMesh(plan, host.name, data.mesh_runtime, registry, os.environ.get("CONSUL_HTTP_TOKEN") if external else None)
+    token = os.environ.get("CONSUL_HTTP_TOKEN") if external else None
+    return HostMesh(mesh.plan, host.name, data.mesh_runtime, mesh.registry, token)

@@ -1,0 +1,32 @@
+"""The mesh as settings describe it: the validated spec, its plan and its registry.
+
+The deploy (with pyinfra's inventory) and `meshspec verify` (with the configured hosts) both
+build the plan here, so they always agree on what the mesh should be.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshspec.hosts import Host
+from meshspec.plan import Plan, make_plan
+from meshspec.registry import Registry
+from meshspec.spec import load_spec
+
+# meshspec, meshspec-probe, supervisord and supervisorctl: beside the running Python.
+BIN_DIR = str(Path(sys.executable).parent)
+
+
+@dataclass(frozen=True)
+class Mesh:
+    plan: Plan
+    registry: Registry
+
+
+def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: str, consul_addr: str | None) -> Mesh:
+    """Raises SpecInvalid for a bad spec. `consul_addr`: a real Consul's address, or None for the embedded agent."""
+    spec = load_spec(spec_path, port_offset=port_offset)
+    plan = make_plan(spec, hosts, port_offset, state_dir, meshspec_bin=f"{BIN_DIR}/meshspec", external_consul=consul_addr)
+    return Mesh(plan, Registry.from_addr(plan.consul_addr, embedded=consul_addr is None))
