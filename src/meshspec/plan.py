@@ -59,6 +59,7 @@ class Plan:
             "port": inst.port,
             "state_dir": self.layout.instance_dir(inst.id),
             "install_dir": self.layout.install_dir(inst.service),
+            "mesh.name": self.spec.mesh.name,
             "consul.addr": self.consul_addr,
             "consul.token_file": self.layout.consul_token_file,
             "meshspec": self.meshspec_bin,
@@ -72,6 +73,7 @@ class Plan:
                 f"services.{dep}.address": peer.address,
                 f"services.{dep}.port": peer.port,
                 f"services.{dep}.url": f"http://{_host_port(peer)}",
+                f"services.{dep}.state_dir": self.layout.instance_dir(peer.id),
             }
             values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
         return values

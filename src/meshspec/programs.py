@@ -6,7 +6,7 @@ import shlex
 from functools import partial
 from dataclasses import dataclass
 
-from meshspec.configs import files_digest, rendered_files
+from meshspec.configs import restart_digest
 from meshspec.layout import Layout
 from meshspec.plan import Instance, Plan
 
@@ -34,7 +34,8 @@ def program(plan: Plan, inst: Instance) -> Program:
     argv = (["/usr/bin/env", *env] if env else []) + [render(a) for a in process.command]
     workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
     # The digest of its rendered files: when one changes, the program's file does, and it restarts.
-    files = [f"; files: {files_digest(rendered_files(plan, inst))}"] if process.files else []
+    digest = restart_digest(plan, inst)
+    files = [f"; files: {digest}"] if digest else []
     lines = [
         f"{MARK}: {inst.id}",
         *files,

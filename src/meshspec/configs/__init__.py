@@ -7,14 +7,24 @@ from collections.abc import Callable
 
 from meshspec.configs import monitoring
 from meshspec.plan import Instance, Plan
+from meshspec.proxy.render import render_haproxy
 
 Renderer = Callable[[Plan, Instance], str]
 
+
+def _haproxy(plan: Plan, inst: Instance) -> str:
+    return render_haproxy(plan)
+
+
 RENDERERS: dict[str, Renderer] = {
+    "haproxy": _haproxy,
     "prometheus": monitoring.prometheus,
     "prometheus-rules": monitoring.prometheus_rules,
     "alertmanager": monitoring.alertmanager,
 }
+# Files whose program picks changes up itself: mesh-controller reloads HAProxy hitlessly when the
+# config's shape changes, so a new haproxy.cfg must not restart the proxy.
+RELOADED_BY_WATCHER = {"haproxy"}
 
 
 def rendered_files(plan: Plan, inst: Instance) -> list[tuple[str, str]]:
@@ -23,5 +33,11 @@ def rendered_files(plan: Plan, inst: Instance) -> list[tuple[str, str]]:
     return [(plan.render(inst, path), RENDERERS[name](plan, inst)) for path, name in sorted(process.files.items())]
 
 
-def files_digest(files: list[tuple[str, str]]) -> str:
-    return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+def restart_digest(plan: Plan, inst: Instance) -> str | None:
+    """A digest of the files whose change restarts the program (None when there are none)."""
+    process = plan.service(inst.service).process
+    restarting = sorted((p, n) for p, n in process.files.items() if n not in RELOADED_BY_WATCHER)
+    if not restarting:
+        return None
+    texts = [(plan.render(inst, path), RENDERERS[name](plan, inst)) for path, name in restarting]
+    return hashlib.sha256(repr(texts).encode()).hexdigest()[:16]

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from meshspec.spec.models import MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
-MESH_NAMES = ("consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
-PEER_FIELDS = ("address", "port", "url")
+MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
+PEER_FIELDS = ("address", "port", "url", "state_dir")
 
 
 def fields_of(text: str) -> list[str]:

@@ -1,0 +1,144 @@
+"""A small client for HAProxy's runtime API (the `stats socket`) over TCP: one command per connection.
+
+    api = RuntimeApi("127.0.0.1:PORT")
+    api.servers_state("svc_files")        # parsed `show servers state`
+    api.set_addr("svc_files", "spare-1", "127.0.0.1", 4242)
+    api.set_state("svc_files", "spare-1", "ready")
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+# srv_admin_state bits (HAProxy 2.6 include/haproxy/server-t.h)
+ADMF_FMAINT, ADMF_IMAINT, ADMF_CMAINT, ADMF_FDRAIN, ADMF_IDRAIN, ADMF_RMAINT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+ADMF_MAINT = ADMF_FMAINT | ADMF_IMAINT | ADMF_RMAINT  # CMAINT only records "disabled in the config"
+ADMF_DRAIN = ADMF_FDRAIN | ADMF_IDRAIN
+OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
+
+
+class RuntimeApiError(Exception):
+    """The runtime API refused a command or could not be reached."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    backend: str
+    name: str
+    id: int
+    addr: str
+    port: int
+    op_state: int
+    admin_state: int
+    weight: int
+
+    @property
+    def admin(self) -> str:
+        """ready | drain | maint, as `set server ... state` names them."""
+        if self.admin_state & ADMF_MAINT:
+            return "maint"
+        if self.admin_state & ADMF_DRAIN:
+            return "drain"
+        return "ready"
+
+    @property
+    def is_up(self) -> bool:
+        return self.op_state in (OP_RUNNING, OP_STARTING)
+
+
+def parse_servers_state(text: str) -> list[ServerState]:
+    """Rows of `show servers state` (format 1: a version line, a `# header` line, rows)."""
+    header: list[str] = []
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("# "):
+            header = line[2:].split()
+            continue
+        words = line.split()
+        if not header or len(words) < len(header) - 1 or not words:
+            continue
+        row = dict(zip(header, words))
+        rows.append(ServerState(
+            backend=row["be_name"], name=row["srv_name"], id=int(row["srv_id"]), addr=row["srv_addr"],
+            port=int(row.get("srv_port", "0")), op_state=int(row["srv_op_state"]),
+            admin_state=int(row["srv_admin_state"]), weight=int(row["srv_uweight"]),
+        ))
+    return rows
+
+
+class RuntimeApi:
+    def __init__(self, address: str, timeout: float = 5.0) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port, self.timeout = host or "127.0.0.1", int(port), timeout
+
+    def send(self, command: str) -> str:
+        """Send one command (or several joined by ';'); the reply text."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+                sock.sendall(command.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as err:
+            raise RuntimeApiError(f"runtime API {self.host}:{self.port}: {err}") from err
+        return b"".join(chunks).decode(errors="replace")
+
+    def command(self, command: str) -> str:
+        """`send`, raising when HAProxy answers with an error."""
+        reply = self.send(command).strip()
+        lowered = reply.lower()
+        if any(word in lowered for word in ("unknown command", "no such", "not found", "require", "invalid",
+                                            "error", "failed", "cannot", "can't", "unexpected")):
+            raise RuntimeApiError(f"{command!r}: {reply}")
+        return reply
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def servers_state(self, backend: str | None = None) -> list[ServerState]:
+        return parse_servers_state(self.send("show servers state" + (f" {backend}" if backend else "")))
+
+    def backends(self) -> list[str]:
+        return [b for b in self.send("show backend").split() if not b.startswith("#")]
+
+    def info(self) -> dict[str, str]:
+        out = {}
+        for line in self.send("show info").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    def is_reachable(self) -> bool:
+        try:
+            return "Pid" in self.info()
+        except RuntimeApiError:
+            return False
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def add_server(self, backend: str, name: str, addr: str, port: int, options: str = "") -> str:
+        return self.command(f"add server {backend}/{name} {addr}:{port} {options}".strip())
+
+    def del_server(self, backend: str, name: str) -> str:
+        return self.command(f"del server {backend}/{name}")
+
+    def set_addr(self, backend: str, name: str, addr: str, port: int) -> str:
+        return self.command(f"set server {backend}/{name} addr {addr} port {port}")
+
+    def set_state(self, backend: str, name: str, state: str) -> str:
+        if state not in ("ready", "drain", "maint"):
+            raise ValueError(f"state {state!r}: ready, drain or maint")
+        return self.command(f"set server {backend}/{name} state {state}")
+
+    def set_health(self, backend: str, name: str, health: str) -> str:
+        return self.command(f"set server {backend}/{name} health {health}")
+
+    def set_weight(self, backend: str, name: str, weight: int) -> str:
+        return self.command(f"set server {backend}/{name} weight {weight}")
+
+    def enable_health(self, backend: str, name: str) -> str:
+        return self.command(f"enable health {backend}/{name}")
+
+    def disable_health(self, backend: str, name: str) -> str:
+        return self.command(f"disable health {backend}/{name}")

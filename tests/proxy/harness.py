@@ -1,0 +1,158 @@
+"""Real processes for the data-plane tests and the bench: HAProxy (`haproxy -W -db -f cfg`), backend
+HTTP servers, and the controller running in a thread. Everything on 127.0.0.1, killed by PID."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from meshspec.plan import Plan
+from meshspec.proxy.controller import Controller, reload_haproxy
+from meshspec.proxy.render import ProxyOptions, config_shape, proxy_instance, render_haproxy
+from meshspec.proxy.runtime import RuntimeApi
+
+BACKEND = Path(__file__).resolve().parent / "backend.py"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout}s (last value: {value!r})")
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class Backend:
+    """tests/proxy/backend.py on a port."""
+
+    def __init__(self, name: str, port: int, log_dir: Path) -> None:
+        self.name, self.port = name, port
+        self.log_path = log_dir / f"backend-{name}-{port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Backend:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, str(BACKEND), "--port", str(self.port), "--name", self.name],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait(self) -> Backend:
+        wait_for(lambda: listening(self.port), 10, what=f"backend {self.name} listening")
+        return self
+
+    def control(self, status: int) -> None:
+        httpx.get(f"http://127.0.0.1:{self.port}/_control?status={status}", trust_env=False, timeout=5)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class HAProxy:
+    """HAProxy in master-worker mode on the plan's rendered config."""
+
+    def __init__(self, plan: Plan, options: ProxyOptions = ProxyOptions()) -> None:
+        self.plan, self.options = plan, options
+        self.proxy = proxy_instance(plan)
+        self.paths = config_shape(plan, options)["paths"]
+        self.config = Path(self.paths["config"])
+        self.log_path = self.config.parent / "haproxy.log"
+        self.proc: subprocess.Popen | None = None
+        self.api = RuntimeApi(f"127.0.0.1:{self.proxy.ports['runtime']}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.ports['stats']}"
+
+    def write_config(self, plan: Plan | None = None, options: ProxyOptions | None = None) -> None:
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(render_haproxy(plan or self.plan, options or self.options))
+
+    def start(self) -> HAProxy:
+        self.write_config()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for(self.api.is_reachable, 10, what="HAProxy runtime API")
+        return self
+
+    def reload(self) -> str:
+        return reload_haproxy(self.api, Path(self.paths["pidfile"]), Path(self.paths["state_file"]), self.config)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.proc, signal.SIGUSR1)
+
+
+class ControllerThread:
+    """The controller's asyncio loop in a daemon thread."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.controller.run())
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+
+    def start(self) -> ControllerThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(10)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,339 @@
+"""The proxy's pure parts: haproxy.cfg rendering, its shape, and the controller's reconcile step."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meshspec.hosts import Host
+from meshspec.plan import make_plan
+from meshspec.proxy.controller import Endpoint, parse_health, reconcile, reconcile_backend
+from meshspec.proxy.render import (
+    ProxyOptions,
+    backend_name,
+    config_shape,
+    read_shape,
+    render_haproxy,
+    server_id,
+)
+from meshspec.proxy.runtime import ServerState, parse_servers_state
+from meshspec.spec import load_spec
+from tests.proxy.meshes import make_mesh, service
+
+PROXY = (42100, 42101, 42102)
+EVERY_POLICY = [
+    service("rr", 42200, 3),
+    service("lc", 42210, 2, {"lb": {"policy": "least_conn"}}),
+    service("wt", 42220, 3, {"lb": {"policy": "weighted", "weights": [1, 3, 0]}}),
+    service("hh", 42230, 2, {"lb": {"policy": "hash", "hash_on": {"header": "X-User"}}}),
+    service("hc", 42240, 2, {"lb": {"policy": "hash", "hash_on": {"cookie": "sid"}}}),
+    service("hs", 42250, 2, {"lb": {"policy": "hash", "hash_on": {"source": True}}}),
+    service("mcp1", 42260, 2, {"affinity": "mcp_session"}, {"mcp": {}}, kind="mcp"),
+    service("src", 42270, 1, {"affinity": "source", "path_prefix": "/api/v1.x"}),
+    service("tmo", 42280, 1, {"timeouts": {"connect": "500ms", "request": "3s"},
+                              "retries": {"attempts": 4, "retry_on": ["conn-failure", 503]},
+                              "circuit_breaker": {"errors": 7, "cooldown": "4s"}}),
+    service("noretry", 42290, 1, {"retries": {"attempts": 0}, "circuit_breaker": {"enabled": False}},
+            {"tcp": {}}),
+    service("db", 42300, 1, {"mode": "tcp"}),
+    service("off", 42310, 1, {"enabled": False}),
+]
+
+
+@pytest.fixture
+def plan(tmp_path):
+    return make_mesh(EVERY_POLICY, PROXY, tmp_path)
+
+
+def section(cfg: str, head: str) -> list[str]:
+    lines = cfg.splitlines()
+    start = lines.index(head)
+    body = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        body.append(line.strip())
+    return body
+
+
+def test_one_backend_per_routed_http_service_only(plan):
+    cfg = render_haproxy(plan)
+    backends = {line.split()[1] for line in cfg.splitlines() if line.startswith("backend svc_")}
+    assert backends == {backend_name(n) for n in ("rr", "lc", "wt", "hh", "hc", "hs", "mcp1", "src", "tmo", "noretry")}
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("rr", ["balance roundrobin"]),
+    ("lc", ["balance leastconn"]),
+    ("wt", ["balance roundrobin"]),
+    ("hh", ["balance hdr(X-User)", "hash-type consistent"]),
+    ("hc", ["balance hash req.cook(sid)", "hash-type consistent"]),
+    ("hs", ["balance source", "hash-type consistent"]),
+])
+def test_lb_policy(plan, name, expected):
+    body = section(render_haproxy(plan), f"backend svc_{name}")
+    assert [line for line in body if line.startswith(("balance", "hash-type"))] == expected
+
+
+def test_weights_per_replica(plan):
+    body = section(render_haproxy(plan), "backend svc_wt")
+    weights = {line.split()[1]: line.split()[line.split().index("weight") + 1] for line in body
+               if line.startswith("server wt-")}
+    assert weights == {"wt-local-0": "1", "wt-local-1": "3", "wt-local-2": "0"}
+
+
+def test_servers_from_the_plan_with_checks_stable_ids_and_spares(plan):
+    body = section(render_haproxy(plan), "backend svc_rr")
+    servers = [line for line in body if line.startswith("server ")]
+    assert servers[0].startswith(f"server rr-local-0 127.0.0.1:42200 id {server_id('rr-local-0')} weight 1 check ")
+    assert [s.split()[1] for s in servers] == ["rr-local-0", "rr-local-1", "rr-local-2",
+                                               "spare-1", "spare-2", "spare-3", "spare-4"]
+    assert all(" disabled " in s for s in servers[3:])
+    assert "option httpchk" in body and "http-check send meth GET uri /health" in body
+
+
+def test_timeouts_retries_and_breaker(plan):
+    body = section(render_haproxy(plan), "backend svc_tmo")
+    assert "timeout connect 500ms" in body and "timeout server 3000ms" in body
+    assert "retries 4" in body and "retry-on conn-failure 503" in body and "option redispatch 1" in body
+    server = next(line for line in body if line.startswith("server tmo-local-0"))
+    assert "observe layer7 error-limit 7 on-error mark-down" in server
+    assert "fastinter 4000ms downinter 4000ms rise 1 fall 1" in server
+
+
+def test_no_retries_no_breaker_and_tcp_check(plan):
+    body = section(render_haproxy(plan), "backend svc_noretry")
+    assert "retries 0" in body and "retry-on none" in body and "option redispatch 1" not in body
+    assert "option httpchk" not in body  # a tcp probe: TCP connect check
+    server = next(line for line in body if line.startswith("server noretry-local-0"))
+    assert "observe" not in server and " check " in server
+
+
+def test_mcp_session_affinity_survives_reloads_through_peers(plan):
+    cfg = render_haproxy(plan)
+    body = section(cfg, "backend svc_mcp1")
+    assert "stick-table type string len 64 size 100k expire 1h peers mesh" in body
+    assert "stick store-response res.hdr(mcp-session-id)" in body
+    assert "stick match req.hdr(mcp-session-id)" in body
+    assert "option httpchk" not in body  # an MCP probe is never an HTTP check (would leak sessions)
+    peers = section(cfg, "peers mesh")
+    assert peers[1] == "server mesh-proxy-local-0"
+    assert "localpeer mesh-proxy-local-0" in section(cfg, "global")
+
+
+def test_source_affinity(plan):
+    body = section(render_haproxy(plan), "backend svc_src")
+    assert "stick on src" in body and any(line.startswith("stick-table type ip ") for line in body)
+
+
+def test_routes_prefix_mcp_and_host(plan):
+    front = section(render_haproxy(plan), "frontend mesh")
+    assert any("{ path /svc/rr }" in line and "{ path_beg /svc/rr/ }" in line for line in front)
+    assert "http-request set-path %[path,regsub(^/svc/rr/?,/)] if { var(txn.svc) -m str rr } " \
+           "{ var(txn.via) -m str prefix }" in front
+    assert any("{ path_beg /api/v1.x/ }" in line for line in front)
+    assert any("regsub(^/api/v1[.]x/?,/)" in line for line in front)  # '.' is literal
+    assert any("{ path /mcp/mcp1 }" in line for line in front)
+    assert "http-request set-path /mcp if { var(txn.svc) -m str mcp1 } { var(txn.via) -m str mcp }" in front
+    assert any("req.hdr(host),field(1,:),lower -m str rr.mesh" in line for line in front)
+    assert "use_backend svc_rr if { var(txn.svc) -m str rr }" in front
+    assert not any("svc_db" in line or "svc_off" in line for line in front)
+    assert "monitor-uri /healthz" in front
+
+
+def test_trace_context_request_id_and_json_log(plan):
+    front = section(render_haproxy(plan), "frontend mesh")
+    assert "unique-id-format %[uuid(4),regsub(-,,g)]" in front
+    assert any(line.startswith("http-request set-header traceparent 00-%[unique-id]-") and
+               line.endswith("unless { req.hdr(traceparent) -m found }") for line in front)
+    log_format = next(line for line in front if line.startswith("log-format"))
+    assert '"request_id":"%ID"' in log_format and '"traceparent":"%[capture.req.hdr(0)]"' in log_format
+
+
+def test_rate_limits_answer_429_with_retry_after(tmp_path):
+    plan = make_mesh(EVERY_POLICY, PROXY, tmp_path)
+    front = section(render_haproxy(plan, ProxyOptions(client_rate=5, service_rate=50, rate_window=2,
+                                                      service_rates={"rr": 7})), "frontend mesh")
+    assert "http-request track-sc0 src table rate_client" in front
+    assert any("status 429" in line and "hdr Retry-After 2" in line and "sc_http_req_rate(0) gt 10" in line
+               for line in front)
+    assert any("{ var(txn.svc) -m str rr } { sc_http_req_rate(1) gt 14 }" in line for line in front)
+    assert any("{ var(txn.svc) -m str lc } { sc_http_req_rate(1) gt 100 }" in line for line in front)
+    off = section(render_haproxy(plan, ProxyOptions(client_rate=0, service_rate=0)), "frontend mesh")
+    assert not any("429" in line for line in off)
+
+
+def test_listeners_runtime_api_and_stats(plan):
+    cfg = render_haproxy(plan)
+    glob = section(cfg, "global")
+    assert "master-worker" in glob
+    assert "stats socket ipv4@127.0.0.1:42102 level admin expose-fd listeners" in glob
+    stats = section(cfg, "frontend stats")
+    assert stats[0] == "bind 127.0.0.1:42101"
+    assert "http-request use-service prometheus-exporter if { path /metrics }" in stats
+    assert section(cfg, "frontend mesh")[0] == "bind 127.0.0.1:42100"
+
+
+def test_shape_ignores_membership_and_is_embedded(tmp_path):
+    two = make_mesh([service("rr", 42200, 2)], PROXY, tmp_path)
+    three = make_mesh([service("rr", 42200, 3)], PROXY, tmp_path)
+    other = make_mesh([service("rr", 42200, 2, {"lb": {"policy": "least_conn"}})], PROXY, tmp_path)
+    assert config_shape(two)["hash"] != config_shape(other)["hash"]
+    assert render_haproxy(two) != render_haproxy(three)
+    shape = read_shape(render_haproxy(two))
+    assert shape == config_shape(two)
+    assert shape["backends"]["svc_rr"]["service"] == "rr"
+    assert "server membership (spare slots, add/del server)" in shape["runtime_only"]
+    # membership lives in "planned", outside the policy; the policy part is equal
+    assert {k: v for k, v in config_shape(three)["backends"]["svc_rr"].items() if k != "planned"} == \
+           {k: v for k, v in shape["backends"]["svc_rr"].items() if k != "planned"}
+
+
+def test_rendering_is_pure(plan):
+    assert render_haproxy(plan) == render_haproxy(plan)
+
+
+# --- haproxy -c ----------------------------------------------------------------------------------
+
+needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="apt-get install haproxy")
+
+
+def haproxy_check(cfg: str, path: Path) -> subprocess.CompletedProcess:
+    path.write_text(cfg)
+    return subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+
+
+@needs_haproxy
+def test_haproxy_accepts_a_plan_with_every_policy(plan, tmp_path):
+    result = haproxy_check(render_haproxy(plan, ProxyOptions(service_rates={"rr": 3})), tmp_path / "h.cfg")
+    assert result.returncode == 0, result.stdout + result.stderr
+    alerts = [line for line in (result.stdout + result.stderr).splitlines() if "ALERT" in line]
+    assert alerts == []
+
+
+@needs_haproxy
+def test_haproxy_accepts_the_repository_spec(repo, tmp_path):
+    spec = load_spec(repo / "mesh_spec.yaml")
+    plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, str(tmp_path))
+    result = haproxy_check(render_haproxy(plan), tmp_path / "mesh.cfg")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the controller's pure step ------------------------------------------------------------------
+
+SHAPE = {"spares": ["spare-1", "spare-2"], "planned": ["a-local-0", "a-local-1"], "server_options": "check",
+         "replica_weights": []}
+
+
+def srv(name, sid, port, admin=0, addr="127.0.0.1", weight=1, op=2):
+    return ServerState("svc_a", name, sid, addr, port, op, admin, weight)
+
+
+def current():
+    return [srv("a-local-0", 1001, 5000), srv("a-local-1", 1002, 5001),
+            srv("spare-1", 1, 1, admin=4 | 1), srv("spare-2", 2, 1, admin=4 | 1)]
+
+
+def ep(eid, port, status="passing"):
+    return Endpoint(eid, "127.0.0.1", port, status)
+
+
+def commands(result):
+    return [c for change in result.changes for c in change.commands]
+
+
+def test_in_sync_means_no_change():
+    result = reconcile_backend("svc_a", SHAPE, current(), [ep("a-local-0", 5000), ep("a-local-1", 5001)])
+    assert result.changes == [] and result.gone == set()
+
+
+def test_new_instance_fills_a_spare_slot():
+    eps = [ep("a-local-0", 5000), ep("a-local-1", 5001), ep("a-other-7", 6000)]
+    assert commands(reconcile_backend("svc_a", SHAPE, current(), eps)) == [
+        "set server svc_a/spare-1 addr 127.0.0.1 port 6000",
+        "set server svc_a/spare-1 health up",
+        "set server svc_a/spare-1 state ready",
+    ]
+
+
+def test_a_filled_slot_is_found_by_address():
+    servers = current()
+    servers[2] = srv("spare-1", 1, 6000, admin=4)
+    eps = [ep("a-local-0", 5000), ep("a-local-1", 5001), ep("a-other-7", 6000)]
+    assert reconcile_backend("svc_a", SHAPE, servers, eps).changes == []
+
+
+def test_add_server_when_no_slot_is_free():
+    eps = [ep("a-local-0", 5000), ep("a-local-1", 5001), ep("x-1", 6001), ep("x-2", 6002), ep("x-3", 6003)]
+    result = reconcile_backend("svc_a", SHAPE, current(), eps)
+    add = next(c for c in result.changes if c.kind == "add")
+    assert add.server == "x-3"
+    assert add.commands[0] == f"add server svc_a/x-3 127.0.0.1:6003 id {server_id('x-3')} weight 1 check"
+    assert add.commands[1:] == ("enable health svc_a/x-3", "set server svc_a/x-3 health up",
+                                "set server svc_a/x-3 state ready")
+
+
+def test_critical_is_maint_warning_is_drain_and_back():
+    eps = [ep("a-local-0", 5000, "critical"), ep("a-local-1", 5001, "warning")]
+    assert commands(reconcile_backend("svc_a", SHAPE, current(), eps)) == [
+        "set server svc_a/a-local-0 state maint", "set server svc_a/a-local-1 state drain"]
+    servers = current()
+    servers[0] = srv("a-local-0", 1001, 5000, admin=1)
+    assert commands(reconcile_backend("svc_a", SHAPE, servers, [ep("a-local-0", 5000), ep("a-local-1", 5001)])) == [
+        "set server svc_a/a-local-0 health up", "set server svc_a/a-local-0 state ready"]
+
+
+def test_deregistered_drains_then_goes_to_maint_and_runtime_servers_are_deleted():
+    servers = current() + [srv("x-9", 5555, 7000)]
+    result = reconcile_backend("svc_a", SHAPE, servers, [ep("a-local-1", 5001)])
+    assert commands(result) == ["set server svc_a/a-local-0 state drain", "set server svc_a/x-9 state drain"]
+    assert result.gone == {("svc_a", "a-local-0"), ("svc_a", "x-9")}
+    servers = current()[1:] + [srv("a-local-0", 1001, 5000, admin=8), srv("x-9", 5555, 7000, admin=8)]
+    later = reconcile_backend("svc_a", SHAPE, servers, [ep("a-local-1", 5001)], expired={"a-local-0", "x-9"})
+    assert commands(later) == ["set server svc_a/a-local-0 state maint", "set server svc_a/x-9 state maint"]
+    servers = current()[1:] + [srv("a-local-0", 1001, 5000, admin=1), srv("x-9", 5555, 7000, admin=1)]
+    assert commands(reconcile_backend("svc_a", SHAPE, servers, [ep("a-local-1", 5001)])) == ["del server svc_a/x-9"]
+
+
+def test_moved_instance_gets_its_new_address():
+    eps = [ep("a-local-0", 5100), ep("a-local-1", 5001)]
+    assert commands(reconcile_backend("svc_a", SHAPE, current(), eps)) == [
+        "set server svc_a/a-local-0 addr 127.0.0.1 port 5100",
+        "set server svc_a/a-local-0 health up", "set server svc_a/a-local-0 state ready"]
+
+
+def test_weights_follow_the_replica():
+    shape = {**SHAPE, "replica_weights": [1, 3]}
+    eps = [ep("a-local-0", 5000), ep("a-local-1", 5001)]
+    assert commands(reconcile_backend("svc_a", shape, current(), eps)) == ["set server svc_a/a-local-1 weight 3"]
+
+
+def test_unknown_services_are_left_alone_last_known_good():
+    shape = {"backends": {"svc_a": {"service": "a", **SHAPE}}}
+    assert reconcile(shape, current(), {}).changes == []  # never heard from Consul: touch nothing
+    assert len(reconcile(shape, current(), {"a": []}).changes) == 2  # Consul says: none left
+
+
+def test_parse_health_takes_the_worst_check_and_skips_other_meshes():
+    entries = [
+        {"Node": {"Address": "127.0.0.1"}, "Service": {"ID": "a-1", "Address": "", "Port": 1},
+         "Checks": [{"Status": "passing"}, {"Status": "warning"}]},
+        {"Node": {"Address": "127.0.0.1"}, "Service": {"ID": "a-2", "Address": "127.0.0.2", "Port": 2,
+                                                        "Meta": {"mesh": "other"}}, "Checks": []},
+        {"Node": {}, "Service": {"ID": "a-3", "Address": "127.0.0.3", "Port": 3}, "Checks": [{"Status": "critical"}]},
+    ]
+    assert parse_health(entries, mesh="mine") == [Endpoint("a-1", "127.0.0.1", 1, "warning"),
+                                                  Endpoint("a-3", "127.0.0.3", 3, "critical")]
+
+
+def test_parse_servers_state():
+    text = ("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+            "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+            "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+            "srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n"
+            "4 b 2 spare1 127.0.0.1 2 12 1 1 0 1 0 0 8 0 0 0 - 4444 - 0 0 - - 0\n")
+    [row] = parse_servers_state(text)
+    assert (row.backend, row.name, row.id, row.port, row.admin) == ("b", "spare1", 2, 4444, "drain")

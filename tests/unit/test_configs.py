@@ -1,0 +1,48 @@
+"""Configuration rendered from the plan, checked by the real tools where they are installed."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meshspec.configs import RENDERERS, rendered_files
+from meshspec.hosts import Host
+from meshspec.plan import make_plan
+from meshspec.spec import load_spec
+from meshspec.spec.models import CONFIG_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_config_name_the_spec_accepts_has_a_renderer():
+    assert set(CONFIG_NAMES) == set(RENDERERS)
+
+
+@pytest.fixture
+def prometheus_files(tmp_path):
+    plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), [Host("@local", "127.0.0.1")], port_offset=20000, state_dir=str(tmp_path))
+    files = rendered_files(plan, plan.instances_of("prometheus")[0])
+    for path, text in files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return plan, dict(files)
+
+
+def test_prometheus_scrapes_exactly_the_services_that_declare_metrics(prometheus_files):
+    plan, files = prometheus_files
+    config = yaml.safe_load(next(t for p, t in files.items() if p.endswith("prometheus.yml")))
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {s.name for s in plan.spec.services if s.metrics}
+    proxy = plan.instances_of("mesh-proxy")[0]
+    assert jobs["mesh-proxy"]["static_configs"][0]["targets"] == [f"127.0.0.1:{proxy.ports['stats']}"]
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) is not installed")
+def test_promtool_accepts_the_rendered_config_and_rules(prometheus_files):
+    _, files = prometheus_files
+    config = next(p for p in files if p.endswith("prometheus.yml"))
+    result = subprocess.run(["promtool", "check", "config", config], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
