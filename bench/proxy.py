@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meshspec.proxy.render import ProxyOptions  # noqa: E402
-from tests.proxy.harness import HAProxy, listening, stop_process, wait_for  # noqa: E402
+from tests.proxy.harness import HAProxy, stop_process  # noqa: E402
+from tests.support import listening, wait_until  # noqa: E402
 from tests.proxy.meshes import free_port, make_mesh, service  # noqa: E402
 
 BACKEND_CFG = """global
@@ -90,7 +91,7 @@ def main() -> None:
         plan = make_mesh([service("echo", backend_port, 1)], (free_port(), free_port(), free_port()), root / "state")
         proxy = HAProxy(plan, ProxyOptions(client_rate=0, service_rate=0, log_target="127.0.0.1:9"))
         try:
-            wait_for(lambda: listening(backend_port), 10, what="backend")
+            wait_until(lambda: listening(backend_port), 10, what="backend")
             proxy.start()
             direct, through = f"http://127.0.0.1:{backend_port}/hello", f"{proxy.url}/svc/echo/hello"
             assert httpx.get(through, trust_env=False).status_code == 200

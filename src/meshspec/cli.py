@@ -15,11 +15,14 @@ from meshspec.probes.cli import probe_app
 from meshspec.proxy.controller import controller_command
 from meshspec.pyinfra_run import NothingRan, run_deploy
 from meshspec.services.cli import serve_app
+from meshspec.verify.cli import report_command, verify_command
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declare a service mesh, converge it, prove it.")
 app.command("agent")(agent_command)
 app.command("controller")(controller_command)
+app.command("verify")(verify_command)
+app.command("report")(report_command)
 app.add_typer(probe_app, name="probe")
 app.add_typer(serve_app, name="serve")
 

@@ -5,37 +5,21 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import consul
 import pytest
+
+from tests.support import free_port, wait_until  # noqa: F401 (used by the agent tests through this module)
 import requests
 
 MESHSPEC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "meshspec"
 READY_TIMEOUT = 15.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; fail the test with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
 
 
 class AgentProcess:

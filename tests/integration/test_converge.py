@@ -72,6 +72,17 @@ def test_second_run_changes_nothing(mesh):
     assert _pids(mesh) == before
 
 
+def test_a_program_stopped_by_hand_is_started_again(mesh):
+    conf = str(mesh.state_dir / "supervisor" / "supervisord.conf")
+    subprocess.run([str(BIN / "supervisorctl"), "-c", conf, "stop", "web-local-1"], check=True, capture_output=True)
+    assert mesh.supervisor_status()["web-local-1"][0] == "STOPPED"
+    run = mesh.deploy()
+    assert run.code == 0, run.output
+    assert "Programs" in run.changed_operations()
+    assert set(run.changed_operations()) <= {"Programs", "Health"}  # Health waits only if the restart was seen
+    assert mesh.supervisor_status()["web-local-1"][0] == "RUNNING"
+
+
 def test_removing_a_service_stops_and_deregisters_exactly_it(mesh):
     before = _pids(mesh)
     spec = mesh.spec()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support import free_port
 from typer.testing import CliRunner
 
 from meshspec.probes import McpResult, probe_mcp
@@ -29,10 +31,6 @@ MCP_REQUIREMENTS = ["mcp==2.3.0", "uvicorn"]
 READY_TIMEOUT = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the servers ---------------------------------------------------------------------------------

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,27 +17,9 @@ from meshspec.plan import Plan
 from meshspec.proxy.controller import Controller, reload_haproxy
 from meshspec.proxy.render import ProxyOptions, config_shape, proxy_instance, render_haproxy
 from meshspec.proxy.runtime import RuntimeApi
+from tests.support import listening, wait_until
 
 BACKEND = Path(__file__).resolve().parent / "backend.py"
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s (last value: {value!r})")
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
@@ -67,7 +47,7 @@ class Backend:
         return self
 
     def wait(self) -> Backend:
-        wait_for(lambda: listening(self.port), 10, what=f"backend {self.name} listening")
+        wait_until(lambda: listening(self.port), 10, what=f"backend {self.name} listening")
         return self
 
     def control(self, status: int) -> None:
@@ -110,7 +90,7 @@ class HAProxy:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config)], stdout=log,
                                          stderr=subprocess.STDOUT)
-        wait_for(self.api.is_reachable, 10, what="HAProxy runtime API")
+        wait_until(self.api.is_reachable, 10, what="HAProxy runtime API")
         return self
 
     def reload(self) -> str:

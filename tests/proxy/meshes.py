@@ -13,10 +13,6 @@ from meshspec.spec.models import MeshSpec
 LOCAL = Host("@local", "127.0.0.1")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 _HANDED_OUT: set[int] = set()

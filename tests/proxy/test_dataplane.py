@@ -19,8 +19,9 @@ from meshspec.proxy.controller import Controller
 from meshspec.proxy.render import ProxyOptions
 from tests.agent.conftest import AgentProcess
 from tests.probes.test_mcp_probe import ServerProcess, mcp_python  # noqa: F401  (a fixture)
-from tests.proxy.harness import Backend, ControllerThread, HAProxy, wait_for
-from tests.proxy.meshes import free_block, free_port, make_mesh, service
+from tests.proxy.harness import Backend, ControllerThread, HAProxy
+from tests.proxy.meshes import free_block, make_mesh, service
+from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("haproxy") is None, reason="apt-get install haproxy")]
@@ -96,7 +97,7 @@ def mesh(tmp_path_factory):
         m.controller = Controller(agent.address, m.proxy.api, m.proxy.config, drain_grace=30, wait="10s",
                                   resync=0.2)
         m.thread = ControllerThread(m.controller).start()
-        wait_for(lambda: m.controller.synced.is_set() and len(m.controller.endpoints) == 9, 10, what="first sync")
+        wait_until(lambda: m.controller.synced.is_set() and len(m.controller.endpoints) == 9, 10, what="first sync")
         yield m
     finally:
         if m.thread:
@@ -123,23 +124,23 @@ def test_new_instance_gets_traffic_and_leaves_rotation_within_a_second(mesh):
 
     started = time.monotonic()
     mesh.register("web", "web-extra-7", extra.port)
-    wait_for(lambda: mesh.who("/svc/web/x") == "web-extra-7", 1.0, interval=0.005, what="traffic to the new instance")
+    wait_until(lambda: mesh.who("/svc/web/x") == "web-extra-7", 1.0, interval=0.005, what="traffic to the new instance")
     print(f"\nnew instance in rotation after {1000 * (time.monotonic() - started):.0f} ms")
 
     started = time.monotonic()
     mesh.deregister("web-extra-7")
-    wait_for(lambda: mesh.server("svc_web", "spare-1").admin != "ready", 1.0, interval=0.005, what="drained")
+    wait_until(lambda: mesh.server("svc_web", "spare-1").admin != "ready", 1.0, interval=0.005, what="drained")
     print(f"deregistered instance out of rotation after {1000 * (time.monotonic() - started):.0f} ms")
     assert "web-extra-7" not in spread(mesh, "/svc/web/", 12)
 
     started = time.monotonic()
     mesh.ttl("web-local-1", "critical")
-    wait_for(lambda: mesh.server("svc_web", "web-local-1").admin == "maint", 1.0, interval=0.005, what="maint")
+    wait_until(lambda: mesh.server("svc_web", "web-local-1").admin == "maint", 1.0, interval=0.005, what="maint")
     print(f"critical instance out of rotation after {1000 * (time.monotonic() - started):.0f} ms")
     assert spread(mesh, "/svc/web/", 10) == {"web-local-0": 10}
 
     mesh.ttl("web-local-1", "passing")
-    wait_for(lambda: "web-local-1" in spread(mesh, "/svc/web/", 4), 1.0, interval=0.005, what="back in rotation")
+    wait_until(lambda: "web-local-1" in spread(mesh, "/svc/web/", 4), 1.0, interval=0.005, what="back in rotation")
 
 
 # --- (b) SIGKILL of a replica under load ----------------------------------------------------------
@@ -195,7 +196,7 @@ def test_weighted_follows_the_weights(mesh):
 def test_least_conn_avoids_the_busy_server(mesh):
     pool = ThreadPoolExecutor(1)
     slow = pool.submit(mesh.who, "/svc/lc/slow?sleep=1.5")
-    wait_for(lambda: any(s.name.startswith("lc-") for s in mesh.proxy.api.servers_state("svc_lc")), 1)
+    wait_until(lambda: any(s.name.startswith("lc-") for s in mesh.proxy.api.servers_state("svc_lc")), 1)
     time.sleep(0.2)
     quick = spread(mesh, "/svc/lc/", 10)
     busy = slow.result()
@@ -226,7 +227,7 @@ def test_breaker_opens_on_5xx_and_closes_after_cooldown(mesh):
     assert spread(mesh, "/svc/brk/", 6) == {"brk-local-0": 6}
     bad.control(200)
     healed = time.monotonic()
-    wait_for(lambda: "brk-local-1" in spread(mesh, "/svc/brk/", 4), 3.0, interval=0.1, what="breaker closed")
+    wait_until(lambda: "brk-local-1" in spread(mesh, "/svc/brk/", 4), 3.0, interval=0.1, what="breaker closed")
     print(f"\nbreaker closed {time.monotonic() - healed:.1f} s after the backend healed (cooldown 2 s)")
 
 
@@ -275,7 +276,7 @@ def test_mcp_sessions_survive_reloads_and_replica_changes(mesh, mcp_python):  # 
             mesh.register("mcpx", inst.id, inst.port)
         url = f"{mesh.proxy.url}/mcp/mcpx"
         client = httpx.Client(trust_env=False, timeout=10)
-        wait_for(lambda: all(mesh.server("svc_mcpx", i.id).admin == "ready" for i in planned), 2)
+        wait_until(lambda: all(mesh.server("svc_mcpx", i.id).admin == "ready" for i in planned), 2)
         sessions = [mcp_open(client, url) for _ in range(6)]
         assert len({p.live_sessions() > 0 for p in procs}) == 1  # both replicas hold sessions
         failures: list[tuple[str, int]] = []
@@ -293,14 +294,14 @@ def test_mcp_sessions_survive_reloads_and_replica_changes(mesh, mcp_python):  # 
 
         third = start_mcp(free_port()).wait_listening()
         mesh.register("mcpx", "mcpx-extra-2", third.port)
-        wait_for(lambda: any(s.port == third.port and s.admin == "ready"
+        wait_until(lambda: any(s.port == third.port and s.admin == "ready"
                              for s in mesh.proxy.api.servers_state("svc_mcpx")), 1, what="third replica in")
         sessions += [mcp_open(client, url) for _ in range(6)]
         use_all("replica added")
         assert third.live_sessions() > 0
 
         mesh.deregister(planned[0].id)  # scale-in: its process still runs, its sessions drain
-        wait_for(lambda: mesh.server("svc_mcpx", planned[0].id).admin == "drain", 1, what="drain")
+        wait_until(lambda: mesh.server("svc_mcpx", planned[0].id).admin == "drain", 1, what="drain")
         use_all("replica removed")
         mesh.proxy.reload()
         use_all("second reload")
@@ -346,7 +347,7 @@ def test_traceparent_is_generated_or_passed_on_and_logged(mesh):
                 return json.loads(line)
         return None
 
-    entry = wait_for(logged, 3, what="JSON log line")
+    entry = wait_until(logged, 3, what="JSON log line")
     assert entry["traceparent"] == given and entry["service"] == "web" and entry["status"] == 200
 
 
@@ -365,8 +366,8 @@ def test_controller_reloads_hitlessly_when_the_shape_changes(mesh):
     reloads = mesh.controller.metrics.reloads._value.get()
     mesh.proxy.write_config(options=ProxyOptions(client_rate=5_000, service_rate=0, rate_window=1,
                                                  service_rates={"limited": 6}))
-    wait_for(lambda: mesh.proxy.api.info().get("Pid") != old_pid, 5, what="reload by the controller")
-    wait_for(lambda: mesh.controller.metrics.reloads._value.get() == reloads + 1, 2, what="reload counted")
+    wait_until(lambda: mesh.proxy.api.info().get("Pid") != old_pid, 5, what="reload by the controller")
+    wait_until(lambda: mesh.controller.metrics.reloads._value.get() == reloads + 1, 2, what="reload counted")
     assert len(spread(mesh, "/svc/rr/", 6)) == 3
     # a membership-only change (the plan, not the shape) never reloads
     pid = mesh.proxy.api.info()["Pid"]
@@ -393,7 +394,7 @@ def test_controller_health_and_metrics_and_last_known_good(mesh):
     before = {s.name: s.admin for s in mesh.proxy.api.servers_state("svc_rr")}
     mesh.agent.stop()
     try:
-        wait_for(lambda: not mesh.controller.consul_ok, 15, what="controller notices Consul is gone")
+        wait_until(lambda: not mesh.controller.consul_ok, 15, what="controller notices Consul is gone")
         time.sleep(0.5)
         assert {s.name: s.admin for s in mesh.proxy.api.servers_state("svc_rr")} == before
         assert len(spread(mesh, "/svc/rr/", 6)) == 3  # still serving the last-known-good set

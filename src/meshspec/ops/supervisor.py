@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.operations import files
 
-from meshspec.facts.supervisor import ProgramFiles, SupervisordPid
+from meshspec.facts.supervisor import ProgramFiles, ProgramStates, SupervisordPid
 from meshspec.layout import Layout
 from meshspec.programs import Program, supervisord_conf
 
@@ -59,16 +59,21 @@ def programs(layout: Layout, bin_dir: str, wanted: list[Program]):
     current = host.get_fact(ProgramFiles, directory=str(layout.programs_dir))
     changed = [p for p in wanted if current.get(p.name) != _digest(p.text)]
     gone = sorted(set(current) - {p.name for p in wanted})
-    if not changed and not gone:
-        host.noop(f"{len(wanted)} programs are as declared")
-        return
     ctl = _ctl(bin_dir, layout)
     if gone:
         yield StringCommand(*ctl, "stop", *gone, "||", "true")
         yield StringCommand("rm", "-f", *(str(layout.program_file(name)) for name in gone))
     for p in changed:
         yield FileUploadCommand(StringIO(p.text), p.path)
-    yield StringCommand(*ctl, "update")
+    if changed or gone:
+        yield StringCommand(*ctl, "update")
+    # A program stopped by hand (or given up on) is drift too: start it. STARTING/BACKOFF are on their way.
+    states = host.get_fact(ProgramStates, ctl=ctl[0], conf=ctl[2])
+    halted = sorted(p.name for p in wanted if p not in changed and states.get(p.name) in ("STOPPED", "EXITED", "FATAL"))
+    if halted:
+        yield StringCommand(*ctl, "start", *halted)
+    if not (changed or gone or halted):
+        host.noop(f"{len(wanted)} programs are as declared and running")
 
 
 @operation()

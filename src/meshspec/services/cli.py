@@ -7,6 +7,9 @@ import typer
 from meshspec.services.backend_api import backend_api_command
 from meshspec.services.embeddings import embeddings_command
 from meshspec.services.frontend import frontend_command
+from meshspec.services.mcp_gateway import mcp_gateway_command
+from meshspec.services.mcp_http import mcp_http_command
+from meshspec.services.mcp_task_runner import mcp_task_runner_command
 from meshspec.services.semantic_search import semantic_search_command
 from meshspec.services.task_worker import task_worker_command
 
@@ -14,5 +17,8 @@ serve_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run on
 serve_app.command("backend-api")(backend_api_command)
 serve_app.command("task-worker")(task_worker_command)
 serve_app.command("frontend")(frontend_command)
+serve_app.command("mcp-http")(mcp_http_command)
+serve_app.command("mcp-task-runner")(mcp_task_runner_command)
+serve_app.command("mcp-gateway")(mcp_gateway_command)
 serve_app.command("embeddings")(embeddings_command)
 serve_app.command("semantic-search")(semantic_search_command)

@@ -1,0 +1,383 @@
+"""The mesh's resources, one small class each, with predicate properties over one backend call.
+
+In pytest-testinfra's style: ``Port("127.0.0.1", port).is_listening``,
+``McpServer(url).completes_handshake``, ``Registration(services, expected).matches``. When a
+predicate is false, ``reason`` says why in one line. Shared reads (supervisord's program states,
+Consul's services and checks) are read once into a snapshot and handed to the classes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import xmlrpc.client
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import httpx
+from supervisor.xmlrpc import SupervisorTransport
+
+from meshspec.probes.mcp import McpResult, probe_mcp
+
+#: Consul fields a registration is compared on, and the name the spec gives each.
+COMPARED = (("Service", "Name"), ("Address", "Address"), ("Port", "Port"), ("Tags", "Tags"))
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# --- supervisord -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """What one supervisord said about its programs: {name: (state, pid)}, read in one XML-RPC call."""
+
+    socket: str
+    states: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    error: str | None = None  # why supervisord could not be read
+
+    @classmethod
+    def read(cls, socket_path: str, timeout: float = 2.0) -> Supervisor:
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{socket_path}")
+        transport.timeout = timeout
+        try:
+            infos = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor.getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error) as err:
+            return cls(socket_path, error=f"supervisord at {socket_path} does not answer: {one_line(err) or type(err).__name__}")
+        states = {}
+        for info in infos:
+            name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
+            states[name] = (info["statename"], info.get("pid") or None)
+        return cls(socket_path, states)
+
+
+class Program:
+    """One supervisord program: ``Program(supervisor, "web-local-0").is_running``."""
+
+    def __init__(self, supervisor: Supervisor, name: str) -> None:
+        self.supervisor, self.name = supervisor, name
+
+    @property
+    def state(self) -> str | None:
+        found = self.supervisor.states.get(self.name)
+        return found[0] if found else None
+
+    @property
+    def pid(self) -> int | None:
+        found = self.supervisor.states.get(self.name)
+        return found[1] if found else None
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == "RUNNING"
+
+    @property
+    def reason(self) -> str:
+        if self.supervisor.error:
+            return self.supervisor.error
+        if self.state is None:
+            return f"program {self.name} is not known to supervisord"
+        if self.is_running:
+            return f"program {self.name} is RUNNING (pid {self.pid})"
+        return f"program {self.name} is {self.state}"
+
+
+# --- network endpoints -------------------------------------------------------------------------
+
+
+class Port:
+    """A TCP listener: ``Port("127.0.0.1", port).is_listening`` (one connect)."""
+
+    def __init__(self, address: str, port: int, timeout: float = 1.0) -> None:
+        self.address, self.port, self.timeout = address, port, timeout
+
+    @cached_property
+    def _error(self) -> str | None:
+        try:
+            with socket.create_connection((self.address, self.port), timeout=self.timeout):
+                return None
+        except TimeoutError:
+            return f"timed out after {self.timeout:g} s"
+        except OSError as err:
+            return one_line(err.strerror or err).lower()
+
+    @property
+    def is_listening(self) -> bool:
+        return self._error is None
+
+    @property
+    def reason(self) -> str:
+        where = f"{self.address}:{self.port}"
+        return f"{where} accepts connections" if self.is_listening else f"nothing listens at {where} ({self._error})"
+
+
+class HttpEndpoint:
+    """An HTTP endpoint: ``HttpEndpoint(url).answers_2xx`` (one request)."""
+
+    def __init__(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
+                 body: str | None = None, timeout: float = 2.0) -> None:
+        self.url, self.method, self.headers, self.body, self.timeout = url, method, headers or {}, body, timeout
+
+    @cached_property
+    def _answer(self) -> tuple[int | None, str | None]:
+        try:
+            # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
+            verify = True if self.url.startswith("https:") else False
+            with httpx.Client(trust_env=False, timeout=self.timeout, verify=verify) as client:
+                response = client.request(self.method, self.url, headers=self.headers, content=self.body)
+            return response.status_code, None
+        except httpx.TimeoutException:
+            return None, f"timed out after {self.timeout:g} s"
+        except httpx.HTTPError as err:
+            return None, one_line(err) or type(err).__name__
+
+    @property
+    def status(self) -> int | None:
+        return self._answer[0]
+
+    @property
+    def answers_2xx(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def reason(self) -> str:
+        status, error = self._answer
+        if error is not None:
+            return f"{self.method} {self.url} failed: {error}"
+        return f"{self.method} {self.url} answered HTTP {status}"
+
+
+class McpServer:
+    """An MCP server over Streamable HTTP: ``McpServer(url).completes_handshake`` (one probe session)."""
+
+    def __init__(self, url: str, timeout: float = 5.0, min_tools: int = 1) -> None:
+        self.url, self.timeout, self.min_tools = url, timeout, min_tools
+
+    @cached_property
+    def result(self) -> McpResult:
+        return probe_mcp(self.url, timeout=self.timeout, min_tools=self.min_tools)
+
+    @property
+    def completes_handshake(self) -> bool:
+        """initialize + tools/list answered, with at least ``min_tools`` tools."""
+        return self.result.ok
+
+    @property
+    def tool_count(self) -> int | None:
+        return self.result.tool_count
+
+    @property
+    def reason(self) -> str:
+        return self.result.reason
+
+
+class Command:
+    """A command check: ``Command(argv).exits_0`` (one run)."""
+
+    def __init__(self, argv: list[str], timeout: float = 2.0) -> None:
+        self.argv, self.timeout = argv, timeout
+
+    @cached_property
+    def _outcome(self) -> tuple[int | None, str]:
+        try:
+            done = subprocess.run(self.argv, capture_output=True, text=True, timeout=self.timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {self.timeout:g} s"
+        except OSError as err:
+            return None, one_line(err)
+        output = (done.stdout + done.stderr).strip().splitlines()
+        return done.returncode, one_line(output[-1] if output else "no output", 120)
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._outcome[0]
+
+    @property
+    def exits_0(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def reason(self) -> str:
+        code, said = self._outcome
+        shown = one_line(shlex.join(self.argv), 120)
+        if code is None:
+            return f"`{shown}` {said}"
+        return f"`{shown}` exited {code}: {said}"
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+def registration_differences(registered: dict | None, expected: dict) -> list[str]:
+    """How a Consul registration (agent/services shape) differs from the one the plan declares. Pure."""
+    if registered is None:
+        return ["not registered"]
+    found = []
+    for consul_key, spec_key in COMPARED:
+        have, want = registered.get(consul_key), expected.get(spec_key)
+        if consul_key == "Tags":
+            have = list(have or [])
+        if have != want:
+            found.append(f"{consul_key.lower()} {have!r}, declared {want!r}")
+    meta, wanted_meta = registered.get("Meta") or {}, expected.get("Meta") or {}
+    for key in sorted(set(meta) | set(wanted_meta)):
+        if meta.get(key) != wanted_meta.get(key):
+            have = repr(meta[key]) if key in meta else "missing"
+            want = repr(wanted_meta[key]) if key in wanted_meta else "not declared"
+            found.append(f"meta {key} {have}, declared {want}")
+    return found
+
+
+class Registration:
+    """One instance's registration: ``Registration(services, expected).matches``.
+
+    ``services`` is Consul's agent/services answer; ``expected`` the body the deploy registers
+    (meshspec.registrations.registration), spec-hash included.
+    """
+
+    def __init__(self, services: dict[str, dict], expected: dict) -> None:
+        self.expected = expected
+        self.registered = services.get(expected["ID"])
+
+    @property
+    def differences(self) -> list[str]:
+        return registration_differences(self.registered, self.expected)
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+    @property
+    def is_registered(self) -> bool:
+        return self.registered is not None
+
+    @property
+    def address_moved(self) -> bool:
+        """Registered, but at another address or port than declared."""
+        r = self.registered or {}
+        return self.is_registered and (r.get("Address"), r.get("Port")) != (self.expected["Address"], self.expected["Port"])
+
+    @property
+    def address_answers(self) -> bool:
+        """Something listens where the registration points."""
+        r = self.registered or {}
+        return self.is_registered and Port(r.get("Address") or "", int(r.get("Port") or 0)).is_listening
+
+    @property
+    def reason(self) -> str:
+        sid = self.expected["ID"]
+        if not self.is_registered:
+            return f"{sid} is not registered in Consul"
+        if self.matches:
+            return f"{sid} registered as declared (spec-hash {self.expected['Meta']['spec-hash']})"
+        if self.address_moved:
+            r = self.registered
+            where = f"{r.get('Address')}:{r.get('Port')}"
+            declared = f"{self.expected['Address']}:{self.expected['Port']}"
+            others = [d for d in self.differences if not d.startswith(("address ", "port "))]
+            dead = "" if self.address_answers else " where nothing listens"
+            return one_line(f"{sid} registered at {where}{dead}, declared {declared}"
+                            + (f"; {'; '.join(others)}" if others else ""), 400)
+        return one_line(f"{sid} registered with {'; '.join(self.differences)}", 400)
+
+
+class Registrations:
+    """The whole registry against the plan: ``Registrations(services, ids).has_no_unexpected``."""
+
+    def __init__(self, services: dict[str, dict], planned_ids: list[str]) -> None:
+        self.services, self.planned = services, set(planned_ids)
+
+    @property
+    def unexpected(self) -> list[str]:
+        return sorted(sid for sid in self.services if sid not in self.planned)
+
+    @property
+    def has_no_unexpected(self) -> bool:
+        return not self.unexpected
+
+    @property
+    def reason(self) -> str:
+        if self.has_no_unexpected:
+            return f"{len(self.services)} registrations, all declared"
+        described = []
+        for sid in self.unexpected:
+            s = self.services[sid]
+            described.append(f"{sid} (service {s.get('Service')} at {s.get('Address')}:{s.get('Port')})")
+        return one_line(f"unexpected registration{'s' if len(described) > 1 else ''} not in the spec: "
+                        + ", ".join(described), 400)
+
+
+class Check:
+    """A Consul check: ``Check(checks, "service:web-local-0").is_passing``."""
+
+    def __init__(self, checks: dict[str, dict], check_id: str) -> None:
+        self.check_id = check_id
+        self.found = checks.get(check_id)
+
+    @property
+    def status(self) -> str | None:
+        return self.found.get("Status") if self.found else None
+
+    @property
+    def is_passing(self) -> bool:
+        return self.status == "passing"
+
+    @property
+    def reason(self) -> str:
+        if self.found is None:
+            return f"check {self.check_id} is not registered"
+        output = one_line(self.found.get("Output") or "", 160)
+        return f"check {self.check_id} is {self.status}" + (f": {output}" if output else "")
+
+
+# --- the data plane ----------------------------------------------------------------------------
+
+
+class Route:
+    """A service reached through the mesh proxy: ``Route(proxy_url, "backend-api", "/health").reaches``.
+
+    http services: ``<proxy>/svc/<name><path>`` (the service's path prefix) answers 2xx;
+    MCP services (``mcp=True``): ``<proxy>/mcp/<name>`` completes the MCP handshake.
+    """
+
+    def __init__(self, proxy_url: str, service: str, path: str = "/", *, prefix: str | None = None,
+                 mcp: bool = False, min_tools: int = 1, timeout: float = 5.0) -> None:
+        self.proxy_url, self.service, self.path = proxy_url.rstrip("/"), service, path
+        self.prefix = (prefix or f"/svc/{service}").rstrip("/")
+        self.mcp, self.min_tools, self.timeout = mcp, min_tools, timeout
+
+    @property
+    def url(self) -> str:
+        if self.mcp:
+            return f"{self.proxy_url}/mcp/{self.service}"
+        return f"{self.proxy_url}{self.prefix}{self.path}"
+
+    @cached_property
+    def _through(self) -> McpServer | HttpEndpoint:
+        if self.mcp:
+            server = McpServer(self.url, timeout=self.timeout, min_tools=self.min_tools)
+        else:
+            server = HttpEndpoint(self.url, timeout=self.timeout)
+        return server
+
+    @property
+    def tool_count(self) -> int | None:
+        return self._through.tool_count if isinstance(self._through, McpServer) else None
+
+    @property
+    def http_status(self) -> int | None:
+        return self._through.status if isinstance(self._through, HttpEndpoint) else None
+
+    @property
+    def reaches(self) -> bool:
+        through = self._through
+        return through.completes_handshake if isinstance(through, McpServer) else through.answers_2xx
+
+    @property
+    def reason(self) -> str:
+        return f"via proxy {self.url}: {self._through.reason}"

@@ -1,0 +1,88 @@
+"""`meshspec verify` and `meshspec report`: is reality what the spec says, and a report of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from meshspec import settings
+from meshspec.hosts import HostsError, configured_hosts
+from meshspec.mesh import load_mesh
+from meshspec.spec import SpecInvalid
+from meshspec.verify.run import VerifyRun, verify
+
+DRIFT, USER_ERROR = 1, 2
+
+
+def _user_error(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(USER_ERROR)
+
+
+def run_verify() -> VerifyRun:
+    """Verify the mesh the settings describe (as the deploy reads them); exit 2 on a bad spec or setting."""
+    path = settings.spec_path()
+    try:
+        consul_addr = settings.consul_http_addr()
+        runtime = settings.runtime()
+        mesh = load_mesh(path, configured_hosts(), settings.port_offset(), settings.state_dir(), consul_addr)
+    except SpecInvalid as err:
+        _user_error([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); nothing was verified"])
+    except (settings.SettingsError, HostsError) as err:
+        _user_error([f"error: {err}"])
+    return verify(mesh, runtime=runtime, spec_path=path)
+
+
+def verify_command(
+    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of a table."),
+    junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML (one testcase per check) here."),
+) -> None:
+    """Check reality against the spec: processes, ports, health probes, registrations, Consul checks, routes.
+
+    Exit 0 only when every check passes; 1 with one line per failed check; 2 on a bad spec.
+    """
+    from meshspec.verify.output import print_table, to_json, to_junit
+
+    run = run_verify()
+    if json_out:
+        typer.echo(to_json(run))
+    else:
+        print_table(run)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(to_junit(run))
+    for failure in run.failures:
+        typer.echo(failure.line, err=True)
+    raise typer.Exit(0 if run.ok else DRIFT)
+
+
+def report_command(
+    source: Path | None = typer.Argument(None, help="A `meshspec verify --json` file; none: run verify now."),
+    out_dir: Path = typer.Option(Path("reports"), "--out-dir", "-o", help="Where status.md and status.html go."),
+) -> None:
+    """Write a Markdown and an HTML status report built only from a verify run's JSON."""
+    from meshspec.verify.output import to_json
+    from meshspec.verify.report import write_reports
+
+    if source is None:
+        run = run_verify()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        source = out_dir / "verify.json"
+        source.write_text(to_json(run))
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, ValueError) as err:
+        _user_error([f"error: {source}: {err}"])
+    for path in write_reports(data, out_dir, source_name=str(source)):
+        typer.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m meshspec.verify.cli` before cli.py registers it
+    app = typer.Typer(add_completion=False)
+    app.command("verify")(verify_command)
+    app.command("report")(report_command)
+    app(sys.argv[1:])

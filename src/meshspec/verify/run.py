@@ -1,0 +1,385 @@
+"""Verify a mesh: every check of every instance of the plan, and of the mesh as a whole, in parallel.
+
+Per instance: its program runs, its port listens, it does its job (the same probe as its Consul
+check), it is registered exactly as the deploy registers it (spec-hash included), its Consul
+check passes. Per routed service: it is reachable through the mesh proxy. Per mesh: nothing is
+registered or supervised that the plan does not declare, and the counts agree.
+
+Shared reads (supervisord's program states, Consul's services and checks) happen once, at the
+start, in parallel with the checks that need no shared read. Results are plain data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from meshspec.hosts import LOCAL
+from meshspec.mesh import Mesh
+from meshspec.plan import Instance, Plan
+from meshspec.registrations import registration
+from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
+from meshspec.verify.checks import (
+    Check,
+    Command,
+    HttpEndpoint,
+    McpServer,
+    Port,
+    Program,
+    Registration,
+    Registrations,
+    Route,
+    Supervisor,
+    one_line,
+)
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+MESH = "mesh"  # the subject of mesh-wide checks
+MAX_WORKERS = 64
+
+#: The checks of one instance, in the order they are shown: (check, title).
+INSTANCE_CHECKS = {
+    "running": "program running",
+    "listening": "port listening",
+    "healthy": "does its job (health probe)",
+    "registered": "registered as declared",
+    "passing": "Consul check passing",
+}
+SERVICE_CHECKS = {"routable": "reachable through the proxy"}
+MESH_CHECKS = {
+    "no-extra-registrations": "no undeclared registration",
+    "no-extra-programs": "no undeclared program",
+    "counts": "counts agree",
+}
+TITLES = INSTANCE_CHECKS | SERVICE_CHECKS | MESH_CHECKS
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    reason: str
+    detail: dict = field(default_factory=dict)
+
+
+def outcome(ok: bool, reason: str, **detail) -> Outcome:
+    return Outcome(PASSED if ok else FAILED, one_line(reason, 400), detail)
+
+
+def skipped(reason: str) -> Outcome:
+    return Outcome(SKIPPED, reason)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check, as measured: plain data (JSON, JUnit, the report)."""
+
+    id: str  # "<subject>/<check>"
+    subject: str  # an instance ID, a service name, or "mesh"
+    service: str | None
+    check: str
+    title: str
+    status: str  # passed | failed | skipped
+    reason: str  # one line
+    started_at: str  # ISO 8601, UTC
+    duration_ms: float
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    @property
+    def line(self) -> str:
+        """One line per failure: ``files: 127.0.0.1:PORT answers HTTP 404 but not MCP initialize``."""
+        return f"{self.service or self.subject}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    mesh: str
+    spec: str
+    port_offset: int
+    state_dir: str
+    consul: str
+    started_at: str
+    finished_at: str
+    duration_ms: float
+    checks: list[CheckResult]
+    sources: dict[str, dict] = field(default_factory=dict)  # the shared reads: {name: {duration_ms, error}}
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.failed]
+
+    def count(self, status: str) -> int:
+        return sum(c.status == status for c in self.checks)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["ok"] = self.ok
+        data["summary"] = {"checks": len(self.checks), **{s: self.count(s) for s in (PASSED, FAILED, SKIPPED)}}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VerifyRun:
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["checks"] = [CheckResult(**c) for c in data["checks"]]
+        return cls(**fields)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --- shared reads ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Read:
+    """One shared read: its data, or why it failed."""
+
+    data: object
+    error: str | None
+    duration_ms: float
+
+
+def _timed(fn: Callable[[], object], what: str) -> Read:
+    started = time.perf_counter()
+    try:
+        data, error = fn(), None
+    except Exception as err:  # a registry that does not answer is a finding, not a crash
+        data, error = None, f"{what} does not answer: {one_line(err) or type(err).__name__}"
+    return Read(data, error, round((time.perf_counter() - started) * 1000, 2))
+
+
+def _token(mesh: Mesh) -> str | None:
+    if not mesh.registry.embedded:
+        return os.environ.get("CONSUL_HTTP_TOKEN") or None
+    try:
+        return Path(str(mesh.plan.layout.consul_token_file)).read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class Sources:
+    supervisor: Future  # -> Read of a Supervisor (which carries its own error)
+    services: Future  # -> Read of {id: service}
+    checks: Future  # -> Read of {check id: check}
+
+    def supervisor_read(self) -> Supervisor:
+        return self.supervisor.result().data
+
+    def consul(self, which: str) -> tuple[dict, str | None]:
+        read: Read = getattr(self, which).result()
+        return (read.data or {}), read.error
+
+
+def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float) -> Sources:
+    token = _token(mesh)
+    where = f"Consul at {mesh.registry.addr}"
+    socket = str(mesh.plan.layout.supervisor_socket)
+    return Sources(
+        supervisor=pool.submit(_timed, lambda: Supervisor.read(socket, timeout), "supervisord"),
+        services=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.services(), where),
+        checks=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.checks(), where),
+    )
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def _is_local(inst: Instance) -> bool:
+    return inst.host.name == LOCAL
+
+
+def program_running(sources: Sources, inst: Instance) -> Outcome:
+    if not _is_local(inst):
+        return skipped(f"{inst.host.name} is not this host: its supervisord is not read")
+    program = Program(sources.supervisor_read(), inst.id)
+    return outcome(program.is_running, program.reason, state=program.state, pid=program.pid)
+
+
+def port_listening(inst: Instance, timeout: float) -> Outcome:
+    port = Port(inst.address, inst.port, timeout)
+    return outcome(port.is_listening, port.reason, port=inst.port)
+
+
+def healthy(plan: Plan, inst: Instance) -> Outcome:
+    """The same probe as the instance's registered Consul check."""
+    service = plan.service(inst.service)
+    health = service.health
+    timeout = effective_health_timing(plan.spec, service).timeout / 1000
+    base = f"http://{inst.address}:{inst.port}"
+    if health.http:
+        endpoint = HttpEndpoint(base + health.http.path, health.http.method, dict(health.http.headers),
+                                health.http.body, timeout)
+        return outcome(endpoint.answers_2xx, endpoint.reason, probe="http", http_status=endpoint.status)
+    if health.mcp:
+        server = McpServer(base + health.mcp.path, timeout, health.mcp.min_tools)
+        return outcome(server.completes_handshake, server.reason, probe="mcp", tool_count=server.tool_count,
+                       min_tools=health.mcp.min_tools, protocol_version=server.result.protocol_version)
+    if health.tcp:
+        port = Port(inst.address, inst.port, timeout)
+        return outcome(port.is_listening, port.reason, probe="tcp")
+    command = Command([plan.render(inst, a) for a in health.command], timeout)
+    return outcome(command.exits_0, command.reason, probe="command", exit_code=command.exit_code)
+
+
+def registered(sources: Sources, expected: dict) -> Outcome:
+    services, error = sources.consul("services")
+    if error:
+        return outcome(False, error)
+    reg = Registration(services, expected)
+    return outcome(reg.matches, reg.reason, spec_hash=expected["Meta"]["spec-hash"],
+                   registered_port=(reg.registered or {}).get("Port"), declared_port=expected["Port"])
+
+
+def check_passing(sources: Sources, inst: Instance) -> Outcome:
+    checks, error = sources.consul("checks")
+    if error:
+        return outcome(False, error)
+    check = Check(checks, f"service:{inst.id}")
+    return outcome(check.is_passing, check.reason, consul_status=check.status)
+
+
+def routable(plan: Plan, service_name: str) -> Outcome:
+    proxy = plan.spec.proxy.service
+    service = plan.service(service_name)
+    routing = effective_routing(plan.spec, service)
+    if proxy is None:
+        return skipped("the spec declares no proxy service")
+    if service_name == proxy:
+        return skipped("the proxy itself")
+    if not routing.enabled:
+        return skipped("routing disabled in the spec")
+    if routing.mode != "http":
+        return skipped(f"routing mode {routing.mode}: reached directly, not through the proxy")
+    front = plan.instances_of(proxy)[0]
+    timeout = effective_health_timing(plan.spec, service).timeout / 1000
+    health = service.health
+    url = f"http://{front.address}:{front.port}"
+    if health.mcp:
+        route = Route(url, service_name, mcp=True, min_tools=health.mcp.min_tools, timeout=timeout)
+    elif health.http:
+        route = Route(url, service_name, health.http.path, prefix=path_prefix(service, routing), timeout=timeout)
+    else:
+        route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout)
+    through = {"tool_count": route.tool_count} if route.mcp else {"http_status": route.http_status}
+    return outcome(route.reaches, route.reason, url=route.url, **through)
+
+
+def no_extra_registrations(sources: Sources, plan: Plan) -> Outcome:
+    services, error = sources.consul("services")
+    if error:
+        return outcome(False, error)
+    regs = Registrations(services, [i.id for i in plan.instances])
+    return outcome(regs.has_no_unexpected, regs.reason, registrations=len(services), unexpected=regs.unexpected)
+
+
+def no_extra_programs(sources: Sources, plan: Plan) -> Outcome:
+    local = [i.id for i in plan.instances if _is_local(i)]
+    if not local:
+        return skipped("no instance on this host")
+    supervisor = sources.supervisor_read()
+    if supervisor.error:
+        return outcome(False, supervisor.error)
+    extra = sorted(set(supervisor.states) - set(local))
+    reason = (f"{len(supervisor.states)} programs, all declared" if not extra
+              else f"undeclared program{'s' if len(extra) > 1 else ''} in supervisord: {', '.join(extra)}")
+    return outcome(not extra, reason, programs=len(supervisor.states), unexpected=extra)
+
+
+def counts(sources: Sources, plan: Plan) -> Outcome:
+    """Planned = running = registered = passing, each counted over the plan's instances."""
+    ids = [i.id for i in plan.instances]
+    local = [i.id for i in plan.instances if _is_local(i)]
+    supervisor = sources.supervisor_read()
+    services, s_error = sources.consul("services")
+    checks, c_error = sources.consul("checks")
+    running = sum(Program(supervisor, i).is_running for i in local)
+    registered_n = sum(i in services for i in ids)
+    passing = sum(Check(checks, f"service:{i}").is_passing for i in ids)
+    numbers = {"planned": len(ids), "running": running, "registered": registered_n, "passing": passing}
+    ok = running == len(local) and registered_n == passing == len(ids) and not (s_error or c_error)
+    running_text = f"{running} running" + (f" (of {len(local)} on this host)" if len(local) != len(ids) else "")
+    reason = f"{len(ids)} planned, {running_text}, {registered_n} registered, {passing} passing"
+    errors = [e for e in (supervisor.error, s_error, c_error) if e]
+    return outcome(ok, "; ".join([reason, *dict.fromkeys(errors)]), **numbers, on_this_host=len(local))
+
+
+# --- running them ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    subject: str
+    service: str | None
+    check: str
+    run: Callable[[], Outcome]
+
+
+def planned_checks(mesh: Mesh, sources: Sources, runtime: str) -> list[Planned]:
+    plan = mesh.plan
+    out: list[Planned] = []
+    for inst in plan.instances:
+        timeout = min(effective_health_timing(plan.spec, plan.service(inst.service)).timeout / 1000, 2.0)
+        expected = registration(plan, inst, runtime)
+        out += [
+            Planned(inst.id, inst.service, "running", lambda i=inst: program_running(sources, i)),
+            Planned(inst.id, inst.service, "listening", lambda i=inst, t=timeout: port_listening(i, t)),
+            Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(plan, i)),
+            Planned(inst.id, inst.service, "registered", lambda e=expected: registered(sources, e)),
+            Planned(inst.id, inst.service, "passing", lambda i=inst: check_passing(sources, i)),
+        ]
+    for service in plan.spec.services:
+        if plan.instances_of(service.name):
+            out.append(Planned(service.name, service.name, "routable", lambda n=service.name: routable(plan, n)))
+    out += [
+        Planned(MESH, None, "no-extra-registrations", lambda: no_extra_registrations(sources, plan)),
+        Planned(MESH, None, "no-extra-programs", lambda: no_extra_programs(sources, plan)),
+        Planned(MESH, None, "counts", lambda: counts(sources, plan)),
+    ]
+    return out
+
+
+def _measure(p: Planned) -> CheckResult:
+    started_at, started = now_iso(), time.perf_counter()
+    try:
+        result = p.run()
+    except Exception as err:  # a check that crashes fails, it does not stop the others
+        result = Outcome(FAILED, one_line(f"check crashed: {type(err).__name__}: {err}", 400))
+    return CheckResult(
+        id=f"{p.subject}/{p.check}", subject=p.subject, service=p.service, check=p.check, title=TITLES[p.check],
+        status=result.status, reason=result.reason, started_at=started_at,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2), detail=result.detail,
+    )
+
+
+def verify(mesh: Mesh, runtime: str = "process", spec_path: str = "", read_timeout: float = 2.0,
+           workers: int = MAX_WORKERS) -> VerifyRun:
+    """Run every check of `mesh` in parallel; never raises for what it finds."""
+    started_at, started = now_iso(), time.perf_counter()
+    plan = mesh.plan
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        # Submitted first, so they run before any check that waits on them (the queue is FIFO).
+        sources = _start_sources(pool, mesh, read_timeout)
+        results = list(pool.map(_measure, planned_checks(mesh, sources, runtime)))
+        reads = {"supervisord": sources.supervisor.result(), "consul services": sources.services.result(),
+                 "consul checks": sources.checks.result()}
+    timing = {name: {"duration_ms": read.duration_ms, "error": read.error or getattr(read.data, "error", None)}
+              for name, read in reads.items()}
+    return VerifyRun(
+        mesh=plan.spec.mesh.name, spec=spec_path, port_offset=plan.port_offset, state_dir=str(plan.layout.root),
+        consul=mesh.registry.addr, started_at=started_at, finished_at=now_iso(),
+        duration_ms=round((time.perf_counter() - started) * 1000, 2), checks=results, sources=timing,
+    )

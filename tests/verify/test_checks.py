@@ -1,0 +1,253 @@
+"""The pure parts of `meshspec verify`: registration diffs, the snapshot classes, JSON, JUnit, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+
+from meshspec.hosts import Host
+from meshspec.plan import make_plan
+from meshspec.registrations import registration
+from meshspec.spec import parse_spec
+from meshspec.verify.checks import (
+    Check,
+    Command,
+    Port,
+    Program,
+    Registration,
+    Registrations,
+    Route,
+    Supervisor,
+    registration_differences,
+)
+from meshspec.verify.output import to_json, to_junit
+from meshspec.verify.report import sections, to_html, to_markdown, write_reports
+from meshspec.verify.run import CheckResult, VerifyRun, routable
+
+REPO = Path(__file__).resolve().parents[2]
+
+SPEC = """
+version: 1
+mesh: {name: t}
+services:
+  - {name: consul, kind: core, description: r, port: 18500, process: {command: [agent]}, health: {http: {path: /v1/status/leader}}, routing: {enabled: false}}
+  - {name: mesh-proxy, kind: core, description: p, port: 18000, ports: {stats: 18001}, process: {command: [haproxy]}, health: {tcp: {}}, routing: {enabled: false}}
+  - {name: web, kind: core, description: w, port: 18080, replicas: 2, tags: [web], process: {command: [x]}, health: {http: {path: /index.html}}}
+  - {name: files, kind: mcp, description: f, port: 18303, process: {command: [x]}, health: {mcp: {min_tools: 2}}}
+  - {name: redis, kind: database, description: kv, port: 18379, process: {command: [x]}, health: {command: [redis-cli, ping]}, routing: {mode: tcp, retries: {retry_on: [conn-failure]}}}
+"""
+
+
+def _plan(spec: str = SPEC):
+    return make_plan(parse_spec(spec), [Host("@local", "127.0.0.1")], port_offset=0, meshspec_bin="/m/bin/meshspec")
+
+
+def _expected(name: str = "web", replica: int = 0) -> dict:
+    plan = _plan()
+    return registration(plan, plan.instances_of(name)[replica], "process")
+
+
+def _as_consul(body: dict) -> dict:
+    """A registration as Consul's agent/services answers it."""
+    return {"ID": body["ID"], "Service": body["Name"], "Tags": list(body["Tags"]), "Address": body["Address"],
+            "Port": body["Port"], "Meta": dict(body["Meta"]), "Weights": {"Passing": 1, "Warning": 1}}
+
+
+# --- registrations -----------------------------------------------------------------------------
+
+
+def test_a_registration_as_the_deploy_made_it_matches():
+    expected = _expected()
+    reg = Registration({expected["ID"]: _as_consul(expected)}, expected)
+    assert reg.matches
+    assert reg.reason == f"web-local-0 registered as declared (spec-hash {expected['Meta']['spec-hash']})"
+
+
+def test_a_missing_registration_is_named():
+    reg = Registration({}, _expected())
+    assert not reg.matches
+    assert reg.reason == "web-local-0 is not registered in Consul"
+
+
+def test_a_changed_tag_is_the_only_difference_named():
+    expected = _expected()
+    found = _as_consul(expected) | {"Tags": ["canary"]}
+    assert registration_differences(found, expected) == ["tags ['canary'], declared ['web']"]
+    assert Registration({"web-local-0": found}, expected).reason == "web-local-0 registered with tags ['canary'], declared ['web']"
+
+
+def test_a_registration_moved_to_a_dead_port_says_where_and_that_nothing_listens():
+    expected = _expected()
+    dead = free_port()
+    found = _as_consul(expected) | {"Port": dead}
+    reg = Registration({"web-local-0": found}, expected)
+    assert not reg.matches and reg.address_moved and not reg.address_answers
+    assert reg.reason == f"web-local-0 registered at 127.0.0.1:{dead} where nothing listens, declared 127.0.0.1:{expected['Port']}"
+
+
+def test_meta_differences_include_the_spec_hash_and_undeclared_keys():
+    expected = _expected()
+    meta = dict(expected["Meta"], **{"spec-hash": "0000", "owner": "someone"})
+    del meta["kind"]
+    diffs = registration_differences(_as_consul(expected) | {"Meta": meta}, expected)
+    assert diffs == [
+        "meta kind missing, declared 'core'",
+        "meta owner 'someone', declared not declared",
+        f"meta spec-hash '0000', declared '{expected['Meta']['spec-hash']}'",
+    ]
+
+
+def test_registrations_name_every_undeclared_one():
+    services = {"web-local-0": {}, "intruder": {"Service": "intruder", "Address": "127.0.0.1", "Port": 9}}
+    regs = Registrations(services, ["web-local-0", "web-local-1"])
+    assert not regs.has_no_unexpected
+    assert regs.reason == "unexpected registration not in the spec: intruder (service intruder at 127.0.0.1:9)"
+    assert Registrations({"web-local-0": {}}, ["web-local-0"]).has_no_unexpected
+
+
+# --- snapshots of supervisord and Consul checks -------------------------------------------------
+
+
+def test_program_states_come_from_one_snapshot():
+    sup = Supervisor("/x.sock", {"web-local-0": ("RUNNING", 12), "web-local-1": ("STOPPED", None)})
+    assert Program(sup, "web-local-0").is_running
+    assert not Program(sup, "web-local-1").is_running
+    assert Program(sup, "web-local-1").reason == "program web-local-1 is STOPPED"
+    assert Program(sup, "nope").reason == "program nope is not known to supervisord"
+
+
+def test_an_unreachable_supervisord_is_the_reason():
+    sup = Supervisor.read(f"/nonexistent/{os.getpid()}/supervisor.sock", timeout=0.5)
+    assert sup.error and sup.error.startswith(f"supervisord at /nonexistent/{os.getpid()}/supervisor.sock does not answer")
+    assert not Program(sup, "web-local-0").is_running
+    assert Program(sup, "web-local-0").reason == sup.error
+
+
+def test_a_consul_check_passes_only_when_passing():
+    checks = {"service:a": {"Status": "passing"}, "service:b": {"Status": "critical", "Output": "HTTP 503\nbody"}}
+    assert Check(checks, "service:a").is_passing
+    assert Check(checks, "service:b").reason == "check service:b is critical: HTTP 503 body"
+    assert Check(checks, "service:c").reason == "check service:c is not registered"
+
+
+def test_port_and_command_predicates():
+    port = free_port()
+    assert not Port("127.0.0.1", port).is_listening
+    assert Port("127.0.0.1", port).reason.startswith(f"nothing listens at 127.0.0.1:{port} (")
+    assert Command([sys.executable, "-c", "print('PONG')"]).exits_0
+    failing = Command([sys.executable, "-c", "import sys; print('no'); sys.exit(3)"])
+    assert not failing.exits_0 and failing.reason.endswith("exited 3: no")
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def test_routes_go_through_svc_for_http_and_mcp_for_mcp():
+    assert Route("http://127.0.0.1:1/", "web", "/index.html").url == "http://127.0.0.1:1/svc/web/index.html"
+    assert Route("http://127.0.0.1:1", "files", mcp=True).url == "http://127.0.0.1:1/mcp/files"
+
+
+@pytest.mark.parametrize(("service", "reason"), [
+    ("consul", "routing disabled in the spec"),
+    ("mesh-proxy", "the proxy itself"),
+    ("redis", "routing mode tcp: reached directly, not through the proxy"),
+])
+def test_routes_are_skipped_when_the_spec_routes_nothing(service, reason):
+    result = routable(_plan(), service)
+    assert (result.status, result.reason) == ("skipped", reason)
+
+
+def test_routes_are_skipped_without_a_proxy_service():
+    no_proxy = SPEC.replace("mesh: {name: t}", "mesh: {name: t}\nproxy: {service: null}")
+    assert routable(_plan(no_proxy), "web").reason == "the spec declares no proxy service"
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _run() -> VerifyRun:
+    def c(subject, service, check, status, reason, ms, **detail):
+        return CheckResult(f"{subject}/{check}", subject, service, check, check, status, reason,
+                           "2026-01-02T03:04:05.123+00:00", ms, detail)
+    return VerifyRun(
+        mesh="t", spec="spec.yaml", port_offset=7, state_dir="/s", consul="127.0.0.1:1",
+        started_at="2026-01-02T03:04:05.100+00:00", finished_at="2026-01-02T03:04:05.412+00:00",
+        duration_ms=312.5,
+        checks=[
+            c("web-local-0", "web", "running", "passed", "program web-local-0 is RUNNING (pid 4)", 11.25),
+            c("files-local-0", "files", "healthy", "failed", "127.0.0.1:5 answers HTTP 404 but not MCP initialize",
+              23.5, probe="mcp", tool_count=None),
+            c("files-local-0", "files", "running", "failed", "program files-local-0 is STOPPED", 3.75),
+            c("files", "files", "routable", "skipped", "the spec declares no proxy service", 0.0),
+            c("mesh", None, "counts", "failed", "2 planned, 1 running, 2 registered, 2 passing", 1.5,
+              planned=2, running=1, registered=2, passing=2, on_this_host=2),
+        ],
+        sources={"supervisord": {"duration_ms": 4.5, "error": None}},
+    )
+
+
+def test_json_round_trips_and_carries_a_summary():
+    run = _run()
+    data = json.loads(to_json(run))
+    assert data["ok"] is False
+    assert data["summary"] == {"checks": 5, "passed": 1, "failed": 3, "skipped": 1}
+    assert VerifyRun.from_dict(data) == run
+
+
+def test_a_failure_is_one_line_naming_its_service():
+    assert [f.line for f in _run().failures] == [
+        "files: 127.0.0.1:5 answers HTTP 404 but not MCP initialize",
+        "files: program files-local-0 is STOPPED",
+        "mesh: 2 planned, 1 running, 2 registered, 2 passing",
+    ]
+
+
+def test_junit_has_one_testcase_per_check_and_the_reason_as_failure_message():
+    suites = ET.fromstring(to_junit(_run()))
+    suite = suites.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "3", "1")
+    assert suite.get("timestamp") == "2026-01-02T03:04:05.100+00:00"
+    cases = suite.findall("testcase")
+    assert [(c.get("classname"), c.get("name"), c.get("time")) for c in cases] == [
+        ("web-local-0", "running", "0.011"), ("files-local-0", "healthy", "0.024"),
+        ("files-local-0", "running", "0.004"), ("files", "routable", "0.000"), ("mesh", "counts", "0.002"),
+    ]
+    assert cases[0].find("failure") is None and cases[0].find("skipped") is None
+    assert cases[1].find("failure").get("message") == "127.0.0.1:5 answers HTTP 404 but not MCP initialize"
+    assert cases[3].find("skipped").get("message") == "the spec declares no proxy service"
+
+
+def test_the_report_takes_its_numbers_and_times_from_the_checks(tmp_path):
+    data = json.loads(to_json(_run()))
+    md_path, html_path = write_reports(data, tmp_path, source_name="verify.json")
+    md, page = md_path.read_text(), html_path.read_text()
+    assert md.startswith("# Mesh t: FAILING")
+    assert "from 2026-01-02T03:04:05.100+00:00 to 2026-01-02T03:04:05.412+00:00 (312.5 ms)" in md
+    assert "| instances planned | 2 | mesh/counts | 2026-01-02T03:04:05.123+00:00 |" in md
+    assert "| programs running | 1 | mesh/counts |" in md
+    assert "| checks failed | 3 | all checks |" in md
+    assert "| files-local-0/healthy | FAIL | 2026-01-02T03:04:05.123+00:00 | 23.5 | 127.0.0.1:5 answers HTTP 404 but not MCP initialize |" in md
+    assert "| web-local-0 | web | ok (11.2 ms) | - | - | - | - | - |" in md
+    # The HTML says the same: the same cells.
+    assert '<td>programs running</td><td>1</td>' in page
+    assert '<td class="FAIL">FAIL</td><td>2026-01-02T03:04:05.123+00:00</td><td>23.5</td>' in page
+    assert to_markdown(sections(data)) != to_html(sections(data))
+
+
+def test_a_bad_spec_exits_2_with_the_validate_messages(tmp_path):
+    bad = REPO / "tests" / "data" / "bad_specs" / "09_unknown_key_in_service.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "CONSUL_HTTP"))}
+    env |= {"MESH_SPEC": str(bad), "MESH_STATE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "meshspec.verify.cli", "verify"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(f"{bad}:") and lines[-1].endswith("problem(s); nothing was verified")
