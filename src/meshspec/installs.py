@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from meshspec.spec.models import Install
 
 STAMP = ".meshspec-install"
+SECONDS_FILE = ".meshspec-install-seconds"  # how long the install took (for bench/workloads.py)
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,13 @@ class Recipe:
     def script(self) -> str:
         """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
         d = shlex.quote(self.install_dir)
-        steps = ["set -e", f"rm -rf {d}", f"mkdir -p {d}"]
+        steps = ["set -e", "started=$(date +%s)", f"rm -rf {d}", f"mkdir -p {d}"]
         if self.pip:
             steps += [f"python3 -m venv {d}/venv",
                       f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
         if self.npm:
             steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]
-        steps += [f"echo {self.hash} > {d}/{STAMP}"]
+        steps += [f"echo $(( $(date +%s) - started )) > {d}/{SECONDS_FILE}", f"echo {self.hash} > {d}/{STAMP}"]
         return "\n".join(steps)
 
 
