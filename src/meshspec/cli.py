@@ -8,23 +8,23 @@ from pathlib import Path
 import typer
 
 from meshspec import settings
-from meshspec.agent.cli import agent_command
 from meshspec.hosts import HostsError, configured_hosts
+from meshspec.lazycli import lazy_group
 from meshspec.plan import make_plan
-from meshspec.probes.cli import probe_app
-from meshspec.proxy.controller import controller_command
 from meshspec.pyinfra_run import NothingRan, run_deploy
-from meshspec.services.cli import serve_app
-from meshspec.verify.cli import report_command, verify_command
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Declare a service mesh, converge it, prove it.")
-app.command("agent")(agent_command)
-app.command("controller")(controller_command)
-app.command("verify")(verify_command)
-app.command("report")(report_command)
-app.add_typer(probe_app, name="probe")
-app.add_typer(serve_app, name="serve")
+# Imported when they run: the agent, the services and verify each need only their own modules.
+LAZY = {
+    "agent": "meshspec.agent.cli:agent_command",
+    "controller": "meshspec.proxy.controller:controller_command",
+    "verify": "meshspec.verify.cli:verify_command",
+    "report": "meshspec.verify.cli:report_command",
+    "probe": "meshspec.probes.cli:probe_app",
+    "serve": "meshspec.services.cli:serve_app",
+}
+app = typer.Typer(cls=lazy_group(LAZY), no_args_is_help=True, add_completion=False,
+                  help="Declare a service mesh, converge it, prove it.")
 
 USER_ERROR = 2
 
