@@ -6,6 +6,7 @@ import shlex
 from functools import partial
 from dataclasses import dataclass
 
+from meshspec import __version__
 from meshspec.configs import restart_digest
 from meshspec.layout import Layout
 from meshspec.plan import Instance, Plan
@@ -37,7 +38,7 @@ def program(plan: Plan, inst: Instance) -> Program:
     digest = restart_digest(plan, inst)
     files = [f"; files: {digest}"] if digest else []
     lines = [
-        f"{MARK}: {inst.id}",
+        f"{MARK} {__version__}: {inst.id}",  # a new meshspec release restarts the services it runs
         *files,
         f"[program:{inst.id}]",
         f"command={_escape(shlex.join(argv))}",

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from meshspec.plan import Instance, Plan
 from meshspec.spec.models import Routing, Service
-from meshspec.spec.resolve import effective_routing, path_prefix
+from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
 SHAPE_MARKER = "# meshspec-shape: "
 PEERS = "mesh"
@@ -147,8 +147,10 @@ def server_options(routing: Routing) -> str:
         return f"check inter {HEALTH_INTER_MS}ms fastinter {FASTINTER_MS}ms rise 1 fall 2"
     # `on-error mark-down` forces fastinter, so fastinter (and downinter) are the cooldown: the breaker
     # stays open until the first check after it, and one good check (rise 1) closes it.
+    # fall 2: one slow active check alone does not take a server out; the breaker (mark-down) still
+    # opens at once on `errors` failed responses, whatever fall says.
     opts = [f"check inter {HEALTH_INTER_MS}ms fastinter {breaker.cooldown}ms downinter {breaker.cooldown}ms",
-            "rise 1 fall 1", f"observe layer7 error-limit {breaker.errors} on-error mark-down"]
+            "rise 1 fall 2", f"observe layer7 error-limit {breaker.errors} on-error mark-down"]
     return " ".join(opts)
 
 
@@ -188,8 +190,11 @@ def backend_block(plan: Plan, service: Service, routing: Routing, options: Proxy
     opts = server_options(routing)
     lines = [f"backend {backend_name(service.name)}", "mode http"]
     lines += balance_lines(routing)
+    # Active checks get the spec's own health timeout: a service whose check does real work
+    # (an embedding, a handshake) must not be cut off sooner by HAProxy than by Consul.
+    check_timeout = effective_health_timing(plan.spec, service).timeout
     lines += [f"timeout connect {routing.timeouts.connect}ms", f"timeout server {routing.timeouts.request}ms",
-              f"timeout queue {routing.timeouts.connect}ms"]
+              f"timeout queue {routing.timeouts.connect}ms", f"timeout check {check_timeout}ms"]
     lines += retry_lines(routing)
     lines += check_lines(service)
     lines += affinity_lines(routing, options.session_ttl)

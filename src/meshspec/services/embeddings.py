@@ -98,20 +98,30 @@ def make_app(model: Model) -> web.Application:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return web.json_response({"object": "list", "model": name(), "data": data})
 
-    @routes.get("/health")
-    async def health(request):
-        """Healthy only if a real embedding of a fixed text has the model's dimension."""
+    in_flight: list[asyncio.Task] = []
+
+    async def measure() -> tuple[dict, int]:
         started = time.perf_counter()
         try:
             [vector] = await model.embed([HEALTH_TEXT])
         except (RuntimeError, ValueError, OSError) as err:
-            return web.json_response({"status": "critical", "error": str(err)}, status=503)
+            return {"status": "critical", "error": str(err)}, 503
         ok = len(vector) == model.info["dimension"]
-        return web.json_response(
-            {"status": "passing" if ok else "critical", "model": name(), "dimension": len(vector),
-             "ms": round((time.perf_counter() - started) * 1000, 1)},
-            status=200 if ok else 503,
-        )
+        body = {"status": "passing" if ok else "critical", "model": name(), "dimension": len(vector),
+                "ms": round((time.perf_counter() - started) * 1000, 1)}
+        return body, 200 if ok else 503
+
+    @routes.get("/health")
+    async def health(request):
+        """Healthy only if a real embedding of a fixed text has the model's dimension.
+
+        Checkers arriving together (Consul, HAProxy, verify) share one inference instead of
+        queueing behind each other for the model.
+        """
+        if not in_flight or in_flight[0].done():
+            in_flight[:] = [asyncio.ensure_future(measure())]
+        body, status = await asyncio.shield(in_flight[0])
+        return web.json_response(body, status=status)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.add_routes(routes)
