@@ -8,15 +8,17 @@ other software.
 """
 
 from pyinfra import host
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.deploy import BIN_DIR, this_host
+from meshspec.facts.shared import SharedFact
 from meshspec.layout import OWNED
 from meshspec.ops import consul, supervisor
 
 mesh = this_host(host)
 
-consul.prune(name="Deregister", registry=mesh.registry, token_path=mesh.token_path,
+consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, path=mesh.token_path),
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
 supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
 for part in OWNED:

@@ -19,14 +19,16 @@ from pyinfra.api import FunctionCommand, OperationError, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
+from meshspec.facts.shared import SharedFact
 from meshspec.registrations import is_ours
 from meshspec.registry import Registry
 
 UNREACHABLE = (requests.exceptions.RequestException, consul.ConsulException)
 
 
-def read_token(path: str) -> str | None:
-    lines = host.get_fact(FileContents, path=path)
+def read_token(token: SharedFact | str) -> str | None:
+    """The token from its file: `token` is the file's path or a SharedFact of its FileContents."""
+    lines = token.get() if isinstance(token, SharedFact) else host.get_fact(FileContents, path=token)
     return lines[0].strip() if lines else None
 
 
@@ -48,8 +50,8 @@ def token(path: str, value: str | None = None):
     yield from files.put._inner(src=StringIO((value or str(uuid.uuid4())) + "\n"), dest=path, mode="600")
 
 
-def _wait_answering(registry: Registry, token_path_value: str | None, timeout: float) -> None:
-    client = registry.client(token_path_value, timeout=2)
+def _wait_answering(registry: Registry, token_value: str | None, timeout: float) -> None:
+    client = registry.client(token_value, timeout=2)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -63,19 +65,19 @@ def _wait_answering(registry: Registry, token_path_value: str | None, timeout: f
 
 
 @operation()
-def answering(registry: Registry, token_path: str, timeout: float = 30):
+def answering(registry: Registry, token: SharedFact, timeout: float = 30):
     """
     Wait until Consul answers (the embedded agent has just been started).
 
     + registry: where Consul is
-    + token_path: the token file
+    + token: the token file's contents, read once per run
     + timeout: seconds to wait
     """
     try:
-        registry.client(read_token(token_path), timeout=2).status.leader()
+        registry.client(read_token(token), timeout=2).status.leader()
         host.noop(f"Consul answers at {registry.addr}")
     except UNREACHABLE:
-        yield FunctionCommand(_wait_answering, (registry, read_token(token_path), timeout), {})
+        yield FunctionCommand(_wait_answering, (registry, read_token(token), timeout), {})
 
 
 def _services(registry: Registry, token_value: str | None) -> dict[str, dict]:
@@ -107,15 +109,15 @@ def _deregister(registry: Registry, token_value: str | None, service_id: str) ->
 
 
 @operation()
-def services(registry: Registry, token_path: str, wanted: list[dict]):
+def services(registry: Registry, token: SharedFact, wanted: list[dict]):
     """
     Register every instance with its check; re-register those that differ from the spec.
 
     + registry: where Consul is
-    + token_path: the token file
+    + token: the token file's contents, read once per run
     + wanted: registrations (Consul's JSON) of this host's instances
     """
-    token_value = read_token(token_path)
+    token_value = read_token(token)
     current = _services(registry, token_value)
     stale = [w for w in wanted if not _same(current.get(w["ID"]), w)]
     if not stale:
@@ -126,19 +128,19 @@ def services(registry: Registry, token_path: str, wanted: list[dict]):
 
 
 @operation()
-def prune(registry: Registry, token_path: str, mesh: str, host_label: str, keep: list[str]):
+def prune(registry: Registry, token: SharedFact, mesh: str, host_label: str, keep: list[str]):
     """
     Deregister this mesh's registrations of this host that the spec no longer names.
 
     Only registrations meshspec made (Meta managed-by and mesh) are touched.
 
     + registry: where Consul is
-    + token_path: the token file
+    + token: the token file's contents, read once per run
     + mesh: the mesh's name
     + host_label: this host's label in instance IDs
     + keep: the IDs to keep
     """
-    token_value = read_token(token_path)
+    token_value = read_token(token)
     current = _services(registry, token_value)
     gone = sorted(
         sid for sid, s in current.items()

@@ -9,6 +9,7 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
 from meshspec.facts.supervisor import ProgramStates
+from meshspec.facts.shared import SharedFact
 from meshspec.ops.consul import UNREACHABLE, read_token
 from meshspec.registry import Registry
 
@@ -41,16 +42,16 @@ def _wait(registry: Registry, token_value: str | None, ids: list[str], timeout: 
 
 
 @operation()
-def passing(registry: Registry, token_path: str, ids: list[str], timeout: float = 180):
+def passing(registry: Registry, token: SharedFact, ids: list[str], timeout: float = 180):
     """
     Wait until every listed instance passes its Consul check; fail naming those that do not.
 
     + registry: where Consul is
-    + token_path: the token file
+    + token: the token file's contents, read once per run
     + ids: this host's instance IDs
     + timeout: seconds to wait
     """
-    token_value = read_token(token_path)
+    token_value = read_token(token)
     if all(status == "passing" for status, _ in _statuses(registry, token_value, ids).values()):
         host.noop(f"{len(ids)}/{len(ids)} instances passing")
         return
@@ -58,18 +59,18 @@ def passing(registry: Registry, token_path: str, ids: list[str], timeout: float 
 
 
 @operation()
-def summary(registry: Registry, token_path: str, ids: list[str], ctl: str, conf: str):
+def summary(registry: Registry, token: SharedFact, ids: list[str], ctl: str, conf: str):
     """
     Report what was measured just now: instances running (supervisord), registered and passing (Consul).
 
     + registry: where Consul is
-    + token_path: the token file
+    + token: the token file's contents, read once per run
     + ids: this host's instance IDs
     + ctl: supervisorctl
     + conf: supervisord's configuration
     """
     states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
-    statuses = _statuses(registry, read_token(token_path), ids)
+    statuses = _statuses(registry, read_token(token), ids)
     running = sum(states.get(i) == "RUNNING" for i in ids)
     registered = sum(status != "missing" for status, _ in statuses.values())
     passing_now = sum(status == "passing" for status, _ in statuses.values())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shlex
+from hashlib import sha256
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import StringCommand, operation
-from pyinfra.operations.files import put
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+
+from meshspec.facts.files import FileDigests
 
 from meshspec.facts.stamps import Stamps
 from meshspec.preparation import STAMP, Preparation
@@ -33,11 +35,15 @@ def prepared(root: str, preparations: list[Preparation]):
 @operation()
 def files(wanted: list[tuple[str, str]]):
     """
-    Write the configuration files rendered from the plan (mode 0644).
+    Write the configuration files rendered from the plan (mode 0644), those that differ.
 
     + wanted: (path, content) of this host's rendered files
     """
-    for path, text in wanted:
-        yield from put._inner(src=StringIO(text), dest=path, mode="644")
-    if not wanted:
-        host.noop("no rendered files on this host")
+    current = host.get_fact(FileDigests, paths=[path for path, _ in wanted]) if wanted else {}
+    stale = [(path, text) for path, text in wanted if current.get(path) != sha256(text.encode()).hexdigest()]
+    if not stale:
+        host.noop(f"{len(wanted)} rendered files are as planned")
+        return
+    for path, text in stale:
+        yield FileUploadCommand(StringIO(text), path)
+        yield StringCommand("chmod", "644", shlex.quote(path))

@@ -8,8 +8,8 @@ from pyinfra import host
 from pyinfra.api import StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 
-from meshspec.facts.stamps import Stamps
-from meshspec.installs import STAMP, Recipe
+from meshspec.facts.shared import SharedFact
+from meshspec.installs import Recipe
 
 # While installing, a policy-rc.d that refuses service starts keeps Debian from starting its
 # own postgresql, redis, ... on their default ports: the mesh starts its own instances.
@@ -39,28 +39,29 @@ def debian(packages: list[str]):
 
 
 @operation()
-def isolated(root: str, recipe: Recipe):
+def isolated(stamps: SharedFact, recipe: Recipe):
     """
     Give a service its own venv / npm prefix at its pinned versions (reinstalled when the pins change).
 
-    + root: the directory holding one install directory per service
+    + stamps: the install stamps of this host ({service: recipe hash}), read once per run
     + recipe: the service's install
     """
-    if host.get_fact(Stamps, root=root, stamp=STAMP).get(recipe.service) == recipe.hash:
+    if stamps.get().get(recipe.service) == recipe.hash:
         host.noop(f"{recipe.service}: install is as pinned")
         return
     yield StringCommand("sh", "-c", shlex.quote(recipe.script()))
 
 
 @operation()
-def prune_isolated(root: str, keep: list[str]):
+def prune_isolated(root: str, stamps: SharedFact, keep: list[str]):
     """
     Remove the installs (marked by their stamp) of services the spec no longer names.
 
     + root: the directory holding one install directory per service
+    + stamps: the install stamps of this host, read once per run
     + keep: the services whose installs stay
     """
-    gone = sorted(set(host.get_fact(Stamps, root=root, stamp=STAMP)) - set(keep))
+    gone = sorted(set(stamps.get()) - set(keep))
     if not gone:
         host.noop("no install left over")
         return

@@ -7,8 +7,8 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.operations import files
 
+from meshspec.facts.files import FileDigests, MissingDirectories
 from meshspec.facts.supervisor import ProgramFiles, ProgramStates, SupervisordPid
 from meshspec.layout import Layout
 from meshspec.programs import Program, supervisord_conf
@@ -26,17 +26,20 @@ def daemon(layout: Layout, bin_dir: str):
     + layout: the mesh's state layout
     + bin_dir: where supervisord and supervisorctl are installed
     """
-    for d in (layout.supervisor_dir, layout.programs_dir, layout.logs_dir):
-        yield from files.directory._inner(path=str(d), mode="755")
-    conf = StringIO(supervisord_conf(layout))
-    conf_changed = list(files.put._inner(src=conf, dest=str(layout.supervisor_conf), mode="644"))
-    yield from conf_changed
-    pid = host.get_fact(SupervisordPid, ctl=f"{bin_dir}/supervisorctl", conf=str(layout.supervisor_conf))
+    missing = host.get_fact(MissingDirectories, paths=[str(d) for d in (layout.supervisor_dir, layout.programs_dir, layout.logs_dir)])
+    if missing:
+        yield StringCommand("mkdir", "-p", "-m", "755", *missing)
+    conf_text, conf_path = supervisord_conf(layout), str(layout.supervisor_conf)
+    conf_changed = host.get_fact(FileDigests, paths=[conf_path]).get(conf_path) != _digest(conf_text)
+    if conf_changed:
+        yield FileUploadCommand(StringIO(conf_text), conf_path)
+        yield StringCommand("chmod", "644", conf_path)
+    pid = host.get_fact(SupervisordPid, ctl=f"{bin_dir}/supervisorctl", conf=conf_path)
     if pid is None:
-        yield StringCommand(f"{bin_dir}/supervisord", "-c", str(layout.supervisor_conf))
+        yield StringCommand(f"{bin_dir}/supervisord", "-c", conf_path)
     elif conf_changed:
         yield StringCommand(*_ctl(bin_dir, layout), "reload")
-    else:
+    elif not missing:
         host.noop(f"supervisord is running (pid {pid})")
 
 
