@@ -22,13 +22,22 @@ deploy: $(STAMP)
 down: $(STAMP)
 	$(BIN)/meshspec deploy deploys/teardown.py
 
+# The acceptance mesh: the shipped spec, deployed beside any running mesh (own state dir and ports).
+TEST_MESH := MESH_STATE_DIR=/tmp/meshspec-test MESH_PORT_OFFSET=20000
+
+# Unit and integration tests, then the 41-service mesh deployed in isolation, the BDD suites and
+# a short Locust SLO run against it, then its teardown (whatever the result).
 test: $(STAMP)
 	mkdir -p $(REPORTS)
-	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml
+	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --ignore=tests/bdd --ignore=tests/loadtests
+	$(TEST_MESH) $(BIN)/meshspec deploy
+	$(TEST_MESH) $(BIN)/pytest tests/bdd tests/loadtests --mesh=running --junitxml=$(REPORTS)/acceptance.xml; \
+	status=$$?; $(TEST_MESH) $(BIN)/meshspec deploy deploys/teardown.py; exit $$status
 
 loadtest: $(STAMP)
-	@test -f loadtests/locustfile.py || { echo "make loadtest: loadtests/locustfile.py does not exist yet (issue #7)" >&2; exit 2; }
-	$(BIN)/locust -f loadtests/locustfile.py --headless
+	mkdir -p $(REPORTS)
+	$(BIN)/locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 60s --stop-timeout 10 --only-summary \
+		--csv $(REPORTS)/locust --html $(REPORTS)/locust.html
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -26,6 +26,11 @@ class Program:
     text: str
 
 
+def revision(plan: Plan, inst: Instance) -> str:
+    digest = restart_digest(plan, inst)
+    return f"{__version__}+{digest}" if digest else __version__
+
+
 def program(plan: Plan, inst: Instance) -> Program:
     """One [program:<id>] section. Env goes through /usr/bin/env on the command line:
     supervisord's `environment=` cannot quote every value, its shlex-split command can."""
@@ -34,15 +39,15 @@ def program(plan: Plan, inst: Instance) -> Program:
     env = [f"{k}={render(v)}" for k, v in sorted(process.env.items())]
     argv = (["/usr/bin/env", *env] if env else []) + [render(a) for a in process.command]
     workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
-    # The digest of its rendered files: when one changes, the program's file does, and it restarts.
-    digest = restart_digest(plan, inst)
-    files = [f"; files: {digest}"] if digest else []
     lines = [
-        f"{MARK} {__version__}: {inst.id}",  # a new meshspec release restarts the services it runs
-        *files,
+        f"{MARK}: {inst.id}",
         f"[program:{inst.id}]",
         f"command={_escape(shlex.join(argv))}",
         f"directory={_escape(workdir)}",
+        # supervisord restarts a program on `update` only when its parsed settings change (not its
+        # comments): the revision (meshspec's version and the digest of the files the program
+        # reads) is one of them, so a new release or a changed config restarts the program.
+        f'environment=MESHSPEC_REVISION="{revision(plan, inst)}"',
         *([f"user={process.user}"] if process.user else []),
         "autostart=true",
         "autorestart=true",

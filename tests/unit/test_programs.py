@@ -69,3 +69,20 @@ def test_stop_settings_and_user_come_from_the_spec(loaded, tmp_path):
     assert proxy.directory == str(tmp_path / "instances" / "mesh-proxy-local-0")
     assert api.uid is not None  # user=nobody resolved by supervisord
     assert proxy.killasgroup and proxy.stopasgroup
+
+
+def test_a_changed_rendered_file_changes_what_supervisord_parses(tmp_path):
+    """supervisord's `update` ignores comments: the revision must be a parsed setting."""
+    from meshspec.programs import revision
+
+    spec = parse_spec(SPEC.replace("process: {command: [haproxy, -f", "process: {files: {'{state_dir}/rules.yml': prometheus-rules}, command: [haproxy, -f"))
+    plan = make_plan(spec, [Host("@local", "127.0.0.1")], state_dir=str(tmp_path))
+    proxy = plan.instances_of("mesh-proxy")[0]
+    other = make_plan(parse_spec(SPEC.replace("name: t", "name: u").replace("process: {command: [haproxy, -f", "process: {files: {'{state_dir}/rules.yml': prometheus-rules}, command: [haproxy, -f")),
+                      [Host("@local", "127.0.0.1")], state_dir=str(tmp_path))
+    assert revision(plan, proxy) != revision(other, other.instances_of("mesh-proxy")[0])  # the rules name the mesh
+
+
+def test_the_revision_reaches_supervisords_parsed_environment(loaded):
+    _, programs = loaded
+    assert programs["api-local-0"].environment["MESHSPEC_REVISION"].startswith("0.")

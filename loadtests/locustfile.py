@@ -1,0 +1,193 @@
+"""Load on the mesh through its proxy, with SLOs that set the exit code.
+
+Users:
+* ``HttpServiceUser``: GET ``/svc/<name><health path>`` spread over every routed http service.
+* ``McpSessionUser``: one MCP session per task through ``/mcp/<name>``: initialize,
+  notifications/initialized, tools/list, one offline-safe tools/call, DELETE the session.
+
+The target (the proxy's address) and the routes come from the spec and the settings
+(MESH_SPEC, MESH_PORT_OFFSET, MESH_STATE_DIR, MESH_HOSTS): no port is written here.
+
+    locust -f loadtests/locustfile.py                      # web UI
+    locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 60s \\
+        --csv reports/locust --html reports/locust.html    # headless, SLOs set the exit code
+
+SLOs: ``loadtests/slo.yaml`` (or ``--slo-file`` / ``LOCUST_SLO_FILE``); a missed SLO prints one
+line and makes locust exit 1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import sys
+from pathlib import Path
+
+from locust import HttpUser, between, events, task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from slo import check_slos, load_slos, summary  # noqa: E402
+
+from meshspec import settings  # noqa: E402
+from meshspec.hosts import configured_hosts  # noqa: E402
+from meshspec.mesh import load_mesh  # noqa: E402
+from meshspec.proxy.render import proxy_instance, routed_services  # noqa: E402
+from meshspec.spec.resolve import path_prefix  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+#: Offline-safe tool calls (tests/data/mcp_upstreams/calls.yaml and the project's own servers):
+#: service -> (tool, arguments, a substring the result must contain). "{proxy_url}" is substituted.
+MCP_CALLS = {
+    "sequentialthinking": ("sequentialthinking", {"thought": "Check the mesh", "nextThoughtNeeded": False,
+                                                  "thoughtNumber": 1, "totalThoughts": 1}, "thoughtHistoryLength"),
+    "files": ("write_file", {"path": "loadtest.txt", "content": "hello mesh"}, "Successfully wrote"),
+    "knowledge-graph-mcp": ("read_graph", {}, "entities"),
+    "memory-bank-mcp": ("list_projects", {}, ""),
+    "http": ("http_get", {"url": "{proxy_url}/healthz"}, "200"),
+    "claude-task-runner": ("list_tasks", {"limit": 5}, "count"),
+}
+ACCEPT = "application/json, text/event-stream"
+
+
+def _mesh_routes():
+    mesh = load_mesh(settings.spec_path(), configured_hosts(), settings.port_offset(), settings.state_dir(),
+                     settings.consul_http_addr())
+    plan = mesh.plan
+    front = proxy_instance(plan)
+    http_paths, mcp_services = {}, []
+    for service, routing in routed_services(plan):
+        if service.health.mcp:
+            mcp_services.append(service.name)
+        elif service.health.http:
+            http_paths[service.name] = path_prefix(service, routing).rstrip("/") + service.health.http.path
+    return f"http://{front.address}:{front.port}", http_paths, [s for s in MCP_CALLS if s in mcp_services]
+
+
+PROXY_URL, HTTP_PATHS, MCP_SERVICES = _mesh_routes()
+
+
+@events.init_command_line_parser.add_listener
+def _(parser):
+    parser.add_argument("--slo-file", env_var="LOCUST_SLO_FILE", default=str(HERE / "slo.yaml"),
+                        help="SLO thresholds (p99 ms, failure ratio) per user class and overall")
+
+
+@events.quitting.add_listener
+def _(environment, **_kw):
+    options = environment.parsed_options
+    slos = load_slos(options.slo_file if options else str(HERE / "slo.yaml"))
+    prefixes = {"HttpServiceUser": "http ", "McpSessionUser": "mcp "}
+    for line in summary(environment.stats, prefixes):
+        print(line, file=sys.stderr)
+    missed = check_slos(environment.stats, slos, prefixes)
+    for line in missed:
+        print(f"SLO missed: {line}", file=sys.stderr)
+    if missed:
+        environment.process_exit_code = 1
+    else:
+        print(f"SLOs met ({len(slos.get('classes', {}))} user classes and overall)", file=sys.stderr)
+
+
+class HttpServiceUser(HttpUser):
+    """GETs the health path of every routed http service, through the proxy, round the list."""
+
+    host = PROXY_URL
+    weight = 3
+    wait_time = between(0.05, 0.3)
+
+    def on_start(self):
+        names = list(HTTP_PATHS)
+        random.shuffle(names)
+        self.order = itertools.cycle(names)
+
+    @task
+    def get_service(self):
+        name = next(self.order)
+        self.client.get(HTTP_PATHS[name], name=f"http /svc/{name}")
+
+
+class McpSessionUser(HttpUser):
+    """One whole MCP session per task, through /mcp/<name>, always ended with DELETE."""
+
+    host = PROXY_URL
+    weight = 1
+    wait_time = between(0.1, 0.5)
+
+    @task
+    def session(self):
+        service = random.choice(MCP_SERVICES)
+        path, sid = f"/mcp/{service}", None
+        try:
+            sid, version = self._initialize(path, service)
+            if sid is None:
+                return
+            headers = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": version}
+            self._post(path, f"mcp {service} initialized", {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                       headers, expect_reply=False)
+            self._post(path, f"mcp {service} tools/list", {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers)
+            tool, args, expect = MCP_CALLS[service]
+            args = json.loads(json.dumps(args).replace("{proxy_url}", PROXY_URL))
+            self._post(path, f"mcp {service} tools/call {tool}",
+                       {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool, "arguments": args}},
+                       headers, expect=expect)
+        finally:
+            if sid:
+                with self.client.delete(path, headers={"Mcp-Session-Id": sid}, name=f"mcp {service} DELETE",
+                                        catch_response=True) as r:
+                    if r.status_code not in (200, 202, 204):
+                        r.failure(f"DELETE answered HTTP {r.status_code}")
+
+    def _initialize(self, path, service):
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "meshspec-locust", "version": "1"}}}
+        reply, response = self._post(path, f"mcp {service} initialize", body, {})
+        if reply is None:
+            return None, None
+        sid = response.headers.get("mcp-session-id")
+        return sid, reply["result"].get("protocolVersion", "2025-06-18")
+
+    def _post(self, path, name, body, headers, expect_reply=True, expect=""):
+        headers = {"Accept": ACCEPT, "Content-Type": "application/json", **headers}
+        with self.client.post(path, data=json.dumps(body), headers=headers, name=name, catch_response=True) as r:
+            if not expect_reply:
+                if r.status_code not in (200, 202, 204):
+                    r.failure(f"HTTP {r.status_code}")
+                return None, r
+            reply = _reply(r, body.get("id"))
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}: {r.text[:120]}")
+            elif reply is None:
+                r.failure(f"no JSON-RPC reply with id {body.get('id')}: {r.text[:120]}")
+            elif "error" in reply:
+                r.failure(f"JSON-RPC error {reply['error']}")
+            elif reply.get("result", {}).get("isError"):
+                r.failure(f"tool error: {json.dumps(reply['result'])[:160]}")
+            elif expect and expect not in json.dumps(reply.get("result")):
+                r.failure(f"result lacks {expect!r}: {json.dumps(reply.get('result'))[:160]}")
+            else:
+                return reply, r
+            return None, r
+
+
+# A spec without routed http services or without the MCP services above: no such users.
+if not HTTP_PATHS:
+    del HttpServiceUser
+if not MCP_SERVICES:
+    del McpSessionUser
+
+
+def _reply(response, rpc_id):
+    try:
+        if response.headers.get("content-type", "").startswith("application/json"):
+            body = response.json()
+            messages = body if isinstance(body, list) else [body]
+        else:
+            messages = [json.loads(line[5:]) for line in (response.text or "").splitlines()
+                        if line.startswith("data:") and line[5:].strip().startswith("{")]
+    except ValueError:
+        return None
+    return next((m for m in messages if isinstance(m, dict) and m.get("id") == rpc_id), None)

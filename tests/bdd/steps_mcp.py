@@ -1,0 +1,60 @@
+"""Steps about MCP sessions through the mesh proxy (`/mcp/<name>`): handshake, tools, affinity, end."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from pytest_bdd import parsers, then, when
+
+from meshspec.proxy.render import backend_name
+from tests.bdd.mesh_target import McpSession, result_text
+
+
+@when(parsers.parse('I open an MCP session with "{service}" through the proxy'))
+def _(world, service):
+    world.session = McpSession(f"{world.target.proxy_url}/mcp/{service}", httpx.Client(trust_env=False, timeout=30))
+    world.session.open()
+    world.counters["service"] = service
+
+
+@then("the server issued a session id")
+def _(world):
+    assert world.session.session_id, "no Mcp-Session-Id header on the initialize response"
+
+
+@then(parsers.parse('the session lists the tool "{tool}"'))
+def _(world, tool):
+    assert tool in (tools := world.session.tools()), tools
+
+
+@when(parsers.parse("I call \"{tool}\" with '{arguments}'"))
+def _(world, tool, arguments):
+    world.last = world.session.call(tool, json.loads(arguments.replace("{proxy_url}", world.target.proxy_url)))
+
+
+@then(parsers.parse('the tool result contains "{text}"'))
+def _(world, text):
+    assert not world.last.get("isError") and text in result_text(world.last), world.last
+
+
+@then("the proxy pins the session to one instance of the service")
+def _(world):
+    service = world.counters["service"]
+    table = world.target.runtime_api.send(f"show table {backend_name(service)}")
+    entry = next((line for line in table.splitlines() if f"key={world.session.session_id} " in line), None)
+    ids = {s.id for s in world.target.proxy_servers(service) if s.name in {i.id for i in world.target.instances_of(service)}}
+    assert entry and any(f"server_id={i} " in entry + " " for i in ids), f"{entry!r} (planned server ids {ids})"
+
+
+@when("I end the session")
+def _(world):
+    world.last = world.session.close()
+
+
+@then("the session is gone")
+def _(world):
+    assert world.last in (200, 202, 204), f"DELETE answered HTTP {world.last}"
+    response = world.session._post({"jsonrpc": "2.0", "id": 99, "method": "tools/list", "params": {}})
+    world.session = None
+    assert response.status_code == 404, f"tools/list on the ended session: HTTP {response.status_code}"
