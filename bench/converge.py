@@ -61,7 +61,7 @@ def main() -> None:
             noop = deploy(env)
         finally:
             deploy(env, "deploys/teardown.py")
-    print(f"converge, 41 instances (agent + 40 HTTP servers), process runtime, every check passing at the end")
+    print("converge, 41 instances (agent + 40 HTTP servers), process runtime, every check passing at the end")
     print(f"  cold converge:  {cold:6.2f} s   (goal <= 30 s)")
     print(f"  no-op re-run:   {noop:6.2f} s   (goal <= 3 s)")
     print(f"  cold / no-op:   {cold / noop:6.1f}x")

@@ -168,7 +168,7 @@ class _Probe:
             page = self.request("tools/list", {"cursor": cursor} if cursor else None)
             listed = page.get("tools")
             if not isinstance(listed, list):
-                raise self.fail("tools/list", f"answered tools/list without a tools array")
+                raise self.fail("tools/list", "answered tools/list without a tools array")
             self.tools.extend(str(t.get("name")) if isinstance(t, dict) else "?" for t in listed)
             cursor = page.get("nextCursor")
             if not cursor:
