@@ -21,5 +21,6 @@ mesh = this_host(host)
 consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, path=mesh.token_path),
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
 supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
+supervisor.no_leftovers(name="No process left over", layout=mesh.layout)
 for part in OWNED:
     files.directory(name=f"Remove {mesh.layout.root / part}", path=str(mesh.layout.root / part), present=False)

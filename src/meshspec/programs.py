@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import PurePosixPath
 from functools import partial
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ def program(plan: Plan, inst: Instance) -> Program:
     render = partial(plan.render, inst)
     env = [f"{k}={render(v)}" for k, v in sorted(process.env.items())]
     argv = (["/usr/bin/env", *env] if env else []) + [render(a) for a in process.command]
+    if process.reap:
+        argv = [str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-reaper")), "--", *argv]
     workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
     lines = [
         f"{MARK}: {inst.id}",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import FactBase
 
 
@@ -37,3 +39,17 @@ class ProgramStates(FactBase):
 
     def process(self, output):
         return {parts[0]: parts[1] for line in output if len(parts := line.split()) >= 2}
+
+
+class ProcessesUnder(FactBase):
+    """Pids of the processes whose command line names a path under `root` (a mesh's state dir)."""
+
+    default = list
+
+    def command(self, root: str) -> str:
+        # "[/]x" matches "/x" but not itself, so the search does not find its own shell.
+        pattern = "[" + root[0] + "]" + root[1:].rstrip("/") + "/"
+        return f"pgrep -f -- {shlex.quote(pattern)} || true"
+
+    def process(self, output):
+        return [int(line) for line in output if line.strip().isdigit()]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 
 from meshspec.facts.files import FileDigests, MissingDirectories
-from meshspec.facts.supervisor import ProgramFiles, ProgramStates, SupervisordPid
+from meshspec.facts.supervisor import ProcessesUnder, ProgramFiles, ProgramStates, SupervisordPid
 from meshspec.layout import Layout
 from meshspec.programs import Program, supervisord_conf
 
@@ -95,3 +96,22 @@ def stopped(layout: Layout, bin_dir: str, timeout: float = 120):
     # shutdown stops the programs one by one, then the daemon; wait until its pid is gone.
     yield StringCommand(*_ctl(bin_dir, layout), "shutdown")
     yield StringCommand("sh", "-c", f"'for i in $(seq {int(timeout * 10)}); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1'")
+
+
+@operation()
+def no_leftovers(layout: Layout, grace: float = 5):
+    """
+    End processes still running from this mesh's state dir once supervisord is gone.
+
+    Only the mesh's own programs run from there; one that left supervisord's process group and
+    outlived its program must not outlive the mesh.
+
+    + layout: the mesh's state layout
+    + grace: seconds between TERM and KILL
+    """
+    pids = [str(p) for p in host.get_fact(ProcessesUnder, root=str(layout.root))]
+    if not pids:
+        host.noop("no process left over")
+        return
+    yield StringCommand("sh", "-c", shlex.quote(
+        f"kill -TERM {' '.join(pids)} 2>/dev/null; sleep {grace}; kill -KILL {' '.join(pids)} 2>/dev/null; true"))

@@ -58,6 +58,9 @@ class Process(Strict):
     install: Install = Install()
     # Idempotent commands the deploy runs before the first start (e.g. initdb when absent).
     prepare: list[list[str]] = []
+    # Run under meshspec-reaper: descendants that leave the program's process group (mcp-proxy
+    # starts its server in a session of its own) are ended when the program stops.
+    reap: bool = False
     # {path (placeholders allowed): config}: written before the program starts, restarting it when they change.
     files: dict[str, ConfigName] = {}
     stop_signal: Literal["TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"] = "TERM"  # supervisord's set
