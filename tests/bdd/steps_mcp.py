@@ -30,7 +30,9 @@ def _(world, tool):
 
 @when(parsers.parse("I call \"{tool}\" with '{arguments}'"))
 def _(world, tool, arguments):
-    world.last = world.session.call(tool, json.loads(arguments.replace("{proxy_url}", world.target.proxy_url)))
+    own = world.target.instances_of(world.counters["service"])[0]
+    arguments = arguments.replace("{proxy_url}", world.target.proxy_url).replace("{service_url}", f"http://{own.address}:{own.port}")
+    world.last = world.session.call(tool, json.loads(arguments))
 
 
 @then(parsers.parse('the tool result contains "{text}"'))

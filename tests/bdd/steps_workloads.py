@@ -1,0 +1,105 @@
+"""Steps that check services through their own protocols (SQL, Redis, HTTP APIs), not their health."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import time
+import uuid
+
+import asyncpg
+import httpx
+from pytest_bdd import parsers, then
+
+HTTP = httpx.Client(trust_env=False, timeout=60)
+
+
+def _base(world, service: str) -> str:
+    inst = world.target.instances_of(service)[0]
+    return f"http://{inst.address}:{inst.port}"
+
+
+def _addr(world, service: str) -> tuple[str, int]:
+    inst = world.target.instances_of(service)[0]
+    return inst.address, inst.port
+
+
+@then("PostgreSQL stores a row and returns it")
+def _(world):
+    host, port = _addr(world, "postgresql")
+    token = uuid.uuid4().hex
+
+    async def round_trip():
+        conn = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+        try:
+            await conn.execute("CREATE TEMP TABLE bdd_rows (token text)")
+            await conn.execute("INSERT INTO bdd_rows VALUES ($1)", token)
+            return await conn.fetchval("SELECT token FROM bdd_rows")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(round_trip()) == token
+
+
+@then("MariaDB stores a row and returns it")
+def _(world):
+    host, port = _addr(world, "mariadb")
+    token = uuid.uuid4().hex
+    sql = f"CREATE TEMPORARY TABLE test.bdd_rows (token TEXT); INSERT INTO test.bdd_rows VALUES ('{token}'); SELECT token FROM test.bdd_rows;"
+    out = subprocess.run(["mariadb", "-h", host, "-P", str(port), "-u", "root", "-N", "-e",
+                          "CREATE DATABASE IF NOT EXISTS test; " + sql], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == token, out.stdout + out.stderr
+
+
+@then("Redis stores a key and returns it")
+def _(world):
+    host, port = _addr(world, "redis")
+    key, value = f"bdd:{uuid.uuid4().hex}", uuid.uuid4().hex
+    cli = ["redis-cli", "-h", host, "-p", str(port)]
+    assert subprocess.run([*cli, "SET", key, value, "EX", "60"], capture_output=True, text=True).stdout.strip() == "OK"
+    assert subprocess.run([*cli, "GET", key], capture_output=True, text=True).stdout.strip() == value
+
+
+@then(parsers.parse('the embeddings service returns a vector of {n:d} dimensions for "{text}"'))
+def _(world, n, text):
+    reply = HTTP.post(f"{_base(world, 'embeddings')}/api/embed", json={"input": [text]})
+    assert reply.status_code == 200, reply.text
+    [vector] = reply.json()["embeddings"]
+    assert len(vector) == n and any(v != 0 for v in vector)
+
+
+@then(parsers.parse('semantic search finds "{document}" first for "{query}"'))
+def _(world, document, query):
+    base = _base(world, "semantic-search")
+    others = ["PostgreSQL stores relational data", "Redis keeps keys in memory"]
+    indexed = HTTP.post(f"{base}/index", json={"documents": [{"text": t} for t in [document, *others]]})
+    assert indexed.status_code == 200, indexed.text
+    found = HTTP.post(f"{base}/search", json={"query": query, "k": 3}).json()["results"]
+    assert found[0]["text"] == document, found
+
+
+@then(parsers.parse('Prometheus answers the query "{query}" with 1 for every service that exports metrics'))
+def _(world, query):
+    expected = {s.name for s in world.target.plan.spec.services if s.metrics}
+    deadline = time.monotonic() + 60  # a first scrape may still be due after a fresh deploy
+    while True:
+        result = HTTP.get(f"{_base(world, 'prometheus')}/api/v1/query", params={"query": query}).json()["data"]["result"]
+        up = {r["metric"]["job"]: r["value"][1] for r in result}
+        if up == dict.fromkeys(expected, "1") or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert up == dict.fromkeys(expected, "1")
+
+
+@then(parsers.parse('a sha256 job of "{data}" enqueued at backend-api comes back with its digest'))
+def _(world, data):
+    base = _base(world, "backend-api")
+    job = HTTP.post(f"{base}/api/v1/mesh/enqueue", json={"kind": "sha256", "payload": {"data": data}})
+    assert job.status_code in (200, 201, 202), job.text
+    job_id = job.json()["id"]
+    deadline = time.monotonic() + 30
+    while (result := HTTP.get(f"{base}/api/v1/mesh/results/{job_id}").json())["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, result
+        time.sleep(0.2)
+    assert result["status"] == "done" and hashlib.sha256(data.encode()).hexdigest() in str(result["result"]), result
