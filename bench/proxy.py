@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from meshspec.proxy.render import ProxyOptions  # noqa: E402
 from tests.proxy.harness import HAProxy, stop_process  # noqa: E402
-from tests.support import listening, wait_until  # noqa: E402
-from tests.proxy.meshes import free_port, make_mesh, service  # noqa: E402
+from tests.support import free_port, listening, wait_until  # noqa: E402
+from tests.proxy.meshes import make_mesh, service  # noqa: E402
 
 BACKEND_CFG = """global
     nbthread 1

@@ -54,6 +54,9 @@ def main() -> None:
     mesh = load_mesh(settings.spec_path(), configured_hosts(), settings.port_offset(), settings.state_dir(),
                      settings.consul_http_addr())
     layout = mesh.plan.layout
+    if not Path(str(layout.supervisor_socket)).exists():
+        print(f"skipped: no mesh is deployed at {layout.root} (make deploy, or set MESH_STATE_DIR)")
+        return
     rpc = ServerProxy("http://localhost", transport=SupervisorTransport(None, None, f"unix://{layout.supervisor_socket}"))
     pids = {p["name"]: p["pid"] for p in rpc.supervisor.getAllProcessInfo() if p["pid"]}
     rows, total = [], 0.0
