@@ -53,7 +53,7 @@ def validate(
     typer.echo(f"{len(spec.services)} services: " + ", ".join(f"{kinds[k]} {k}" for k in KINDS))
     plan = make_plan(spec, hosts, offset, settings.state_dir())
     for host in plan.hosts:
-        mine = [i for i in plan.instances if i.host == host]
+        mine = plan.instances_on(host.name)
         typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")
         for inst in mine if instances else []:
             typer.echo(f"  {inst.id:40} {inst.address}:{inst.port}")

@@ -45,7 +45,7 @@ class HostMesh:
 
     @cached_property
     def instances(self) -> list[Instance]:
-        return [i for i in self.plan.instances if i.host.name == self.host_name]
+        return self.plan.instances_on(self.host_name)
 
     @cached_property
     def services(self):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -46,8 +45,8 @@ class Plan:
     def instances_of(self, name: str) -> list[Instance]:
         return [i for i in self.instances if i.service == name]
 
-    def per_host(self) -> Counter[str]:
-        return Counter(i.host.name for i in self.instances)
+    def instances_on(self, host_name: str) -> list[Instance]:
+        return [i for i in self.instances if i.host.name == host_name]
 
     def values_for(self, inst: Instance) -> dict[str, object]:
         """The placeholder values of one instance (see meshspec.spec.placeholders)."""

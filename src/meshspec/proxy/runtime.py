@@ -1,9 +1,8 @@
 """A small client for HAProxy's runtime API (the `stats socket`) over TCP: one command per connection.
 
     api = RuntimeApi("127.0.0.1:PORT")
-    api.servers_state("svc_files")        # parsed `show servers state`
-    api.set_addr("svc_files", "spare-1", "127.0.0.1", 4242)
-    api.set_state("svc_files", "spare-1", "ready")
+    api.servers_state("svc_files")                                  # parsed `show servers state`
+    api.command("set server svc_files/spare-1 state ready")         # the controller's diff builds these
 """
 
 from __future__ import annotations
@@ -114,31 +113,3 @@ class RuntimeApi:
             return "Pid" in self.info()
         except RuntimeApiError:
             return False
-
-    # --- writes ----------------------------------------------------------------------------------
-
-    def add_server(self, backend: str, name: str, addr: str, port: int, options: str = "") -> str:
-        return self.command(f"add server {backend}/{name} {addr}:{port} {options}".strip())
-
-    def del_server(self, backend: str, name: str) -> str:
-        return self.command(f"del server {backend}/{name}")
-
-    def set_addr(self, backend: str, name: str, addr: str, port: int) -> str:
-        return self.command(f"set server {backend}/{name} addr {addr} port {port}")
-
-    def set_state(self, backend: str, name: str, state: str) -> str:
-        if state not in ("ready", "drain", "maint"):
-            raise ValueError(f"state {state!r}: ready, drain or maint")
-        return self.command(f"set server {backend}/{name} state {state}")
-
-    def set_health(self, backend: str, name: str, health: str) -> str:
-        return self.command(f"set server {backend}/{name} health {health}")
-
-    def set_weight(self, backend: str, name: str, weight: int) -> str:
-        return self.command(f"set server {backend}/{name} weight {weight}")
-
-    def enable_health(self, backend: str, name: str) -> str:
-        return self.command(f"enable health {backend}/{name}")
-
-    def disable_health(self, backend: str, name: str) -> str:
-        return self.command(f"disable health {backend}/{name}")

@@ -211,7 +211,6 @@ class Gateway:
         self.upstreams: dict[str, Upstream] = {}
         self.tasks: TaskGroup | None = None
         self.changed = anyio.Event()
-        self.generation = 0
 
     # --- discovery --------------------------------------------------------------------------------
 
@@ -275,7 +274,6 @@ class Gateway:
         async with anyio.create_task_group() as group:
             for upstream in due:
                 group.start_soon(self._list, upstream)
-        self.generation += 1
 
     async def _list(self, upstream: Upstream) -> None:
         try:
