@@ -1,6 +1,9 @@
 """Converge every host of the inventory to the spec (mesh_spec.yaml, or MESH_SPEC).
 
     pyinfra -y inventory deploys/mesh.py        (or: make deploy)
+
+MESH_RUNTIME picks what runs the instances: supervisord (process, the default) or one Docker
+container each (docker). Switching converges: the other runtime's programs or containers go.
 """
 
 from pyinfra import host
@@ -10,25 +13,37 @@ from meshspec.deploy import BIN_DIR, this_host
 from meshspec.facts.shared import SharedFact
 from meshspec.facts.stamps import Stamps
 from meshspec.installs import STAMP
-from meshspec.ops import consul, health, instances, packages, supervisor
+from meshspec.ops import consul, docker, health, instances, packages, supervisor
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.install_root, stamp=STAMP)
 token = SharedFact(FileContents, path=mesh.token_path)
+in_containers = mesh.runtime == "docker"
 
 packages.debian(name="Debian packages", packages=mesh.debian_packages)
-for recipe in mesh.recipes:
-    packages.isolated(name=f"Install {recipe.service}", stamps=stamps, recipe=recipe)
+if in_containers:
+    supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
+    docker.running_engine(name="Docker engine")
+    docker.images(name="Images", base=mesh.base_image, layers=mesh.layers)
+else:
+    docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
+    for recipe in mesh.recipes:
+        packages.isolated(name=f"Install {recipe.service}", stamps=stamps, recipe=recipe)
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
-instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations)
+instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
+                   containers=mesh.containers_by_instance if in_containers else None)
 instances.files(name="Rendered files", wanted=mesh.files)
-supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
-supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
-packages.prune_isolated(name="Prune installs", root=mesh.install_root, stamps=stamps, keep=[r.service for r in mesh.recipes])
+if in_containers:
+    docker.containers(name="Containers", wanted=mesh.containers, owner=mesh.owner)
+else:
+    supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
+    supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
+    packages.prune_isolated(name="Prune installs", root=mesh.install_root, stamps=stamps, keep=[r.service for r in mesh.recipes])
 consul.answering(name="Consul answers", registry=mesh.registry, token=token)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)
 health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids)
-health.summary(name="Summary", registry=mesh.registry, token=token, ids=mesh.ids, ctl=ctl, conf=conf)
+health.summary(name="Summary", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
+               supervisor=(ctl, conf), owner=mesh.owner)

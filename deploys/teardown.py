@@ -2,8 +2,9 @@
 
     pyinfra -y inventory deploys/teardown.py    (or: make down)
 
-Registrations are deregistered, supervisord and its programs stopped, and the state
-directories meshspec owns removed. Debian packages stay: they may predate the mesh or serve
+Registrations are deregistered, the mesh's containers removed (when a Docker engine answers),
+supervisord and its programs stopped, and the state directories meshspec owns removed. Images
+stay, like packages: `docker image prune` removes the unused ones. Debian packages stay: they may predate the mesh or serve
 other software.
 """
 
@@ -14,12 +15,13 @@ from pyinfra.operations import files
 from meshspec.deploy import BIN_DIR, this_host
 from meshspec.facts.shared import SharedFact
 from meshspec.layout import OWNED
-from meshspec.ops import consul, supervisor
+from meshspec.ops import consul, docker, supervisor
 
 mesh = this_host(host)
 
 consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, path=mesh.token_path),
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
+docker.containers(name="Remove containers", wanted=[], owner=mesh.owner)
 supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
 supervisor.no_leftovers(name="No process left over", layout=mesh.layout)
 for part in OWNED:

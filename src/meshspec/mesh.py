@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshspec import images
 from meshspec.hosts import Host
 from meshspec.plan import Plan, make_plan
 from meshspec.registry import Registry
@@ -25,8 +26,12 @@ class Mesh:
     registry: Registry
 
 
-def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: str, consul_addr: str | None) -> Mesh:
-    """Raises SpecInvalid for a bad spec. `consul_addr`: a real Consul's address, or None for the embedded agent."""
+def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: str, consul_addr: str | None,
+              runtime: str = "process") -> Mesh:
+    """Raises SpecInvalid for a bad spec. `consul_addr`: a real Consul's address, or None for the embedded agent.
+    With the docker runtime, meshspec and the installs are where the images hold them."""
     spec = load_spec(spec_path, port_offset=port_offset)
-    plan = make_plan(spec, hosts, port_offset, state_dir, meshspec_bin=f"{BIN_DIR}/meshspec", external_consul=consul_addr)
+    places = ({"meshspec_bin": images.MESHSPEC_BIN, "install_root": str(images.INSTALL_ROOT)} if runtime == "docker"
+              else {"meshspec_bin": f"{BIN_DIR}/meshspec"})
+    plan = make_plan(spec, hosts, port_offset, state_dir, external_consul=consul_addr, **places)
     return Mesh(plan, Registry.from_addr(plan.consul_addr, embedded=consul_addr is None))

@@ -38,6 +38,7 @@ class Plan:
     meshspec_bin: str
     instances: tuple[Instance, ...]
     external_consul: str | None = None  # a real Consul's address; then no agent instance is planned
+    install_root: PurePosixPath | None = None  # where installs are when not under the state dir (in images)
 
     def service(self, name: str) -> Service:
         return next(s for s in self.spec.services if s.name == name)
@@ -57,7 +58,7 @@ class Plan:
             "address": inst.address,
             "port": inst.port,
             "state_dir": self.layout.instance_dir(inst.id),
-            "install_dir": self.layout.install_dir(inst.service),
+            "install_dir": self.install_dir(inst.service),
             "mesh.name": self.spec.mesh.name,
             "consul.addr": self.consul_addr,
             "consul.token_file": self.layout.consul_token_file,
@@ -76,6 +77,9 @@ class Plan:
             }
             values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
         return values
+
+    def install_dir(self, service: str) -> PurePosixPath:
+        return self.install_root / service if self.install_root else self.layout.install_dir(service)
 
     @property
     def consul_addr(self) -> str:
@@ -96,10 +100,13 @@ def make_plan(
     state_dir: str = "/var/lib/meshspec",
     meshspec_bin: str = "meshspec",
     external_consul: str | None = None,
+    install_root: str | None = None,
 ) -> Plan:
     """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
 
     With `external_consul` (a real Consul's address) the spec's consul service is not planned.
+    `meshspec_bin` and `install_root` say where meshspec and the installs are where instances run
+    (beside the deploy's Python, or inside the docker runtime's images).
     """
     if not hosts:
         raise ValueError("a plan needs at least one host")
@@ -116,4 +123,5 @@ def make_plan(
         if not (external_consul and s.name == spec.consul.service)
         for r in range(s.replicas)
     )
-    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances, external_consul)
+    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances,
+                external_consul, PurePosixPath(install_root) if install_root else None)

@@ -32,16 +32,32 @@ def revision(plan: Plan, inst: Instance) -> str:
     return f"{__version__}+{digest}" if digest else __version__
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How an instance's process starts, whatever runs it (supervisord or a container)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+
+
+def launch(plan: Plan, inst: Instance) -> Launch:
+    process = plan.service(inst.service).process
+    render = partial(plan.render, inst)
+    workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
+    return Launch([render(a) for a in process.command], {k: render(v) for k, v in sorted(process.env.items())}, workdir)
+
+
 def program(plan: Plan, inst: Instance) -> Program:
     """One [program:<id>] section. Env goes through /usr/bin/env on the command line:
     supervisord's `environment=` cannot quote every value, its shlex-split command can."""
     process = plan.service(inst.service).process
-    render = partial(plan.render, inst)
-    env = [f"{k}={render(v)}" for k, v in sorted(process.env.items())]
-    argv = (["/usr/bin/env", *env] if env else []) + [render(a) for a in process.command]
+    run = launch(plan, inst)
+    env = [f"{k}={v}" for k, v in run.env.items()]
+    argv = (["/usr/bin/env", *env] if env else []) + run.argv
     if process.reap:
         argv = [str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-reaper")), "--", *argv]
-    workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
+    workdir = run.workdir
     lines = [
         f"{MARK}: {inst.id}",
         f"[program:{inst.id}]",

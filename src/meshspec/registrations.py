@@ -11,6 +11,7 @@ import json
 from pathlib import PurePosixPath
 
 from meshspec import __version__
+from meshspec.containers import container_name
 from meshspec.plan import Instance, Plan
 from meshspec.spec.resolve import effective_health_timing
 from meshspec.spec.types import format_duration
@@ -18,8 +19,9 @@ from meshspec.spec.types import format_duration
 MANAGED_BY = "meshspec"
 
 
-def check(plan: Plan, inst: Instance) -> dict:
-    """The Consul check that proves the instance does its job."""
+def check(plan: Plan, inst: Instance, runtime: str = "process") -> dict:
+    """The Consul check that proves the instance does its job. A command check runs where the
+    instance runs: on the host, or (docker runtime) in its container, as Consul's docker check."""
     service = plan.service(inst.service)
     health, timing = service.health, effective_health_timing(plan.spec, service)
     base = f"http://{inst.address}:{inst.port}"
@@ -36,6 +38,8 @@ def check(plan: Plan, inst: Instance) -> dict:
         probe = {"TCP": f"{inst.address}:{inst.port}"}
     else:
         probe = {"Args": [plan.render(inst, a) for a in health.command]}
+        if runtime == "docker":
+            probe |= {"DockerContainerID": container_name(plan, inst), "Shell": "/bin/sh"}
     timing_fields = {
         "Interval": format_duration(timing.interval),
         "Timeout": format_duration(timing.timeout),
@@ -66,7 +70,7 @@ def registration(plan: Plan, inst: Instance, runtime: str) -> dict:
         "Address": inst.address,
         "Port": inst.port,
         "Meta": meta,
-        "Check": check(plan, inst),
+        "Check": check(plan, inst, runtime),
     }
     body["Meta"]["spec-hash"] = spec_hash(body)
     return body

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from meshspec import settings
+from meshspec.settings import RUNTIMES
 from meshspec.hosts import configured_hosts
 from tests.bdd.mesh_target import Target
 from tests.integration.meshrun import REPO
@@ -45,6 +46,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     for name, what in (("process", "needs the process runtime (supervisord programs)"),
+                       ("docker", "needs the docker runtime (the mesh's containers)"),
                        ("slow", "deploys a scratch mesh or waits on timers (tens of seconds)"),
                        ("drift", "changes reality behind meshspec's back, then restores it"),
                        ("mcp", "opens MCP sessions"), ("deploy", "runs the deploy")):
@@ -131,6 +133,9 @@ class World:
 
 @pytest.fixture
 def world(mesh_under_test, request) -> World:
+    for runtime in RUNTIMES:  # a scenario tagged with a runtime runs only against a mesh of that runtime
+        if request.node.get_closest_marker(runtime) and mesh_under_test.runtime != runtime:
+            pytest.skip(f"@{runtime} scenario; the mesh under test runs the {mesh_under_test.runtime} runtime")
     w = World(mesh_under_test)
     yield w
     if w.session is not None:

@@ -48,7 +48,7 @@ class Target:
 
     @cached_property
     def mesh(self) -> Mesh:
-        return load_mesh(self.spec_path, self.hosts, self.port_offset, self.state_dir, self.consul_addr)
+        return load_mesh(self.spec_path, self.hosts, self.port_offset, self.state_dir, self.consul_addr, self.runtime)
 
     @property
     def plan(self):
@@ -68,7 +68,7 @@ class Target:
 
     @property
     def runner(self) -> MeshRun:
-        return MeshRun(Path(self.state_dir), self.port_offset, Path(self.spec_path))
+        return MeshRun(Path(self.state_dir), self.port_offset, Path(self.spec_path), self.runtime)
 
     def deploy(self, deploy: str = "deploys/mesh.py", timeout: float = 1800) -> Run:
         return self.runner.deploy(deploy, timeout=timeout)
@@ -79,7 +79,7 @@ class Target:
     def checks(self, service: str | None = None, check: str | None = None, subject: str | None = None) -> list[CheckResult]:
         """Only the verify checks that match (same code as `meshspec verify`), run in parallel."""
         with ThreadPoolExecutor(max_workers=32, thread_name_prefix="bdd-verify") as pool:
-            sources = _start_sources(pool, self.mesh, 2.0)
+            sources = _start_sources(pool, self.mesh, 2.0, self.runtime)
             wanted = [p for p in planned_checks(self.mesh, sources, self.runtime)
                       if (service is None or p.service == service) and (check is None or p.check == check)
                       and (subject is None or p.subject == subject)]

@@ -35,11 +35,12 @@ class Mesh:
     state_dir: Path
     port_offset: int
     spec_path: Path
+    runtime: str = "process"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "CONSUL_HTTP"))}
         return env | {"MESH_STATE_DIR": str(self.state_dir), "MESH_PORT_OFFSET": str(self.port_offset),
-                      "MESH_SPEC": str(self.spec_path)}
+                      "MESH_SPEC": str(self.spec_path), "MESH_RUNTIME": self.runtime}
 
     def deploy(self, deploy: str = "deploys/mesh.py", *extra: str, timeout: float = 600) -> Run:
         proc = subprocess.run([str(BIN / "meshspec"), "deploy", deploy, *extra], cwd=REPO, env=self.env(),

@@ -1,4 +1,4 @@
-"""Check runners: HTTP, TCP, script (Args) on an interval, TTL on a timer.
+"""Check runners: HTTP, TCP, script (Args), docker (Args exec'd in a container) on an interval, TTL on a timer.
 
 Each runner is one asyncio task reporting (status, output) through a Thresholds gate that applies
 SuccessBeforePassing / FailuresBeforeWarning / FailuresBeforeCritical as Consul's StatusHandler does.
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import docker
 
 from meshspec.agent import VERSION
 from meshspec.agent.durations import format_duration
@@ -135,6 +136,25 @@ async def script_probe(check: dict[str, Any]) -> tuple[str, str]:
     return status, output
 
 
+def _exec_in_container(client: docker.DockerClient, container_id: str, args: list[str]) -> tuple[int, bytes]:
+    result = client.containers.get(container_id).exec_run(args, stdin=False)
+    return result.exit_code, result.output or b""
+
+
+async def docker_probe(check: dict[str, Any], client: docker.DockerClient) -> tuple[str, str]:
+    """Consul's docker check: Args run in DockerContainerID through the engine's exec API."""
+    timeout = check["Timeout"] or DEFAULT_SCRIPT_TIMEOUT
+    try:
+        code, out = await asyncio.wait_for(
+            asyncio.to_thread(_exec_in_container, client, check["DockerContainerID"], check["ScriptArgs"]), timeout)
+    except asyncio.TimeoutError:
+        return "critical", f"Timed out ({format_duration(timeout)}) running check"
+    except docker.errors.DockerException as exc:
+        return "critical", f"Failed to exec check in container {check['DockerContainerID']}: {exc}"
+    output = truncate(out.decode("utf-8", "replace"), check["OutputMaxSize"])
+    return {0: "passing", 1: "warning"}.get(code, "critical"), output
+
+
 class Runners:
     """One task per check; (re)started on registration and at startup, stopped on removal."""
 
@@ -143,6 +163,7 @@ class Runners:
         self._tasks: dict[str, asyncio.Task] = {}
         self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._docker: docker.DockerClient | None = None  # made on the first docker check
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, force_close=True, ssl=ssl.create_default_context())
@@ -153,6 +174,8 @@ class Runners:
             self.stop(check_id)
         if self._session:
             await self._session.close()
+        if self._docker:
+            self._docker.close()
 
     def start(self, check: dict[str, Any]) -> None:
         self.stop(check["CheckID"])
@@ -200,4 +223,11 @@ class Runners:
             return await http_probe(check, self._session)
         if check["Type"] == "tcp":
             return await tcp_probe(check)
+        if check["Type"] == "docker":
+            if self._docker is None:
+                try:
+                    self._docker = docker.from_env()
+                except docker.errors.DockerException as exc:
+                    return "critical", f"Docker engine unreachable: {exc}"
+            return await docker_probe(check, self._docker)
         return await script_probe(check)

@@ -22,7 +22,7 @@ SERVICE_FIELDS = (
     "Connect", "Check", "Checks", "EnableTagOverride", "Weights", "Token", "Namespace", "Partition", "Locality",
 )
 CHECK_FIELDS = (
-    "CheckID", "Name", "Notes", "ServiceID", "Status", "ScriptArgs", "HTTP", "Header", "Method", "Body",
+    "CheckID", "Name", "Notes", "ServiceID", "Status", "ScriptArgs", "DockerContainerID", "Shell", "HTTP", "Header", "Method", "Body",
     "DisableRedirects", "TCP", "TCPUseTLS", "UDP", "OSService", "H2PING", "H2PingUseTLS", "Interval", "Timeout",
     "TTL", "TLSServerName", "TLSSkipVerify", "GRPC", "GRPCUseTLS", "DockerContainerID", "Shell", "AliasNode",
     "AliasService", "OutputMaxSize", "SuccessBeforePassing", "FailuresBeforeWarning", "FailuresBeforeCritical",
@@ -154,6 +154,9 @@ def parse_check(raw: Any, script_checks: bool) -> dict[str, Any]:
         "ServiceID": _expect(fields.get("ServiceID") or "", (str,), "CheckDefinition", "ServiceID", "string"),
         "Status": _expect(fields.get("Status") or "", (str,), "CheckDefinition", "Status", "string"),
         "ScriptArgs": _str_list(fields.get("ScriptArgs"), "CheckDefinition", "ScriptArgs"),
+        "DockerContainerID": _expect(fields.get("DockerContainerID") or "", (str,), "CheckDefinition",
+                                     "DockerContainerID", "string"),
+        "Shell": _expect(fields.get("Shell") or "", (str,), "CheckDefinition", "Shell", "string"),
         "HTTP": _expect(fields.get("HTTP") or "", (str,), "CheckDefinition", "HTTP", "string"),
         "Header": _headers(fields.get("Header")),
         "Method": _expect(fields.get("Method") or "", (str,), "CheckDefinition", "Method", "string"),
@@ -178,7 +181,7 @@ def parse_check(raw: Any, script_checks: bool) -> dict[str, Any]:
     check["Type"] = check_type(check)
     if not check["Type"]:
         raise bad_request(INVALID_CHECK)
-    if check["Type"] == "script" and not script_checks:
+    if check["Type"] in ("script", "docker") and not script_checks:
         raise bad_request(
             "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or "
             "'enable_local_script_checks' to true"
@@ -200,6 +203,8 @@ def check_type(check: dict[str, Any]) -> str:
     if check["TTL"] > 0:
         return "ttl"
     has_interval = check["Interval"] > 0
+    if check["DockerContainerID"] and check["ScriptArgs"] and has_interval:
+        return "docker"  # Args run inside that container, through the Docker engine's exec API
     for field, kind in (("HTTP", "http"), ("TCP", "tcp"), ("ScriptArgs", "script")):
         if check[field] and has_interval:
             return kind

@@ -106,7 +106,7 @@ def catalog_service(agent: Agent, service: dict[str, Any]) -> dict[str, Any]:
 
 def _definition(check: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in ("HTTP", "TCP", "Method", "Body"):
+    for field in ("HTTP", "TCP", "Method", "Body", "DockerContainerID", "Shell"):
         if check.get(field):
             out[field] = check[field]
     if check.get("Header"):

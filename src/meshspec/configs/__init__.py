@@ -36,7 +36,8 @@ def rendered_files(plan: Plan, inst: Instance) -> list[tuple[str, str]]:
 def restart_digest(plan: Plan, inst: Instance) -> str | None:
     """A digest of the files whose change restarts the program (None when there are none)."""
     process = plan.service(inst.service).process
-    restarting = sorted((p, n) for p, n in process.files.items() if n not in RELOADED_BY_WATCHER)
+    declared = process.files if process else {}  # a container-only service has no files of meshspec's
+    restarting = sorted((p, n) for p, n in declared.items() if n not in RELOADED_BY_WATCHER)
     if not restarting:
         return None
     texts = [(plan.render(inst, path), RENDERERS[name](plan, inst)) for path, name in restarting]

@@ -8,6 +8,7 @@ import click
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
+from meshspec import engine
 from meshspec.facts.supervisor import ProgramStates
 from meshspec.facts.shared import SharedFact
 from meshspec.ops.consul import UNREACHABLE, read_token
@@ -58,23 +59,34 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], timeout: floa
     yield FunctionCommand(_wait, (registry, token_value, ids, timeout), {})
 
 
+def _running(ids: list[str], runtime: str, supervisor: tuple[str, str], owner: dict[str, str]) -> int:
+    if runtime == "docker":
+        found = engine.containers_labelled(owner) if engine.answering() else {}
+        up = {c["instance"] for c in found.values() if c["status"] == "running"}
+        return sum(i in up for i in ids)
+    ctl, conf = supervisor
+    states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
+    return sum(states.get(i) == "RUNNING" for i in ids)
+
+
 @operation()
-def summary(registry: Registry, token: SharedFact, ids: list[str], ctl: str, conf: str):
+def summary(registry: Registry, token: SharedFact, ids: list[str], runtime: str, supervisor: tuple[str, str],
+            owner: dict[str, str]):
     """
-    Report what was measured just now: instances running (supervisord), registered and passing (Consul).
+    Report what was measured just now: instances running (supervisord or Docker), registered and passing (Consul).
 
     + registry: where Consul is
     + token: the token file's contents, read once per run
     + ids: this host's instance IDs
-    + ctl: supervisorctl
-    + conf: supervisord's configuration
+    + runtime: process (read supervisord) or docker (read the engine)
+    + supervisor: (supervisorctl, supervisord's configuration)
+    + owner: the labels of the mesh's containers
     """
-    states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
+    running = _running(ids, runtime, supervisor, owner)
     statuses = _statuses(registry, read_token(token), ids)
-    running = sum(states.get(i) == "RUNNING" for i in ids)
     registered = sum(status != "missing" for status, _ in statuses.values())
     passing_now = sum(status == "passing" for status, _ in statuses.values())
-    line = f"{len(ids)} instances: {running} running, {registered} registered, {passing_now} passing"
+    line = f"{len(ids)} instances: {running} running, {registered} registered, {passing_now} passing ({runtime})"
     click.echo(f"    [{host.name}] {line}")  # pyinfra prints noop reasons only with -v; this line is the point
     host.noop(line)
     yield from ()  # an operation is a generator, even one that only reports

@@ -7,8 +7,10 @@ from hashlib import sha256
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
 
+from meshspec import engine
+from meshspec.containers import ContainerSpec
 from meshspec.facts.files import FileDigests
 
 from meshspec.facts.stamps import Stamps
@@ -16,12 +18,14 @@ from meshspec.preparation import STAMP, Preparation
 
 
 @operation()
-def prepared(root: str, preparations: list[Preparation]):
+def prepared(root: str, preparations: list[Preparation], containers: dict[str, ContainerSpec] | None = None):
     """
     Create each instance's directory (owned by its user) and run its prepare commands once.
 
     + root: the directory holding one directory per instance
     + preparations: this host's instances
+    + containers: (docker runtime) {instance id: its container}: prepare in a throwaway container
+      of its image, with its volumes, so users and tools are the image's
     """
     done = host.get_fact(Stamps, root=root, stamp=STAMP)
     stale = [p for p in preparations if done.get(p.instance_id) != p.hash]
@@ -29,7 +33,11 @@ def prepared(root: str, preparations: list[Preparation]):
         host.noop(f"{len(preparations)} instance directories are prepared")
         return
     for p in stale:
-        yield StringCommand("sh", "-c", shlex.quote(p.script()))
+        if containers:
+            spec = containers[p.instance_id]
+            yield FunctionCommand(engine.run_once, (spec.image, p.script(), spec.volumes), {})
+        else:
+            yield StringCommand("sh", "-c", shlex.quote(p.script()))
 
 
 @operation()

@@ -73,13 +73,17 @@ class Build(Strict):
 
 
 class Container(Strict):
-    """Without image or build, the image is built from the service's process install."""
+    """How the docker runtime runs the service. Without image or build, meshspec builds the image
+    from the service's process install (meshspec.images)."""
 
     image: str | None = None
     build: Build | None = None
     command: list[str] | None = None
     cpus: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, ge=16)
+    # "host": share the host's process IDs, for a process that signals another container's by pid
+    # (mesh-controller reloads HAProxy with SIGUSR2 to the master named in its pidfile).
+    pid: Literal["container", "host"] = "container"
 
     @model_validator(mode="after")
     def _image_or_build(self) -> Container:

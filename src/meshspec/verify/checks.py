@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import httpx
+import docker
+from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
+
+from meshspec.containers import INSTANCE_LABEL
 
 from meshspec.probes.mcp import McpResult, probe_mcp
 
@@ -34,11 +38,27 @@ def one_line(text: object, limit: int = 200) -> str:
 
 @dataclass(frozen=True)
 class Supervisor:
-    """What one supervisord said about its programs: {name: (state, pid)}, read in one XML-RPC call."""
+    """What runs the instances said about them: {name: (state, pid)}, read in one call: supervisord's
+    programs (XML-RPC), or the docker runtime's containers by instance (`read_containers`)."""
 
     socket: str
     states: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     error: str | None = None  # why supervisord could not be read
+    kind: str = "program"  # or "container"
+
+    @classmethod
+    def read_containers(cls, owner: dict[str, str], timeout: float = 2.0) -> Supervisor:
+        """The mesh's containers as {instance id: (RUNNING | EXITED | ..., pid)}."""
+        try:
+            engine = docker.from_env(timeout=max(1, int(timeout)))
+            try:
+                found = engine.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in owner.items()]})
+            finally:
+                engine.close()
+        except DockerException as err:
+            return cls("docker", error=f"the Docker engine does not answer: {one_line(err)}", kind="container")
+        states = {c.labels[INSTANCE_LABEL]: (c.status.upper(), c.attrs["State"].get("Pid") or None) for c in found}
+        return cls("docker", states, kind="container")
 
     @classmethod
     def read(cls, socket_path: str, timeout: float = 2.0) -> Supervisor:
@@ -79,11 +99,12 @@ class Program:
     def reason(self) -> str:
         if self.supervisor.error:
             return self.supervisor.error
+        kind = self.supervisor.kind
         if self.state is None:
-            return f"program {self.name} is not known to supervisord"
+            return f"{kind} {self.name} is not known to {'supervisord' if kind == 'program' else 'Docker'}"
         if self.is_running:
-            return f"program {self.name} is RUNNING (pid {self.pid})"
-        return f"program {self.name} is {self.state}"
+            return f"{kind} {self.name} is RUNNING (pid {self.pid})"
+        return f"{kind} {self.name} is {self.state}"
 
 
 # --- network endpoints -------------------------------------------------------------------------

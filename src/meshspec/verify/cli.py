@@ -29,7 +29,7 @@ def run_verify() -> VerifyRun:
     try:
         consul_addr = settings.consul_http_addr()
         runtime = settings.runtime()
-        mesh = load_mesh(path, configured_hosts(), settings.port_offset(), settings.state_dir(), consul_addr)
+        mesh = load_mesh(path, configured_hosts(), settings.port_offset(), settings.state_dir(), consul_addr, runtime)
     except SpecInvalid as err:
         _user_error([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); nothing was verified"])
     except (settings.SettingsError, HostsError) as err:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from meshspec.containers import ownership
 from meshspec.hosts import LOCAL
 from meshspec.mesh import Mesh
 from meshspec.plan import Instance, Plan
@@ -184,12 +185,16 @@ class Sources:
         return (read.data or {}), read.error
 
 
-def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float) -> Sources:
+def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime: str) -> Sources:
     token = _token(mesh)
     where = f"Consul at {mesh.registry.addr}"
     socket = str(mesh.plan.layout.supervisor_socket)
+    if runtime == "docker":
+        runner = pool.submit(_timed, lambda: Supervisor.read_containers(ownership(mesh.plan), timeout), "docker")
+    else:
+        runner = pool.submit(_timed, lambda: Supervisor.read(socket, timeout), "supervisord")
     return Sources(
-        supervisor=pool.submit(_timed, lambda: Supervisor.read(socket, timeout), "supervisord"),
+        supervisor=runner,
         services=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.services(), where),
         checks=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.checks(), where),
     )
@@ -294,8 +299,8 @@ def no_extra_programs(sources: Sources, plan: Plan) -> Outcome:
     if supervisor.error:
         return outcome(False, supervisor.error)
     extra = sorted(set(supervisor.states) - set(local))
-    reason = (f"{len(supervisor.states)} programs, all declared" if not extra
-              else f"undeclared program{'s' if len(extra) > 1 else ''} in supervisord: {', '.join(extra)}")
+    reason = (f"{len(supervisor.states)} {supervisor.kind}s, all declared" if not extra
+              else f"undeclared {supervisor.kind}{'s' if len(extra) > 1 else ''} of this mesh: {', '.join(extra)}")
     return outcome(not extra, reason, programs=len(supervisor.states), unexpected=extra)
 
 
@@ -372,9 +377,9 @@ def verify(mesh: Mesh, runtime: str = "process", spec_path: str = "", read_timeo
     plan = mesh.plan
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         # Submitted first, so they run before any check that waits on them (the queue is FIFO).
-        sources = _start_sources(pool, mesh, read_timeout)
+        sources = _start_sources(pool, mesh, read_timeout, runtime)
         results = list(pool.map(_measure, planned_checks(mesh, sources, runtime)))
-        reads = {"supervisord": sources.supervisor.result(), "consul services": sources.services.result(),
+        reads = {"supervisord" if runtime == "process" else "docker": sources.supervisor.result(), "consul services": sources.services.result(),
                  "consul checks": sources.checks.result()}
     timing = {name: {"duration_ms": read.duration_ms, "error": read.error or getattr(read.data, "error", None)}
               for name, read in reads.items()}
