@@ -25,13 +25,19 @@ down: $(STAMP)
 # The acceptance mesh: the shipped spec, deployed beside any running mesh (own state dir and ports).
 TEST_MESH := MESH_STATE_DIR=/tmp/meshspec-test MESH_PORT_OFFSET=20000
 
-# Unit and integration tests, then the 41-service mesh deployed in isolation, the BDD suites and
-# a short Locust SLO run against it, then its teardown (whatever the result).
+ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests --mesh=running
+
+# Unit and integration tests; then the 41-service mesh deployed in isolation with the process
+# runtime, the BDD suites and a short Locust SLO run against it; then the same mesh switched to
+# the docker runtime and the same suites again (runtime-tagged scenarios run against their own
+# runtime); then its teardown (whatever the result).
 test: $(STAMP)
 	mkdir -p $(REPORTS)
 	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --ignore=tests/bdd --ignore=tests/loadtests
 	$(TEST_MESH) $(BIN)/meshspec deploy
-	$(TEST_MESH) $(BIN)/pytest tests/bdd tests/loadtests --mesh=running --junitxml=$(REPORTS)/acceptance.xml; \
+	$(TEST_MESH) $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance.xml && \
+	$(TEST_MESH) MESH_RUNTIME=docker $(BIN)/meshspec deploy && \
+	$(TEST_MESH) MESH_RUNTIME=docker $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance-docker.xml; \
 	status=$$?; $(TEST_MESH) $(BIN)/meshspec deploy deploys/teardown.py; exit $$status
 
 loadtest: $(STAMP)

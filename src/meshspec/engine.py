@@ -62,16 +62,18 @@ def has_image(tag: str) -> bool:
 
 # --- images ------------------------------------------------------------------------------------
 
-def build_base(base: BaseImage) -> None:
-    if has_image(base.tag):
+def build_base(base: BaseImage, tag: str | None = None) -> None:
+    """mmdebstrap the base's root filesystem and import it as `tag` (default: the base's own tag)."""
+    tag = tag or base.tag
+    if has_image(tag):
         return
     with tempfile.TemporaryDirectory(prefix="meshspec-base-") as tmp:
         tarball = f"{tmp}/base.tar"
         done = subprocess.run(base.mmdebstrap(tarball), capture_output=True, text=True)
         if done.returncode != 0:
             raise OperationError(f"mmdebstrap failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        repository, tag = base.tag.split(":")
-        client(timeout=BUILD_TIMEOUT).api.import_image_from_file(tarball, repository=repository, tag=tag)
+        repository, version = tag.split(":")
+        client(timeout=BUILD_TIMEOUT).api.import_image_from_file(tarball, repository=repository, tag=version)
 
 
 def build_layer(layer: Layer, source: Path | None = None) -> None:
