@@ -23,9 +23,10 @@ in_containers = mesh.runtime == "docker"
 
 packages.debian(name="Debian packages", packages=mesh.debian_packages)
 if in_containers:
-    supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
     docker.running_engine(name="Docker engine")
     docker.images(name="Images", base=mesh.base_image, layers=mesh.layers)
+    # only now: a switch from the process runtime keeps serving while the images build
+    supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
 else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     for recipe in mesh.recipes:

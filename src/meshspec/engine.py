@@ -13,8 +13,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+
+import click
 
 import docker
 
@@ -74,6 +78,49 @@ def build_base(base: BaseImage, tag: str | None = None) -> None:
             raise OperationError(f"mmdebstrap failed ({done.returncode}):\n{done.stderr[-3000:]}")
         repository, version = tag.split(":")
         client(timeout=BUILD_TIMEOUT).api.import_image_from_file(tarball, repository=repository, tag=version)
+
+
+def build_images(base: BaseImage, layers: list[tuple[Layer | Graft, Path | None]], workers: int = 3) -> None:
+    """Build the base, then every layer and graft whose parents exist, `workers` at a time: installs
+    wait on the network as much as on the CPU. Layers that run apt take turns (one apt cache)."""
+    if not has_image(base.tag):
+        _say(f"building {base.tag} (mmdebstrap)")
+        build_base(base)
+    pending = [(layer, source) for layer, source in layers if not has_image(layer.tag)]
+    running: dict[Future, Layer | Graft] = {}
+    apt = threading.Lock()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="meshspec-build") as pool:
+        while pending or running:
+            waiting = {layer.tag for layer, _ in pending} | {layer.tag for layer in running.values()}
+            for layer, source in [(l, s) for l, s in pending if not _needs(l) & waiting]:
+                pending.remove((layer, source))
+                running[pool.submit(_build_one, layer, source, apt)] = layer
+            if not running:
+                raise OperationError(f"cannot build {', '.join(l.tag for l, _ in pending)}: a parent image is missing")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                future.result()  # a failed build stops the deploy with its log
+
+
+def _needs(image: Layer | Graft) -> set[str]:
+    return {image.parent, image.source} if isinstance(image, Graft) else {image.parent}
+
+
+def _build_one(image: Layer | Graft, source: Path | None, apt: threading.Lock) -> None:
+    started = time.monotonic()
+    if isinstance(image, Graft):
+        build_graft(image)
+    elif "apt-get" in image.script:
+        with apt:
+            build_layer(image, source)
+    else:
+        build_layer(image, source)
+    _say(f"built {image.tag} in {time.monotonic() - started:.0f}s")
+
+
+def _say(line: str) -> None:
+    click.echo(f"    {line}")
 
 
 def build_layer(layer: Layer, source: Path | None = None) -> None:

@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from meshspec.spec.models import Install
+from meshspec.spec.placeholders import render
 
 STAMP = ".meshspec-install"
 SECONDS_FILE = ".meshspec-install-seconds"  # how long the install took (for bench/workloads.py)
@@ -23,10 +24,11 @@ class Recipe:
     install_dir: str
     pip: tuple[str, ...]
     npm: tuple[str, ...]
+    after: tuple[tuple[str, ...], ...] = ()  # rendered: {install_dir} substituted
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.pip, self.npm]).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([self.pip, self.npm, *([self.after] if self.after else [])]).encode()).hexdigest()[:16]
 
     def script(self) -> str:
         """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
@@ -37,11 +39,13 @@ class Recipe:
                       f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
         if self.npm:
             steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]
+        steps += [f"(cd {d} && {shlex.join(argv)})" for argv in self.after]
         steps += [f"echo $(( $(date +%s) - started )) > {d}/{SECONDS_FILE}", f"echo {self.hash} > {d}/{STAMP}"]
         return "\n".join(steps)
 
 
 def recipe(service: str, install_dir: str, install: Install) -> Recipe | None:
-    if not (install.pip or install.npm):
+    if not (install.pip or install.npm or install.after):
         return None
-    return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm))
+    after = tuple(tuple(render(a, {"install_dir": install_dir}) for a in argv) for argv in install.after)
+    return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm), after)

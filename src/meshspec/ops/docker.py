@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
 from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
 from meshspec import engine
 from meshspec.containers import ContainerSpec
-from meshspec.images import BaseImage, Graft, Image
-
-
-def _timed(what: str, function, *args) -> None:
-    click.echo(f"    {what} ...")
-    function(*args)
+from meshspec.images import BaseImage, Image
 
 
 @operation()
@@ -40,24 +34,19 @@ def running_engine():
 @operation()
 def images(base: BaseImage, layers: list[tuple[Image, Path | None]]):
     """
-    Build the images the engine does not hold yet: the base, then each layer on its parent.
+    Build the images the engine does not hold yet: the base, then the layers and grafts on their
+    parents, several at a time.
 
     + base: the Debian base image (mmdebstrap + docker import)
-    + layers: (layer or graft, source tree to mount or None), parents before children
+    + layers: (layer or graft, source tree to mount or None)
     + Example: ``docker.images(name="Images", base=BaseImage(), layers=[(meshspec_layer(...), root)])``
     """
     present = {t for i in engine.client().images.list() for t in i.tags} if engine.answering() else set()
-    missing = [(layer, source) for layer, source in layers if layer.tag not in present]
+    missing = [layer.tag for layer, _ in layers if layer.tag not in present]
     if base.tag in present and not missing:
         host.noop(f"{len(layers) + 1} images are built")
         return
-    if base.tag not in present:
-        yield FunctionCommand(_timed, (f"building {base.tag} (mmdebstrap)", engine.build_base, base), {})
-    for layer, source in missing:
-        if isinstance(layer, Graft):
-            yield FunctionCommand(_timed, (f"grafting {layer.path} onto {layer.tag}", engine.build_graft, layer), {})
-        else:
-            yield FunctionCommand(_timed, (f"building {layer.tag}", engine.build_layer, layer, source), {})
+    yield FunctionCommand(engine.build_images, (base, layers), {})
 
 
 @operation()

@@ -43,6 +43,10 @@ class Install(Strict):
     apt: list[AptPackage] = []
     pip: list[PipPin] = []
     npm: list[NpmPin] = []
+    # Commands that complete the install (a package's own setup step), run in it after pip and
+    # npm; part of the install's recipe, so they run where it is built (host or image). Only
+    # {install_dir} may be used.
+    after: list[list[str]] = []
 
 
 # Configuration files meshspec renders from the plan (see meshspec.configs).

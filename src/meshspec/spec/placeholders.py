@@ -36,6 +36,16 @@ def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     return names
 
 
+INSTALL_NAMES = ("install_dir",)  # an install is shared by the service's instances: nothing per instance
+
+
+def install_texts(service: Service) -> Iterable[tuple[tuple, str]]:
+    """(path within the service, text) of the install's `after` commands, which know only INSTALL_NAMES."""
+    if service.process:
+        for i, cmd in enumerate(service.process.install.after):
+            yield from ((("process", "install", "after", i, j), t) for j, t in enumerate(cmd))
+
+
 def templated_texts(service: Service) -> Iterable[tuple[tuple, str]]:
     """(path within the service, text) of every string that may hold placeholders."""
     if service.process:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from meshspec.spec.models import RESERVED_META, MeshSpec, Service
-from meshspec.spec.placeholders import fields_of, templated_texts, valid_names
+from meshspec.spec.placeholders import INSTALL_NAMES, fields_of, install_texts, templated_texts, valid_names
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
 MIN_DEREGISTER_MS = 60_000  # Consul's floor for DeregisterCriticalServiceAfter
@@ -118,8 +118,9 @@ def run_method(ctx: Context):
 
 def placeholders(ctx: Context):
     for at, s in ctx.services():
-        valid = valid_names(ctx.spec, s)
-        for path, text in templated_texts(s):
+        texts = [(path, text, valid_names(ctx.spec, s)) for path, text in templated_texts(s)]
+        texts += [(path, text, set(INSTALL_NAMES)) for path, text in install_texts(s)]
+        for path, text, valid in texts:
             try:
                 used = fields_of(text)
             except ValueError as err:
