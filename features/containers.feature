@@ -14,15 +14,15 @@ Feature: The docker runtime runs one container per instance
 
   @drift
   Scenario: A container whose process dies is restarted by the engine
-    When I kill the process of the container of "pushgateway-local-1"
-    Then Docker restarts the container of "pushgateway-local-1" within 20 seconds
+    When I kill the process of the container of "pushgateway-local-0"
+    Then Docker restarts the container of "pushgateway-local-0" within 20 seconds
     And every instance of "pushgateway" is passing within 30 seconds
 
   @drift
   Scenario: A container stopped by hand is caught by verify and started by the next deploy
-    When I stop the container of "pushgateway-local-2"
-    Then verify reports "container pushgateway-local-2 is EXITED"
+    When I stop the container of "blackbox-exporter-local-0"
+    Then verify reports "container blackbox-exporter-local-0 is EXITED"
     When I deploy the mesh again
     Then the deploy succeeds
     And every planned instance is running
-    And every instance of "pushgateway" is passing within 30 seconds
+    And every instance of "blackbox-exporter" is passing within 30 seconds

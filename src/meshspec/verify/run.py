@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from meshspec.containers import ownership
+from meshspec.containers import container_name, ownership
 from meshspec.hosts import LOCAL
 from meshspec.mesh import Mesh
 from meshspec.plan import Instance, Plan
@@ -219,7 +219,7 @@ def port_listening(inst: Instance, timeout: float) -> Outcome:
     return outcome(port.is_listening, port.reason, port=inst.port)
 
 
-def healthy(plan: Plan, inst: Instance) -> Outcome:
+def healthy(plan: Plan, inst: Instance, runtime: str = "process") -> Outcome:
     """The same probe as the instance's registered Consul check."""
     service = plan.service(inst.service)
     health = service.health
@@ -236,7 +236,8 @@ def healthy(plan: Plan, inst: Instance) -> Outcome:
     if health.tcp:
         port = Port(inst.address, inst.port, timeout)
         return outcome(port.is_listening, port.reason, probe="tcp")
-    command = Command([plan.render(inst, a) for a in health.command], timeout)
+    inside = container_name(plan, inst) if runtime == "docker" else None
+    command = Command([plan.render(inst, a) for a in health.command], timeout, inside)
     return outcome(command.exits_0, command.reason, probe="command", exit_code=command.exit_code)
 
 
@@ -342,7 +343,7 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: str) -> list[Planned]:
         out += [
             Planned(inst.id, inst.service, "running", lambda i=inst: program_running(sources, i)),
             Planned(inst.id, inst.service, "listening", lambda i=inst, t=timeout: port_listening(i, t)),
-            Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(plan, i)),
+            Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(plan, i, runtime)),
             Planned(inst.id, inst.service, "registered", lambda e=expected: registered(sources, e)),
             Planned(inst.id, inst.service, "passing", lambda i=inst: check_passing(sources, i)),
         ]
