@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from meshspec import engine, images
+from meshspec import builds, engine, images
 
 REPO = Path(__file__).resolve().parents[1]
 MESHSPEC = str(Path(sys.executable).parent / "meshspec")
@@ -66,19 +66,19 @@ def converge(env: dict) -> tuple[float, float]:
 
 def image_build() -> tuple[float, float]:
     """(cold, cached) seconds to build the base and meshspec's layer from their recipes."""
-    base = images.BaseImage(node=engine.host_node())
-    layer = images.meshspec_layer(base, engine.source_digest(engine.source_root()))
+    base = images.BaseImage(node=builds.host_node())
+    layer = images.meshspec_layer(base, builds.source_digest(builds.source_root()))
     bench_base = f"meshspec-bench/base:{base.tag.split(':')[1]}"
     bench_layer = images.Layer("meshspec-bench/meshspec", bench_base, layer.script, layer.inputs)
-    client = engine.client(timeout=engine.BUILD_TIMEOUT)
+    client = engine.client(timeout=builds.BUILD_TIMEOUT)
     try:
         started = time.perf_counter()
-        engine.build_base(base, tag=bench_base)
-        engine.build_layer(bench_layer, engine.source_root())
+        builds.build_base(base, tag=bench_base)
+        builds.build_layer(bench_layer, builds.source_root())
         cold = time.perf_counter() - started
         started = time.perf_counter()
-        engine.build_base(base, tag=bench_base)
-        engine.build_layer(bench_layer, engine.source_root())
+        builds.build_base(base, tag=bench_base)
+        builds.build_layer(bench_layer, builds.source_root())
         return cold, time.perf_counter() - started
     finally:
         for tag in (bench_layer.tag, bench_base):

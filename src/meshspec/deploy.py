@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyinfra import inventory
 
-from meshspec import engine, images
+from meshspec import builds, images
 from meshspec.configs import rendered_files
 from meshspec.containers import ContainerSpec, container_spec, ownership
 from meshspec.hosts import LOCAL, LOOPBACK, Host
@@ -90,11 +90,11 @@ class HostMesh:
 
     @cached_property
     def base_image(self) -> images.BaseImage:
-        return images.BaseImage(node=engine.host_node())
+        return images.BaseImage(node=builds.host_node())
 
     @cached_property
     def meshspec_layer(self) -> images.Layer:
-        return images.meshspec_layer(self.base_image, engine.source_digest(engine.source_root()))
+        return images.meshspec_layer(self.base_image, builds.source_digest(builds.source_root()))
 
     @cached_property
     def service_images(self) -> dict[str, list[images.Image]]:
@@ -111,7 +111,7 @@ class HostMesh:
     def layers(self) -> list[tuple[images.Image, Path | None]]:
         """Every image to build on the base, parents first, with the source tree the meshspec layer mounts."""
         own = [(image, None) for built in self.service_images.values() for image in built]
-        return [(self.meshspec_layer, engine.source_root()), *own]
+        return [(self.meshspec_layer, builds.source_root()), *own]
 
     def image_of(self, service) -> str:
         return images.image_for(self.base_image, self.meshspec_layer, service, self.service_images.get(service.name, []))

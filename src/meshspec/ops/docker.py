@@ -13,7 +13,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FunctionCommand, operation
 
-from meshspec import engine
+from meshspec import builds, engine
 from meshspec.containers import ContainerSpec
 from meshspec.images import BaseImage, Image
 
@@ -46,7 +46,7 @@ def images(base: BaseImage, layers: list[tuple[Image, Path | None]]):
     if base.tag in present and not missing:
         host.noop(f"{len(layers) + 1} images are built")
         return
-    yield FunctionCommand(engine.build_images, (base, layers), {})
+    yield FunctionCommand(builds.build_images, (base, layers), {})
 
 
 @operation()
