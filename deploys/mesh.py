@@ -29,8 +29,7 @@ if in_containers:
     supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
 else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
-    for recipe in mesh.recipes:
-        packages.isolated(name=f"Install {recipe.service}", stamps=stamps, recipe=recipe)
+    packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=mesh.containers_by_instance if in_containers else None)

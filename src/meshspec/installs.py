@@ -49,3 +49,16 @@ def recipe(service: str, install_dir: str, install: Install) -> Recipe | None:
         return None
     after = tuple(tuple(render(a, {"install_dir": install_dir}) for a in argv) for argv in install.after)
     return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm), after)
+
+
+def parallel_script(recipes: list[Recipe], jobs: int) -> str:
+    """Run the recipes' scripts `jobs` at a time (installs wait on downloads as much as on the CPU),
+    in the order given; a failed one stops the rest and shows the end of its log."""
+    steps = ["set -e", "work=$(mktemp -d)", "trap 'rm -rf \"$work\"' EXIT"]
+    for r in recipes:
+        steps += [f"cat > \"$work/{r.service}.sh\" <<'MESHSPEC_RECIPE'", r.script(), "MESHSPEC_RECIPE"]
+    run_one = ('sh "$1" > "$1.log" 2>&1 || { echo "install of $(basename "$1" .sh) failed:"; tail -40 "$1.log"; exit 255; }')
+    names = " ".join(shlex.quote(f"{r.service}.sh") for r in recipes)
+    steps += [f"cd \"$work\" && printf '%s\\n' {names} | xargs -P {jobs} -I{{}} sh -c {shlex.quote(run_one)} _ \"$work/{{}}\""]
+    return "\n".join(steps)
+

@@ -85,6 +85,17 @@ def test_switching_to_processes_and_back_converges(mesh):
     assert not supervised(mesh) and set(containers(mesh)) == ALL
 
 
+def test_removing_a_service_prunes_exactly_its_container(mesh):
+    before = {i: c.id for i, c in containers(mesh).items()}
+    spec = mesh.spec()
+    spec["services"] = [s for s in spec["services"] if s["name"] != "redis"]
+    mesh.write_spec(spec)
+    run = mesh.deploy()
+    assert run.code == 0, run.output[-4000:]
+    assert "redis-local-0" not in mesh.consul().agent.services()
+    assert {i: c.id for i, c in containers(mesh).items()} == {i: c for i, c in before.items() if i != "redis-local-0"}
+
+
 def test_teardown_removes_the_containers(mesh):
     run = mesh.deploy("deploys/teardown.py")
     assert run.code == 0, run.output[-4000:]

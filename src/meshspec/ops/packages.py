@@ -9,7 +9,7 @@ from pyinfra.api import StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 
 from meshspec.facts.shared import SharedFact
-from meshspec.installs import Recipe
+from meshspec.installs import Recipe, parallel_script
 
 # While installing, a policy-rc.d that refuses service starts keeps Debian from starting its
 # own postgresql, redis, ... on their default ports: the mesh starts its own instances.
@@ -39,17 +39,20 @@ def debian(packages: list[str]):
 
 
 @operation()
-def isolated(stamps: SharedFact, recipe: Recipe):
+def isolated(stamps: SharedFact, recipes: list[Recipe], jobs: int = 3):
     """
-    Give a service its own venv / npm prefix at its pinned versions (reinstalled when the pins change).
+    Give each service its own venv / npm prefix at its pinned versions (reinstalled when the pins
+    change), `jobs` installs at a time.
 
     + stamps: the install stamps of this host ({service: recipe hash}), read once per run
-    + recipe: the service's install
+    + recipes: the services' installs
+    + jobs: installs run at once
     """
-    if stamps.get().get(recipe.service) == recipe.hash:
-        host.noop(f"{recipe.service}: install is as pinned")
+    stale = [r for r in recipes if stamps.get().get(r.service) != r.hash]
+    if not stale:
+        host.noop(f"{len(recipes)} installs are as pinned")
         return
-    yield StringCommand("sh", "-c", shlex.quote(recipe.script()))
+    yield StringCommand("sh", "-c", shlex.quote(parallel_script(stale, jobs)))
 
 
 @operation()
