@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
-
 from pathlib import Path
 
 from pyinfra import inventory
 
 from meshspec import builds, images
 from meshspec.configs import rendered_files
-from meshspec.containers import ContainerSpec, container_spec, ownership
+from meshspec.containers import INSTANCE_LABEL, ContainerSpec, container_spec, ownership
 from meshspec.hosts import LOCAL, LOOPBACK, Host
 from meshspec.installs import Recipe, recipe
 from meshspec.mesh import BIN_DIR, load_mesh
@@ -122,7 +121,7 @@ class HostMesh:
 
     @property
     def containers_by_instance(self) -> dict[str, ContainerSpec]:
-        return {c.labels["meshspec.instance"]: c for c in self.containers}
+        return {c.labels[INSTANCE_LABEL]: c for c in self.containers}
 
     @property
     def owner(self) -> dict[str, str]:
