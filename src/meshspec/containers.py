@@ -38,6 +38,11 @@ def ownership(plan: Plan) -> dict[str, str]:
     return {f"{LABEL}.managed-by": "meshspec", f"{LABEL}.mesh": plan.spec.mesh.name, STATE_LABEL: str(plan.layout.root)}
 
 
+def same_paths(volumes: dict[str, str]) -> dict[str, dict]:
+    """{host path: rw|ro} as the Docker SDK's volumes, each mounted at its own path."""
+    return {path: {"bind": path, "mode": mode} for path, mode in volumes.items()}
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     name: str
@@ -67,7 +72,7 @@ class ContainerSpec:
             "name": self.name,
             "environment": self.environment,
             "working_dir": self.working_dir,
-            "volumes": {path: {"bind": path, "mode": mode} for path, mode in self.volumes.items()},
+            "volumes": same_paths(self.volumes),
             "labels": self.labels,
             "network_mode": "host",
             "init": True,  # docker-init reaps and forwards signals; a server as PID 1 would not

@@ -15,7 +15,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from pyinfra.api import OperationError
 
-from meshspec.containers import DOCKER_SOCKET, HASH_LABEL, INSTANCE_LABEL, STOP_TIMEOUT_LABEL, ContainerSpec
+from meshspec.containers import DOCKER_SOCKET, HASH_LABEL, INSTANCE_LABEL, STOP_TIMEOUT_LABEL, ContainerSpec, same_paths
 
 ENGINE_LOG = "/var/log/meshspec-dockerd.log"
 
@@ -55,7 +55,7 @@ def run_once(image: str, script: str, volumes: dict[str, str]) -> None:
     try:
         client(timeout=600).containers.run(
             image, ["sh", "-c", script], remove=True, network_mode="host", user="root",
-            volumes={p: {"bind": p, "mode": m} for p, m in volumes.items()})
+            volumes=same_paths(volumes))
     except docker.errors.ContainerError as err:
         raise OperationError(f"{script.splitlines()[-1]} failed in {image}: {err.stderr.decode(errors='replace')[-2000:]}") from None
 
@@ -95,9 +95,12 @@ def remove_containers(names: list[str]) -> None:
         _stop(container)
 
 
-def containers_labelled(labels: dict[str, str]) -> dict[str, dict]:
-    """{name: {status, spec-hash, instance}} of the containers carrying all `labels` (any state)."""
-    selector = [f"{k}={v}" for k, v in labels.items()]
-    found = client().containers.list(all=True, filters={"label": selector})
-    return {c.name: {"status": c.status, "spec-hash": c.labels.get(HASH_LABEL),
-                     "instance": c.labels.get(INSTANCE_LABEL)} for c in found}
+def containers_labelled(labels: dict[str, str], timeout: int = 120) -> dict[str, dict]:
+    """{name: {status, spec-hash, instance, pid}} of the containers carrying all `labels` (any state)."""
+    engine = client(timeout)
+    try:
+        found = engine.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+    finally:
+        engine.close()
+    return {c.name: {"status": c.status, "spec-hash": c.labels.get(HASH_LABEL), "instance": c.labels.get(INSTANCE_LABEL),
+                     "pid": c.attrs["State"].get("Pid") or None} for c in found}

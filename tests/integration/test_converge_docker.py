@@ -13,6 +13,7 @@ import pytest
 
 from meshspec import engine
 from tests.integration.meshrun import REPO, Mesh
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 OFFSET = 3500
@@ -76,7 +77,10 @@ def test_a_container_stopped_by_hand_is_started_again(mesh):
 def test_switching_to_processes_and_back_converges(mesh):
     to_process = Mesh(mesh.state_dir, OFFSET, mesh.spec_path).deploy()
     assert to_process.code == 0, to_process.output[-4000:]
-    assert "5 instances: 5 running, 5 registered, 5 passing (process)" in to_process.output
+    # A check keeps its status across re-registration (as Consul's does), so the deploy may end while
+    # a program is still STARTING (supervisord's startsecs): wait for RUNNING rather than racing it.
+    assert "5 registered, 5 passing (process)" in to_process.output, to_process.output[-2500:]
+    wait_until(lambda: set(supervised(mesh)) == ALL, 10)
     assert containers(mesh) == {}
     assert mesh.consul().agent.services()["redis-local-0"]["Meta"]["runtime"] == "process"
     back = mesh.deploy()

@@ -20,7 +20,7 @@ import docker
 from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
 
-from meshspec.containers import INSTANCE_LABEL
+from meshspec.engine import containers_labelled
 
 from meshspec.probes.mcp import McpResult, probe_mcp
 
@@ -50,14 +50,10 @@ class Supervisor:
     def read_containers(cls, owner: dict[str, str], timeout: float = 2.0) -> Supervisor:
         """The mesh's containers as {instance id: (RUNNING | EXITED | ..., pid)}."""
         try:
-            engine = docker.from_env(timeout=max(1, int(timeout)))
-            try:
-                found = engine.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in owner.items()]})
-            finally:
-                engine.close()
+            found = containers_labelled(owner, timeout=max(1, int(timeout)))
         except DockerException as err:
             return cls("docker", error=f"the Docker engine does not answer: {one_line(err)}", kind="container")
-        states = {c.labels[INSTANCE_LABEL]: (c.status.upper(), c.attrs["State"].get("Pid") or None) for c in found}
+        states = {c["instance"]: (c["status"].upper(), c["pid"]) for c in found.values()}
         return cls("docker", states, kind="container")
 
     @classmethod
