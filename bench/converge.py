@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from meshspec import builds, engine, images
+from meshspec.converge import builds, engine
+from meshspec.render import images
 
 REPO = Path(__file__).resolve().parents[1]
 MESHSPEC = str(Path(sys.executable).parent / "meshspec")

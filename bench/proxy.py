@@ -25,10 +25,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meshspec.proxy.render import ProxyOptions  # noqa: E402
+from meshspec.render.haproxy import ProxyOptions  # noqa: E402
 from tests.proxy.harness import HAProxy, stop_process  # noqa: E402
-from tests.support import free_port, listening, wait_until  # noqa: E402
 from tests.proxy.meshes import make_mesh, service  # noqa: E402
+from tests.support import free_port, listening, wait_until  # noqa: E402
 
 BACKEND_CFG = """global
     nbthread 1

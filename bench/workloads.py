@@ -15,10 +15,8 @@ from xmlrpc.client import ServerProxy
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from meshspec import settings
-from meshspec.hosts import configured_hosts
-from meshspec.installs import SECONDS_FILE
-from meshspec.mesh import load_mesh
+from meshspec.converge.mesh import configured_mesh
+from meshspec.render.installs import SECONDS_FILE
 
 BUDGET_MB = 4096
 
@@ -51,8 +49,7 @@ def du_mb(path: Path) -> float | None:
 
 
 def main() -> None:
-    mesh = load_mesh(settings.spec_path(), configured_hosts(), settings.port_offset(), settings.state_dir(),
-                     settings.consul_http_addr())
+    mesh = configured_mesh()
     layout = mesh.plan.layout
     if not Path(str(layout.supervisor_socket)).exists():
         print(f"skipped: no mesh is deployed at {layout.root} (make deploy, or set MESH_STATE_DIR)")

@@ -9,22 +9,24 @@ container each (docker). Switching converges: the other runtime's programs or co
 from pyinfra import host
 from pyinfra.facts.files import FileContents
 
-from meshspec.deploy import BIN_DIR, this_host
-from meshspec.facts.shared import SharedFact
-from meshspec.facts.stamps import Stamps
-from meshspec.installs import STAMP
-from meshspec.ops import consul, docker, health, instances, packages, supervisor
+from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.facts.stamps import Stamps
+from meshspec.converge.host import BIN_DIR, this_host
+from meshspec.converge.images import image_plan
+from meshspec.converge.ops import consul, docker, health, instances, packages, supervisor
+from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.install_root, stamp=STAMP)
 token = SharedFact(FileContents, path=mesh.token_path)
-in_containers = mesh.runtime == "docker"
+in_containers = mesh.runtime.in_containers
+built = image_plan(mesh) if in_containers else None  # reads this host's Node.js and meshspec's source
 
 packages.debian(name="Debian packages", packages=mesh.debian_packages)
 if in_containers:
     docker.running_engine(name="Docker engine")
-    docker.images(name="Images", base=mesh.base_image, layers=mesh.layers)
+    docker.images(name="Images", base=built.base, layers=built.layers)
     # only now: a switch from the process runtime keeps serving while the images build
     supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
 else:
@@ -32,10 +34,10 @@ else:
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
-                   containers=mesh.containers_by_instance if in_containers else None)
+                   containers=built.containers_by_instance if in_containers else None)
 instances.files(name="Rendered files", wanted=mesh.files)
 if in_containers:
-    docker.containers(name="Containers", wanted=mesh.containers, owner=mesh.owner)
+    docker.containers(name="Containers", wanted=built.containers, owner=mesh.owner)
 else:
     supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
     supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)

@@ -12,10 +12,10 @@ from pyinfra import host
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
-from meshspec.deploy import BIN_DIR, this_host
-from meshspec.facts.shared import SharedFact
-from meshspec.layout import OWNED
-from meshspec.ops import consul, docker, supervisor
+from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.host import BIN_DIR, this_host
+from meshspec.converge.ops import consul, docker, supervisor
+from meshspec.plan.layout import OWNED
 
 mesh = this_host(host)
 

@@ -30,10 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from slo import check_slos, load_slos, summary  # noqa: E402
 
-from meshspec import settings  # noqa: E402
-from meshspec.hosts import configured_hosts  # noqa: E402
-from meshspec.mesh import load_mesh  # noqa: E402
-from meshspec.proxy.render import proxy_instance, routed_services  # noqa: E402
+from meshspec.converge.mesh import configured_mesh  # noqa: E402
+from meshspec.render.haproxy import proxy_instance, routed_services  # noqa: E402
 from meshspec.spec.resolve import path_prefix  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -53,8 +51,7 @@ ACCEPT = "application/json, text/event-stream"
 
 
 def _mesh_routes():
-    mesh = load_mesh(settings.spec_path(), configured_hosts(), settings.port_offset(), settings.state_dir(),
-                     settings.consul_http_addr())
+    mesh = configured_mesh()
     plan = mesh.plan
     front = proxy_instance(plan)
     http_paths, mcp_services = {}, []

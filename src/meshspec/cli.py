@@ -1,30 +1,85 @@
-"""The `meshspec` command line."""
+"""The `meshspec` command line.
+
+Subcommands other than validate and deploy live in their own packages and are imported only
+when they run: `meshspec verify` must not pay for the MCP SDK, aiohttp or pyinfra, and each
+service started by supervisord only needs its own module.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from meshspec import settings
-from meshspec.hosts import HostsError, configured_hosts
-from meshspec.lazycli import lazy_group
+from meshspec.converge.pyinfra_run import NothingRan, run_deploy
 from meshspec.plan import make_plan
-from meshspec.pyinfra_run import NothingRan, run_deploy
+from meshspec.plan.hosts import HostsError
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
-# Imported when they run: the agent, the services and verify each need only their own modules.
+
+def _load(target: str, name: str) -> click.Command:
+    module, attr = target.split(":")
+    found = getattr(importlib.import_module(module), attr)
+    if isinstance(found, typer.Typer):
+        command = typer.main.get_command(found)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(name)(found)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+def lazy_group(commands: dict[str, str]) -> type[TyperGroup]:
+    """A TyperGroup class serving `commands` ({name: "module:attribute"}) beside the ones defined in place."""
+
+    class LazyGroup(TyperGroup):
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            return sorted({*super().list_commands(ctx), *commands})
+
+        def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+            if name in commands:
+                return _load(commands[name], name)
+            return super().get_command(ctx, name)
+
+    return LazyGroup
+
+
+# `meshspec serve <name>`: the project's own services, as the spec's commands start them.
+SERVICES = {
+    "backend-api": "meshspec.runtime.services.backend_api:backend_api_command",
+    "task-worker": "meshspec.runtime.services.task_worker:task_worker_command",
+    "frontend": "meshspec.runtime.services.frontend:frontend_command",
+    "mcp-http": "meshspec.runtime.services.mcp_http:mcp_http_command",
+    "mcp-task-runner": "meshspec.runtime.services.mcp_task_runner:mcp_task_runner_command",
+    "mcp-gateway": "meshspec.runtime.services.mcp_gateway:mcp_gateway_command",
+    "embeddings": "meshspec.runtime.services.embeddings:embeddings_command",
+    "semantic-search": "meshspec.runtime.services.semantic_search:semantic_search_command",
+}
+serve_app = typer.Typer(cls=lazy_group(SERVICES), no_args_is_help=True, add_completion=False,
+                        help="Run one of meshspec's own services.")
+
+
+@serve_app.callback()
+def serve_group() -> None:
+    """Run one of meshspec's own services (each imports only its own module)."""
+
+
 LAZY = {
-    "agent": "meshspec.agent.cli:agent_command",
-    "controller": "meshspec.proxy.controller:controller_command",
+    "agent": "meshspec.runtime.agent.cli:agent_command",
+    "controller": "meshspec.runtime.proxy.controller:controller_command",
     "verify": "meshspec.verify.cli:verify_command",
     "report": "meshspec.verify.cli:report_command",
-    "probe": "meshspec.probes.cli:probe_app",
-    "serve": "meshspec.services.cli:serve_app",
+    "probe": "meshspec.runtime.probes.cli:probe_app",
 }
 app = typer.Typer(cls=lazy_group(LAZY), no_args_is_help=True, add_completion=False,
                   help="Declare a service mesh, converge it, prove it.")
+app.add_typer(serve_app, name="serve")
 
 USER_ERROR = 2
 
@@ -43,10 +98,10 @@ def validate(
     """Check a spec; print its services per kind and its instances per host. Exit 2 on any problem."""
     try:
         offset = settings.port_offset()
-        hosts = configured_hosts()
+        hosts = settings.configured_hosts()
         spec = load_spec(path, port_offset=offset)
     except SpecInvalid as err:
-        fail([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); nothing was changed"])
+        fail(err.lines("nothing was changed"))
     except (settings.SettingsError, HostsError) as err:
         fail([f"error: {err}"])
     kinds = Counter(s.kind for s in spec.services)
@@ -73,7 +128,7 @@ def deploy(
         load_spec(settings.spec_path(), port_offset=settings.port_offset())
         code = run_deploy(deploy_file, inventory, ctx.args)
     except SpecInvalid as err:
-        fail([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); no host was touched"])
+        fail(err.lines("no host was touched"))
     except settings.SettingsError as err:
         fail([f"error: {err}"])
     except NothingRan as err:

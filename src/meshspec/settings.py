@@ -1,8 +1,15 @@
-"""Settings from the environment, shared by the CLI, the inventory and the deploy."""
+"""Settings from the environment, shared by the CLI, the inventory and the deploy.
+
+The one place meshspec reads its own environment variables (MESH_*, CONSUL_HTTP_ADDR).
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from meshspec.plan.hosts import LOCAL, Host, HostsError, parse_hosts
+from meshspec.plan.runtime import Runtime
 
 DEFAULT_SPEC = "mesh_spec.yaml"
 DEFAULT_STATE_DIR = "/var/lib/meshspec"
@@ -27,14 +34,12 @@ def state_dir(environ=os.environ) -> str:
     return environ.get("MESH_STATE_DIR", DEFAULT_STATE_DIR)
 
 
-RUNTIMES = ("process", "docker")
-
-
-def runtime(environ=os.environ) -> str:
-    value = environ.get("MESH_RUNTIME", "process")
-    if value not in RUNTIMES:
-        raise SettingsError(f"MESH_RUNTIME must be one of {', '.join(RUNTIMES)}, got {value!r}")
-    return value
+def runtime(environ=os.environ) -> Runtime:
+    value = environ.get("MESH_RUNTIME", Runtime.PROCESS.value)
+    try:
+        return Runtime(value)
+    except ValueError:
+        raise SettingsError(f"MESH_RUNTIME must be one of {', '.join(Runtime)}, got {value!r}") from None
 
 
 def spec_path(environ=os.environ) -> str:
@@ -44,3 +49,21 @@ def spec_path(environ=os.environ) -> str:
 def consul_http_addr(environ=os.environ) -> str | None:
     """A real Consul to use instead of deploying the embedded agent."""
     return environ.get("CONSUL_HTTP_ADDR") or None
+
+
+def configured_hosts(environ: dict[str, str] | None = None) -> list[Host]:
+    """The hosts a mesh is deployed to: `@local` unless the user lists SSH hosts, in
+    `MESH_HOSTS="web1,deploy@web2"` or in a file named by `MESH_HOSTS_FILE` with one host a line
+    (`name [address]`, `#` comments). The `inventory` file and `meshspec validate` both read this."""
+    env = os.environ if environ is None else environ
+    if path := env.get("MESH_HOSTS_FILE"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as err:
+            raise HostsError(f"MESH_HOSTS_FILE: {err}") from None
+        entries = [(line, f"{path}:{n}") for n, line in enumerate(lines, 1)]
+    elif listed := env.get("MESH_HOSTS"):
+        entries = [(item, "MESH_HOSTS") for item in listed.split(",")]
+    else:
+        entries = [(LOCAL, "default")]
+    return parse_hosts(entries)

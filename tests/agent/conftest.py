@@ -12,9 +12,9 @@ from pathlib import Path
 
 import consul
 import pytest
+import requests
 
 from tests.support import free_port, wait_until  # noqa: F401 (used by the agent tests through this module)
-import requests
 
 MESHSPEC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "meshspec"
 READY_TIMEOUT = 15.0

@@ -12,7 +12,7 @@ import docker
 import pytest
 from consul.exceptions import BadRequest
 
-from meshspec import engine as meshspec_engine
+from meshspec.converge import engine as meshspec_engine
 
 pytestmark = pytest.mark.integration
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from meshspec.agent.blocking import MAX_WAIT, parse_blocking
-from meshspec.agent.checks import Thresholds
-from meshspec.agent.core import services_to_reap
-from meshspec.agent.definitions import parse_check_registration, parse_service
-from meshspec.agent.durations import parse_duration
-from meshspec.agent.errors import ConsulError
-from meshspec.agent.filter import compile_filter
+from meshspec.common.durations import parse_duration
+from meshspec.runtime.agent.blocking import MAX_WAIT, parse_blocking
+from meshspec.runtime.agent.checks import Thresholds
+from meshspec.runtime.agent.core import services_to_reap
+from meshspec.runtime.agent.definitions import parse_check_registration, parse_service
+from meshspec.runtime.agent.errors import ConsulError
+from meshspec.runtime.agent.filter import compile_filter
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from meshspec import settings
-from meshspec.settings import RUNTIMES
-from meshspec.hosts import configured_hosts
+from meshspec.plan import Runtime
 from tests.bdd.mesh_target import Target
 from tests.integration.meshrun import REPO
 
@@ -57,7 +56,7 @@ def pytest_configure(config):
 def mesh_under_test(request) -> Target:
     opt = request.config.getoption
     if opt("--mesh") == "running":
-        yield Target(settings.spec_path(), settings.state_dir(), settings.port_offset(), configured_hosts(),
+        yield Target(settings.spec_path(), settings.state_dir(), settings.port_offset(), settings.configured_hosts(),
                      settings.consul_http_addr(), settings.runtime(), label="running mesh")
         return
     target = Target(opt("--mesh-spec"), opt("--mesh-state-dir"), opt("--mesh-offset"), label="isolated mesh")
@@ -133,7 +132,7 @@ class World:
 
 @pytest.fixture
 def world(mesh_under_test, request) -> World:
-    for runtime in RUNTIMES:  # a scenario tagged with a runtime runs only against a mesh of that runtime
+    for runtime in Runtime:  # a scenario tagged with a runtime runs only against a mesh of that runtime
         if request.node.get_closest_marker(runtime) and mesh_under_test.runtime != runtime:
             pytest.skip(f"@{runtime} scenario; the mesh under test runs the {mesh_under_test.runtime} runtime")
     w = World(mesh_under_test)

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import httpx
 
-from meshspec.hosts import LOCAL, LOOPBACK, Host
-from meshspec.mesh import Mesh, load_mesh
-from meshspec.plan import Instance
-from meshspec.proxy.render import backend_name, config_shape, proxy_instance
-from meshspec.proxy.runtime import RuntimeApi
+from meshspec.common.consul_token import read_token
+from meshspec.converge.mesh import Mesh, load_mesh
+from meshspec.plan import Instance, Runtime
+from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
+from meshspec.render.haproxy import backend_name, config_shape, proxy_instance
+from meshspec.runtime.proxy.runtime_api import RuntimeApi
 from meshspec.verify.checks import Supervisor
-from meshspec.verify.run import CheckResult, VerifyRun, _measure, _start_sources, _token, planned_checks, verify
-from tests.integration.meshrun import BIN, REPO
+from meshspec.verify.run import CheckResult, VerifyRun, _measure, _start_sources, planned_checks, verify
+from tests.integration.meshrun import BIN, REPO, Run
 from tests.integration.meshrun import Mesh as MeshRun
-from tests.integration.meshrun import Run
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Target:
     port_offset: int
     hosts: list[Host] = field(default_factory=lambda: [Host(LOCAL, LOOPBACK)])
     consul_addr: str | None = None  # a real Consul, else the embedded agent
-    runtime: str = "process"
+    runtime: Runtime = Runtime.PROCESS
     label: str = "mesh"
 
     # --- the model -----------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class Target:
     # --- Consul --------------------------------------------------------------------------------
 
     def consul(self):
-        return self.mesh.registry.client(_token(self.mesh), 5)
+        return self.mesh.registry.client(read_token(self.mesh.plan.layout.consul_token_file), 5)
 
     # --- the proxy -----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from functools import cache
 import docker
 from pytest_bdd import parsers, then, when
 
-from meshspec.containers import HASH_LABEL, INSTANCE_LABEL, container_name, ownership
+from meshspec.render.containers import HASH_LABEL, INSTANCE_LABEL, container_name, ownership
 from tests.bdd.mesh_target import wait_for
 from tests.bdd.steps_mesh import broke
 

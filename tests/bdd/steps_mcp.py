@@ -7,7 +7,7 @@ import json
 import httpx
 from pytest_bdd import parsers, then, when
 
-from meshspec.proxy.render import backend_name
+from meshspec.render.haproxy import backend_name
 from tests.bdd.mesh_target import McpSession, result_text
 
 

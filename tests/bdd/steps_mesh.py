@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 from pytest_bdd import given, parsers, then, when
 
-from meshspec.hosts import LOCAL, LOOPBACK, Host
 from meshspec.plan import make_plan
-from meshspec.registrations import registration
+from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
+from meshspec.render.registrations import registration
 from meshspec.spec import load_spec
 from meshspec.verify.checks import Port
 from tests.bdd.mesh_target import PROBLEM, changed_operations, validate, wait_for

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from pytest_bdd import parsers, then, when
 
-from meshspec.proxy.render import backend_name, balance_lines
+from meshspec.render.haproxy import backend_name, balance_lines
 from meshspec.spec.resolve import effective_routing
 from tests.bdd.mesh_target import wait_for
 

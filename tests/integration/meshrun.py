@@ -12,7 +12,7 @@ from pathlib import Path
 import consul
 import yaml
 
-from meshspec.pyinfra_run import parse_totals
+from meshspec.converge.pyinfra_run import parse_totals
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

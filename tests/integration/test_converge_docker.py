@@ -11,7 +11,7 @@ import docker
 import httpx
 import pytest
 
-from meshspec import engine
+from meshspec.converge import engine
 from tests.integration.meshrun import REPO, Mesh
 from tests.support import wait_until
 

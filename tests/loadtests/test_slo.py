@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from meshspec import settings
-from meshspec.hosts import configured_hosts
-from meshspec.mesh import load_mesh
-from meshspec.proxy.render import proxy_instance
+from meshspec.converge.mesh import configured_mesh
+from meshspec.render.haproxy import proxy_instance
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -24,8 +23,7 @@ BOUNDED = ["--headless", "-u", "10", "-r", "5", "-t", "8s", "--stop-timeout", "5
 
 @pytest.fixture(scope="module")
 def proxy_url() -> str:
-    plan = load_mesh(settings.spec_path(), configured_hosts(), settings.port_offset(), settings.state_dir(),
-                     settings.consul_http_addr()).plan
+    plan = configured_mesh().plan
     front = proxy_instance(plan)
     url = f"http://{front.address}:{front.port}"
     try:

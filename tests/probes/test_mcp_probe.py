@@ -16,13 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.support import free_port
 from typer.testing import CliRunner
 
-from meshspec.probes import McpResult, probe_mcp
-from meshspec.probes.cli import probe_app
-from meshspec.probes.mcp import CLIENT_PROTOCOL_VERSION, _sse_data, accepts_protocol_version, normalize_url
+from meshspec.runtime.probes import McpResult, probe_mcp
+from meshspec.runtime.probes.cli import probe_app
+from meshspec.runtime.probes.mcp import CLIENT_PROTOCOL_VERSION, _sse_data, accepts_protocol_version, normalize_url
+from tests.support import free_port
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 
 from meshspec.plan import Plan
-from meshspec.proxy.controller import Controller, reload_haproxy
-from meshspec.proxy.render import ProxyOptions, config_shape, proxy_instance, render_haproxy
-from meshspec.proxy.runtime import RuntimeApi
+from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, render_haproxy
+from meshspec.runtime.proxy.apply import reload_haproxy
+from meshspec.runtime.proxy.controller import Controller
+from meshspec.runtime.proxy.runtime_api import RuntimeApi
 from tests.support import listening, wait_until
 
 BACKEND = Path(__file__).resolve().parent / "backend.py"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from meshspec.hosts import Host
 from meshspec.plan import Plan, make_plan
+from meshspec.plan.hosts import Host
 from meshspec.spec.models import MeshSpec
 
 LOCAL = Host("@local", "127.0.0.1")

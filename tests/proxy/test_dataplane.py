@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshspec.proxy.controller import Controller
-from meshspec.proxy.render import ProxyOptions
+from meshspec.render.haproxy import ProxyOptions
+from meshspec.runtime.proxy.controller import Controller
 from tests.agent.conftest import AgentProcess
 from tests.probes.test_mcp_probe import ServerProcess, mcp_python  # noqa: F401  (a fixture)
 from tests.proxy.harness import Backend, ControllerThread, HAProxy

@@ -8,21 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from meshspec.spec.resolve import effective_health_timing
-
-from meshspec.hosts import Host
+from meshspec.common.haproxy_shape import read_shape, server_id
 from meshspec.plan import make_plan
-from meshspec.proxy.controller import Endpoint, parse_health, reconcile, reconcile_backend
-from meshspec.proxy.render import (
-    ProxyOptions,
-    backend_name,
-    config_shape,
-    read_shape,
-    render_haproxy,
-    server_id,
-)
-from meshspec.proxy.runtime import ServerState, parse_servers_state
+from meshspec.plan.hosts import Host
+from meshspec.render.haproxy import ProxyOptions, backend_name, config_shape, render_haproxy
+from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
+from meshspec.runtime.proxy.runtime_api import ServerState, parse_servers_state
 from meshspec.spec import load_spec
+from meshspec.spec.resolve import effective_health_timing
 from tests.proxy.meshes import make_mesh, service
 
 PROXY = (42100, 42101, 42102)

@@ -169,7 +169,7 @@ class RabbitServer:
 
 
 class ServiceProcess:
-    """One of meshspec's services (`python -m meshspec.services.<module>`) on a free port."""
+    """One of meshspec's services (`python -m meshspec.runtime.services.<module>`) on a free port."""
 
     def __init__(self, module: str, log_dir: Path, env: dict[str, str] | None = None,
                  args: list[str] | None = None, ready_path: str = "/health") -> None:
@@ -187,7 +187,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "CONSUL_"))} | self.env
-        cmd = [sys.executable, "-m", f"meshspec.services.{self.module}", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", f"meshspec.runtime.services.{self.module}", "--host", "127.0.0.1",
                "--port", str(self.port), *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -24,7 +24,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from meshspec.probes.mcp import McpResult, probe_mcp
+from meshspec.runtime.probes.mcp import McpResult, probe_mcp
 from tests.agent.conftest import free_port, wait_until
 
 PYTHON = Path(sys.executable).parent / "python"
@@ -32,9 +32,9 @@ READY_TIMEOUT = 20.0
 
 #: module:function of each server's Typer command.
 COMMANDS = {
-    "mcp-http": "meshspec.services.mcp_http:mcp_http_command",
-    "mcp-task-runner": "meshspec.services.mcp_task_runner:mcp_task_runner_command",
-    "mcp-gateway": "meshspec.services.mcp_gateway:mcp_gateway_command",
+    "mcp-http": "meshspec.runtime.services.mcp_http:mcp_http_command",
+    "mcp-task-runner": "meshspec.runtime.services.mcp_task_runner:mcp_task_runner_command",
+    "mcp-gateway": "meshspec.runtime.services.mcp_gateway:mcp_gateway_command",
 }
 
 

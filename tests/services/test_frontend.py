@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshspec.services import frontend as frontend_module
+from meshspec.runtime.services import frontend as frontend_module
 from tests.agent.conftest import free_port
 from tests.services.helpers import register
 

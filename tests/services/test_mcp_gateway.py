@@ -19,10 +19,9 @@ from aiohttp import web
 from consul import Check
 from mcp import Client
 
-from meshspec.probes.mcp import probe_mcp
+from meshspec.runtime.probes.mcp import probe_mcp
 from tests.agent.conftest import MESHSPEC, AgentProcess, free_port, wait_until
-from tests.services.mcp_support import (  # noqa: F401  (fixtures)
-    Origin, call, list_tools, origin, start_mcp_server, structured, text_of)
+from tests.services.mcp_support import Origin, call, list_tools, origin, start_mcp_server, structured, text_of  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 TOKEN = "gateway-test-management-token"

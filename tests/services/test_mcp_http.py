@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshspec.probes.mcp import probe_mcp
-from meshspec.services.mcp_http import MAX_BODY_BYTES
+from meshspec.runtime.probes.mcp import probe_mcp
+from meshspec.runtime.services.mcp_http import MAX_BODY_BYTES
 from tests.agent.conftest import free_port
 from tests.services.mcp_support import Origin, ServerProcess, call, list_tools, origin, structured, text_of  # noqa: F401
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshspec.probes.mcp import probe_mcp
+from meshspec.runtime.probes.mcp import probe_mcp
 from tests.agent.conftest import wait_until
 from tests.services.mcp_support import ServerProcess, call, start_mcp_server, structured, text_of  # noqa: F401
 

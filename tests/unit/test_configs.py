@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshspec.configs import RENDERERS, rendered_files
-from meshspec.hosts import Host
 from meshspec.plan import make_plan
+from meshspec.plan.hosts import Host
+from meshspec.render.files import RENDERERS, rendered_files
 from meshspec.spec import load_spec
 from meshspec.spec.models import CONFIG_NAMES
 

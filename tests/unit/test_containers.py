@@ -1,15 +1,15 @@
-"""meshspec.containers: plan -> one container per instance for the docker runtime (pure)."""
+"""meshspec.render.containers: plan -> one container per instance for the docker runtime (pure)."""
 
 from pathlib import Path
 
 import pytest
 
-from meshspec import images
-from meshspec.containers import DOCKER_SOCKET, container_name, container_spec
-from meshspec.hosts import Host
-from meshspec.mesh import load_mesh
+from meshspec.converge.mesh import load_mesh
 from meshspec.plan import make_plan
-from meshspec.registrations import registration
+from meshspec.plan.hosts import Host
+from meshspec.render import images
+from meshspec.render.containers import DOCKER_SOCKET, container_name, container_spec
+from meshspec.render.registrations import registration
 from meshspec.spec import parse_spec
 
 SMALL = Path(__file__).resolve().parents[1] / "data" / "specs" / "small.yaml"

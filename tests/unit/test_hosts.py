@@ -1,6 +1,7 @@
 import pytest
 
-from meshspec.hosts import Host, HostsError, configured_hosts
+from meshspec.plan.hosts import Host, HostsError
+from meshspec.settings import configured_hosts
 
 
 def test_default_is_local_on_loopback():

@@ -1,12 +1,12 @@
-"""meshspec.images: image recipes and their tags (pure)."""
+"""meshspec.render.images: image recipes and their tags (pure)."""
 
 from pathlib import Path
 
 import pytest
 
-from meshspec import images
-from meshspec.images import BaseImage, Graft, Layer, Node
-from meshspec.installs import recipe
+from meshspec.render import images
+from meshspec.render.images import BaseImage, Graft, Layer, Node
+from meshspec.render.installs import recipe
 from meshspec.spec import load_spec
 
 SMALL = Path(__file__).resolve().parents[1] / "data" / "specs" / "small.yaml"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from meshspec.hosts import Host
 from meshspec.plan import make_plan
+from meshspec.plan.hosts import Host
 from meshspec.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]

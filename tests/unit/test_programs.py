@@ -5,9 +5,9 @@ import shlex
 import pytest
 from supervisor.options import ServerOptions
 
-from meshspec.hosts import Host
 from meshspec.plan import make_plan
-from meshspec.programs import program, supervisord_conf
+from meshspec.plan.hosts import Host
+from meshspec.render.programs import program, supervisord_conf
 from meshspec.spec import parse_spec
 
 SPEC = """
@@ -73,7 +73,7 @@ def test_stop_settings_and_user_come_from_the_spec(loaded, tmp_path):
 
 def test_a_changed_rendered_file_changes_what_supervisord_parses(tmp_path):
     """supervisord's `update` ignores comments: the revision must be a parsed setting."""
-    from meshspec.programs import revision
+    from meshspec.render.programs import revision
 
     spec = parse_spec(SPEC.replace("process: {command: [haproxy, -f", "process: {files: {'{state_dir}/rules.yml': prometheus-rules}, command: [haproxy, -f"))
     plan = make_plan(spec, [Host("@local", "127.0.0.1")], state_dir=str(tmp_path))

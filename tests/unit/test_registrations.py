@@ -1,6 +1,6 @@
-from meshspec.hosts import Host
 from meshspec.plan import make_plan
-from meshspec.registrations import is_ours, registration
+from meshspec.plan.hosts import Host
+from meshspec.render.registrations import is_ours, registration
 from meshspec.spec import parse_spec
 
 SPEC = """

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
-
-from meshspec.hosts import Host
 from meshspec.plan import make_plan
-from meshspec.registrations import registration
+from meshspec.plan.hosts import Host
+from meshspec.render.registrations import registration
 from meshspec.spec import parse_spec
 from meshspec.verify.checks import (
     Check,
@@ -31,6 +29,7 @@ from meshspec.verify.checks import (
 from meshspec.verify.output import to_json, to_junit
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
 from meshspec.verify.run import CheckResult, VerifyRun, routable
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,14 +19,13 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
-from tests.support import wait_until
-
-from meshspec.hosts import LOCAL, LOOPBACK, Host
-from meshspec.mesh import load_mesh
-from meshspec.registrations import registration
+from meshspec.converge.mesh import load_mesh
+from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
+from meshspec.render.registrations import registration
 from meshspec.verify.checks import Port
 from meshspec.verify.run import VerifyRun, verify
 from tests.integration.meshrun import BIN, REPO, Mesh
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 OFFSET = 4000

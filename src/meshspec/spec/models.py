@@ -10,17 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meshspec.spec.types import (
-    AptPackage,
-    Duration,
-    MetaKey,
-    MetaValue,
-    NpmPin,
-    PipPin,
-    Port,
-    PortName,
-    ServiceName,
-)
+from meshspec.spec.types import AptPackage, Duration, MetaKey, MetaValue, NpmPin, PipPin, Port, PortName, ServiceName
 
 Kind = Literal["mcp", "core", "database", "ai", "monitoring"]
 KINDS: tuple[str, ...] = Kind.__args__
@@ -49,7 +39,7 @@ class Install(Strict):
     after: list[list[str]] = []
 
 
-# Configuration files meshspec renders from the plan (see meshspec.configs).
+# Configuration files meshspec renders from the plan (see meshspec.render.files).
 ConfigName = Literal["haproxy", "prometheus", "prometheus-rules", "alertmanager"]
 CONFIG_NAMES: tuple[str, ...] = ConfigName.__args__
 
@@ -78,7 +68,7 @@ class Build(Strict):
 
 class Container(Strict):
     """How the docker runtime runs the service. Without image or build, meshspec builds the image
-    from the service's process install (meshspec.images)."""
+    from the service's process install (meshspec.render.images)."""
 
     image: str | None = None
     build: Build | None = None

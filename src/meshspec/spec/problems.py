@@ -25,3 +25,8 @@ class SpecInvalid(Exception):
         self.filename = filename
         self.problems = sorted(set(problems))
         super().__init__("\n".join(p.render(filename) for p in self.problems))
+
+    def lines(self, consequence: str) -> list[str]:
+        """What the user reads: one `FILE:LINE:COL: key: message` line per problem, then a count and
+        `consequence` (what was left untouched, e.g. "no host was touched")."""
+        return [*(p.render(self.filename) for p in self.problems), f"{len(self.problems)} problem(s); {consequence}"]

@@ -7,23 +7,21 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+from meshspec.common import durations
+
+_DURATION = re.compile(r"^\d+(ms|s|m|h)$")  # the spec's durations: a whole number of one unit
 
 
 def parse_duration(value: object) -> int:
     """'500ms' | '2s' | '1m' | '1h' -> milliseconds. Bare numbers are refused: their unit is a guess."""
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return int(m.group(1)) * _UNIT_MS[m.group(2)]
+    if isinstance(value, str) and _DURATION.match(value):
+        return round(durations.parse_duration(value) * 1000)
     raise ValueError(f"expected a duration like '500ms', '2s', '1m' or '1h', got {value!r}")
 
 
 def format_duration(ms: int) -> str:
     """Milliseconds -> the shortest exact duration string ('1500ms', '2s', '1m')."""
-    for unit in ("h", "m", "s"):
-        if ms and ms % _UNIT_MS[unit] == 0:
-            return f"{ms // _UNIT_MS[unit]}{unit}"
-    return f"{ms}ms"
+    return durations.format_duration(ms / 1000)
 
 
 def _matching(pattern: str, what: str):

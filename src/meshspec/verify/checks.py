@@ -15,14 +15,13 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import httpx
 import docker
+import httpx
 from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
 
-from meshspec.engine import containers_labelled
-
-from meshspec.probes.mcp import McpResult, probe_mcp
+from meshspec.converge.engine import containers_labelled
+from meshspec.runtime.probes.mcp import McpResult, probe_mcp
 
 #: Consul fields a registration is compared on, and the name the spec gives each.
 COMPARED = (("Service", "Name"), ("Address", "Address"), ("Port", "Port"), ("Tags", "Tags"))
@@ -271,7 +270,7 @@ class Registration:
     """One instance's registration: ``Registration(services, expected).matches``.
 
     ``services`` is Consul's agent/services answer; ``expected`` the body the deploy registers
-    (meshspec.registrations.registration), spec-hash included.
+    (meshspec.render.registrations.registration), spec-hash included.
     """
 
     def __init__(self, services: dict[str, dict], expected: dict) -> None:

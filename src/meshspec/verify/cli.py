@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from meshspec import settings
-from meshspec.hosts import HostsError, configured_hosts
-from meshspec.mesh import load_mesh
+from meshspec.converge.mesh import configured_mesh
+from meshspec.plan.hosts import HostsError
 from meshspec.spec import SpecInvalid
 from meshspec.verify.run import VerifyRun, verify
 
@@ -25,16 +25,13 @@ def _user_error(lines: list[str]) -> None:
 
 def run_verify() -> VerifyRun:
     """Verify the mesh the settings describe (as the deploy reads them); exit 2 on a bad spec or setting."""
-    path = settings.spec_path()
     try:
-        consul_addr = settings.consul_http_addr()
-        runtime = settings.runtime()
-        mesh = load_mesh(path, configured_hosts(), settings.port_offset(), settings.state_dir(), consul_addr, runtime)
+        mesh, runtime = configured_mesh(), settings.runtime()
     except SpecInvalid as err:
-        _user_error([p.render(err.filename) for p in err.problems] + [f"{len(err.problems)} problem(s); nothing was verified"])
+        _user_error(err.lines("nothing was verified"))
     except (settings.SettingsError, HostsError) as err:
         _user_error([f"error: {err}"])
-    return verify(mesh, runtime=runtime, spec_path=path)
+    return verify(mesh, runtime=runtime, spec_path=settings.spec_path())
 
 
 def verify_command(

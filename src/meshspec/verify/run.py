@@ -11,19 +11,19 @@ start, in parallel with the checks that need no shared read. Results are plain d
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
-from meshspec.containers import container_name, ownership
-from meshspec.hosts import LOCAL
-from meshspec.mesh import Mesh
-from meshspec.plan import Instance, Plan
-from meshspec.registrations import registration
+from meshspec.common.consul_token import read_token
+from meshspec.converge.mesh import Mesh
+from meshspec.plan import Instance, Plan, Runtime
+from meshspec.plan.hosts import LOCAL
+from meshspec.render.containers import ownership
+from meshspec.render.probes import HTTP, MCP, TCP, probe
+from meshspec.render.registrations import registration
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 from meshspec.verify.checks import (
     Check,
@@ -162,15 +162,6 @@ def _timed(fn: Callable[[], object], what: str) -> Read:
     return Read(data, error, round((time.perf_counter() - started) * 1000, 2))
 
 
-def _token(mesh: Mesh) -> str | None:
-    if not mesh.registry.embedded:
-        return os.environ.get("CONSUL_HTTP_TOKEN") or None
-    try:
-        return Path(str(mesh.plan.layout.consul_token_file)).read_text().strip() or None
-    except OSError:
-        return None
-
-
 @dataclass
 class Sources:
     supervisor: Future  # -> Read of a Supervisor (which carries its own error)
@@ -185,11 +176,11 @@ class Sources:
         return (read.data or {}), read.error
 
 
-def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime: str) -> Sources:
-    token = _token(mesh)
+def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime: Runtime) -> Sources:
+    token = read_token(mesh.plan.layout.consul_token_file)
     where = f"Consul at {mesh.registry.addr}"
     socket = str(mesh.plan.layout.supervisor_socket)
-    if runtime == "docker":
+    if runtime.in_containers:
         runner = pool.submit(_timed, lambda: Supervisor.read_containers(ownership(mesh.plan), timeout), "docker")
     else:
         runner = pool.submit(_timed, lambda: Supervisor.read(socket, timeout), "supervisord")
@@ -219,25 +210,22 @@ def port_listening(inst: Instance, timeout: float) -> Outcome:
     return outcome(port.is_listening, port.reason, port=inst.port)
 
 
-def healthy(plan: Plan, inst: Instance, runtime: str = "process") -> Outcome:
-    """The same probe as the instance's registered Consul check."""
+def healthy(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Outcome:
+    """The same probe as the instance's registered Consul check (render.probes)."""
     service = plan.service(inst.service)
-    health = service.health
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
-    base = f"http://{inst.address}:{inst.port}"
-    if health.http:
-        endpoint = HttpEndpoint(base + health.http.path, health.http.method, dict(health.http.headers),
-                                health.http.body, timeout)
+    found = probe(plan, inst, runtime)
+    if found.kind == HTTP:
+        endpoint = HttpEndpoint(found.url, found.method, dict(found.headers), found.body, timeout)
         return outcome(endpoint.answers_2xx, endpoint.reason, probe="http", http_status=endpoint.status)
-    if health.mcp:
-        server = McpServer(base + health.mcp.path, timeout, health.mcp.min_tools)
+    if found.kind == MCP:
+        server = McpServer(found.url, timeout, found.min_tools)
         return outcome(server.completes_handshake, server.reason, probe="mcp", tool_count=server.tool_count,
-                       min_tools=health.mcp.min_tools, protocol_version=server.result.protocol_version)
-    if health.tcp:
-        port = Port(inst.address, inst.port, timeout)
+                       min_tools=found.min_tools, protocol_version=server.result.protocol_version)
+    if found.kind == TCP:
+        port = Port(found.address, found.port, timeout)
         return outcome(port.is_listening, port.reason, probe="tcp")
-    inside = container_name(plan, inst) if runtime == "docker" else None
-    command = Command([plan.render(inst, a) for a in health.command], timeout, inside)
+    command = Command(list(found.argv), timeout, found.container)
     return outcome(command.exits_0, command.reason, probe="command", exit_code=command.exit_code)
 
 
@@ -334,7 +322,7 @@ class Planned:
     run: Callable[[], Outcome]
 
 
-def planned_checks(mesh: Mesh, sources: Sources, runtime: str) -> list[Planned]:
+def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Planned]:
     plan = mesh.plan
     out: list[Planned] = []
     for inst in plan.instances:
@@ -371,16 +359,16 @@ def _measure(p: Planned) -> CheckResult:
     )
 
 
-def verify(mesh: Mesh, runtime: str = "process", spec_path: str = "", read_timeout: float = 2.0,
+def verify(mesh: Mesh, runtime: Runtime = Runtime.PROCESS, spec_path: str = "", read_timeout: float = 2.0,
            workers: int = MAX_WORKERS) -> VerifyRun:
     """Run every check of `mesh` in parallel; never raises for what it finds."""
     started_at, started = now_iso(), time.perf_counter()
-    plan = mesh.plan
+    plan, runtime = mesh.plan, Runtime(runtime)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         # Submitted first, so they run before any check that waits on them (the queue is FIFO).
         sources = _start_sources(pool, mesh, read_timeout, runtime)
         results = list(pool.map(_measure, planned_checks(mesh, sources, runtime)))
-        reads = {"supervisord" if runtime == "process" else "docker": sources.supervisor.result(), "consul services": sources.services.result(),
+        reads = {"docker" if runtime.in_containers else "supervisord": sources.supervisor.result(), "consul services": sources.services.result(),
                  "consul checks": sources.checks.result()}
     timing = {name: {"duration_ms": read.duration_ms, "error": read.error or getattr(read.data, "error", None)}
               for name, read in reads.items()}

@@ -1,0 +1,123 @@
+"""This host's part of the mesh, as deploys/mesh.py needs it: the plan's slice for one host.
+
+Everything here is computed from the spec and pyinfra's inventory, and is pure once built: no
+property reads the host. A bad spec or setting stops the deploy in `this_host`, before any
+operation touches a host.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from pyinfra import inventory
+
+from meshspec.common.consul_token import TOKEN_ENV
+from meshspec.converge.mesh import BIN_DIR, load_mesh
+from meshspec.converge.policy import refusal
+from meshspec.converge.registry import Registry
+from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
+from meshspec.render.containers import ownership
+from meshspec.render.files import rendered_files
+from meshspec.render.installs import Recipe, recipe
+from meshspec.render.preparation import Preparation, preparation
+from meshspec.render.programs import Program, program
+from meshspec.render.registrations import registration
+from meshspec.spec import SpecInvalid
+
+__all__ = ["BIN_DIR", "HostMesh", "this_host"]
+
+# The docker runtime's host needs only the engine and the tool that makes the base image.
+DOCKER_HOST_PACKAGES = ("docker.io", "mmdebstrap")
+
+
+def _mesh_host(h) -> Host:
+    address = h.data.get("mesh_address") or (LOOPBACK if h.name == LOCAL else h.name)
+    return Host(h.name, address)
+
+
+@dataclass(frozen=True)
+class HostMesh:
+    plan: Plan
+    host_name: str
+    runtime: Runtime
+    registry: Registry
+    given_token: str | None  # a real Consul's token; None: the embedded agent's own, made once
+
+    @property
+    def layout(self):
+        return self.plan.layout
+
+    @cached_property
+    def instances(self) -> list[Instance]:
+        return self.plan.instances_on(self.host_name)
+
+    @cached_property
+    def services(self):
+        names = {i.service for i in self.instances}
+        return [s for s in self.plan.spec.services if s.name in names]
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.id for i in self.instances]
+
+    @property
+    def host_label(self) -> str:
+        return self.instances[0].host.label if self.instances else ""
+
+    @property
+    def debian_packages(self) -> list[str]:
+        if self.runtime.in_containers:
+            return list(DOCKER_HOST_PACKAGES)
+        return sorted({p for s in self.services if s.process for p in s.process.install.apt})
+
+    @property
+    def install_root(self) -> str:
+        return str(self.layout.root / "install")
+
+    @property
+    def recipes(self) -> list[Recipe]:
+        found = (recipe(s.name, str(self.layout.install_dir(s.name)), s.process.install) for s in self.services if s.process)
+        return [r for r in found if r]
+
+    @property
+    def preparations(self) -> list[Preparation]:
+        return [preparation(self.plan, i, self.runtime) for i in self.instances if self.plan.service(i.service).process]
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return ownership(self.plan)
+
+    @property
+    def files(self) -> list[tuple[str, str]]:
+        return [f for i in self.instances if self.plan.service(i.service).process for f in rendered_files(self.plan, i)]
+
+    @property
+    def programs(self) -> list[Program]:
+        return [program(self.plan, i) for i in self.instances]
+
+    @property
+    def registrations(self) -> list[dict]:
+        return [registration(self.plan, i, self.runtime) for i in self.instances]
+
+    @property
+    def token_path(self) -> str:
+        return str(self.layout.consul_token_file)
+
+
+def this_host(host) -> HostMesh:
+    """The mesh as `host` converges to it; exits with the spec's problems if it is invalid, or with
+    what the chosen runtime refuses."""
+    data = host.data
+    external = data.consul_http_addr
+    runtime = Runtime(data.mesh_runtime)
+    try:
+        mesh = load_mesh(data.mesh_spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset,
+                         data.mesh_state_dir, external, runtime)
+    except SpecInvalid as err:
+        raise SystemExit("\n".join(err.lines("no host was changed"))) from None
+    if refused := refusal(mesh.plan, runtime, [h.name for h in inventory]):
+        raise SystemExit(f"{refused}; no host was changed")
+    token = os.environ.get(TOKEN_ENV) if external else None
+    return HostMesh(mesh.plan, host.name, runtime, mesh.registry, token)

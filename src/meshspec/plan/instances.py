@@ -1,0 +1,127 @@
+"""spec + hosts + port offset -> the instances to run: pure data, no side effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from meshspec.plan.hosts import Host
+from meshspec.plan.layout import Layout
+from meshspec.spec.models import MeshSpec, Service
+from meshspec.spec.placeholders import render
+
+
+@dataclass(frozen=True)
+class Instance:
+    service: str
+    replica: int
+    host: Host
+    port: int
+    ports: dict[str, int] = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        """Stable across runs: `<name>-<host>-<replica>`."""
+        return f"{self.service}-{self.host.label}-{self.replica}"
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: MeshSpec
+    hosts: tuple[Host, ...]
+    port_offset: int
+    layout: Layout
+    meshspec_bin: str
+    instances: tuple[Instance, ...]
+    external_consul: str | None = None  # a real Consul's address; then no agent instance is planned
+    install_root: PurePosixPath | None = None  # where installs are when not under the state dir (in images)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.spec.services if s.name == name)
+
+    def instances_of(self, name: str) -> list[Instance]:
+        return [i for i in self.instances if i.service == name]
+
+    def instances_on(self, host_name: str) -> list[Instance]:
+        return [i for i in self.instances if i.host.name == host_name]
+
+    def values_for(self, inst: Instance) -> dict[str, object]:
+        """The placeholder values of one instance (see meshspec.spec.placeholders)."""
+        values: dict[str, object] = {
+            "name": inst.service,
+            "replica": inst.replica,
+            "id": inst.id,
+            "address": inst.address,
+            "port": inst.port,
+            "state_dir": self.layout.instance_dir(inst.id),
+            "install_dir": self.install_dir(inst.service),
+            "mesh.name": self.spec.mesh.name,
+            "consul.addr": self.consul_addr,
+            "consul.token_file": self.layout.consul_token_file,
+            "meshspec": self.meshspec_bin,
+        }
+        if self.spec.proxy.service is not None:
+            values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
+        values |= {f"ports.{name}": port for name, port in inst.ports.items()}
+        for dep in self.service(inst.service).depends_on:
+            peer = self.instances_of(dep)[0]
+            values |= {
+                f"services.{dep}.address": peer.address,
+                f"services.{dep}.port": peer.port,
+                f"services.{dep}.url": f"http://{_host_port(peer)}",
+                f"services.{dep}.state_dir": self.layout.instance_dir(peer.id),
+            }
+            values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
+        return values
+
+    def install_dir(self, service: str) -> PurePosixPath:
+        return self.install_root / service if self.install_root else self.layout.install_dir(service)
+
+    @property
+    def consul_addr(self) -> str:
+        return self.external_consul or _host_port(self.instances_of(self.spec.consul.service)[0])
+
+    def render(self, inst: Instance, text: str) -> str:
+        return render(text, self.values_for(inst))
+
+
+def _host_port(inst: Instance) -> str:
+    return f"{inst.address}:{inst.port}"
+
+
+def make_plan(
+    spec: MeshSpec,
+    hosts: list[Host],
+    port_offset: int = 0,
+    state_dir: str = "/var/lib/meshspec",
+    meshspec_bin: str = "meshspec",
+    external_consul: str | None = None,
+    install_root: str | None = None,
+) -> Plan:
+    """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
+
+    With `external_consul` (a real Consul's address) the spec's consul service is not planned.
+    `meshspec_bin` and `install_root` say where meshspec and the installs are where instances run
+    (beside the deploy's Python, or inside the docker runtime's images).
+    """
+    if not hosts:
+        raise ValueError("a plan needs at least one host")
+    port_of = spec.mesh.port_of
+    instances = tuple(
+        Instance(
+            service=s.name,
+            replica=r,
+            host=hosts[r % len(hosts)],
+            port=port_of(s.port, r, port_offset),
+            ports={name: port_of(p, r, port_offset) for name, p in s.ports.items()},
+        )
+        for s in spec.services
+        if not (external_consul and s.name == spec.consul.service)
+        for r in range(s.replicas)
+    )
+    return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances,
+                external_consul, PurePosixPath(install_root) if install_root else None)

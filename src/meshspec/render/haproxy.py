@@ -1,0 +1,395 @@
+"""Plan -> haproxy.cfg of the mesh proxy. Pure: no I/O, the same plan gives the same text.
+
+What is rendered, and why:
+
+* One backend `svc_<name>` per routed service: routing.enabled and mode http. tcp-mode services
+  (databases, brokers) and routing.enabled=false ones (the agent, the proxy, the controller) get no
+  backend: their clients reach them directly at the address Consul carries.
+* Servers: one `server <instance id>` per planned instance (with `check`, weight and a stable `id`),
+  plus `spare_slots` disabled `spare-<k>` servers. The controller fills a spare slot (`set server
+  addr/port` + `state ready`) for an instance Consul knows but the plan does not; only when every
+  slot is taken does it fall back to `add server`. Slots are preferred because their address and
+  state survive a reload through `server-state-file` (the controller dumps `show servers state`
+  just before it reloads), whereas `add server` servers vanish on reload until re-added.
+* Server `id`s are derived from the instance id (`server_id`), so the MCP-session stick table,
+  which stores server ids and is handed to the new process through the `peers` section, points at
+  the same instance after a reload.
+* Membership, addresses, weights-at-runtime and admin state are runtime-only (the controller
+  applies them through the runtime API). Everything else is "shape": `config_shape` returns it and
+  its hash; a changed shape needs a reload (`meshspec.runtime.proxy.controller.reload_haproxy`).
+
+Health: `option httpchk` on the service's HTTP probe path; MCP, TCP and command probes get a TCP
+connect check (a handshake per check would leak MCP sessions; Consul runs the deep probe).
+Circuit breaker: `observe layer7 error-limit N on-error mark-down` opens it after N consecutive
+5xx/failed responses (or one failed check: `fall 1`); `fastinter`/`downinter <cooldown> rise 1`
+re-probe it: the first check comes at most `cooldown` after it opened (HAProxy moves the next check
+earlier, never later), then every `cooldown` while it stays open; one good check (rise 1) closes it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from meshspec.common.digest import digest, digest_text
+from meshspec.common.haproxy_shape import server_id, shape_line
+from meshspec.plan import Instance, Plan
+from meshspec.spec.models import Routing, Service
+from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
+
+PEERS = "mesh"
+CLIENT_TABLE = "rate_client"
+SERVICE_TABLE = "rate_service"
+STATE_FILE = "server-state"
+PIDFILE = "haproxy.pid"
+HEALTH_INTER_MS = 2_000
+FASTINTER_MS = 250
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Knobs the spec has no field for (yet).
+
+    + client_rate: requests per second one client address may average over `rate_window` s (0: off)
+    + service_rate: requests per second one service may average over `rate_window` s (0: off)
+    + spare_slots: disabled servers per backend the controller fills at runtime
+    + log_target: `stdout`, or a syslog address such as `127.0.0.1:514`
+    """
+
+    client_rate: int = 1_000
+    service_rate: int = 5_000
+    rate_window: int = 10
+    spare_slots: int = 4
+    log_target: str = "stdout"
+    session_ttl: str = "1h"
+    service_rates: dict[str, int] = field(default_factory=dict)  # per-service overrides
+
+
+def backend_name(service: str) -> str:
+    return f"svc_{service}"
+
+
+def spare_name(k: int) -> str:
+    return f"spare-{k}"
+
+
+def routed_services(plan: Plan) -> list[tuple[Service, Routing]]:
+    """The services the proxy carries: routing enabled, mode http (tcp-mode services are reached directly)."""
+    out = []
+    for service in plan.spec.services:
+        routing = effective_routing(plan.spec, service)
+        if routing.enabled and routing.mode == "http" and service.name != plan.spec.proxy.service:
+            out.append((service, routing))
+    return out
+
+
+def proxy_instance(plan: Plan) -> Instance:
+    name = plan.spec.proxy.service
+    if name is None:
+        raise ValueError("the spec declares no proxy service (proxy.service is null)")
+    return plan.instances_of(name)[0]
+
+
+def proxy_paths(plan: Plan) -> dict[str, str]:
+    """Files the proxy keeps in its instance state dir."""
+    state = plan.layout.instance_dir(proxy_instance(plan).id)
+    return {
+        "config": str(state / "haproxy.cfg"),
+        "pidfile": str(state / PIDFILE),
+        "state_file": str(state / STATE_FILE),
+    }
+
+
+# --- policies -------------------------------------------------------------------------------------
+
+def balance_lines(routing: Routing) -> list[str]:
+    lb = routing.lb
+    if lb.policy == "least_conn":
+        return ["balance leastconn"]
+    if lb.policy == "hash":
+        key = lb.hash_on
+        if key is None or key.source:
+            algo = "balance source"
+        elif key.header is not None:
+            algo = f"balance hdr({key.header})"
+        else:
+            algo = f"balance hash req.cook({key.cookie})"
+        return [algo, "hash-type consistent"]
+    return ["balance roundrobin"]  # round_robin, and weighted (the weights are on the servers)
+
+
+def weight_of(routing: Routing, replica: int) -> int:
+    weights = routing.lb.weights
+    if routing.lb.policy == "weighted" and weights and replica < len(weights):
+        return weights[replica]
+    return 1
+
+
+def check_lines(service: Service) -> list[str]:
+    if service.health.http is not None:
+        probe = service.health.http
+        lines = ["option httpchk", f"http-check send meth {probe.method} uri {probe.path}"]
+        return lines + ["http-check expect status 200-399"]
+    return []  # tcp connect check
+
+
+def server_options(routing: Routing) -> str:
+    """Per-server options (also given to `add server`, which does not inherit default-server)."""
+    breaker = routing.circuit_breaker
+    if not breaker.enabled:
+        return f"check inter {HEALTH_INTER_MS}ms fastinter {FASTINTER_MS}ms rise 1 fall 2"
+    # `on-error mark-down` forces fastinter, so fastinter (and downinter) are the cooldown: the breaker
+    # stays open until the first check after it, and one good check (rise 1) closes it.
+    # fall 2: one slow active check alone does not take a server out; the breaker (mark-down) still
+    # opens at once on `errors` failed responses, whatever fall says.
+    opts = [f"check inter {HEALTH_INTER_MS}ms fastinter {breaker.cooldown}ms downinter {breaker.cooldown}ms",
+            "rise 1 fall 2", f"observe layer7 error-limit {breaker.errors} on-error mark-down"]
+    return " ".join(opts)
+
+
+def retry_lines(routing: Routing) -> list[str]:
+    retries = routing.retries
+    if retries.attempts == 0:
+        return ["retries 0", "retry-on none"]
+    on = " ".join(str(r) for r in retries.retry_on) or "conn-failure"
+    return [f"retries {retries.attempts}", f"retry-on {on}", "option redispatch 1"]
+
+
+def affinity_lines(routing: Routing, ttl: str) -> list[str]:
+    if routing.affinity == "mcp_session":
+        return [
+            f"stick-table type string len 64 size 100k expire {ttl} peers {PEERS}",
+            "stick store-response res.hdr(mcp-session-id)",
+            "stick match req.hdr(mcp-session-id)",
+        ]
+    if routing.affinity == "source":
+        return [f"stick-table type ip size 100k expire {ttl} peers {PEERS}", "stick on src"]
+    return []
+
+
+def assign_ids(instance_ids: list[str], taken: set[int]) -> dict[str, int]:
+    """server_id per instance, bumped past collisions (deterministic for a given order)."""
+    ids: dict[str, int] = {}
+    for iid in instance_ids:
+        n = server_id(iid)
+        while n in taken:
+            n += 1
+        taken.add(n)
+        ids[iid] = n
+    return ids
+
+
+def backend_block(plan: Plan, service: Service, routing: Routing, options: ProxyOptions) -> list[str]:
+    opts = server_options(routing)
+    lines = [f"backend {backend_name(service.name)}", "mode http"]
+    lines += balance_lines(routing)
+    # Active checks get the spec's own health timeout: a service whose check does real work
+    # (an embedding, a handshake) must not be cut off sooner by HAProxy than by Consul.
+    check_timeout = effective_health_timing(plan.spec, service).timeout
+    lines += [f"timeout connect {routing.timeouts.connect}ms", f"timeout server {routing.timeouts.request}ms",
+              f"timeout queue {routing.timeouts.connect}ms", f"timeout check {check_timeout}ms"]
+    lines += retry_lines(routing)
+    lines += check_lines(service)
+    lines += affinity_lines(routing, options.session_ttl)
+    lines += ["option forwardfor", "http-request set-header X-Request-ID %[unique-id]"]
+    instances = plan.instances_of(service.name)
+    ids = assign_ids([i.id for i in instances], set(range(1, options.spare_slots + 1)))
+    for inst in instances:
+        lines.append(f"server {inst.id} {inst.address}:{inst.port} id {ids[inst.id]} "
+                     f"weight {weight_of(routing, inst.replica)} {opts}")
+    for k in range(1, options.spare_slots + 1):
+        lines.append(f"server {spare_name(k)} 127.0.0.1:1 id {k} disabled weight 1 {opts}")
+    return lines
+
+
+# --- frontend -------------------------------------------------------------------------------------
+
+def _regex_literal(text: str) -> str:
+    """A path prefix as an HAProxy regex: '.' as a class (HAProxy args make backslashes awkward)."""
+    return re.sub(r"([.~])", r"[\1]", text)
+
+
+def route_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> tuple[list[str], list[str]]:
+    """Decide the route once on the original path (var txn.svc + txn.via), then rewrite, then pick the backend."""
+    domain = plan.spec.mesh.domain
+    by_prefix = sorted(routed, key=lambda sr: -len(path_prefix(*sr)))
+    decide, rewrite, use = [], [], []
+    unset = "!{ var(txn.svc) -m found }"
+    for service, routing in by_prefix:
+        prefix = path_prefix(service, routing).rstrip("/") or "/"
+        n = service.name
+        decide.append(f"http-request set-var(txn.via) str(prefix) if {unset} {{ path {prefix} }} || "
+                      f"{unset} {{ path_beg {prefix}/ }}")
+        decide.append(f"http-request set-var(txn.svc) str({n}) if {{ var(txn.via) -m str prefix }} {unset}")
+        rewrite.append(f"http-request set-path %[path,regsub(^{_regex_literal(prefix)}/?,/)] "
+                       f"if {{ var(txn.svc) -m str {n} }} {{ var(txn.via) -m str prefix }}")
+    for service, _ in routed:
+        n = service.name
+        decide.append(f"http-request set-var(txn.via) str(mcp) if {unset} {{ path /mcp/{n} }}")
+        decide.append(f"http-request set-var(txn.svc) str({n}) if {{ var(txn.via) -m str mcp }} {unset}")
+        mcp_path = service.health.mcp.path if service.health.mcp else "/mcp"
+        rewrite.append(f"http-request set-path {mcp_path} if {{ var(txn.svc) -m str {n} }} {{ var(txn.via) -m str mcp }}")
+    for service, _ in routed:
+        n = service.name
+        decide.append(f"http-request set-var(txn.via) str(host) if {unset} "
+                      f"{{ req.hdr(host),field(1,:),lower -m str {n}.{domain} }}")
+        decide.append(f"http-request set-var(txn.svc) str({n}) if {{ var(txn.via) -m str host }} {unset}")
+        use.append(f"use_backend {backend_name(n)} if {{ var(txn.svc) -m str {n} }}")
+    return decide + rewrite, use
+
+
+LOG_FORMAT = (
+    '{"ts":"%tr","request_id":"%ID","traceparent":"%[capture.req.hdr(0)]","client":"%ci:%cp",'
+    '"method":"%HM","uri":"%[capture.req.uri,json(utf8s)]","service":"%[var(txn.svc)]",'
+    '"backend":"%b","server":"%s","status":%ST,"bytes":%B,"retries":"%rc","termination":"%ts",'
+    '"t_connect_ms":%Tc,"t_response_ms":%Tr,"t_total_ms":%Ta}'
+)
+
+
+def rate_lines(routed: list[tuple[Service, Routing]], options: ProxyOptions) -> list[str]:
+    window = options.rate_window
+    lines = []
+    if options.client_rate:
+        limit = options.client_rate * window
+        lines += [f"http-request track-sc0 src table {CLIENT_TABLE}",
+                  f"http-request return status 429 content-type text/plain string \"rate limited (client)\" "
+                  f"hdr Retry-After {window} if {{ sc_http_req_rate(0) gt {limit} }}"]
+    rated = [(s, options.service_rates.get(s.name, options.service_rate)) for s, _ in routed]
+    if any(rate for _, rate in rated):
+        lines.append(f"http-request track-sc1 var(txn.svc) table {SERVICE_TABLE} if {{ var(txn.svc) -m found }}")
+        for service, rate in rated:
+            if rate:
+                lines.append(f"http-request return status 429 content-type text/plain string \"rate limited "
+                             f"(service)\" hdr Retry-After {window} if {{ var(txn.svc) -m str {service.name} }} "
+                             f"{{ sc_http_req_rate(1) gt {rate * window} }}")
+    return lines
+
+
+# --- the whole file -------------------------------------------------------------------------------
+
+def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
+    """What needs a reload to change (listeners, backends and their policies) and what the controller
+    may change at runtime (`runtime_only`). `hash` covers the shape only, never membership."""
+    proxy = proxy_instance(plan)
+    backends = {}
+    for service, routing in routed_services(plan):
+        instances = plan.instances_of(service.name)
+        backends[backend_name(service.name)] = {
+            "service": service.name,
+            "routing": routing.model_dump(mode="json"),
+            "check": check_lines(service),
+            "server_options": server_options(routing),
+            "spares": [spare_name(k) for k in range(1, options.spare_slots + 1)],
+            "planned": [i.id for i in instances],
+            # weights are policy (shape), applied to every server including runtime-added ones
+            "replica_weights": [weight_of(routing, r) for r in range(max(service.replicas, 16))]
+            if routing.lb.policy == "weighted" else [],
+        }
+    shape = {
+        "version": 1,
+        "listen": {"main": f"{proxy.address}:{proxy.port}",
+                   "stats": f"{proxy.address}:{proxy.ports.get(plan.spec.proxy.stats_port_name)}",
+                   "runtime": f"{proxy.address}:{proxy.ports.get('runtime')}"},
+        "domain": plan.spec.mesh.domain,
+        "options": {"client_rate": options.client_rate, "service_rate": options.service_rate,
+                    "rate_window": options.rate_window, "spare_slots": options.spare_slots,
+                    "service_rates": dict(sorted(options.service_rates.items())),
+                    "log_target": options.log_target, "session_ttl": options.session_ttl},
+        "backends": backends,
+        "paths": proxy_paths(plan),
+        "needs_reload": ["listeners", "backends", "policies (balance, weights, timeouts, retries, checks, "
+                         "breaker, affinity)", "rate limits", "logging"],
+        "runtime_only": ["server membership (spare slots, add/del server)", "server addresses and ports",
+                         "admin state (ready/drain/maint)", "health forced up on a Consul pass"],
+    }
+    shape["hash"] = digest(shape)
+    return shape
+
+
+def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
+    """The whole haproxy.cfg of the plan's proxy instance."""
+    proxy = proxy_instance(plan)
+    stats_port = proxy.ports.get(plan.spec.proxy.stats_port_name)
+    runtime_port = proxy.ports.get("runtime")
+    if stats_port is None or runtime_port is None:
+        raise ValueError(f"{proxy.service} needs ports.{plan.spec.proxy.stats_port_name} and ports.runtime")
+    paths = proxy_paths(plan)
+    routed = routed_services(plan)
+    shape = config_shape(plan, options)
+    routing_rules, use_rules = route_lines(plan, routed)
+    log = "log stdout format raw local0 info" if options.log_target == "stdout" else \
+        f"log {options.log_target} local0 info"
+    # The peers listener only serves the reload hand-over (old -> new process) on this host: an
+    # abstract unix socket named after the state dir (no port, no path-length limit), unless the
+    # spec gives the proxy a `peers` port.
+    peer_bind = (f"bind {proxy.address}:{proxy.ports['peers']}" if "peers" in proxy.ports
+                 else f"bind abns@meshspec-peers-{digest_text(paths['config'], 12)}")
+
+    sections: list[tuple[str, list[str]]] = [
+        ("global", [
+            "master-worker",
+            f"pidfile {paths['pidfile']}",
+            f"stats socket ipv4@{proxy.address}:{runtime_port} level admin expose-fd listeners",
+            "stats timeout 2m",
+            f"server-state-file {paths['state_file']}",
+            f"localpeer {proxy.id}",
+            log,
+            "hard-stop-after 60s",
+        ]),
+        ("defaults", [
+            "mode http",
+            "log global",
+            "option dontlognull",
+            "load-server-state-from-file global",
+            "timeout connect 2s",
+            "timeout client 60s",
+            "timeout server 60s",
+            "timeout http-request 10s",
+            "timeout http-keep-alive 10s",
+            "timeout tunnel 1h",
+            "default-server init-addr last,libc,none",
+        ]),
+        (f"peers {PEERS}", [peer_bind, f"server {proxy.id}"]),
+        (f"backend {CLIENT_TABLE}", [
+            f"stick-table type ipv6 size 100k expire {options.rate_window * 3}s "
+            f"store http_req_rate({options.rate_window}s) peers {PEERS}"]),
+        (f"backend {SERVICE_TABLE}", [
+            f"stick-table type string len 64 size 1k expire {options.rate_window * 3}s "
+            f"store http_req_rate({options.rate_window}s) peers {PEERS}"]),
+        ("frontend mesh", [
+            f"bind {proxy.address}:{proxy.port}",
+            "monitor-uri /healthz",
+            # W3C trace context: the request id doubles as the trace id when the client sent none.
+            "unique-id-format %[uuid(4),regsub(-,,g)]",
+            "http-request set-header traceparent 00-%[unique-id]-%[uuid(4),regsub(-,,g),bytes(16,16)]-01 "
+            "unless { req.hdr(traceparent) -m found }",
+            "http-request capture req.hdr(traceparent) len 64",
+            "http-response set-header X-Request-ID %[unique-id]",
+            f"log-format '{LOG_FORMAT}'",
+            *routing_rules,
+            *rate_lines(routed, options),
+            "http-request return status 404 content-type text/plain string \"no such service\" "
+            "unless { var(txn.svc) -m found }",
+            *use_rules,
+        ]),
+        ("frontend stats", [
+            f"bind {proxy.address}:{stats_port}",
+            "http-request use-service prometheus-exporter if { path /metrics }",
+            "monitor-uri /healthz",
+            "stats enable",
+            "stats uri /stats",
+            "stats refresh 5s",
+            "stats show-legends",
+            "no log",
+        ]),
+    ]
+    sections += [(block[0], block[1:]) for block in
+                 (backend_block(plan, s, r, options) for s, r in routed)]
+    out = [f"# haproxy.cfg of {proxy.id}, rendered by meshspec from the plan: do not edit.",
+           "# Backends and policies change by reload; membership changes at runtime (mesh-controller).",
+           shape_line(shape), ""]
+    for head, body in sections:
+        out.append(head)
+        out += [f"    {line}" for line in body]
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,107 @@
+"""Plan -> supervisord configuration: the daemon's own file and one program per instance. Pure."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from functools import partial
+from pathlib import PurePosixPath
+
+from meshspec import __version__
+from meshspec.plan import Instance, Plan
+from meshspec.plan.layout import Layout
+from meshspec.render.files import restart_digest
+
+MARK = "; managed by meshspec"
+
+
+def _escape(text: str) -> str:
+    # supervisord expands %(name)s in its values.
+    return text.replace("%", "%%")
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    path: str
+    text: str
+
+
+def revision(plan: Plan, inst: Instance) -> str:
+    digest = restart_digest(plan, inst)
+    return f"{__version__}+{digest}" if digest else __version__
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How an instance's process starts, whatever runs it (supervisord or a container)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: str
+
+
+def launch(plan: Plan, inst: Instance) -> Launch:
+    process = plan.service(inst.service).process
+    render = partial(plan.render, inst)
+    workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
+    return Launch([render(a) for a in process.command], {k: render(v) for k, v in sorted(process.env.items())}, workdir)
+
+
+def program(plan: Plan, inst: Instance) -> Program:
+    """One [program:<id>] section. Env goes through /usr/bin/env on the command line:
+    supervisord's `environment=` cannot quote every value, its shlex-split command can."""
+    process = plan.service(inst.service).process
+    run = launch(plan, inst)
+    env = [f"{k}={v}" for k, v in run.env.items()]
+    argv = (["/usr/bin/env", *env] if env else []) + run.argv
+    if process.reap:
+        argv = [str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-reaper")), "--", *argv]
+    workdir = run.workdir
+    lines = [
+        f"{MARK}: {inst.id}",
+        f"[program:{inst.id}]",
+        f"command={_escape(shlex.join(argv))}",
+        f"directory={_escape(workdir)}",
+        # supervisord restarts a program on `update` only when its parsed settings change (not its
+        # comments): the revision (meshspec's version and the digest of the files the program
+        # reads) is one of them, so a new release or a changed config restarts the program.
+        f'environment=MESHSPEC_REVISION="{revision(plan, inst)}"',
+        *([f"user={process.user}"] if process.user else []),
+        "autostart=true",
+        "autorestart=true",
+        "startsecs=1",
+        "startretries=5",
+        f"stopsignal={process.stop_signal}",
+        f"stopwaitsecs={max(1, process.stop_timeout // 1000)}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_escape(str(plan.layout.logs_dir / f'{inst.id}.log'))}",
+        "stdout_logfile_maxbytes=10MB",
+        "stdout_logfile_backups=2",
+    ]
+    return Program(inst.id, str(plan.layout.program_file(inst.id)), "\n".join(lines) + "\n")
+
+
+def supervisord_conf(layout: Layout) -> str:
+    """The daemon of one mesh: its own socket, pid file and program directory."""
+    d = layout.supervisor_dir
+    return "\n".join([
+        f"{MARK}",
+        "[unix_http_server]",
+        f"file={layout.supervisor_socket}",
+        "chmod=0700",
+        "[supervisord]",
+        f"logfile={d / 'supervisord.log'}",
+        f"pidfile={d / 'supervisord.pid'}",
+        f"childlogdir={layout.logs_dir}",
+        "logfile_maxbytes=10MB",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "[supervisorctl]",
+        f"serverurl=unix://{layout.supervisor_socket}",
+        "[include]",
+        f"files = {layout.programs_dir}/*.conf",
+        "",
+    ])

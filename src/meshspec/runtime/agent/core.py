@@ -1,0 +1,153 @@
+"""The agent: durable store + check runners + blocking-query hub, and the operations the API calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshspec.runtime.agent.acl import Acl
+from meshspec.runtime.agent.blocking import Hub
+from meshspec.runtime.agent.checks import Runners
+from meshspec.runtime.agent.errors import ConsulError, not_found
+from meshspec.runtime.agent.store import Store
+
+log = logging.getLogger("meshspec.agent")
+
+MIN_DEREGISTER_AFTER = 60.0  # Consul's floor for DeregisterCriticalServiceAfter
+REAP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    node_name: str
+    datacenter: str = "dc1"
+    bind: str = "127.0.0.1"
+    port: int = 8500
+    token: str | None = None
+    enable_script_checks: bool = False
+
+    @property
+    def advertise(self) -> str:
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+
+
+def services_to_reap(checks: dict[str, dict[str, Any]], critical_since: dict[str, float], now: float) -> set[str]:
+    """Services one of whose checks has been critical longer than its DeregisterCriticalServiceAfter."""
+    doomed = set()
+    for check_id, since in critical_since.items():
+        check = checks.get(check_id)
+        if not check or not check["ServiceID"] or check["DeregisterCriticalServiceAfter"] <= 0:
+            continue
+        if now - since > max(check["DeregisterCriticalServiceAfter"], MIN_DEREGISTER_AFTER):
+            doomed.add(check["ServiceID"])
+    return doomed
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.data_dir)
+        self.hub = Hub()
+        self.store.listeners.append(self.hub.notify)
+        self.acl = Acl(config.token)
+        self.runners = Runners(self.report)
+        self.critical_since: dict[str, float] = {}
+        self.started = time.time()
+        self._reaper: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.runners.open()
+        now = time.monotonic()
+        for check in self.store.checks.values():
+            if check["Status"] == "critical":
+                self.critical_since[check["CheckID"]] = now
+            self.runners.start(check)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        await self.runners.close()
+        self.store.close()
+
+    # ---- services ------------------------------------------------------------------------------
+    def register_service(self, service: dict[str, Any], checks: list[dict[str, Any]], replace: bool) -> None:
+        new_ids = {c["CheckID"] for c in checks}
+        previous = [cid for cid, c in self.store.checks.items() if c["ServiceID"] == service["ID"]]
+        drop = [cid for cid in previous if cid not in new_ids] if replace else []
+        self.store.put_service(service, checks, drop)
+        for cid in drop:
+            self._forget_check(cid)
+        for check in checks:
+            self._track(self.store.checks[check["CheckID"]])
+            self.runners.start(self.store.checks[check["CheckID"]])
+
+    def service(self, service_id: str) -> dict[str, Any]:
+        service = self.store.services.get(service_id)
+        if service is None:
+            raise not_found(
+                f"Unknown service ID {service_id!r}. Ensure that the service ID is passed, not the service name."
+            )
+        return service
+
+    def deregister_service(self, service_id: str) -> None:
+        self.service(service_id)
+        for cid in self.store.delete_service(service_id):
+            self._forget_check(cid)
+
+    # ---- checks --------------------------------------------------------------------------------
+    def check(self, check_id: str) -> dict[str, Any]:
+        check = self.store.checks.get(check_id)
+        if check is None:
+            raise not_found(f"Unknown check ID {check_id!r}. Ensure that the check ID is passed, not the check name.")
+        return check
+
+    def register_check(self, check: dict[str, Any]) -> None:
+        if check["ServiceID"] and check["ServiceID"] not in self.store.services:
+            raise ConsulError(400, f"ServiceID {check['ServiceID']!r} does not exist")
+        self.store.put_check(check)
+        stored = self.store.checks[check["CheckID"]]
+        self._track(stored)
+        self.runners.start(stored)
+
+    def deregister_check(self, check_id: str) -> None:
+        self.check(check_id)
+        self.store.delete_check(check_id)
+        self._forget_check(check_id)
+
+    def update_ttl(self, check_id: str, status: str, output: str) -> None:
+        check = self.check(check_id)
+        if check["Type"] != "ttl":
+            raise ConsulError(400, f"CheckID {check_id!r} does not have associated TTL")
+        self.runners.reset_ttl(check)
+        self.report(check_id, status, output)
+
+    def report(self, check_id: str, status: str, output: str) -> None:
+        """A check result from a runner or a TTL update."""
+        if check_id not in self.store.checks:
+            return
+        self.store.set_check_status(check_id, status, output)
+        self._track(self.store.checks[check_id])
+
+    def _track(self, check: dict[str, Any]) -> None:
+        if check["Status"] == "critical":
+            self.critical_since.setdefault(check["CheckID"], time.monotonic())
+        else:
+            self.critical_since.pop(check["CheckID"], None)
+
+    def _forget_check(self, check_id: str) -> None:
+        self.runners.stop(check_id)
+        self.critical_since.pop(check_id, None)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            for service_id in services_to_reap(self.store.checks, self.critical_since, time.monotonic()):
+                if service_id in self.store.services:
+                    log.info("deregistering service %s: critical past DeregisterCriticalServiceAfter", service_id)
+                    self.deregister_service(service_id)

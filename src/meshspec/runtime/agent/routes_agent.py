@@ -1,0 +1,187 @@
+"""/v1/agent/*: the local agent's services, checks, self and members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from meshspec.runtime.agent import VERSION, render
+from meshspec.runtime.agent.blocking import on_topics
+from meshspec.runtime.agent.checks import truncate
+from meshspec.runtime.agent.definitions import STATUSES, normalize, parse_check_registration, parse_service, safe_parse
+from meshspec.runtime.agent.errors import ConsulError
+from meshspec.runtime.agent.filter import compile_filter
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
+from meshspec.runtime.agent.store import service_topic
+
+routes = web.RouteTableDef()
+CHECK_BUF_SIZE = 4096
+
+
+def _ok() -> web.Response:
+    return web.Response(status=200, text="", content_type="text/plain")
+
+
+def _filtered_map(request: web.Request, items: dict[str, Any], resource: str) -> tuple[dict[str, Any], bool]:
+    predicate = compile_filter(request.query.get("filter"))
+    if predicate:
+        items = {k: v for k, v in items.items() if predicate(v)}
+    if items and not request["identity"].can(resource, "read"):
+        return {}, True
+    return items, False
+
+
+@routes.get("/v1/agent/self")
+async def self_info(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    request["identity"].require("agent", "read", agent.config.node_name)
+    config = {
+        "Datacenter": agent.config.datacenter,
+        "PrimaryDatacenter": agent.config.datacenter,
+        "NodeName": agent.config.node_name,
+        "NodeID": agent.store.node_id,
+        "Revision": "meshspec",
+        "Server": True,
+        "Version": VERSION,
+        "BuildDate": "2026-01-01T00:00:00Z",
+    }
+    return json_reply({
+        "Config": config,
+        "DebugConfig": {**config, "ACLsEnabled": agent.acl.enabled, "EnableScriptChecks": agent.config.enable_script_checks},
+        "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+        "Member": render.member(agent),
+        "Stats": {"agent": {"checks": str(len(agent.store.checks)), "services": str(len(agent.store.services))}},
+        "Meta": {"consul-network-segment": ""},
+        "xDS": {"SupportedProxies": {}, "Port": -1, "Ports": {"Plaintext": -1, "TLS": -1}},
+    })
+
+
+@routes.get("/v1/agent/members")
+async def members(request: web.Request) -> web.Response:
+    if not request["identity"].can("node", "read"):
+        return json_reply([], filtered=True)
+    return json_reply([render.member(agent_of(request))])
+
+
+@routes.get("/v1/agent/services")
+async def services(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+
+    def compute():
+        items = {sid: render.agent_service(agent, s) for sid, s in sorted(agent.store.services.items())}
+        items, filtered = _filtered_map(request, items, "service")
+        return agent.store.topic_index("services"), items, filtered
+
+    return await blocking_reply(request, on_topics("services"), compute)
+
+
+@routes.get("/v1/agent/service/{service_id:(?!register$)[^/]+}")  # GET .../register must be a 405
+async def service(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    service_id = request.match_info["service_id"]
+    current = agent.store.services.get(service_id)
+    if current is None:
+        raise ConsulError(404, f"unknown service ID: {service_id}")
+    request["identity"].require("service", "read", current["Service"])
+
+    def compute():
+        found = agent.store.services.get(service_id)
+        data = render.agent_service(agent, found) if found else None
+        return found["ModifyIndex"] if found else agent.store.index, data, False
+
+    return await blocking_reply(request, on_topics(service_topic(current["Service"])), compute)
+
+
+@routes.get("/v1/agent/checks")
+async def checks(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+
+    def compute():
+        items = {c["CheckID"]: render.health_check(agent, c) for c in render.sorted_checks(agent)}
+        items, filtered = _filtered_map(request, items, "service")
+        return agent.store.topic_index("checks"), items, filtered
+
+    return await blocking_reply(request, on_topics("checks"), compute)
+
+
+@routes.put("/v1/agent/service/register")
+async def register_service(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    body = read_json(await request.read())
+    service, checks = safe_parse(parse_service, body, agent.config.enable_script_checks)
+    request["identity"].require("service", "write", service["Service"])
+    replace = request.query.get("replace-existing-checks", "").lower() in ("1", "true")
+    agent.register_service(service, checks, replace)
+    return _ok()
+
+
+@routes.put("/v1/agent/service/deregister/{service_id}")
+async def deregister_service(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    service = agent.service(request.match_info["service_id"])
+    request["identity"].require("service", "write", service["Service"])
+    agent.deregister_service(service["ID"])
+    return _ok()
+
+
+def _require_check_write(request: web.Request, check: dict[str, Any]) -> None:
+    agent = agent_of(request)
+    service = agent.store.services.get(check["ServiceID"])
+    if service:
+        request["identity"].require("service", "write", service["Service"])
+    else:
+        request["identity"].require("node", "write", agent.config.node_name)
+
+
+@routes.put("/v1/agent/check/register")
+async def register_check(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    body = read_json(await request.read())
+    check = safe_parse(parse_check_registration, body, agent.config.enable_script_checks)
+    _require_check_write(request, check)
+    agent.register_check(check)
+    return _ok()
+
+
+@routes.put("/v1/agent/check/deregister/{check_id}")
+async def deregister_check(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    check = agent.check(request.match_info["check_id"])
+    _require_check_write(request, check)
+    agent.deregister_check(check["CheckID"])
+    return _ok()
+
+
+async def _ttl_update(request: web.Request, status: str, output: str) -> web.Response:
+    agent = agent_of(request)
+    check = agent.check(request.match_info["check_id"])
+    _require_check_write(request, check)
+    agent.update_ttl(check["CheckID"], status, output)
+    return _ok()
+
+
+@routes.put("/v1/agent/check/pass/{check_id}")
+async def check_pass(request: web.Request) -> web.Response:
+    return await _ttl_update(request, "passing", request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/warn/{check_id}")
+async def check_warn(request: web.Request) -> web.Response:
+    return await _ttl_update(request, "warning", request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/fail/{check_id}")
+async def check_fail(request: web.Request) -> web.Response:
+    return await _ttl_update(request, "critical", request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/update/{check_id}")
+async def check_update(request: web.Request) -> web.Response:
+    fields = normalize(read_json(await request.read()), {"status": "Status", "output": "Output"}, "checkUpdate")
+    status, output = fields.get("Status", ""), fields.get("Output", "")
+    if status not in STATUSES:
+        raise ConsulError(400, f"Invalid check status: '{status}'")
+    if not isinstance(output, str):
+        raise ConsulError(400, "Request decode failed: json: cannot unmarshal into Go struct field checkUpdate.Output of type string")
+    return await _ttl_update(request, status, truncate(output, CHECK_BUF_SIZE))

@@ -1,0 +1,172 @@
+"""/v1/catalog/*, /v1/health/* and /v1/status/*: the node's view as a one-node cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from meshspec.runtime.agent import render
+from meshspec.runtime.agent.blocking import on_topics
+from meshspec.runtime.agent.errors import ConsulError
+from meshspec.runtime.agent.filter import compile_filter
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply
+from meshspec.runtime.agent.store import service_topic
+
+routes = web.RouteTableDef()
+HEALTH_STATES = ("any", "passing", "warning", "critical")
+
+
+def _instances(request: web.Request, name: str) -> list[dict[str, Any]]:
+    """Instances of service `name` carrying every `tag=` given (case-insensitive, like Consul)."""
+    wanted = {t.lower() for t in request.query.getall("tag", [])}
+    services = agent_of(request).store.services
+    return [
+        s for _, s in sorted(services.items())
+        if s["Service"] == name and wanted <= {t.lower() for t in s["Tags"]}
+    ]
+
+
+def _readable(request: web.Request, items: list[Any], resource: str) -> tuple[list[Any], bool]:
+    """Apply ?filter=, then drop everything the token may not read (Consul filters lists, no 403)."""
+    predicate = compile_filter(request.query.get("filter"))
+    if predicate:
+        items = [i for i in items if predicate(i)]
+    if items and not request["identity"].can(resource, "read"):
+        return [], True
+    return items, False
+
+
+def _service_compute(request: web.Request, build: Callable[[], list[Any]]):
+    name = request.match_info["name"]
+    agent = agent_of(request)
+    topics = (service_topic(name), "nodechecks")
+
+    def compute():
+        items, filtered = _readable(request, build(), "service")
+        return agent.store.topic_index(*topics), items, filtered
+
+    return on_topics(*topics), compute
+
+
+@routes.get("/v1/catalog/datacenters")
+async def datacenters(request: web.Request) -> web.Response:
+    return json_reply([agent_of(request).config.datacenter])
+
+
+@routes.get("/v1/catalog/services")
+async def catalog_services(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+
+    def compute():
+        tags: dict[str, list[str]] = {}
+        for service in agent.store.services.values():
+            known = tags.setdefault(service["Service"], [])
+            known.extend(t for t in service["Tags"] if t not in known)
+        filtered = bool(tags) and not request["identity"].can("service", "read")
+        return agent.store.topic_index("services"), ({} if filtered else dict(sorted(tags.items()))), filtered
+
+    return await blocking_reply(request, on_topics("services"), compute)
+
+
+@routes.get("/v1/catalog/service/{name}")
+async def catalog_service(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    interest, compute = _service_compute(
+        request, lambda: [render.catalog_service(agent, s) for s in _instances(request, request.match_info["name"])]
+    )
+    return await blocking_reply(request, interest, compute)
+
+
+@routes.get("/v1/catalog/nodes")
+async def catalog_nodes(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+
+    def compute():
+        items, filtered = _readable(request, [render.node(agent)], "node")
+        return agent.store.topic_index("nodes"), items, filtered
+
+    return await blocking_reply(request, on_topics("nodes"), compute)
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def catalog_node(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    node_name = request.match_info["node"]
+
+    def compute():
+        index = agent.store.topic_index("nodes", "services")
+        if node_name != agent.config.node_name:
+            return index, None, False
+        if not request["identity"].can("node", "read"):
+            return index, None, True
+        services = {sid: render.node_service(s) for sid, s in sorted(agent.store.services.items())}
+        return index, {"Node": render.node(agent), "Services": services}, False
+
+    return await blocking_reply(request, on_topics("nodes", "services"), compute)
+
+
+@routes.get("/v1/health/service/{name}")
+async def health_service(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    passing_only = "passing" in request.query and request.query["passing"].lower() not in ("0", "false")
+
+    def build():
+        entries = [render.service_entry(agent, s) for s in _instances(request, request.match_info["name"])]
+        if passing_only:
+            entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
+        return entries
+
+    interest, compute = _service_compute(request, build)
+    return await blocking_reply(request, interest, compute)
+
+
+@routes.get("/v1/health/checks/{name}")
+async def health_checks(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+
+    def build():
+        ids = {s["ID"] for s in _instances(request, request.match_info["name"])}
+        return [render.health_check(agent, c) for c in render.sorted_checks(agent) if c["ServiceID"] in ids]
+
+    interest, compute = _service_compute(request, build)
+    return await blocking_reply(request, interest, compute)
+
+
+@routes.get("/v1/health/state/{state}")
+async def health_state(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    state = request.match_info["state"]
+    if state not in HEALTH_STATES:
+        raise ConsulError(400, "Bad state")
+
+    def compute():
+        items = [c for c in render.all_checks(agent) if state == "any" or c["Status"] == state]
+        items, filtered = _readable(request, items, "node")
+        return agent.store.topic_index("checks"), items, filtered
+
+    return await blocking_reply(request, on_topics("checks"), compute)
+
+
+@routes.get("/v1/health/node/{node}")
+async def health_node(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    node_name = request.match_info["node"]
+
+    def compute():
+        items = render.all_checks(agent) if node_name == agent.config.node_name else []
+        items, filtered = _readable(request, items, "node")
+        return agent.store.topic_index("checks"), items, filtered
+
+    return await blocking_reply(request, on_topics("checks"), compute)
+
+
+@routes.get("/v1/status/leader")
+async def status_leader(request: web.Request) -> web.Response:
+    return json_reply(f"{agent_of(request).config.advertise}:8300")
+
+
+@routes.get("/v1/status/peers")
+async def status_peers(request: web.Request) -> web.Response:
+    return json_reply([f"{agent_of(request).config.advertise}:8300"])

@@ -1,0 +1,29 @@
+"""`meshspec probe ...`: protocol-level health probes from the command line.
+
+Registered by the main CLI as ``app.add_typer(probe_app, name="probe")``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from meshspec.runtime.probes.check import report
+from meshspec.runtime.probes.mcp import probe_mcp
+
+probe_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Probe a service at the protocol level.")
+
+
+@probe_app.callback()
+def probe_group() -> None:
+    """Probe a service at the protocol level (a real handshake, not a bare HTTP 200)."""
+
+
+@probe_app.command("mcp")
+def probe_command(
+    url: str = typer.Argument(..., help="Endpoint, e.g. http://HOST:PORT/mcp (a bare HOST:PORT gets /mcp)."),
+    timeout: float = typer.Option(5.0, "--timeout", min=0.01, help="Seconds for the whole probe."),
+    min_tools: int = typer.Option(1, "--min-tools", min=0, help="Fail when the server lists fewer tools."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as one JSON object."),
+) -> None:
+    """MCP handshake + tools/list, then end the session. Exit 0 when healthy, 2 with the reason otherwise."""
+    raise typer.Exit(report(probe_mcp(url, timeout=timeout, min_tools=min_tools), as_json))

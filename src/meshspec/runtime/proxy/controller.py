@@ -1,0 +1,270 @@
+"""mesh-controller: Consul's health API -> HAProxy's runtime API, without reloads.
+
+consul-template's loop, each step its own module:
+  watch      (watch.py) one blocking query per routed service (`/v1/health/service/<name>?index=&wait=`);
+  reconcile  (reconcile.py) PURE: what to change so HAProxy's servers match what Consul says;
+  apply      (apply.py) the changes through the runtime API (`set server addr/port/state/health`,
+             `add server`, `del server`), and a hitless reload when haproxy.cfg's shape changed.
+
+This module is the loop: it starts a watch per service the config's shape routes, wakes on any
+change (or every `resync` seconds), re-reads haproxy.cfg (a changed shape reloads HAProxy; a
+membership-only change in the file never does), reconciles and applies. It serves GET /health
+and GET /metrics. While Consul is unreachable the last-known-good endpoints are kept and nothing
+is taken out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import aiohttp
+import typer
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from meshspec.common.consul_token import read_token
+from meshspec.common.durations import parse_duration
+from meshspec.common.haproxy_shape import read_shape
+from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
+from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
+from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
+from meshspec.runtime.proxy.watch import watch
+
+log = logging.getLogger("meshspec.controller")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.sync_lag = Histogram("meshspec_controller_sync_lag_seconds",
+                                  "From a Consul change seen to it applied in HAProxy", registry=registry,
+                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.last_index = Gauge("meshspec_controller_last_applied_index", "Consul index last applied",
+                                ["service"], registry=registry)
+        self.errors = Counter("meshspec_controller_errors_total", "Errors by where they happened",
+                              ["where"], registry=registry)
+        self.changes = Counter("meshspec_controller_applied_changes_total", "Changes applied to HAProxy",
+                               ["kind"], registry=registry)
+        self.reloads = Counter("meshspec_controller_reloads_total", "HAProxy reloads triggered", registry=registry)
+        self.consul_up = Gauge("meshspec_controller_consul_up", "1 while Consul answers", registry=registry)
+        self.haproxy_up = Gauge("meshspec_controller_haproxy_up", "1 while the runtime API answers",
+                                registry=registry)
+        self.last_sync = Gauge("meshspec_controller_last_sync_timestamp_seconds", "Last successful sync",
+                               registry=registry)
+
+
+class Controller:
+    def __init__(self, consul: str, runtime: RuntimeApi, config: Path, *, token: str | None = None,
+                 pidfile: Path | None = None, state_file: Path | None = None, mesh: str | None = None,
+                 drain_grace: float = 30.0, wait: str = "30s", resync: float = 1.0,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.consul = consul if consul.startswith("http") else f"http://{consul}"
+        self.api, self.config, self.token, self.mesh = runtime, config, token, mesh
+        self.shape = read_shape(config.read_text()) or {"backends": {}, "hash": None}
+        paths = self.shape.get("paths", {})
+        self.pidfile = pidfile or (Path(paths["pidfile"]) if "pidfile" in paths else None)
+        self.state_file = state_file or (Path(paths["state_file"]) if "state_file" in paths else None)
+        self.loaded_file = (self.state_file.parent / "loaded-shape") if self.state_file else None
+        self.drain_grace, self.wait, self.resync = drain_grace, wait, resync
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.endpoints: dict[str, list[Endpoint]] = {}
+        self.indexes: dict[str, int] = {}
+        self.changed_at: dict[str, float] = {}
+        self.gone_since: dict[tuple[str, str], float] = {}
+        self.loaded_hash = self._initial_loaded_hash()
+        self.wake = asyncio.Event()
+        self.watchers: dict[str, asyncio.Task] = {}
+        self.consul_ok = False
+        self.haproxy_ok = False
+        self.last_error = ""
+        self.synced = asyncio.Event()
+
+    def _initial_loaded_hash(self) -> str | None:
+        if self.loaded_file and self.loaded_file.exists():
+            return self.loaded_file.read_text().strip()
+        if self.pidfile and self.pidfile.exists() and self.config.stat().st_mtime > self.pidfile.stat().st_mtime:
+            return None  # written after HAProxy started: reload on the first tick
+        return self.shape.get("hash")
+
+    @property
+    def services(self) -> set[str]:
+        return {b["service"] for b in self.shape["backends"].values()}
+
+    # --- watch ---------------------------------------------------------------------------------
+
+    def seen(self, service: str, index: int, endpoints: list[Endpoint]) -> None:
+        self.consul_ok = True
+        self.metrics.consul_up.set(1)
+        self.indexes[service] = index
+        if endpoints != self.endpoints.get(service):
+            self.endpoints[service] = endpoints
+            self.changed_at.setdefault(service, time.monotonic())
+            self.wake.set()
+
+    def failed(self, service: str, err: Exception) -> None:
+        self.consul_ok = False
+        self.metrics.consul_up.set(0)
+        self.metrics.errors.labels("consul").inc()
+        self.last_error = f"consul {service}: {err}"
+        log.warning("consul watch %s: %s", service, err)
+
+    def _sync_watchers(self, session: aiohttp.ClientSession) -> None:
+        for service in self.services - self.watchers.keys():
+            self.watchers[service] = asyncio.create_task(
+                watch(session, self.consul, service, self.wait, self.mesh, self.seen, self.failed))
+        for service in set(self.watchers) - self.services:
+            self.watchers.pop(service).cancel()
+            self.endpoints.pop(service, None)
+
+    # --- reload when the shape changed ---------------------------------------------------------
+
+    def check_config(self) -> bool:
+        """Re-read haproxy.cfg; reload HAProxy when its shape differs from the loaded one. True if reloaded."""
+        try:
+            shape = read_shape(self.config.read_text())
+        except OSError as err:
+            self.metrics.errors.labels("config").inc()
+            self.last_error = f"config: {err}"
+            return False
+        if shape is None:
+            return False
+        self.shape = shape
+        if shape.get("hash") == self.loaded_hash:
+            return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        if not (self.pidfile and self.state_file):
+            self.last_error = "reload needed but no pidfile/state file is known"
+            self.metrics.errors.labels("reload").inc()
+            return False
+        try:
+            reload_haproxy(self.api, self.pidfile, self.state_file, self.config)
+        except (ReloadError, RuntimeApiError, OSError, ValueError) as err:
+            self.metrics.errors.labels("reload").inc()
+            self.last_error = f"reload: {err}"
+            log.error("reload failed: %s", err)
+            return False
+        self.loaded_hash = self.shape.get("hash")
+        if self.loaded_file:
+            self.loaded_file.write_text(f"{self.loaded_hash}\n")
+        self.metrics.reloads.inc()
+        log.info("HAProxy reloaded for shape %s", self.loaded_hash)
+        return True
+
+    # --- apply ---------------------------------------------------------------------------------
+
+    def sync(self) -> list[Change]:
+        """One reconcile pass (blocking: call it in a thread)."""
+        try:
+            servers = self.api.servers_state()
+            self.haproxy_ok = True
+            self.metrics.haproxy_up.set(1)
+        except RuntimeApiError as err:
+            self.haproxy_ok = False
+            self.metrics.haproxy_up.set(0)
+            self.metrics.errors.labels("haproxy").inc()
+            self.last_error = str(err)
+            return []
+        now = time.monotonic()
+        expired = {key for key, since in self.gone_since.items() if now - since >= self.drain_grace}
+        endpoints = dict(self.endpoints)
+        result = reconcile(self.shape, servers, endpoints, expired)
+        applied, failed = apply_changes(self.api, result.changes)
+        for change in applied:
+            self.metrics.changes.labels(change.kind).inc()
+            log.info("%s %s/%s", change.kind, change.backend, change.server)
+        for change, err in failed:
+            self.metrics.errors.labels("apply").inc()
+            self.last_error = str(err)
+            log.warning("apply %s: %s", change, err)
+        self.gone_since = {key: self.gone_since.get(key, now) for key in result.gone}
+        done = time.monotonic()
+        for service, seen in list(self.changed_at.items()):
+            if service in endpoints:
+                self.metrics.sync_lag.observe(done - seen)
+                self.metrics.last_index.labels(service).set(self.indexes.get(service, 0))
+                del self.changed_at[service]
+        self.metrics.last_sync.set(time.time())
+        return applied
+
+    async def run(self) -> None:
+        headers = {"X-Consul-Token": self.token} if self.token else {}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            try:
+                while True:
+                    self._sync_watchers(session)
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), self.resync)
+                    except asyncio.TimeoutError:
+                        pass
+                    self.wake.clear()
+                    await asyncio.to_thread(self.check_config)
+                    await asyncio.to_thread(self.sync)
+                    self.synced.set()
+            finally:
+                for task in self.watchers.values():
+                    task.cancel()
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {"status": "ok" if self.haproxy_ok else "haproxy unreachable",
+                "haproxy": self.haproxy_ok, "consul": self.consul_ok,
+                "services": len(self.services), "known": len(self.endpoints),
+                "shape": self.loaded_hash, "last_error": self.last_error}
+
+    def app(self) -> web.Application:
+        async def health(_: web.Request) -> web.Response:
+            # Consul down is degraded, not unhealthy: the last-known-good state keeps serving.
+            return web.json_response(self.status(), status=200 if self.haproxy_ok else 503)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.metrics.registry),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+
+async def serve(controller: Controller, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(controller.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    try:
+        await controller.run()
+    finally:
+        await runner.cleanup()
+
+
+def controller_command(
+    consul: Annotated[str, typer.Option("--consul", envvar="CONSUL_HTTP_ADDR", help="Consul address host:port.")],
+    haproxy_runtime: Annotated[str, typer.Option("--haproxy-runtime", help="HAProxy runtime API host:port.")],
+    listen: Annotated[str, typer.Option("--listen", help="host:port for GET /health and GET /metrics.")],
+    haproxy_config: Annotated[Path, typer.Option("--haproxy-config", help="The rendered haproxy.cfg (its shape "
+                                                 "says which services to watch; a changed shape reloads).")],
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the Consul token.")] = None,
+    mesh: Annotated[str | None, typer.Option("--mesh", help="Ignore registrations of another mesh.")] = None,
+    haproxy_pidfile: Annotated[Path | None, typer.Option("--haproxy-pidfile", help="The master's pidfile "
+                                                         "(default: from the config's shape).")] = None,
+    drain_grace: Annotated[float, typer.Option("--drain-grace", help="Seconds a deregistered instance drains.")] = 30.0,
+    wait: Annotated[str, typer.Option("--wait", help="Blocking-query wait.")] = "30s",
+) -> None:
+    """Keep HAProxy's servers in step with Consul's health API, through the runtime API."""
+    try:
+        parse_duration(wait)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--wait") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    token = read_token(token_file)
+    controller = Controller(consul, RuntimeApi(haproxy_runtime), haproxy_config, token=token,
+                            pidfile=haproxy_pidfile, mesh=mesh, drain_grace=drain_grace, wait=wait)
+    asyncio.run(serve(controller, listen))
