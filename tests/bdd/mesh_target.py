@@ -109,7 +109,7 @@ class Target:
     # --- Consul --------------------------------------------------------------------------------
 
     def consul(self):
-        return self.mesh.registry.client(read_token(self.mesh.plan.layout.consul_token_file), 5)
+        return self.mesh.registry.client(read_token(self.mesh.plan.layout.consul_token_file, missing_ok=True), 5)
 
     # --- the proxy -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-from meshspec.plan import make_plan
+from meshspec.plan import Runtime, make_plan
 from meshspec.plan.hosts import Host
+from meshspec.render.probes import COMMAND, HTTP, MCP, TCP, probe
 from meshspec.render.registrations import is_ours, registration
 from meshspec.spec import parse_spec
 
@@ -67,3 +68,15 @@ def test_only_this_meshs_registrations_are_ours():
     assert is_ours(r, "t")
     assert not is_ours(r, "another-mesh")
     assert not is_ours({"Meta": {"mesh": "t"}}, "t")
+
+
+def test_the_consul_check_is_built_from_the_one_probe_definition():
+    """verify's `healthy` runs render.probes.probe too: the check names exactly what the probe targets."""
+    p = plan()
+    for inst in p.instances:
+        found, check = probe(p, inst), registration(p, inst, Runtime.PROCESS)["Check"]
+        target = {HTTP: lambda: check["HTTP"], MCP: lambda: check["Args"][2], TCP: lambda: check["TCP"],
+                  COMMAND: lambda: tuple(check["Args"])}[found.kind]()
+        expected = {HTTP: found.url, MCP: found.url, TCP: f"{found.address}:{found.port}", COMMAND: found.argv}
+        assert target == expected[found.kind], inst.id
+    assert {probe(p, i).kind for i in p.instances} == {HTTP, MCP, TCP, COMMAND}

@@ -19,11 +19,14 @@ def token_in(text: str | list[str] | None) -> str | None:
     return (lines[0].strip() or None) if lines else None
 
 
-def read_token(token_file: str | Path | None, environ=os.environ) -> str | None:
-    """The token in `token_file` (when given and present), else CONSUL_HTTP_TOKEN, else None (a
-    registry without ACLs). A token file that exists but cannot be read raises OSError."""
+def read_token(token_file: str | Path | None, environ=os.environ, missing_ok: bool = False) -> str | None:
+    """The token in `token_file` when one is given, else CONSUL_HTTP_TOKEN, else None (a registry
+    without ACLs). A token file that cannot be read raises OSError; with `missing_ok`, one that does
+    not exist (yet: the deploy makes it) counts as not given."""
     try:
         found = token_in(Path(token_file).read_text()) if token_file else None
     except FileNotFoundError:
+        if not missing_ok:
+            raise
         found = None
     return found or environ.get(TOKEN_ENV) or None

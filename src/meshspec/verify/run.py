@@ -177,7 +177,7 @@ class Sources:
 
 
 def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime: Runtime) -> Sources:
-    token = read_token(mesh.plan.layout.consul_token_file)
+    token = read_token(mesh.plan.layout.consul_token_file, missing_ok=True)
     where = f"Consul at {mesh.registry.addr}"
     socket = str(mesh.plan.layout.supervisor_socket)
     if runtime.in_containers:

@@ -264,7 +264,7 @@ def controller_command(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--wait") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    token = read_token(token_file)
+    token = read_token(token_file, missing_ok=True)
     controller = Controller(consul, RuntimeApi(haproxy_runtime), haproxy_config, token=token,
                             pidfile=haproxy_pidfile, mesh=mesh, drain_grace=drain_grace, wait=wait)
     asyncio.run(serve(controller, listen))
