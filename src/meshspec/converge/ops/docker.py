@@ -1,7 +1,7 @@
 """Docker: the engine, the mesh's images and one container per instance (the docker runtime).
 
 The engine is reached with the Docker SDK from the machine running the deploy, so these
-operations serve @local only (meshspec.converge.host refuses other hosts with this runtime). State is
+operations serve @local only (meshspec.converge.policy refuses other hosts with this runtime). State is
 read through the SDK when the operation is planned, and changed with FunctionCommands that
 re-read it when they run.
 """
