@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REPORTS := reports
 
-.PHONY: deploy test loadtest bench down venv
+.PHONY: deploy test loadtest bench down purge venv
 
 venv: $(STAMP)
 
@@ -22,18 +22,28 @@ deploy: $(STAMP)
 down: $(STAMP)
 	$(BIN)/meshspec deploy deploys/teardown.py
 
+# down, then the host's install cache (MESH_CACHE_DIR, default /var/cache/meshspec), which down keeps:
+# it is shared by every mesh of the host, so their next deploys install again.
+purge: $(STAMP)
+	$(BIN)/meshspec deploy deploys/teardown.py --data mesh_purge=true
+
 # The acceptance mesh: the shipped spec, deployed beside any running mesh (own state dir and ports).
 TEST_MESH := MESH_STATE_DIR=/tmp/meshspec-test MESH_PORT_OFFSET=20000
 
 ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests --mesh=running
 
-# Unit and integration tests; then the 41-service mesh deployed in isolation with the process
-# runtime, the BDD suites and a short Locust SLO run against it; then the same mesh switched to
-# the docker runtime and the same suites again (runtime-tagged scenarios run against their own
-# runtime); then its teardown (whatever the result).
+# Unit and integration tests; then the README's own commands with their defaults (`make deploy`:
+# the user's mesh, default state dir and ports; a clean `meshspec verify`; `make down`); then the
+# 41-service mesh deployed in isolation with the process runtime, the BDD suites and a short
+# Locust SLO run against it; then the same mesh switched to the docker runtime and the same suites
+# again (runtime-tagged scenarios run against their own runtime); then its teardown (whatever the result).
 test: $(STAMP)
 	mkdir -p $(REPORTS)
 	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --ignore=tests/bdd --ignore=tests/loadtests
+	env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC $(MAKE) deploy && \
+	env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC \
+		$(BIN)/meshspec verify --junit $(REPORTS)/verify-default.xml; \
+	status=$$?; env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC $(MAKE) down && exit $$status
 	$(TEST_MESH) $(BIN)/meshspec deploy
 	$(TEST_MESH) $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance.xml && \
 	$(TEST_MESH) MESH_RUNTIME=docker $(BIN)/meshspec deploy && \

@@ -59,7 +59,7 @@ def main() -> None:
     rows, total = [], 0.0
     for service in mesh.plan.spec.services:
         rss = sum(tree_rss_mb(pids[i.id]) for i in mesh.plan.instances_of(service.name) if i.id in pids)
-        install = Path(str(layout.install_dir(service.name)))
+        install = Path(str(mesh.plan.install_dir(service.name)))  # in the host's shared install cache
         seconds = install / SECONDS_FILE
         rows.append((service.name, service.kind, rss, du_mb(install), seconds.read_text().strip() if seconds.exists() else "-"))
         total += rss

@@ -18,7 +18,7 @@ from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
-stamps = SharedFact(Stamps, root=mesh.install_root, stamp=STAMP)
+stamps = SharedFact(Stamps, root=mesh.cache_dir, stamp=STAMP)
 token = SharedFact(FileContents, path=mesh.token_path)
 in_containers = mesh.runtime.in_containers
 built = image_plan(mesh) if in_containers else None  # reads this host's Node.js and meshspec's source
@@ -27,8 +27,6 @@ packages.debian(name="Debian packages", packages=mesh.debian_packages)
 if in_containers:
     docker.running_engine(name="Docker engine")
     docker.images(name="Images", base=built.base, layers=built.layers)
-    # only now: a switch from the process runtime keeps serving while the images build
-    supervisor.stopped(name="No supervised programs (runtime: docker)", layout=mesh.layout, bin_dir=BIN_DIR)
 else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
@@ -36,12 +34,15 @@ consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=built.containers_by_instance if in_containers else None)
 instances.files(name="Rendered files", wanted=mesh.files)
+# supervisord runs the host's checker in both runtimes, and the instances in the process runtime.
+# Only now: a switch from the process runtime keeps serving while the images build.
+supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
+supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
 if in_containers:
     docker.containers(name="Containers", wanted=built.containers, owner=mesh.owner)
-else:
-    supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
-    supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
-    packages.prune_isolated(name="Prune installs", root=mesh.install_root, stamps=stamps, keep=[r.service for r in mesh.recipes])
+# No "Prune installs": installs live in the host's install cache, shared by every mesh of the host
+# (a test mesh beside yours), named by their recipe; an entry this spec no longer names may be
+# what another mesh runs. One mesh must not prune it: `make purge` empties the cache.
 consul.answering(name="Consul answers", registry=mesh.registry, token=token)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,

@@ -5,7 +5,9 @@
 Registrations are deregistered, the mesh's containers removed (when a Docker engine answers),
 supervisord and its programs stopped, and the state directories meshspec owns removed. Images
 stay, like packages: `docker image prune` removes the unused ones. Debian packages stay: they may predate the mesh or serve
-other software.
+other software. Installs stay too: they live in the host's install cache (MESH_CACHE_DIR), which
+every mesh of the host shares; `make purge` (this deploy with `--data mesh_purge=true`) also
+removes that cache, on every host.
 """
 
 from pyinfra import host
@@ -15,7 +17,7 @@ from pyinfra.operations import files
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.host import BIN_DIR, this_host
 from meshspec.converge.ops import consul, docker, supervisor
-from meshspec.plan.layout import OWNED
+from meshspec.plan.layout import FORMER, OWNED
 
 mesh = this_host(host)
 
@@ -24,5 +26,7 @@ consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileCon
 docker.containers(name="Remove containers", wanted=[], owner=mesh.owner)
 supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
 supervisor.no_leftovers(name="No process left over", layout=mesh.layout)
-for part in OWNED:
+for part in (*OWNED, *FORMER):
     files.directory(name=f"Remove {mesh.layout.root / part}", path=str(mesh.layout.root / part), present=False)
+if host.data.get("mesh_purge") is True:  # make purge; other meshes of the host lose their installs too
+    files.directory(name=f"Remove the install cache {mesh.cache_dir}", path=mesh.cache_dir, present=False)

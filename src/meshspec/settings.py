@@ -12,7 +12,8 @@ from meshspec.plan.hosts import LOCAL, Host, HostsError, parse_hosts
 from meshspec.plan.runtime import Runtime
 
 DEFAULT_SPEC = "mesh_spec.yaml"
-DEFAULT_STATE_DIR = "/var/lib/meshspec"
+# Not under /var/: extended-memory-mcp refuses any database path under /var/ or /etc/ (README).
+DEFAULT_STATE_DIR = "/srv/meshspec"
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,15 @@ def port_offset(environ=os.environ) -> int:
 
 def state_dir(environ=os.environ) -> str:
     return environ.get("MESH_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+# The process runtime's installs, one directory per recipe, shared by every mesh of the host.
+# FHS: regenerable data. `make down` keeps it; `make purge` empties it.
+DEFAULT_CACHE_DIR = "/var/cache/meshspec"
+
+
+def cache_dir(environ=os.environ) -> str:
+    return environ.get("MESH_CACHE_DIR") or DEFAULT_CACHE_DIR
 
 
 def runtime(environ=os.environ) -> Runtime:

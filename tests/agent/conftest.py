@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class Target:
         self.port = free_port()
         self.status = 200
         self.body = b"ok"
+        self.delays: list[float] = []  # seconds the next requests wait before answering, one each
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self._server: http.server.ThreadingHTTPServer | None = None
 
@@ -118,6 +120,8 @@ class Target:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 target.requests.append((self.command, self.path, dict(self.headers), self.rfile.read(length)))
+                if target.delays:
+                    time.sleep(target.delays.pop(0))
                 self.send_response(target.status)
                 self.send_header("Content-Length", str(len(target.body)))
                 self.end_headers()

@@ -96,7 +96,7 @@ def test_timeouts_retries_and_breaker(plan):
     assert "retries 4" in body and "retry-on conn-failure 503" in body and "option redispatch 1" in body
     server = next(line for line in body if line.startswith("server tmo-local-0"))
     assert "observe layer7 error-limit 7 on-error mark-down" in server
-    assert "fastinter 4000ms downinter 4000ms rise 1 fall 2" in server
+    assert "fastinter 4000ms downinter 4000ms rise 1 fall 1" in server
     assert f"timeout check {effective_health_timing(plan.spec, plan.service('tmo')).timeout}ms" in body
 
 

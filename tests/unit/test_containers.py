@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from meshspec.converge.mesh import load_mesh
-from meshspec.plan import make_plan
+from meshspec.plan import Runtime, make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render import images
 from meshspec.render.containers import DOCKER_SOCKET, container_name, container_spec
-from meshspec.render.registrations import registration
+from meshspec.render.probes import probe
 from meshspec.spec import parse_spec
 
 SMALL = Path(__file__).resolve().parents[1] / "data" / "specs" / "small.yaml"
@@ -90,13 +90,13 @@ def test_two_state_dirs_never_share_a_container_name():
     assert container_name(a, a.instances_of("web")[0]) != container_name(b, b.instances_of("web")[0])
 
 
-def test_command_check_runs_in_the_container_only_with_docker(plan):
-    """A command health check runs where the instance runs: as a docker check in its container."""
+def test_command_probe_runs_in_the_container_only_with_docker(plan):
+    """A command probe runs where the instance runs: in its container with the docker runtime."""
+    text = SMALL.read_text().replace("health: {redis: {}}", 'health: {command: [redis-cli, -p, "{port}", ping]}')
+    plan = docker_plan(text=text)
     inst = plan.instances_of("redis")[0]
-    docker_check = registration(plan, inst, "docker")["Check"]
-    assert docker_check["DockerContainerID"] == container_name(plan, inst)
-    assert docker_check["Args"][0] == "redis-cli"
-    assert "DockerContainerID" not in registration(plan, inst, "process")["Check"]
+    assert probe(plan, inst, Runtime.DOCKER).container == container_name(plan, inst)
+    assert probe(plan, inst, Runtime.PROCESS).container is None
 
 
 def test_container_only_service_gets_a_container():

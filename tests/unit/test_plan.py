@@ -106,3 +106,72 @@ def test_every_shipped_placeholder_renders():
         for _, text in templated_texts(plan.service(inst.service)):
             assert set(fields_of(text)) <= set(values), text
             plan.render(inst, text)  # {{ and }} stay literal braces
+
+
+INSTALLS = """
+version: 1
+mesh: {name: t}
+services:
+  - {name: consul, kind: core, description: r, port: 8500, process: {command: [agent]}, health: {tcp: {}}, routing: {enabled: false}}
+  - {name: mesh-proxy, kind: core, description: p, port: 8000, ports: {stats: 8001}, process: {command: [haproxy]}, health: {tcp: {}}, routing: {enabled: false}}
+  - name: fetch
+    kind: core
+    description: pip and an `after` step naming its install dir
+    port: 9300
+    process:
+      install: {pip: [mcp-proxy==0.13.0], after: [["{install_dir}/venv/bin/python", -c, "pass"]]}
+      command: ["{install_dir}/venv/bin/mcp-proxy", "{port}"]
+    health: {tcp: {}}
+"""
+
+
+def test_installs_live_in_the_host_cache_named_by_their_recipe():
+    """{install_dir} is <cache>/<service>-<digest of the recipe as declared>, not under the state dir."""
+    from meshspec.plan.layout import install_key
+
+    spec = parse_spec(INSTALLS)
+    plan = make_plan(spec, [LOCAL], state_dir="/srv/mesh")
+    install = plan.service("fetch").process.install
+    expected = f"/var/cache/meshspec/fetch-{install_key(install)}"
+    assert str(plan.install_dir("fetch")) == expected
+    fetch = plan.instances_of("fetch")[0]
+    assert plan.render(fetch, "{install_dir}/venv/bin/mcp-proxy") == f"{expected}/venv/bin/mcp-proxy"
+    assert str(make_plan(spec, [LOCAL], cache_dir="/c").install_dir("fetch")) == f"/c/fetch-{install_key(install)}"
+
+
+def test_two_meshes_of_one_spec_share_their_installs():
+    """Another state dir and port offset (the test mesh beside yours) name the same install directories."""
+    spec = parse_spec(INSTALLS)
+    mine, tests = make_plan(spec, [LOCAL]), make_plan(spec, [LOCAL], port_offset=20000, state_dir="/tmp/meshspec-test")
+    assert mine.install_dir("fetch") == tests.install_dir("fetch")
+
+
+def test_a_changed_pin_or_step_names_another_install_directory():
+    spec = parse_spec(INSTALLS)
+    for changed in (INSTALLS.replace("mcp-proxy==0.13.0", "mcp-proxy==0.14.0"), INSTALLS.replace('"pass"', '"import os"')):
+        assert make_plan(parse_spec(changed), [LOCAL]).install_dir("fetch") != make_plan(spec, [LOCAL]).install_dir("fetch")
+
+
+def test_the_install_key_is_of_the_recipe_before_its_install_dir_is_substituted():
+    """The directory's name holds the key, so the key cannot depend on the directory; without
+    `after`, it is the stamp's recipe hash as before."""
+    from meshspec.plan.layout import install_key
+    from meshspec.render.installs import recipe
+
+    install = make_plan(parse_spec(INSTALLS), [LOCAL]).service("fetch").process.install
+    assert recipe("fetch", "/a/x", install).hash != recipe("fetch", "/b/x", install).hash  # the stamp follows the dir
+    assert install_key(install) == install_key(install.model_copy())
+    plain = install.model_copy(update={"after": []})
+    assert install_key(plain) == recipe("fetch", "/a/x", plain).hash
+
+
+def test_in_the_docker_runtime_installs_stay_in_the_images():
+    plan = make_plan(parse_spec(INSTALLS), [LOCAL], install_root="/opt/meshspec/install")
+    assert str(plan.install_dir("fetch")) == "/opt/meshspec/install/fetch"
+
+
+def test_teardown_removes_no_install():
+    """Installs are in the shared cache (make purge empties it); the state dir's former install dir goes."""
+    from meshspec.plan.layout import FORMER, OWNED
+
+    assert "install" not in OWNED and FORMER == ("install",)

@@ -86,3 +86,15 @@ def test_a_changed_rendered_file_changes_what_supervisord_parses(tmp_path):
 def test_the_revision_reaches_supervisords_parsed_environment(loaded):
     _, programs = loaded
     assert programs["api-local-0"].environment["MESHSPEC_REVISION"].startswith("0.")
+
+
+def test_a_programs_install_dir_is_its_recipes_directory_in_the_install_cache(tmp_path):
+    """{install_dir} points into the host's install cache, not the state dir: meshes share installs."""
+    from meshspec.plan.layout import install_key
+
+    spec = parse_spec(SPEC.replace("      user: nobody\n", "      user: nobody\n      install: {pip: [mcp-proxy==0.13.0]}\n")
+                      .replace("command: [python3, -c", 'command: ["{install_dir}/venv/bin/python", -c'))
+    plan = make_plan(spec, [Host("@local", "127.0.0.1")], state_dir=str(tmp_path), cache_dir="/var/cache/meshspec")
+    text = program(plan, plan.instances_of("api")[0]).text
+    assert f"/var/cache/meshspec/api-{install_key(plan.service('api').process.install)}/venv/bin/python" in text
+    assert f"{tmp_path}/install" not in text

@@ -1,6 +1,10 @@
+import dataclasses
+import json
+
 from meshspec.plan import Runtime, make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.probes import COMMAND, HTTP, MCP, TCP, probe
+from meshspec.render.checker import checker_program, checks_file
+from meshspec.render.probes import HTTP, MCP, POSTGRES, REDIS, TCP, probe
 from meshspec.render.registrations import is_ours, registration
 from meshspec.spec import parse_spec
 
@@ -24,7 +28,14 @@ services:
     description: kv
     port: 6379
     process: {command: [redis-server]}
-    health: {command: [redis-cli, -p, "{port}", ping], interval: 20s}
+    health: {redis: {}, interval: 20s}
+    routing: {mode: tcp, retries: {retry_on: [conn-failure]}}
+  - name: postgres
+    kind: database
+    description: sql
+    port: 5432
+    process: {command: [postgres]}
+    health: {postgres: {}, success_before_passing: 2, failures_before_critical: 3}
     routing: {mode: tcp, retries: {retry_on: [conn-failure]}}
 """
 
@@ -38,24 +49,29 @@ def reg(name, offset=0):
     return registration(p, p.instances_of(name)[0], "process")
 
 
-def test_http_check_targets_the_instance_with_mesh_default_timing():
+def test_the_check_is_a_ttl_check_the_host_checker_renews():
     check = reg("consul")["Check"]
-    assert check["HTTP"] == "http://127.0.0.1:8500/v1/status/leader"
-    assert (check["Interval"], check["Timeout"]) == ("3s", "1s")
-    assert check["CheckID"] == "service:consul-local-0"
+    # TTL = two missed reports + one probe timeout, at the mesh's default timing (3s, 1s)
+    assert (check["CheckID"], check["TTL"]) == ("service:consul-local-0", "7s")
+    assert "Interval" not in check and "HTTP" not in check  # Consul does not run it: the checker does
+    assert check["Notes"] == "mesh-checker probes http http://127.0.0.1:8500/v1/status/leader every 3s (timeout 1s)"
 
 
 def test_mcp_check_is_a_protocol_handshake_not_a_port_probe():
     r = reg("files")
-    assert r["Check"]["Args"] == ["/m/bin/meshspec-probe", "mcp", "http://127.0.0.1:7003/mcp", "--min-tools", "2"]
+    assert r["Check"]["Name"] == "files mcp" and "http://127.0.0.1:7003/mcp" in r["Check"]["Notes"]
     assert r["Check"]["DeregisterCriticalServiceAfter"] == "5m"
     assert r["Meta"]["team"] == "tools" and r["Meta"]["kind"] == "mcp" and r["Tags"] == ["mcp"]
 
 
-def test_command_checks_render_placeholders_and_override_interval():
+def test_a_service_interval_overrides_the_default_and_sets_the_ttl():
     check = reg("redis", offset=100)["Check"]
-    assert check["Args"] == ["redis-cli", "-p", "6479", "ping"]
-    assert check["Interval"] == "20s"
+    assert check["TTL"] == "41s" and "every 20s" in check["Notes"]
+
+
+def test_damping_is_registered_as_declared():
+    check = reg("postgres")["Check"]
+    assert (check["SuccessBeforePassing"], check["FailuresBeforeCritical"]) == (2, 3)
 
 
 def test_spec_hash_is_stable_and_follows_every_registered_field():
@@ -70,13 +86,21 @@ def test_only_this_meshs_registrations_are_ours():
     assert not is_ours({"Meta": {"mesh": "t"}}, "t")
 
 
-def test_the_consul_check_is_built_from_the_one_probe_definition():
-    """verify's `healthy` runs render.probes.probe too: the check names exactly what the probe targets."""
+def test_the_checker_runs_exactly_the_probe_the_registration_names():
+    """verify's `healthy` runs render.probes.probe too: the checker's checks file carries that same
+    probe, for the check ID the registration holds."""
     p = plan()
+    checks = {c["check_id"]: c for c in json.loads(checks_file(p, p.instances, Runtime.PROCESS))["checks"]}
     for inst in p.instances:
         found, check = probe(p, inst), registration(p, inst, Runtime.PROCESS)["Check"]
-        target = {HTTP: lambda: check["HTTP"], MCP: lambda: check["Args"][2], TCP: lambda: check["TCP"],
-                  COMMAND: lambda: tuple(check["Args"])}[found.kind]()
-        expected = {HTTP: found.url, MCP: found.url, TCP: f"{found.address}:{found.port}", COMMAND: found.argv}
-        assert target == expected[found.kind], inst.id
-    assert {probe(p, i).kind for i in p.instances} == {HTTP, MCP, TCP, COMMAND}
+        assert checks[check["CheckID"]]["probe"] == json.loads(json.dumps(dataclasses.asdict(found))), inst.id
+        assert found.target in check["Notes"], inst.id
+    assert {probe(p, i).kind for i in p.instances} == {HTTP, MCP, TCP, REDIS, POSTGRES}
+
+
+def test_the_checker_program_restarts_when_its_checks_change():
+    p = plan()
+    first = checker_program(p, p.instances, Runtime.PROCESS)
+    assert first.name == "mesh-checker" and "meshspec-checker --checks" in first.text
+    fewer = checker_program(p, p.instances[:-1], Runtime.PROCESS)
+    assert first.text != fewer.text  # the revision in environment= differs: supervisord restarts it

@@ -18,6 +18,7 @@ from meshspec.converge.mesh import BIN_DIR, load_mesh
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
+from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
 from meshspec.render.installs import Recipe, recipe
@@ -73,12 +74,14 @@ class HostMesh:
         return sorted({p for s in self.services if s.process for p in s.process.install.apt})
 
     @property
-    def install_root(self) -> str:
-        return str(self.layout.root / "install")
+    def cache_dir(self) -> str:
+        """The host's install cache, shared by its meshes (the process runtime's installs)."""
+        return str(self.plan.cache.root)
 
     @property
     def recipes(self) -> list[Recipe]:
-        found = (recipe(s.name, str(self.layout.install_dir(s.name)), s.process.install) for s in self.services if s.process)
+        """The process runtime's installs, each in its directory of the install cache."""
+        found = (recipe(s.name, str(self.plan.install_dir(s.name)), s.process.install) for s in self.services if s.process)
         return [r for r in found if r]
 
     @property
@@ -91,11 +94,15 @@ class HostMesh:
 
     @property
     def files(self) -> list[tuple[str, str]]:
-        return [f for i in self.instances if self.plan.service(i.service).process for f in rendered_files(self.plan, i)]
+        checks = (str(self.layout.checker_file), checks_file(self.plan, self.instances, self.runtime))
+        return [f for i in self.instances if self.plan.service(i.service).process
+                for f in rendered_files(self.plan, i)] + [checks]
 
     @property
     def programs(self) -> list[Program]:
-        return [program(self.plan, i) for i in self.instances]
+        """supervisord's programs on this host: the checker, and the instances unless containers run them."""
+        instances = [] if self.runtime.in_containers else [program(self.plan, i) for i in self.instances]
+        return [checker_program(self.plan, self.instances, self.runtime), *instances]
 
     @property
     def registrations(self) -> list[dict]:
@@ -114,7 +121,7 @@ def this_host(host) -> HostMesh:
     runtime = Runtime(data.mesh_runtime)
     try:
         mesh = load_mesh(data.mesh_spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset,
-                         data.mesh_state_dir, external, runtime)
+                         data.mesh_state_dir, external, runtime, cache_dir=data.mesh_cache_dir)
     except SpecInvalid as err:
         raise SystemExit("\n".join(err.lines("no host was changed"))) from None
     if refused := refusal(mesh.plan, runtime, [h.name for h in inventory]):

@@ -16,7 +16,7 @@ from meshspec.plan import Host, Plan, Runtime, make_plan
 from meshspec.render import images
 from meshspec.spec import load_spec
 
-# meshspec, meshspec-probe, supervisord and supervisorctl: beside the running Python.
+# meshspec, meshspec-checker, supervisord and supervisorctl: beside the running Python.
 BIN_DIR = str(Path(sys.executable).parent)
 
 
@@ -27,13 +27,15 @@ class Mesh:
 
 
 def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: str, consul_addr: str | None,
-              runtime: Runtime = Runtime.PROCESS) -> Mesh:
+              runtime: Runtime = Runtime.PROCESS, cache_dir: str | None = None) -> Mesh:
     """Raises SpecInvalid for a bad spec. `consul_addr`: a real Consul's address, or None for the embedded agent.
-    With the docker runtime, meshspec and the installs are where the images hold them."""
+    With the docker runtime, meshspec and the installs are where the images hold them; with the
+    process runtime, installs are in the host's install cache `cache_dir` (default: settings')."""
     spec = load_spec(spec_path, port_offset=port_offset)
     places = ({"meshspec_bin": images.MESHSPEC_BIN, "install_root": str(images.INSTALL_ROOT)}
               if Runtime(runtime).in_containers else {"meshspec_bin": f"{BIN_DIR}/meshspec"})
-    plan = make_plan(spec, hosts, port_offset, state_dir, external_consul=consul_addr, **places)
+    plan = make_plan(spec, hosts, port_offset, state_dir, external_consul=consul_addr,
+                     cache_dir=cache_dir or settings.cache_dir(), **places)
     return Mesh(plan, Registry.from_addr(plan.consul_addr, embedded=consul_addr is None))
 
 
@@ -41,4 +43,4 @@ def configured_mesh() -> Mesh:
     """The mesh the environment's settings describe (MESH_*, CONSUL_HTTP_ADDR), as `meshspec verify`
     and the load tests read it. Raises SpecInvalid, SettingsError or HostsError."""
     return load_mesh(settings.spec_path(), settings.configured_hosts(), settings.port_offset(), settings.state_dir(),
-                     settings.consul_http_addr(), settings.runtime())
+                     settings.consul_http_addr(), settings.runtime(), settings.cache_dir())

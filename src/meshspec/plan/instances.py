@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from meshspec.plan.hosts import Host
-from meshspec.plan.layout import Layout
-from meshspec.spec.models import MeshSpec, Service
+from meshspec.plan.layout import InstallCache, Layout
+from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
+
+CACHE_DIR = "/var/cache/meshspec"  # as settings.DEFAULT_CACHE_DIR, which MESH_CACHE_DIR overrides
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class Plan:
     meshspec_bin: str
     instances: tuple[Instance, ...]
     external_consul: str | None = None  # a real Consul's address; then no agent instance is planned
-    install_root: PurePosixPath | None = None  # where installs are when not under the state dir (in images)
+    install_root: PurePosixPath | None = None  # where installs are in the docker runtime's images
+    cache: InstallCache = InstallCache(PurePosixPath(CACHE_DIR))  # the host's installs, shared by its meshes
 
     def service(self, name: str) -> Service:
         return next(s for s in self.spec.services if s.name == name)
@@ -79,7 +82,11 @@ class Plan:
         return values
 
     def install_dir(self, service: str) -> PurePosixPath:
-        return self.install_root / service if self.install_root else self.layout.install_dir(service)
+        """In an image: <install_root>/<service>; on a host: the cache's directory for the service's recipe."""
+        if self.install_root:
+            return self.install_root / service
+        process = self.service(service).process
+        return self.cache.install_dir(service, process.install if process else Install())
 
     @property
     def consul_addr(self) -> str:
@@ -97,16 +104,18 @@ def make_plan(
     spec: MeshSpec,
     hosts: list[Host],
     port_offset: int = 0,
-    state_dir: str = "/var/lib/meshspec",
+    state_dir: str = "/srv/meshspec",
     meshspec_bin: str = "meshspec",
     external_consul: str | None = None,
     install_root: str | None = None,
+    cache_dir: str = CACHE_DIR,
 ) -> Plan:
     """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
 
     With `external_consul` (a real Consul's address) the spec's consul service is not planned.
     `meshspec_bin` and `install_root` say where meshspec and the installs are where instances run
-    (beside the deploy's Python, or inside the docker runtime's images).
+    (beside the deploy's Python, or inside the docker runtime's images); without `install_root`,
+    installs are in the host's install cache `cache_dir`, shared by every mesh of the host.
     """
     if not hosts:
         raise ValueError("a plan needs at least one host")
@@ -124,4 +133,4 @@ def make_plan(
         for r in range(s.replicas)
     )
     return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances,
-                external_consul, PurePosixPath(install_root) if install_root else None)
+                external_consul, PurePosixPath(install_root) if install_root else None, InstallCache(PurePosixPath(cache_dir)))

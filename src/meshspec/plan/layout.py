@@ -1,13 +1,18 @@
-"""Where a mesh keeps its state on a host: everything under one MESH_STATE_DIR.
+"""Where a mesh keeps its state on a host: everything under one MESH_STATE_DIR; and where the
+process runtime's installs are: the install cache (MESH_CACHE_DIR) every mesh of the host shares.
 
-Two meshes with different state dirs (and port offsets) share nothing: each has its own
-supervisord, agent data, installs and logs.
+Two meshes with different state dirs (and port offsets) share no state: each has its own
+supervisord, agent data and logs. They share installs: an install is named by its recipe, so the
+same recipe is installed once per host.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from meshspec.common.digest import digest
+from meshspec.spec.models import Install
 
 
 @dataclass(frozen=True)
@@ -16,9 +21,6 @@ class Layout:
 
     def instance_dir(self, instance_id: str) -> PurePosixPath:
         return self.root / "instances" / instance_id
-
-    def install_dir(self, service: str) -> PurePosixPath:
-        return self.root / "install" / service
 
     @property
     def supervisor_dir(self) -> PurePosixPath:
@@ -44,9 +46,34 @@ class Layout:
         return self.root / "logs"
 
     @property
+    def checker_file(self) -> PurePosixPath:
+        """The checks the host's checker runs (render.checker)."""
+        return self.root / "checker" / "checks.json"
+
+    @property
     def consul_token_file(self) -> PurePosixPath:
         return self.root / "consul" / "management-token"
 
 
-# What a deploy creates under the state dir; teardown removes these and nothing else.
-OWNED = ("install", "instances", "supervisor", "logs", "consul")
+# What a deploy creates under the state dir; teardown removes these and nothing else. Installs are
+# not here: they live in the shared InstallCache below, which `make purge` empties.
+OWNED = ("instances", "supervisor", "logs", "consul", "checker")
+# Where earlier versions kept the mesh's own installs, under the state dir: teardown removes it too.
+FORMER = ("install",)
+
+
+def install_key(install: Install) -> str:
+    """The digest of an install's recipe as the spec declares it: `after` with its {install_dir}
+    unsubstituted, since the directory's name is made of this digest."""
+    return digest([install.pip, install.npm, *([install.after] if install.after else [])])
+
+
+@dataclass(frozen=True)
+class InstallCache:
+    """The process runtime's installs on a host: one directory per recipe, `<service>-<key>`, shared
+    by every mesh of the host and kept by teardown (named by its content, so never stale)."""
+
+    root: PurePosixPath
+
+    def install_dir(self, service: str, install: Install) -> PurePosixPath:
+        return self.root / f"{service}-{install_key(install)}"

@@ -18,12 +18,13 @@ What is rendered, and why:
   applies them through the runtime API). Everything else is "shape": `config_shape` returns it and
   its hash; a changed shape needs a reload (`meshspec.runtime.proxy.controller.reload_haproxy`).
 
-Health: `option httpchk` on the service's HTTP probe path; MCP, TCP and command probes get a TCP
-connect check (a handshake per check would leak MCP sessions; Consul runs the deep probe).
+Health: `option httpchk` on the service's HTTP probe path; other probes get a TCP connect check
+(a handshake per check would leak MCP sessions; the host's checker runs the deep probe for
+Consul). `rise`/`fall` are the spec's SuccessBeforePassing/FailuresBeforeCritical.
 Circuit breaker: `observe layer7 error-limit N on-error mark-down` opens it after N consecutive
-5xx/failed responses (or one failed check: `fall 1`); `fastinter`/`downinter <cooldown> rise 1`
-re-probe it: the first check comes at most `cooldown` after it opened (HAProxy moves the next check
-earlier, never later), then every `cooldown` while it stays open; one good check (rise 1) closes it.
+5xx/failed responses; `fastinter`/`downinter <cooldown>` re-probe it: the first check comes at most
+`cooldown` after it opened (HAProxy moves the next check earlier, never later), then every
+`cooldown` while it stays open; `rise` good checks close it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from meshspec.common.digest import digest, digest_text
 from meshspec.common.haproxy_shape import server_id, shape_line
 from meshspec.plan import Instance, Plan
-from meshspec.spec.models import Routing, Service
+from meshspec.spec.models import HealthTiming, Routing, Service
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
 PEERS = "mesh"
@@ -133,17 +134,21 @@ def check_lines(service: Service) -> list[str]:
     return []  # tcp connect check
 
 
-def server_options(routing: Routing) -> str:
-    """Per-server options (also given to `add server`, which does not inherit default-server)."""
+def server_options(routing: Routing, timing: HealthTiming) -> str:
+    """Per-server options (also given to `add server`, which does not inherit default-server).
+
+    rise/fall are the spec's SuccessBeforePassing/FailuresBeforeCritical, the damping the checker
+    applies before Consul sees a status: HAProxy's own checks take a server out no sooner (in
+    results) than Consul would, so one slow check on a busy host drops no server."""
+    rise_fall = f"rise {max(1, timing.success_before_passing)} fall {max(1, timing.failures_before_critical)}"
     breaker = routing.circuit_breaker
     if not breaker.enabled:
-        return f"check inter {HEALTH_INTER_MS}ms fastinter {FASTINTER_MS}ms rise 1 fall 2"
+        return f"check inter {HEALTH_INTER_MS}ms fastinter {FASTINTER_MS}ms {rise_fall}"
     # `on-error mark-down` forces fastinter, so fastinter (and downinter) are the cooldown: the breaker
-    # stays open until the first check after it, and one good check (rise 1) closes it.
-    # fall 2: one slow active check alone does not take a server out; the breaker (mark-down) still
-    # opens at once on `errors` failed responses, whatever fall says.
+    # stays open until the first check after it. The breaker (mark-down) opens at once on `errors`
+    # failed responses, whatever fall says.
     opts = [f"check inter {HEALTH_INTER_MS}ms fastinter {breaker.cooldown}ms downinter {breaker.cooldown}ms",
-            "rise 1 fall 2", f"observe layer7 error-limit {breaker.errors} on-error mark-down"]
+            rise_fall, f"observe layer7 error-limit {breaker.errors} on-error mark-down"]
     return " ".join(opts)
 
 
@@ -180,7 +185,7 @@ def assign_ids(instance_ids: list[str], taken: set[int]) -> dict[str, int]:
 
 
 def backend_block(plan: Plan, service: Service, routing: Routing, options: ProxyOptions) -> list[str]:
-    opts = server_options(routing)
+    opts = server_options(routing, effective_health_timing(plan.spec, service))
     lines = [f"backend {backend_name(service.name)}", "mode http"]
     lines += balance_lines(routing)
     # Active checks get the spec's own health timeout: a service whose check does real work
@@ -278,7 +283,7 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
             "service": service.name,
             "routing": routing.model_dump(mode="json"),
             "check": check_lines(service),
-            "server_options": server_options(routing),
+            "server_options": server_options(routing, effective_health_timing(plan.spec, service)),
             "spares": [spare_name(k) for k in range(1, options.spare_slots + 1)],
             "planned": [i.id for i in instances],
             # weights are policy (shape), applied to every server including runtime-added ones

@@ -1,5 +1,6 @@
 """Which probe proves that an instance does its job: the one definition behind its Consul check
-(render.registrations) and verify's `healthy` check, so both always run the same probe. Pure."""
+(render.registrations), the host's checker (render.checker) and verify's `healthy` check, so all
+run the same probe. Pure."""
 
 from __future__ import annotations
 
@@ -7,22 +8,34 @@ from dataclasses import dataclass, field
 
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.render.containers import container_name
+from meshspec.spec.models import HealthTiming
 
 HTTP, MCP, TCP, COMMAND = "http", "mcp", "tcp", "command"
+POSTGRES, MYSQL, REDIS, AMQP = "postgres", "mysql", "redis", "amqp"
+#: Probes that speak a protocol to address:port, with the probe's own settings as `options`.
+PROTOCOLS = (TCP, POSTGRES, MYSQL, REDIS, AMQP)
 
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # http | mcp | tcp | command
+    kind: str  # http | mcp | tcp | postgres | mysql | redis | amqp | command
     url: str | None = None  # http, mcp
     method: str = "GET"  # http
     headers: dict[str, str] = field(default_factory=dict)  # http
     body: str | None = None  # http
     min_tools: int = 0  # mcp: tools/list must list at least this many
-    address: str | None = None  # tcp
-    port: int | None = None  # tcp
+    address: str | None = None  # the PROTOCOLS
+    port: int | None = None  # the PROTOCOLS
+    options: dict[str, str] = field(default_factory=dict)  # the PROTOCOLS: user, database, query, ...
     argv: tuple[str, ...] = ()  # command
     container: str | None = None  # command: run inside this container (the docker runtime)
+
+    @property
+    def target(self) -> str:
+        """What the probe talks to, as a person reads it."""
+        if self.kind == COMMAND:
+            return " ".join(self.argv) + (f" (in container {self.container})" if self.container else "")
+        return self.url or f"{self.address}:{self.port}"
 
 
 def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Probe:
@@ -34,7 +47,15 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
         return Probe(HTTP, base + health.http.path, health.http.method, dict(health.http.headers), health.http.body)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools)
-    if health.tcp:
-        return Probe(TCP, address=inst.address, port=inst.port)
+    if health.probe in PROTOCOLS:
+        options = getattr(health, health.probe).model_dump()
+        return Probe(health.probe, address=inst.address, port=inst.port, options=options)
     inside = container_name(plan, inst) if Runtime(runtime).in_containers else None
     return Probe(COMMAND, argv=tuple(plan.render(inst, a) for a in health.command), container=inside)
+
+
+def ttl_ms(timing: HealthTiming) -> int:
+    """How long a check result stands before Consul turns it critical by itself: two missed
+    reports and one probe's timeout. A checker that stops (crashed, host frozen) turns its checks
+    critical within this; a probe that is merely slow never does."""
+    return 2 * timing.interval + timing.timeout

@@ -57,31 +57,37 @@ def program(plan: Plan, inst: Instance) -> Program:
     argv = (["/usr/bin/env", *env] if env else []) + run.argv
     if process.reap:
         argv = [str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-reaper")), "--", *argv]
-    workdir = run.workdir
+    return section(plan.layout, inst.id, argv, run.workdir, revision(plan, inst), user=process.user,
+                   stop_signal=process.stop_signal, stop_timeout_ms=process.stop_timeout)
+
+
+def section(layout: Layout, name: str, argv: list[str], workdir: str, rev: str, *, user: str | None = None,
+            stop_signal: str = "TERM", stop_timeout_ms: int = 10_000) -> Program:
+    """A [program:<name>] section of this mesh's supervisord, logging to the mesh's logs dir."""
     lines = [
-        f"{MARK}: {inst.id}",
-        f"[program:{inst.id}]",
+        f"{MARK}: {name}",
+        f"[program:{name}]",
         f"command={_escape(shlex.join(argv))}",
         f"directory={_escape(workdir)}",
         # supervisord restarts a program on `update` only when its parsed settings change (not its
         # comments): the revision (meshspec's version and the digest of the files the program
         # reads) is one of them, so a new release or a changed config restarts the program.
-        f'environment=MESHSPEC_REVISION="{revision(plan, inst)}"',
-        *([f"user={process.user}"] if process.user else []),
+        f'environment=MESHSPEC_REVISION="{rev}"',
+        *([f"user={user}"] if user else []),
         "autostart=true",
         "autorestart=true",
         "startsecs=1",
         "startretries=5",
-        f"stopsignal={process.stop_signal}",
-        f"stopwaitsecs={max(1, process.stop_timeout // 1000)}",
+        f"stopsignal={stop_signal}",
+        f"stopwaitsecs={max(1, stop_timeout_ms // 1000)}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
-        f"stdout_logfile={_escape(str(plan.layout.logs_dir / f'{inst.id}.log'))}",
+        f"stdout_logfile={_escape(str(layout.logs_dir / f'{name}.log'))}",
         "stdout_logfile_maxbytes=10MB",
         "stdout_logfile_backups=2",
     ]
-    return Program(inst.id, str(plan.layout.program_file(inst.id)), "\n".join(lines) + "\n")
+    return Program(name, str(layout.program_file(name)), "\n".join(lines) + "\n")
 
 
 def supervisord_conf(layout: Layout) -> str:

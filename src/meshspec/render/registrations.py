@@ -6,12 +6,11 @@ field to know whether a registration is as declared.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from meshspec import __version__
 from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan, Runtime
-from meshspec.render.probes import HTTP, MCP, TCP, probe
+from meshspec.render.checker import CHECKER, check_id
+from meshspec.render.probes import probe, ttl_ms
 from meshspec.spec.resolve import effective_health_timing
 from meshspec.spec.types import format_duration
 
@@ -19,31 +18,25 @@ MANAGED_BY = "meshspec"
 
 
 def check(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> dict:
-    """The Consul check that proves the instance does its job (its probe, render.probes)."""
+    """The instance's Consul check: a TTL check that the host's checker (render.checker) renews with
+    the result of the instance's probe (render.probes) every interval."""
     service = plan.service(inst.service)
     health, timing = service.health, effective_health_timing(plan.spec, service)
     found = probe(plan, inst, runtime)
-    if found.kind == HTTP:
-        how = {"HTTP": found.url, "Method": found.method, "Header": {k: [v] for k, v in found.headers.items()}}
-        how |= {"Body": found.body} if found.body is not None else {}
-    elif found.kind == MCP:
-        # meshspec-probe, beside meshspec: a lean entry point, as Consul starts it every interval.
-        probe_bin = str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-probe"))
-        how = {"Args": [probe_bin, "mcp", found.url, "--min-tools", str(found.min_tools)]}
-    elif found.kind == TCP:
-        how = {"TCP": f"{found.address}:{found.port}"}
-    else:
-        how = {"Args": list(found.argv)}
-        how |= {"DockerContainerID": found.container, "Shell": "/bin/sh"} if found.container else {}
-    timing_fields = {
-        "Interval": format_duration(timing.interval),
-        "Timeout": format_duration(timing.timeout),
+    fields = {
+        "CheckID": check_id(inst),
+        "Name": f"{inst.service} {health.probe}",
+        "Notes": f"{CHECKER} probes {found.kind} {found.target} every {format_duration(timing.interval)} "
+                 f"(timeout {format_duration(timing.timeout)})",
+        "TTL": format_duration(ttl_ms(timing)),
+        # Consul applies these to the checks it runs, not to TTL checks: the checker applies them
+        # (probes.gate) before it reports. Registered so the policy is visible and compared.
         "SuccessBeforePassing": timing.success_before_passing,
         "FailuresBeforeCritical": timing.failures_before_critical,
     }
     if timing.deregister_critical_after is not None:
-        timing_fields["DeregisterCriticalServiceAfter"] = format_duration(timing.deregister_critical_after)
-    return {"CheckID": f"service:{inst.id}", "Name": f"{inst.service} {health.probe}", **how, **timing_fields}
+        fields["DeregisterCriticalServiceAfter"] = format_duration(timing.deregister_critical_after)
+    return fields
 
 
 def registration(plan: Plan, inst: Instance, runtime: Runtime) -> dict:

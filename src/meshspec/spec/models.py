@@ -106,6 +106,34 @@ class TcpProbe(Strict):
     pass
 
 
+class PostgresProbe(Strict):
+    """A PostgreSQL session (startup, authentication) and one query answered with one row."""
+
+    user: str = "postgres"
+    database: str = "postgres"
+    query: str = "SELECT 1"
+
+
+class MysqlProbe(Strict):
+    """A MySQL/MariaDB session (handshake, authentication) and one query answered with one row."""
+
+    user: str = "root"
+    query: str = "SELECT 1"
+
+
+class RedisProbe(Strict):
+    """A RESP PING answered PONG."""
+
+
+class AmqpProbe(Strict):
+    """An AMQP 0-9-1 connection opened (protocol header, Start/Tune/Open) on `vhost`, then closed.
+    RabbitMQ's guest account answers on loopback only, which is where the checker runs."""
+
+    user: str = "guest"
+    password: str = "guest"
+    vhost: str = "/"
+
+
 class HealthTiming(Strict):
     interval: Duration = 5_000
     timeout: Duration = 2_000
@@ -114,13 +142,17 @@ class HealthTiming(Strict):
     deregister_critical_after: Duration | None = None
 
 
-PROBES = ("http", "mcp", "tcp", "command")
+PROBES = ("http", "mcp", "tcp", "postgres", "mysql", "redis", "amqp", "command")
 
 
 class Health(Strict):
     http: HttpProbe | None = None
     mcp: McpProbe | None = None
     tcp: TcpProbe | None = None
+    postgres: PostgresProbe | None = None
+    mysql: MysqlProbe | None = None
+    redis: RedisProbe | None = None
+    amqp: AmqpProbe | None = None
     command: list[str] | None = Field(default=None, min_length=1)
     interval: Duration | None = None
     timeout: Duration | None = None

@@ -21,23 +21,13 @@ from meshspec.common.consul_token import read_token
 from meshspec.converge.mesh import Mesh
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.plan.hosts import LOCAL
+from meshspec.render.checker import CHECKER
 from meshspec.render.containers import ownership
-from meshspec.render.probes import HTTP, MCP, TCP, probe
+from meshspec.render.probes import probe
 from meshspec.render.registrations import registration
+from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
-from meshspec.verify.checks import (
-    Check,
-    Command,
-    HttpEndpoint,
-    McpServer,
-    Port,
-    Program,
-    Registration,
-    Registrations,
-    Route,
-    Supervisor,
-    one_line,
-)
+from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor, one_line
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 MESH = "mesh"  # the subject of mesh-wide checks
@@ -211,22 +201,13 @@ def port_listening(inst: Instance, timeout: float) -> Outcome:
 
 
 def healthy(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Outcome:
-    """The same probe as the instance's registered Consul check (render.probes)."""
+    """The instance's probe (render.probes), run here once by the code the host's checker runs
+    every interval (runtime.probes.protocols)."""
     service = plan.service(inst.service)
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     found = probe(plan, inst, runtime)
-    if found.kind == HTTP:
-        endpoint = HttpEndpoint(found.url, found.method, dict(found.headers), found.body, timeout)
-        return outcome(endpoint.answers_2xx, endpoint.reason, probe="http", http_status=endpoint.status)
-    if found.kind == MCP:
-        server = McpServer(found.url, timeout, found.min_tools)
-        return outcome(server.completes_handshake, server.reason, probe="mcp", tool_count=server.tool_count,
-                       min_tools=found.min_tools, protocol_version=server.result.protocol_version)
-    if found.kind == TCP:
-        port = Port(found.address, found.port, timeout)
-        return outcome(port.is_listening, port.reason, probe="tcp")
-    command = Command(list(found.argv), timeout, found.container)
-    return outcome(command.exits_0, command.reason, probe="command", exit_code=command.exit_code)
+    result = run_probe(asdict(found), timeout)
+    return outcome(result.ok, result.output, probe=found.kind, **result.details)
 
 
 def registered(sources: Sources, expected: dict) -> Outcome:
@@ -287,7 +268,9 @@ def no_extra_programs(sources: Sources, plan: Plan) -> Outcome:
     supervisor = sources.supervisor_read()
     if supervisor.error:
         return outcome(False, supervisor.error)
-    extra = sorted(set(supervisor.states) - set(local))
+    # The host's checker is declared by the plan, not the spec; that it runs shows in every
+    # `passing` check: a TTL check passes only while the checker renews it.
+    extra = sorted(set(supervisor.states) - set(local) - {CHECKER})
     reason = (f"{len(supervisor.states)} {supervisor.kind}s, all declared" if not extra
               else f"undeclared {supervisor.kind}{'s' if len(extra) > 1 else ''} of this mesh: {', '.join(extra)}")
     return outcome(not extra, reason, programs=len(supervisor.states), unexpected=extra)

@@ -40,7 +40,7 @@ def token(path: str, value: str | None = None):
     + path: the token file
     + value: a given token (a real Consul's); None: a random one, made once and kept
 
-    Example: ``consul.token(path="/var/lib/meshspec/consul/management-token")``
+    Example: ``consul.token(path="/srv/meshspec/consul/management-token")``
     """
     current = read_token(path)
     if current and (value is None or current == value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from hashlib import sha256
 from io import StringIO
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
@@ -51,6 +52,8 @@ def files(wanted: list[tuple[str, str]]):
     if not stale:
         host.noop(f"{len(wanted)} rendered files are as planned")
         return
+    parents = sorted({str(PurePosixPath(path).parent) for path, _ in stale})
+    yield StringCommand("mkdir", "-p", "-m", "755", *map(shlex.quote, parents))
     for path, text in stale:
         yield FileUploadCommand(StringIO(text), path)
         yield StringCommand("chmod", "644", shlex.quote(path))

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import shlex
+import time
 
+import click
+import gevent
+from gevent.pool import Pool
 from pyinfra import host
-from pyinfra.api import StringCommand, operation
+from pyinfra.api import FunctionCommand, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 
 from meshspec.converge.facts.shared import SharedFact
-from meshspec.render.installs import Recipe, parallel_script
+from meshspec.render import installs
+from meshspec.render.installs import Recipe
+
+PROGRESS_EVERY = 15.0  # seconds between two "installs: ... running ..." lines
 
 # While installing, a policy-rc.d that refuses service starts keeps Debian from starting its
 # own postgresql, redis, ... on their default ports: the mesh starts its own instances.
@@ -41,32 +48,69 @@ def debian(packages: list[str]):
 @operation()
 def isolated(stamps: SharedFact, recipes: list[Recipe], jobs: int = 3):
     """
-    Give each service its own venv / npm prefix at its pinned versions (reinstalled when the pins
-    change), `jobs` installs at a time.
+    Give each service its own venv / npm prefix at its pinned versions, in the host's install cache
+    (one directory per recipe, shared by the host's meshes), `jobs` installs at a time, printing
+    when each starts and ends and, every 15 s, what still runs.
 
-    + stamps: the install stamps of this host ({service: recipe hash}), read once per run
+    + stamps: the install stamps of the host's install cache ({directory name: recipe hash}), read once per run
     + recipes: the services' installs
-    + jobs: installs run at once
+    + jobs: installs run at once (they wait on downloads as much as on the CPU)
+
+    Example: ``packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)``
     """
-    stale = [r for r in recipes if stamps.get().get(r.service) != r.hash]
+    stale = [r for r in recipes if stamps.get().get(r.name) != r.hash]
     if not stale:
         host.noop(f"{len(recipes)} installs are as pinned")
         return
-    yield StringCommand("sh", "-c", shlex.quote(parallel_script(stale, jobs)))
+    yield FunctionCommand(_install, (stale, jobs), {})
 
 
-@operation()
-def prune_isolated(root: str, stamps: SharedFact, keep: list[str]):
-    """
-    Remove the installs (marked by their stamp) of services the spec no longer names.
+def _install(state, host, recipes: list[Recipe], jobs: int, every: float = PROGRESS_EVERY) -> bool:
+    """Run the recipes' host scripts on `host` from a pool of `jobs` greenlets, in the order given,
+    while another greenlet prints progress. A failure starts no further install (those running
+    finish) and fails the operation. pyinfra calls this with `state` and `host` (its argument names)."""
+    prefix = f"[{host.name}] " if len(state.inventory) > 1 else ""
+    began, running, done, failed = time.monotonic(), {}, [], []
 
-    + root: the directory holding one install directory per service
-    + stamps: the install stamps of this host, read once per run
-    + keep: the services whose installs stay
-    """
-    gone = sorted(set(stamps.get()) - set(keep))
-    if not gone:
-        host.noop("no install left over")
-        return
-    for service in gone:
-        yield StringCommand("rm", "-rf", shlex.quote(f"{root}/{service}"))
+    def say(line: str) -> None:
+        click.echo(f"    {prefix}{line}")
+
+    def one(r: Recipe) -> None:
+        if failed:
+            return
+        running[r.service] = time.monotonic()
+        say(installs.started_line(r.service))
+        try:
+            ok, output = host.run_shell_command(StringCommand("sh", "-c", shlex.quote(r.host_script())))
+            lines = output.output_lines
+        except Exception as err:  # a lost connection fails this install, not the others' reports
+            ok, lines = False, [f"{type(err).__name__}: {err}"]
+        seconds = time.monotonic() - running.pop(r.service)
+        if ok:
+            done.append(r.service)
+            built_meanwhile, kib = installs.installed(lines)
+            say(installs.done_line(r.service, seconds, kib, built_meanwhile))
+        else:
+            failed.append(r.service)
+            say(installs.failed_line(r.service, seconds, r.log))
+            for line in lines:
+                say(f"  {line}")
+
+    def report() -> None:
+        while True:
+            gevent.sleep(every)
+            if running:
+                now = time.monotonic()
+                say(installs.progress_line(len(done), len(recipes), {s: now - t for s, t in running.items()}, len(failed)))
+
+    ticker = gevent.spawn(report)
+    try:
+        pool = Pool(jobs)
+        for r in recipes:
+            pool.spawn(one, r)
+        pool.join()
+    finally:
+        ticker.kill()
+    not_started = len(recipes) - len(done) - len(failed)
+    say(installs.summary_line(len(done), len(recipes), time.monotonic() - began, tuple(failed), not_started))
+    return not failed

@@ -18,6 +18,7 @@ import docker
 
 from meshspec.common.durations import format_duration
 from meshspec.runtime.agent import VERSION
+from meshspec.runtime.probes.gate import Gate
 
 log = logging.getLogger("meshspec.agent.checks")
 
@@ -28,28 +29,18 @@ DEFAULT_SCRIPT_TIMEOUT = 30.0
 
 
 class Thresholds:
-    """Consul's StatusHandler: a result changes the status only after enough consecutive ones."""
+    """Consul's StatusHandler (probes.gate) in front of the agent's report: a result changes the
+    status only after enough consecutive ones."""
 
     def __init__(self, check: dict[str, Any], report: Report) -> None:
         self.check_id = check["CheckID"]
-        self.successes_needed = check["SuccessBeforePassing"]
-        self.failures_critical = check["FailuresBeforeCritical"]
-        self.failures_warning = check["FailuresBeforeWarning"] or self.failures_critical
-        self.successes = 0
-        self.failures = 0
+        self._gate = Gate(check["SuccessBeforePassing"], check["FailuresBeforeCritical"], check["FailuresBeforeWarning"])
         self._report = report
 
     def __call__(self, status: str, output: str) -> None:
-        if status in ("passing", "warning"):
-            self.successes, self.failures = self.successes + 1, 0
-            if self.successes >= self.successes_needed:
-                self._report(self.check_id, status, output)
-            return
-        self.failures, self.successes = self.failures + 1, 0
-        if self.failures >= self.failures_critical:
-            self._report(self.check_id, status, output)
-        elif self.failures >= self.failures_warning:
-            self._report(self.check_id, "warning", output)
+        published = self._gate(status)
+        if published is not None:
+            self._report(self.check_id, published, output)
 
 
 def truncate(output: str, limit: int) -> str:

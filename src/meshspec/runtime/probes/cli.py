@@ -5,12 +5,28 @@ Registered by the main CLI as ``app.add_typer(probe_app, name="probe")``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
+
 import typer
 
-from meshspec.runtime.probes.check import report
-from meshspec.runtime.probes.mcp import probe_mcp
+from meshspec.runtime.probes.mcp import McpResult, probe_mcp
+
+UNHEALTHY = 2
 
 probe_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Probe a service at the protocol level.")
+
+
+def report(result: McpResult, as_json: bool) -> int:
+    """Print a probe result (JSON, or one line); the exit code: 0 healthy, 2 not."""
+    if as_json:
+        print(json.dumps(dataclasses.asdict(result)))
+    elif result.ok:
+        print(f"ok: {result.reason}")
+    else:
+        print(result.reason, file=sys.stderr)
+    return 0 if result.ok else UNHEALTHY
 
 
 @probe_app.callback()

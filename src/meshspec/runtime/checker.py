@@ -1,0 +1,148 @@
+"""`meshspec-checker`: one long-lived process per host that runs every functional probe of the
+host's instances and reports each result to Consul as a TTL check update.
+
+Why TTL checks: Consul's native checks cannot speak MCP, SQL, RESP or AMQP, and script checks
+start a process per check per interval (an Erlang VM for rabbitmq-diagnostics, a Python for each
+MCP probe): most of a core on an idle mesh. A TTL check needs nothing from the agent but a timer,
+so this design works as it is against a real Consul cluster: the checker PUTs
+/v1/agent/check/update/<id> with the mesh's token. When the checker stops, nobody renews the TTLs
+and every check turns critical within its TTL: a check never stays passing without a probe.
+
+Each check runs in its own thread (the probes block on sockets; threads that sleep cost nothing),
+through `probes.gate.Gate`: a status changes only after SuccessBeforePassing successes or
+FailuresBeforeCritical failures in a row, so one slow probe on a busy host does not take a
+server out. Every result is still reported (the standing status, with the latest output) so the
+TTL is renewed; the agent wakes its watchers only when a status changes.
+
+The checks file is rendered by the deploy (`meshspec.render.checker`); supervisord restarts the
+checker when it changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from meshspec.common.consul_token import read_token
+from meshspec.runtime.probes import protocols
+from meshspec.runtime.probes.gate import CRITICAL, PASSING, Gate
+
+log = logging.getLogger("meshspec.checker")
+#: How soon a report the agent refused (check not registered yet, agent restarting) is retried.
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Check:
+    check_id: str
+    probe: dict
+    interval: float  # seconds
+    timeout: float
+    success_before_passing: int
+    failures_before_critical: int
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Check:
+        return cls(raw["check_id"], raw["probe"], raw["interval_ms"] / 1000, raw["timeout_ms"] / 1000,
+                   raw["success_before_passing"], raw["failures_before_critical"])
+
+
+class Reporter:
+    """Consul's agent API for TTL checks, with the mesh's token."""
+
+    def __init__(self, consul: str, token: str | None) -> None:
+        base = consul if "://" in consul else f"http://{consul}"
+        headers = {"X-Consul-Token": token} if token else {}
+        self._client = httpx.Client(base_url=base, headers=headers, timeout=5.0, trust_env=False)
+        self._lock = threading.Lock()  # one connection, shared by every check's thread
+
+    def statuses(self) -> dict[str, str]:
+        """The status Consul holds for each check now ({} when the agent does not answer)."""
+        try:
+            with self._lock:
+                response = self._client.get("/v1/agent/checks")
+            response.raise_for_status()
+            return {check_id: c["Status"] for check_id, c in response.json().items()}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:
+            log.warning("could not read the checks' current statuses: %s", err)
+            return {}
+
+    def update(self, check_id: str, status: str, output: str) -> bool:
+        """True when the agent took the result (a 404 means the deploy has not registered it yet)."""
+        try:
+            with self._lock:
+                response = self._client.put(f"/v1/agent/check/update/{check_id}",
+                                            json={"Status": status, "Output": output})
+        except httpx.HTTPError as err:
+            log.warning("%s: the agent did not take the result: %s", check_id, err)
+            return False
+        if response.status_code != 200:
+            log.warning("%s: the agent answered %s: %s", check_id, response.status_code, response.text.strip()[:200])
+        return response.status_code == 200
+
+
+def run_check(check: Check, reporter: Reporter, stopping: threading.Event, standing: str = CRITICAL) -> None:
+    """Probe, gate, report, sleep; until `stopping` is set. `standing` is the status Consul holds
+    when the checker starts: a restarted checker (its checks file changed) damps from there, so
+    one slow probe right after a restart does not turn a passing check critical."""
+    gate = Gate(check.success_before_passing, check.failures_before_critical, status=standing)
+    # Stagger first runs (as Consul does) so checks do not fire in lockstep, by at most a second.
+    if stopping.wait(random.random() * min(check.interval, 1.0)):
+        return
+    while not stopping.is_set():
+        started = time.monotonic()
+        try:
+            result = protocols.run(check.probe, check.timeout)
+        except Exception as err:  # a check's thread must survive anything a probe library throws
+            log.exception("%s: the probe raised", check.check_id)
+            result = protocols.Result(False, f"the probe raised {type(err).__name__}: {err}")
+        before = gate.status
+        gate(PASSING if result.ok else CRITICAL)
+        output = result.output if gate.status != PASSING or result.ok else (
+            f"passing until {gate.failures_critical} failures in a row ({gate.failures} so far); last: {result.output}")
+        if gate.status != before:
+            log.info("%s: %s -> %s: %s", check.check_id, before, gate.status, result.output)
+        taken = reporter.update(check.check_id, gate.status, output)
+        pause = check.interval if taken else RETRY_SECONDS
+        stopping.wait(max(0.0, pause - (time.monotonic() - started)) if taken else pause)
+
+
+def load_checks(path: Path) -> tuple[str, list[Check]]:
+    raw = json.loads(path.read_text())
+    return raw["consul"], [Check.from_json(c) for c in raw["checks"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="meshspec-checker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checks", type=Path, required=True, help="The checks file the deploy rendered.")
+    parser.add_argument("--token-file", type=Path, help="File holding the Consul token.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe and report would fill the log
+    try:
+        consul, checks = load_checks(args.checks)
+        token = read_token(args.token_file)
+    except (OSError, ValueError, KeyError) as err:
+        parser.exit(2, f"meshspec-checker: {args.checks}: {err}\n")
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    reporter = Reporter(consul, token)
+    standing = reporter.statuses()
+    threads = [threading.Thread(target=run_check, args=(c, reporter, stopping, standing.get(c.check_id, CRITICAL)),
+                                name=c.check_id, daemon=True) for c in checks]
+    for thread in threads:
+        thread.start()
+    log.info("checking %d instances, reporting to %s", len(checks), consul)
+    while not stopping.wait(3600):
+        pass
+    return 0

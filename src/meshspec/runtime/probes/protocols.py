@@ -1,0 +1,201 @@
+"""Every probe kind, run once, in this process: what the host's checker runs each interval and what
+verify's `healthy` runs once. No process is started per probe except for a `command` probe, which
+is one by definition.
+
+A probe is the plain dict of `meshspec.render.probes.Probe` (as the checker reads it from its JSON
+file). `run(probe, timeout)` never raises for a server's fault: it returns a `Result` whose `output`
+is one line saying who answered what, or which step failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from meshspec.runtime.probes.mcp import probe_mcp
+
+OUTPUT_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    output: str  # one line
+    details: dict[str, Any] = field(default_factory=dict)  # http_status, tool_count, exit_code, ...
+
+
+def _one_line(text: object, limit: int = OUTPUT_LIMIT) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _failed(where: str, err: BaseException) -> Result:
+    what = "timed out" if isinstance(err, (TimeoutError, asyncio.TimeoutError, socket.timeout)) else _one_line(err)
+    return Result(False, f"{where} failed: {what or type(err).__name__}")
+
+
+def http(probe: dict, timeout: float) -> Result:
+    url, method = probe["url"], probe["method"]
+    try:
+        # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
+        with httpx.Client(trust_env=False, timeout=timeout, verify=url.startswith("https:")) as client:
+            response = client.request(method, url, headers=probe["headers"], content=probe["body"])
+    except httpx.HTTPError as err:
+        return _failed(f"{method} {url}", err)
+    ok = 200 <= response.status_code < 300
+    return Result(ok, f"{method} {url} answered HTTP {response.status_code} {response.reason_phrase}",
+                  {"http_status": response.status_code})
+
+
+def mcp(probe: dict, timeout: float) -> Result:
+    found = probe_mcp(probe["url"], timeout=timeout, min_tools=probe["min_tools"])
+    return Result(found.ok, found.reason, {"tool_count": found.tool_count, "min_tools": probe["min_tools"],
+                                           "protocol_version": found.protocol_version})
+
+
+def _where(probe: dict) -> str:
+    return f"{probe['address']}:{probe['port']}"
+
+
+def tcp(probe: dict, timeout: float) -> Result:
+    try:
+        with socket.create_connection((probe["address"], probe["port"]), timeout=timeout):
+            return Result(True, f"{_where(probe)} accepts connections")
+    except OSError as err:
+        what = "timed out" if isinstance(err, TimeoutError) else _one_line(err.strerror or err).lower()
+        return Result(False, f"nothing listens at {_where(probe)} ({what})")
+
+
+def postgres(probe: dict, timeout: float) -> Result:
+    import asyncpg  # imported by the probes that use it: a checker of HTTP services pays nothing
+
+    opts = probe["options"]
+
+    async def session() -> tuple[Any, str]:
+        conn = await asyncpg.connect(host=probe["address"], port=probe["port"], user=opts["user"],
+                                     database=opts["database"], timeout=timeout, ssl=False)
+        try:
+            value = await conn.fetchval(opts["query"], timeout=timeout)
+            version = ".".join(str(v) for v in conn.get_server_version()[:2])
+        finally:
+            await conn.close(timeout=timeout)
+        return value, version
+
+    try:
+        value, version = asyncio.run(asyncio.wait_for(session(), timeout))
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        return _failed(f"postgres {_where(probe)}", err)
+    return Result(True, f"PostgreSQL {version} at {_where(probe)} answered {opts['query']!r}: {value!r}")
+
+
+def mysql(probe: dict, timeout: float) -> Result:
+    import pymysql
+
+    opts = probe["options"]
+    try:
+        conn = pymysql.connect(host=probe["address"], port=probe["port"], user=opts["user"], connect_timeout=timeout,
+                               read_timeout=timeout, write_timeout=timeout)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(opts["query"])
+                row = cursor.fetchone()
+            version = conn.get_server_info()
+        finally:
+            conn.close()
+    except (OSError, pymysql.MySQLError) as err:
+        return _failed(f"mysql {_where(probe)}", err)
+    return Result(True, f"MySQL-protocol server {version} at {_where(probe)} answered {opts['query']!r}: {row!r}")
+
+
+def redis(probe: dict, timeout: float) -> Result:
+    import redis as redis_client
+
+    client = redis_client.Redis(host=probe["address"], port=probe["port"], socket_timeout=timeout,
+                                socket_connect_timeout=timeout)
+    try:
+        pong = client.execute_command("PING")
+    except (OSError, redis_client.RedisError) as err:
+        return _failed(f"redis {_where(probe)}", err)
+    finally:
+        client.close()
+    ok = pong in (True, b"PONG", "PONG")  # redis-py turns the PONG status reply into True
+    return Result(ok, f"redis at {_where(probe)} answered PING with {'PONG' if ok else repr(pong)}")
+
+
+def amqp(probe: dict, timeout: float) -> Result:
+    import aiormq
+    from yarl import URL
+
+    opts = probe["options"]
+    url = URL.build(scheme="amqp", host=probe["address"], port=probe["port"], user=opts["user"],
+                    password=opts["password"], path="/" + opts["vhost"].lstrip("/"))
+
+    async def session() -> dict:
+        conn = await aiormq.connect(url)
+        try:
+            return dict(conn.server_properties or {})
+        finally:
+            await conn.close()
+
+    try:
+        server = asyncio.run(asyncio.wait_for(session(), timeout))
+    except (OSError, asyncio.TimeoutError, aiormq.exceptions.AMQPError) as err:
+        return _failed(f"amqp {_where(probe)}", err)
+    name = f"{_decoded(server.get('product', 'AMQP server'))} {_decoded(server.get('version', ''))}".strip()
+    return Result(True, f"{name} at {_where(probe)} opened an AMQP 0-9-1 connection on vhost {opts['vhost']!r}")
+
+
+def _decoded(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def command(probe: dict, timeout: float) -> Result:
+    argv, container = list(probe["argv"]), probe["container"]
+    shown = _one_line(shlex.join(argv), 120)
+    if container:
+        return _in_container(argv, container, timeout, shown)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return Result(False, f"`{shown}` timed out after {timeout:g} s")
+    except OSError as err:
+        return Result(False, f"`{shown}` {_one_line(err)}")
+    said = (done.stdout + done.stderr).strip().splitlines()
+    return Result(done.returncode == 0, f"`{shown}` exited {done.returncode}: {_one_line(said[-1] if said else 'no output', 120)}",
+                  {"exit_code": done.returncode})
+
+
+def _in_container(argv: list[str], container: str, timeout: float, shown: str) -> Result:
+    import docker
+
+    try:
+        engine = docker.from_env(timeout=max(1, int(timeout) + 5))
+        try:  # coreutils' timeout bounds the run: the exec API has no timeout of its own
+            done = engine.containers.get(container).exec_run(["timeout", f"{timeout:g}", *argv])
+        finally:
+            engine.close()
+    except docker.errors.DockerException as err:
+        return Result(False, f"`{shown}` in container {container}: {_one_line(err)}")
+    if done.exit_code == 124:
+        return Result(False, f"`{shown}` timed out after {timeout:g} s in container {container}")
+    said = (done.output or b"").decode("utf-8", "replace").strip().splitlines()
+    return Result(done.exit_code == 0, f"`{shown}` exited {done.exit_code} in container {container}: "
+                  f"{_one_line(said[-1] if said else 'no output', 120)}", {"exit_code": done.exit_code})
+
+
+KINDS: dict[str, Callable[[dict, float], Result]] = {
+    "http": http, "mcp": mcp, "tcp": tcp, "postgres": postgres, "mysql": mysql, "redis": redis, "amqp": amqp,
+    "command": command,
+}
+
+
+def run(probe: dict, timeout: float) -> Result:
+    """Run one probe of any kind; `timeout` bounds it (seconds)."""
+    return KINDS[probe["kind"]](probe, timeout)

@@ -1,0 +1,86 @@
+"""The host's checker (meshspec-checker) against the real agent: TTL checks it renews, damping, and
+what happens when it dies."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from meshspec.render.probes import HTTP, Probe
+from tests.agent.conftest import MESHSPEC
+from tests.support import wait_until
+
+CHECKER = MESHSPEC.with_name("meshspec-checker")
+CHECK_ID = "service:web-1"
+
+
+def register(agent, ttl: str) -> None:
+    body = {"ID": "web-1", "Name": "web", "Port": 1, "Check": {"CheckID": CHECK_ID, "TTL": ttl}}
+    assert requests.put(f"http://{agent.address}/v1/agent/service/register", json=body, timeout=5).status_code == 200
+
+
+def status(agent) -> tuple[str, str]:
+    check = requests.get(f"http://{agent.address}/v1/agent/checks", timeout=5).json()[CHECK_ID]
+    return check["Status"], check["Output"]
+
+
+@pytest.fixture
+def start_checker(tmp_path: Path):
+    started: list[subprocess.Popen] = []
+
+    def start(agent, url: str, interval_ms: int, timeout_ms: int, failures_before_critical: int) -> subprocess.Popen:
+        check = {"check_id": CHECK_ID, "probe": dataclasses.asdict(Probe(HTTP, url)), "interval_ms": interval_ms,
+                 "timeout_ms": timeout_ms, "success_before_passing": 1,
+                 "failures_before_critical": failures_before_critical}
+        checks = tmp_path / "checks.json"
+        checks.write_text(json.dumps({"consul": agent.address, "checks": [check]}))
+        with open(tmp_path / "checker.log", "ab") as log:
+            proc = subprocess.Popen([str(CHECKER), "--checks", str(checks)], stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_checker_that_dies_turns_its_checks_critical_within_the_ttl(agent, target, start_checker):
+    register(agent, ttl="3s")
+    checker = start_checker(agent, target.url, interval_ms=500, timeout_ms=1000, failures_before_critical=3)
+    assert wait_until(lambda: status(agent)[0] == "passing", 15), status(agent)
+    assert "answered HTTP 200" in status(agent)[1]
+
+    checker.send_signal(signal.SIGKILL)
+    checker.wait(10)
+    died = time.monotonic()
+    # Nobody renews the TTL now: the check must not stay passing (3 s TTL, 1 s for the agent's timer).
+    assert wait_until(lambda: status(agent)[0] == "critical", 4), status(agent)
+    assert time.monotonic() - died >= 2, "turned critical before its TTL could run out"
+    assert status(agent)[1] == "TTL expired"
+
+
+def test_one_timed_out_probe_does_not_turn_a_check_critical(agent, target, start_checker):
+    register(agent, ttl="5s")
+    start_checker(agent, target.url, interval_ms=1000, timeout_ms=300, failures_before_critical=3)
+    assert wait_until(lambda: status(agent)[0] == "passing", 15), status(agent)
+
+    target.delays = [1.0]  # the next probe times out, the ones after it answer at once
+    seen = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        seen.append(status(agent))
+        time.sleep(0.05)
+    assert any("(1 so far)" in output for _, output in seen), "the slow probe never happened"
+    assert {s for s, _ in seen} == {"passing"}, [s for s in seen if s[0] != "passing"]
+
+    target.status = 500  # failures in a row past the threshold do turn it critical
+    assert wait_until(lambda: status(agent)[0] == "critical", 6), status(agent)
+    assert "answered HTTP 500" in status(agent)[1]

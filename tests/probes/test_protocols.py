@@ -1,0 +1,75 @@
+"""Every probe kind the checker runs refuses the seed's liar: a listener that answers anything
+with `{"status":"healthy"}` (the netcat loop the old status report called an MCP server), and a
+closed port. What passes them for real is the mesh itself: the acceptance suites require every
+instance's check, renewed by these probes, to pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from meshspec.render.probes import AMQP, HTTP, MCP, MYSQL, POSTGRES, REDIS, TCP, Probe
+from meshspec.runtime.probes.protocols import run
+from meshspec.spec.models import AmqpProbe, MysqlProbe, PostgresProbe, RedisProbe
+from tests.support import free_port
+
+LIE = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"status":"healthy"}\n'
+OPTIONS = {POSTGRES: PostgresProbe(), MYSQL: MysqlProbe(), REDIS: RedisProbe(), AMQP: AmqpProbe()}
+
+
+@pytest.fixture
+def liar() -> Iterator[int]:
+    """A listener that says it is healthy to whoever connects, then hangs up."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(LIE)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def protocol_probe(kind: str, port: int) -> dict:
+    return dataclasses.asdict(Probe(kind, address="127.0.0.1", port=port, options=OPTIONS[kind].model_dump()))
+
+
+@pytest.mark.parametrize("kind", [POSTGRES, MYSQL, REDIS, AMQP])
+def test_a_protocol_probe_refuses_the_liar_and_says_where(kind, liar):
+    result = run(protocol_probe(kind, liar), timeout=2)
+    assert not result.ok, result.output
+    assert result.output.startswith(f"{kind} 127.0.0.1:{liar} failed: "), result.output
+
+
+@pytest.mark.parametrize("kind", [POSTGRES, MYSQL, REDIS, AMQP])
+def test_a_protocol_probe_of_a_closed_port_fails(kind):
+    port = free_port()
+    result = run(protocol_probe(kind, port), timeout=2)
+    assert not result.ok and f"127.0.0.1:{port} failed" in result.output, result.output
+
+
+def test_the_mcp_probe_refuses_the_liar(liar):
+    result = run(dataclasses.asdict(Probe(MCP, url=f"http://127.0.0.1:{liar}/mcp", min_tools=1)), timeout=2)
+    assert not result.ok, result.output
+
+
+def test_http_and_tcp_probes_of_a_closed_port_fail_and_say_where():
+    port = free_port()
+    http = run(dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{port}/health")), timeout=2)
+    assert not http.ok and http.output.startswith(f"GET http://127.0.0.1:{port}/health failed: "), http.output
+    closed = run(dataclasses.asdict(Probe(TCP, address="127.0.0.1", port=port)), timeout=2)
+    assert not closed.ok and closed.output.startswith(f"nothing listens at 127.0.0.1:{port} ("), closed.output
