@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.meshrun import BIN, REPO, Mesh
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 OFFSET = 3000
@@ -128,7 +129,9 @@ def test_a_deploy_killed_midway_then_rerun_leaves_no_orphan(mesh):
     expected = {"consul-local-0", "web-local-0", "files-local-0"}
     assert set(mesh.supervisor_status()) == expected | {CHECKER}
     assert set(mesh.consul().agent.services()) == expected
-    # No process of this mesh runs outside supervisord's programs.
+    # No process of this mesh runs outside supervisord's programs. The checker restarts when its
+    # checks change, and the deploy does not wait out its startsecs: wait for RUNNING (and a pid).
+    wait_until(lambda: {state for state, _ in mesh.supervisor_status().values()} == {"RUNNING"}, 10)
     supervised = {pid for _, pid in mesh.supervisor_status().values()}
     ours = subprocess.run(["pgrep", "-f", str(mesh.state_dir)], capture_output=True, text=True).stdout.split()
     supervisord = int((mesh.state_dir / "supervisor" / "supervisord.pid").read_text())

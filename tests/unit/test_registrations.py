@@ -100,7 +100,7 @@ def test_the_checker_runs_exactly_the_probe_the_registration_names():
 
 def test_the_checker_program_restarts_when_its_checks_change():
     p = plan()
-    first = checker_program(p, p.instances, Runtime.PROCESS)
-    assert first.name == "mesh-checker" and "meshspec-checker --checks" in first.text
-    fewer = checker_program(p, p.instances[:-1], Runtime.PROCESS)
+    first = checker_program(p, p.instances, Runtime.PROCESS, "/m/bin")
+    assert first.name == "mesh-checker" and "command=/m/bin/meshspec-checker --checks" in first.text
+    fewer = checker_program(p, p.instances[:-1], Runtime.PROCESS, "/m/bin")
     assert first.text != fewer.text  # the revision in environment= differs: supervisord restarts it

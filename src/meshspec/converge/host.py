@@ -102,7 +102,7 @@ class HostMesh:
     def programs(self) -> list[Program]:
         """supervisord's programs on this host: the checker, and the instances unless containers run them."""
         instances = [] if self.runtime.in_containers else [program(self.plan, i) for i in self.instances]
-        return [checker_program(self.plan, self.instances, self.runtime), *instances]
+        return [checker_program(self.plan, self.instances, self.runtime, BIN_DIR), *instances]
 
     @property
     def registrations(self) -> list[dict]:

@@ -43,11 +43,12 @@ def checks_file(plan: Plan, instances: list[Instance], runtime: Runtime) -> str:
     return json.dumps({"consul": plan.consul_addr, "checks": checks}, indent=1, sort_keys=True) + "\n"
 
 
-def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime) -> Program:
-    """The checker under the mesh's supervisord; its revision is the checks file's digest, so a
-    changed file restarts it."""
+def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime, bin_dir: str) -> Program:
+    """The checker under the mesh's supervisord, from the host's meshspec in `bin_dir` (with the
+    docker runtime, the plan's meshspec is the one inside the images); its revision is the checks
+    file's digest, so a changed file restarts it."""
     layout = plan.layout
-    argv = [str(PurePosixPath(plan.meshspec_bin).with_name("meshspec-checker")),
+    argv = [str(PurePosixPath(bin_dir) / "meshspec-checker"),
             "--checks", str(layout.checker_file), "--token-file", str(layout.consul_token_file)]
     rev = f"{__version__}+{digest_text(checks_file(plan, instances, runtime))}"
     return section(layout, CHECKER, argv, str(layout.checker_file.parent), rev, stop_timeout_ms=5_000)
