@@ -27,23 +27,26 @@ down: $(STAMP)
 purge: $(STAMP)
 	$(BIN)/meshspec deploy deploys/teardown.py --data mesh_purge=true
 
+# The README's commands as a new user runs them: none of meshspec's settings given.
+DEFAULTS := env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC -u MESH_HOSTS -u MESH_HOSTS_FILE \
+	-u MESH_CACHE_DIR -u CONSUL_HTTP_ADDR
+
 # The acceptance mesh: the shipped spec, deployed beside any running mesh (own state dir and ports).
 TEST_MESH := MESH_STATE_DIR=/tmp/meshspec-test MESH_PORT_OFFSET=20000
 
 ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests --mesh=running
 
 # Unit and integration tests; then the README's own commands with their defaults (`make deploy`:
-# the user's mesh, default state dir and ports; a clean `meshspec verify`; `make down`); then the
+# the user's mesh, default state dir and ports; a clean `meshspec verify`; `make down`, and
+# `meshspec verify --gone`: no port, process, registration or state dir left); then the
 # 41-service mesh deployed in isolation with the process runtime, the BDD suites and a short
 # Locust SLO run against it; then the same mesh switched to the docker runtime and the same suites
 # again (runtime-tagged scenarios run against their own runtime); then its teardown (whatever the result).
 test: $(STAMP)
 	mkdir -p $(REPORTS)
 	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --ignore=tests/bdd --ignore=tests/loadtests
-	env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC $(MAKE) deploy && \
-	env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC \
-		$(BIN)/meshspec verify --junit $(REPORTS)/verify-default.xml; \
-	status=$$?; env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SPEC $(MAKE) down && exit $$status
+	$(DEFAULTS) $(MAKE) deploy && $(DEFAULTS) $(BIN)/meshspec verify --junit $(REPORTS)/verify-default.xml; \
+	status=$$?; $(DEFAULTS) $(MAKE) down && $(DEFAULTS) $(BIN)/meshspec verify --gone && exit $$status
 	$(TEST_MESH) $(BIN)/meshspec deploy
 	$(TEST_MESH) $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance.xml && \
 	$(TEST_MESH) MESH_RUNTIME=docker $(BIN)/meshspec deploy && \

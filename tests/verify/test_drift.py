@@ -23,7 +23,7 @@ from meshspec.converge.mesh import load_mesh
 from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
 from meshspec.render.registrations import registration
 from meshspec.verify.checks import Port
-from meshspec.verify.run import VerifyRun, verify
+from meshspec.verify.run import VerifyRun, verify, verify_gone
 from tests.integration.meshrun import BIN, REPO, Mesh
 from tests.support import wait_until
 
@@ -270,3 +270,15 @@ def _register(mesh: Mesh, body: dict) -> None:
         name=body["Name"], service_id=body["ID"], address=body["Address"], port=body["Port"],
         tags=body["Tags"], meta=body["Meta"], check=body["Check"], replace_existing_checks=True,
     )
+
+
+def test_verify_gone_fails_on_a_running_mesh_naming_what_remains(mesh):
+    """`meshspec verify --gone` (what `make test` runs after `make down`) cannot pass a live mesh."""
+    run = verify_gone(planned(mesh))
+    by_id = {c.id: c for c in run.checks}
+    assert not run.ok
+    for inst in planned(mesh).plan.instances:
+        assert by_id[f"{inst.id}/port-free"].status == "failed", by_id[f"{inst.id}/port-free"]
+    assert by_id["mesh/no-registrations"].reason.startswith("registered still: ")
+    assert by_id["mesh/no-programs"].reason.startswith("supervisord still runs ")
+    assert by_id["mesh/no-state"].reason.startswith("left: ")

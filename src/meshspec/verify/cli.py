@@ -12,7 +12,7 @@ from meshspec import settings
 from meshspec.converge.mesh import configured_mesh
 from meshspec.plan.hosts import HostsError
 from meshspec.spec import SpecInvalid
-from meshspec.verify.run import VerifyRun, verify
+from meshspec.verify.run import VerifyRun, verify, verify_gone
 
 DRIFT, USER_ERROR = 1, 2
 
@@ -23,20 +23,25 @@ def _user_error(lines: list[str]) -> None:
     raise typer.Exit(USER_ERROR)
 
 
-def run_verify() -> VerifyRun:
-    """Verify the mesh the settings describe (as the deploy reads them); exit 2 on a bad spec or setting."""
+def run_verify(gone: bool = False) -> VerifyRun:
+    """Verify the mesh the settings describe (as the deploy reads them), or with `gone` that it is
+    torn down; exit 2 on a bad spec or setting."""
     try:
         mesh, runtime = configured_mesh(), settings.runtime()
     except SpecInvalid as err:
         _user_error(err.lines("nothing was verified"))
     except (settings.SettingsError, HostsError) as err:
         _user_error([f"error: {err}"])
+    if gone:
+        return verify_gone(mesh, spec_path=settings.spec_path())
     return verify(mesh, runtime=runtime, spec_path=settings.spec_path())
 
 
 def verify_command(
     json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of a table."),
     junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML (one testcase per check) here."),
+    gone: bool = typer.Option(False, "--gone", help="Check instead that the mesh is torn down (after make down): "
+                              "no port of it listens, nothing of it runs or is registered, no state dir is left."),
 ) -> None:
     """Check reality against the spec: processes, ports, health probes, registrations, Consul checks, routes.
 
@@ -44,7 +49,7 @@ def verify_command(
     """
     from meshspec.verify.output import print_table, to_json, to_junit
 
-    run = run_verify()
+    run = run_verify(gone)
     if json_out:
         typer.echo(to_json(run))
     else:

@@ -16,15 +16,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from meshspec.common.consul_token import read_token
 from meshspec.converge.mesh import Mesh
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.plan.hosts import LOCAL
+from meshspec.plan.layout import OWNED
 from meshspec.render.checker import CHECKER
 from meshspec.render.containers import ownership
 from meshspec.render.probes import probe
-from meshspec.render.registrations import registration
+from meshspec.render.registrations import is_ours, registration
 from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor, one_line
@@ -359,4 +361,72 @@ def verify(mesh: Mesh, runtime: Runtime = Runtime.PROCESS, spec_path: str = "", 
         mesh=plan.spec.mesh.name, spec=spec_path, port_offset=plan.port_offset, state_dir=str(plan.layout.root),
         consul=mesh.registry.addr, started_at=started_at, finished_at=now_iso(),
         duration_ms=round((time.perf_counter() - started) * 1000, 2), checks=results, sources=timing,
+    )
+
+
+# --- after a teardown ----------------------------------------------------------------------------
+
+GONE_CHECKS = {
+    "port-free": "nothing listens on its port",
+    "no-registrations": "no registration of this mesh",
+    "no-programs": "no supervisord of this mesh",
+    "no-containers": "no container of this mesh",
+    "no-state": "no state directory left",
+}
+TITLES |= GONE_CHECKS
+
+
+def port_free(inst: Instance, timeout: float) -> Outcome:
+    port = Port(inst.address, inst.port, timeout)
+    return outcome(not port.is_listening, port.reason, port=inst.port)
+
+
+def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
+    """None of this mesh's registrations remain; a registry that does not answer holds none of them
+    only when it was the mesh's own agent (a real Consul must answer)."""
+    read = _timed(lambda: mesh.registry.client(read_token(mesh.plan.layout.consul_token_file, missing_ok=True),
+                                               timeout).agent.services(), f"Consul at {mesh.registry.addr}")
+    if read.error:
+        own = mesh.plan.external_consul is None
+        return outcome(own, f"{read.error}: {'the mesh’s own agent is gone' if own else 'cannot tell'}")
+    ours = sorted(i for i, s in read.data.items() if is_ours(s, mesh.plan.spec.mesh.name))
+    return outcome(not ours, f"registered still: {', '.join(ours)}" if ours else "none registered", left=ours)
+
+
+def no_programs(mesh: Mesh, timeout: float) -> Outcome:
+    found = Supervisor.read(str(mesh.plan.layout.supervisor_socket), timeout)
+    if found.error:
+        return outcome(True, found.error)
+    return outcome(False, f"supervisord still runs {len(found.states)} programs", programs=sorted(found.states))
+
+
+def no_containers(mesh: Mesh, timeout: float) -> Outcome:
+    found = Supervisor.read_containers(ownership(mesh.plan), timeout)
+    if found.error:
+        return skipped(found.error)
+    return outcome(not found.states, f"{len(found.states)} containers of this mesh" if found.states else "none",
+                   containers=sorted(found.states))
+
+
+def no_state(plan: Plan) -> Outcome:
+    left = [str(plan.layout.root / part) for part in OWNED if Path(plan.layout.root / part).exists()]
+    return outcome(not left, f"left: {', '.join(left)}" if left else f"none of {', '.join(OWNED)} under {plan.layout.root}")
+
+
+def verify_gone(mesh: Mesh, spec_path: str = "", timeout: float = 2.0, workers: int = MAX_WORKERS) -> VerifyRun:
+    """After `make down`: nothing of the mesh on this host answers, runs, is registered or stays on disk."""
+    started_at, started = now_iso(), time.perf_counter()
+    plan = mesh.plan
+    checks = [Planned(i.id, i.service, "port-free", lambda i=i: port_free(i, timeout))
+              for i in plan.instances if _is_local(i)]
+    checks += [Planned(MESH, None, "no-registrations", lambda: no_registrations(mesh, timeout)),
+               Planned(MESH, None, "no-programs", lambda: no_programs(mesh, timeout)),
+               Planned(MESH, None, "no-containers", lambda: no_containers(mesh, timeout)),
+               Planned(MESH, None, "no-state", lambda: no_state(plan))]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        results = list(pool.map(_measure, checks))
+    return VerifyRun(
+        mesh=plan.spec.mesh.name, spec=spec_path, port_offset=plan.port_offset, state_dir=str(plan.layout.root),
+        consul=mesh.registry.addr, started_at=started_at, finished_at=now_iso(),
+        duration_ms=round((time.perf_counter() - started) * 1000, 2), checks=results, sources={},
     )
