@@ -11,10 +11,11 @@ import pytest
 from meshspec.common.haproxy_shape import read_shape, server_id
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.haproxy import ProxyOptions, backend_name, config_shape, render_haproxy
+from meshspec.render.haproxy import ProxyOptions, backend_name, config_shape, render_haproxy, server_options
 from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
 from meshspec.runtime.proxy.runtime_api import ServerState, parse_servers_state
 from meshspec.spec import load_spec
+from meshspec.spec.models import HealthTiming, Routing
 from meshspec.spec.resolve import effective_health_timing
 from tests.proxy.meshes import make_mesh, service
 
@@ -333,3 +334,11 @@ def test_parse_servers_state():
             "4 b 2 spare1 127.0.0.1 2 12 1 1 0 1 0 0 8 0 0 0 - 4444 - 0 0 - - 0\n")
     [row] = parse_servers_state(text)
     assert (row.backend, row.name, row.id, row.port, row.admin) == ("b", "spare1", 2, 4444, "drain")
+
+
+def test_haproxy_damps_like_the_checker_with_fall_capped_at_two():
+    """rise/fall follow success_before_passing/failures_before_critical; fall stops at 2, since each
+    further failed check costs a whole breaker cooldown (fastinter) before a dead server leaves."""
+    damped = server_options(Routing(), HealthTiming(success_before_passing=2, failures_before_critical=3))
+    assert "rise 2 fall 2" in damped
+    assert "rise 1 fall 1" in server_options(Routing(), HealthTiming())

@@ -45,6 +45,7 @@ STATE_FILE = "server-state"
 PIDFILE = "haproxy.pid"
 HEALTH_INTER_MS = 2_000
 FASTINTER_MS = 250
+MAX_FALL = 2
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,13 @@ def check_lines(service: Service) -> list[str]:
 def server_options(routing: Routing, timing: HealthTiming) -> str:
     """Per-server options (also given to `add server`, which does not inherit default-server).
 
-    rise/fall are the spec's SuccessBeforePassing/FailuresBeforeCritical, the damping the checker
-    applies before Consul sees a status: HAProxy's own checks take a server out no sooner (in
-    results) than Consul would, so one slow check on a busy host drops no server."""
-    rise_fall = f"rise {max(1, timing.success_before_passing)} fall {max(1, timing.failures_before_critical)}"
+    rise/fall follow the spec's SuccessBeforePassing/FailuresBeforeCritical, the damping the checker
+    applies before Consul sees a status, so one slow check on a busy host drops no server. fall is
+    at most MAX_FALL: after one failed check HAProxy checks every `fastinter`, which the breaker
+    sets to its cooldown, so each further fall would keep a dead server in rotation a whole
+    cooldown longer; two results in a row already ride out one slow check."""
+    fall = min(max(1, timing.failures_before_critical), MAX_FALL)
+    rise_fall = f"rise {max(1, timing.success_before_passing)} fall {fall}"
     breaker = routing.circuit_breaker
     if not breaker.enabled:
         return f"check inter {HEALTH_INTER_MS}ms fastinter {FASTINTER_MS}ms {rise_fall}"
