@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from meshspec.render.probes import AMQP, HTTP, MCP, MYSQL, POSTGRES, REDIS, TCP, Probe
+from meshspec.render.probes import AMQP, COMMAND, HTTP, MCP, MYSQL, POSTGRES, REDIS, TCP, Probe
 from meshspec.runtime.probes.protocols import run
 from meshspec.spec.models import AmqpProbe, MysqlProbe, PostgresProbe, RedisProbe
 from tests.support import free_port
@@ -73,3 +74,11 @@ def test_http_and_tcp_probes_of_a_closed_port_fail_and_say_where():
     assert not http.ok and http.output.startswith(f"GET http://127.0.0.1:{port}/health failed: "), http.output
     closed = run(dataclasses.asdict(Probe(TCP, address="127.0.0.1", port=port)), timeout=2)
     assert not closed.ok and closed.output.startswith(f"nothing listens at 127.0.0.1:{port} ("), closed.output
+
+
+def test_a_command_probe_passes_on_exit_0_and_says_how_it_failed():
+    ok = run(dataclasses.asdict(Probe(COMMAND, argv=(sys.executable, "-c", "print('PONG')"))), timeout=5)
+    assert ok.ok and ok.output.endswith("exited 0: PONG"), ok.output
+    failing = run(dataclasses.asdict(Probe(COMMAND, argv=(sys.executable, "-c", "import sys; print('no'); sys.exit(3)"))),
+                  timeout=5)
+    assert not failing.ok and failing.output.endswith("exited 3: no") and failing.details == {"exit_code": 3}

@@ -8,14 +8,11 @@ Consul's services and checks) are read once into a snapshot and handed to the cl
 
 from __future__ import annotations
 
-import shlex
 import socket
-import subprocess
 import xmlrpc.client
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import docker
 import httpx
 from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
@@ -189,58 +186,6 @@ class McpServer:
     @property
     def reason(self) -> str:
         return self.result.reason
-
-
-class Command:
-    """A command check: ``Command(argv).exits_0`` (one run), on this host or, given a container's
-    name, inside it through the engine's exec API (as the docker runtime's Consul check runs it)."""
-
-    def __init__(self, argv: list[str], timeout: float = 2.0, container: str | None = None) -> None:
-        self.argv, self.timeout, self.container = argv, timeout, container
-
-    def _in_container(self) -> tuple[int | None, str]:
-        try:
-            engine = docker.from_env(timeout=max(1, int(self.timeout) + 5))
-            try:  # coreutils' timeout bounds the run: the exec API has no timeout of its own
-                done = engine.containers.get(self.container).exec_run(["timeout", f"{self.timeout:g}", *self.argv])
-            finally:
-                engine.close()
-        except DockerException as err:
-            return None, f"in container {self.container}: {one_line(err)}"
-        if done.exit_code == 124:
-            return None, f"timed out after {self.timeout:g} s in container {self.container}"
-        output = (done.output or b"").decode("utf-8", "replace").strip().splitlines()
-        return done.exit_code, one_line(output[-1] if output else "no output", 120)
-
-    @cached_property
-    def _outcome(self) -> tuple[int | None, str]:
-        if self.container:
-            return self._in_container()
-        try:
-            done = subprocess.run(self.argv, capture_output=True, text=True, timeout=self.timeout,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return None, f"timed out after {self.timeout:g} s"
-        except OSError as err:
-            return None, one_line(err)
-        output = (done.stdout + done.stderr).strip().splitlines()
-        return done.returncode, one_line(output[-1] if output else "no output", 120)
-
-    @property
-    def exit_code(self) -> int | None:
-        return self._outcome[0]
-
-    @property
-    def exits_0(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def reason(self) -> str:
-        code, said = self._outcome
-        shown = one_line(shlex.join(self.argv), 120)
-        if code is None:
-            return f"`{shown}` {said}"
-        return f"`{shown}` exited {code}: {said}"
 
 
 # --- the registry ------------------------------------------------------------------------------
