@@ -47,6 +47,7 @@ consul.answering(name="Consul answers", registry=mesh.registry, token=token)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)
-health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids)
+health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
+               supervisor=(ctl, conf), owner=mesh.owner)
 health.summary(name="Summary", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
                supervisor=(ctl, conf), owner=mesh.owner)

@@ -55,10 +55,14 @@ SEPARATOR = "."
 #: The gateway's own tool: the upstreams it federates and their state (it also keeps a gateway
 #: without upstreams a passing MCP server for `meshspec probe mcp`, which wants at least one tool).
 UPSTREAMS_TOOL = "mcp-gateway.upstreams"
-#: Longest a blocking query on Consul waits before the catalogue is re-read anyway.
-DEFAULT_REFRESH_S = 10.0
-#: An upstream's tools are listed again at least this often.
-TOOLS_TTL_S = 60.0
+#: Longest a blocking query on Consul waits before the catalogue is re-read anyway. The query wakes
+#: on every change of a check's status, so this is only a safety net: each re-read costs a request
+#: per MCP service, which on an idle mesh was most of the gateway's CPU at 10 s.
+DEFAULT_REFRESH_S = 60.0
+#: An upstream's tools are listed again at least this often. A restarted upstream is re-listed at
+#: once (its instances change in Consul); this catches tools that change while it runs. Listing
+#: claude-flow's 353 tools costs both sides tens of ms, so not every minute.
+TOOLS_TTL_S = 300.0
 CONNECT_TIMEOUT_S = 10.0
 LIST_TIMEOUT_S = 15.0
 CALL_TIMEOUT_S = 300.0
