@@ -12,16 +12,27 @@ from pydantic import BaseModel, ValidationError
 from meshspec.spec import rules
 from meshspec.spec.models import MeshSpec, Service
 from meshspec.spec.problems import Path, Problem, SpecInvalid
-from meshspec.spec.yamlpos import Positions, load_with_positions
+from meshspec.spec.yamlpos import MAX_CHARACTERS, Positions, load_with_positions
 
 
 def load_spec(path: str | FsPath, port_offset: int = 0) -> MeshSpec:
     """The validated spec at `path`, or SpecInvalid listing every problem found."""
     filename = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecInvalid(filename, [Problem(1, 1, "(file)", f"cannot read: {err}")]) from None
+        with open(path, "rb") as file:
+            raw = file.read(MAX_CHARACTERS + 1)  # a 50 MB file is refused, not read whole
+    except OSError as err:
+        raise SpecInvalid(filename, [Problem(1, 1, "(file)", f"cannot read: {err.strerror or err}")]) from None
+    if len(raw) > MAX_CHARACTERS:
+        raise SpecInvalid(filename, [Problem(1, 1, "(file)", f"the file is larger than {MAX_CHARACTERS:,} bytes,"
+                                                             " the most meshspec reads as a spec")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # a binary file, or another encoding
+        line = raw.count(b"\n", 0, err.start) + 1
+        col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise SpecInvalid(filename, [Problem(line, col, "(file)", f"not UTF-8 text: byte {raw[err.start]:#04x}"
+                                                                  " cannot start or continue a character")]) from None
     return parse_spec(text, filename, port_offset)
 
 
