@@ -27,7 +27,7 @@ from meshspec.verify.checks import (
 )
 from meshspec.verify.output import to_json, to_junit
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
-from meshspec.verify.run import CheckResult, VerifyRun, routable
+from meshspec.verify.run import CheckResult, VerifyRun, not_routed, verdict_of
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,15 +154,26 @@ def test_routes_go_through_svc_for_http_and_mcp_for_mcp():
     ("consul", "routing disabled in the spec"),
     ("mesh-proxy", "the proxy itself"),
     ("redis", "routing mode tcp: reached directly, not through the proxy"),
+    ("web", None),
 ])
-def test_routes_are_skipped_when_the_spec_routes_nothing(service, reason):
-    result = routable(_plan(), service)
-    assert (result.status, result.reason) == ("skipped", reason)
+def test_a_service_the_spec_does_not_route_has_no_route_to_check(service, reason):
+    assert not_routed(_plan(), service) == reason
 
 
-def test_routes_are_skipped_without_a_proxy_service():
+def test_nothing_is_routed_without_a_proxy_service():
     no_proxy = SPEC.replace("mesh: {name: t}", "mesh: {name: t}\nproxy: {service: null}")
-    assert routable(_plan(no_proxy), "web").reason == "the spec declares no proxy service"
+    assert not_routed(_plan(no_proxy), "web") == "the spec declares no proxy service"
+
+
+@pytest.mark.parametrize(("statuses", "verdict"), [
+    (["passed", "passed"], "PASSING"),
+    (["passed", "skipped"], "INCOMPLETE"),
+    (["skipped"], "INCOMPLETE"),
+    ([], "INCOMPLETE"),
+    (["passed", "skipped", "failed"], "FAILING"),
+])
+def test_passing_only_when_every_check_ran_and_passed(statuses, verdict):
+    assert verdict_of(statuses) == verdict
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -235,6 +246,15 @@ def test_the_report_takes_its_numbers_and_times_from_the_checks(tmp_path):
     assert '<td>programs running</td><td>1</td>' in page
     assert '<td class="FAIL">FAIL</td><td>2026-01-02T03:04:05.123+00:00</td><td>23.5</td>' in page
     assert to_markdown(sections(data)) != to_html(sections(data))
+
+
+def test_a_run_with_a_check_not_run_is_incomplete_and_names_it(tmp_path):
+    run = _run()
+    data = json.loads(to_json(VerifyRun(**{**run.__dict__, "checks": [c for c in run.checks if c.status != "failed"]})))
+    assert (data["ok"], data["verdict"]) == (False, "INCOMPLETE")
+    md = write_reports(data, tmp_path)[0].read_text()
+    assert md.startswith("# Mesh t: INCOMPLETE")
+    assert "| files/routable | 2026-01-02T03:04:05.123+00:00 | the spec declares no proxy service |" in md
 
 
 def test_a_bad_spec_exits_2_with_the_validate_messages(tmp_path):

@@ -97,8 +97,8 @@ def test_a_converged_mesh_verifies_clean_in_parallel(mesh, tmp_path):
     ids = {i.id for i in planned(mesh).plan.instances}
     for check in ("running", "listening", "healthy", "registered", "passing"):
         assert {c.subject for c in run.checks if c.check == check and c.status == "passed"} == ids
-    assert {c.subject for c in run.checks if c.check == "routable"} == {"consul", "web", "redis", "files"}
-    assert all(c.status == "skipped" for c in run.checks if c.check == "routable")  # small.yaml has no proxy
+    assert not [c for c in run.checks if c.check == "routable"]  # small.yaml has no proxy: nothing is routed
+    assert run.verdict == "PASSING" and not run.skips
     counts = next(c for c in run.checks if c.id == "mesh/counts")
     assert counts.detail == {"planned": 5, "running": 5, "registered": 5, "passing": 5, "on_this_host": 5}
     files = next(c for c in run.checks if c.id == "files-local-0/healthy")

@@ -45,7 +45,8 @@ def verify_command(
 ) -> None:
     """Check reality against the spec: processes, ports, health probes, registrations, Consul checks, routes.
 
-    Exit 0 only when every check passes; 1 with one line per failed check; 2 on a bad spec.
+    Exit 0 only when every check ran and passed (PASSING); 1 with one line per failed check (FAILING)
+    or per check that could not run (INCOMPLETE); 2 on a bad spec.
     """
     from meshspec.verify.output import print_table, to_json, to_junit
 
@@ -59,6 +60,8 @@ def verify_command(
         junit.write_text(to_junit(run))
     for failure in run.failures:
         typer.echo(failure.line, err=True)
+    for skip in run.skips:  # not run, so not passed: named, and the run is INCOMPLETE
+        typer.echo(f"not checked: {skip.id}: {skip.reason}", err=True)
     raise typer.Exit(0 if run.ok else DRIFT)
 
 

@@ -19,7 +19,7 @@ def to_json(run: VerifyRun) -> str:
 
 
 def summary_line(run: VerifyRun) -> str:
-    return (f"{len(run.checks)} checks: {run.count(PASSED)} passed, {run.count(FAILED)} failed, "
+    return (f"{run.verdict}: {len(run.checks)} checks, {run.count(PASSED)} passed, {run.count(FAILED)} failed, "
             f"{run.count(SKIPPED)} skipped in {run.duration_ms:.0f} ms ({run.started_at} .. {run.finished_at})")
 
 

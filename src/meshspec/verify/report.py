@@ -11,6 +11,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshspec.verify.run import verdict_of
+
 INSTANCE_COLUMNS = ("running", "listening", "healthy", "registered", "passing")
 MARKS = {"passed": "ok", "failed": "FAIL", "skipped": "skip"}
 
@@ -51,7 +53,7 @@ def sections(run: dict, source_name: str = "") -> list[Section]:
     checks = run["checks"]
     by_id = {c["id"]: c for c in checks}
     statuses = {s: sum(c["status"] == s for c in checks) for s in ("passed", "failed", "skipped")}
-    verdict = "PASSING" if not statuses["failed"] else "FAILING"
+    verdict = verdict_of([c["status"] for c in checks])
     stamp = Section(
         f"Mesh {run['mesh']}: {verdict}",
         [f"Measured by meshspec verify from {run['started_at']} to {run['finished_at']} "
@@ -85,6 +87,15 @@ def sections(run: dict, source_name: str = "") -> list[Section]:
         tuple((c["id"], c["started_at"], _ms(c["duration_ms"]), c["reason"]) for c in failed),
     )
 
+    skipped = [c for c in checks if c["status"] == "skipped"]
+    not_run = Section(
+        "Checks not run",
+        ["None: every check ran."] if not skipped else
+        ["Not measured, so not passed: the verdict is INCOMPLETE while any check is here."],
+        ("check", "at", "why") if skipped else (),
+        tuple((c["id"], c["started_at"], c["reason"]) for c in skipped),
+    )
+
     instance_ids = list(dict.fromkeys(c["subject"] for c in checks if c["check"] in INSTANCE_COLUMNS))
     instances = Section(
         "Instances",
@@ -113,7 +124,7 @@ def sections(run: dict, source_name: str = "") -> list[Section]:
         ("source", "ms", "error"),
         tuple((name, _ms(r.get("duration_ms")), r.get("error") or "-") for name, r in (run.get("sources") or {}).items()),
     )
-    return [stamp, summary, failures, instances, routes, every, reads]
+    return [stamp, summary, failures, not_run, instances, routes, every, reads]
 
 
 # --- rendering ---------------------------------------------------------------------------------

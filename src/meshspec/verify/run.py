@@ -67,6 +67,14 @@ def skipped(reason: str) -> Outcome:
     return Outcome(SKIPPED, reason)
 
 
+def verdict_of(statuses: list[str]) -> str:
+    """FAILING when a check failed; INCOMPLETE when none failed but some did not run; PASSING only
+    when every check ran and passed (and there was one)."""
+    if FAILED in statuses:
+        return "FAILING"
+    return "PASSING" if statuses and all(s == PASSED for s in statuses) else "INCOMPLETE"
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One check, as measured: plain data (JSON, JUnit, the report)."""
@@ -107,7 +115,16 @@ class VerifyRun:
 
     @property
     def ok(self) -> bool:
-        return not any(c.failed for c in self.checks)
+        """Every check ran and passed: a skipped check is not a passed one."""
+        return all(c.status == PASSED for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of([c.status for c in self.checks])
+
+    @property
+    def skips(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == SKIPPED]
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -118,7 +135,7 @@ class VerifyRun:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["ok"] = self.ok
+        data["ok"], data["verdict"] = self.ok, self.verdict
         data["summary"] = {"checks": len(self.checks), **{s: self.count(s) for s in (PASSED, FAILED, SKIPPED)}}
         return data
 
@@ -229,18 +246,26 @@ def check_passing(sources: Sources, inst: Instance) -> Outcome:
     return outcome(check.is_passing, check.reason, consul_status=check.status)
 
 
+def not_routed(plan: Plan, service_name: str) -> str | None:
+    """Why the spec routes no traffic to the service through the proxy; None when it does. Such a
+    service has no `routable` check at all: a check that cannot apply is not a skipped one."""
+    proxy = plan.spec.proxy.service
+    routing = effective_routing(plan.spec, plan.service(service_name))
+    if proxy is None:
+        return "the spec declares no proxy service"
+    if service_name == proxy:
+        return "the proxy itself"
+    if not routing.enabled:
+        return "routing disabled in the spec"
+    if routing.mode != "http":
+        return f"routing mode {routing.mode}: reached directly, not through the proxy"
+    return None
+
+
 def routable(plan: Plan, service_name: str) -> Outcome:
     proxy = plan.spec.proxy.service
     service = plan.service(service_name)
     routing = effective_routing(plan.spec, service)
-    if proxy is None:
-        return skipped("the spec declares no proxy service")
-    if service_name == proxy:
-        return skipped("the proxy itself")
-    if not routing.enabled:
-        return skipped("routing disabled in the spec")
-    if routing.mode != "http":
-        return skipped(f"routing mode {routing.mode}: reached directly, not through the proxy")
     front = plan.instances_of(proxy)[0]
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     health = service.health
@@ -321,7 +346,7 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Plann
             Planned(inst.id, inst.service, "passing", lambda i=inst: check_passing(sources, i)),
         ]
     for service in plan.spec.services:
-        if plan.instances_of(service.name):
+        if plan.instances_of(service.name) and not_routed(plan, service.name) is None:
             out.append(Planned(service.name, service.name, "routable", lambda n=service.name: routable(plan, n)))
     out += [
         Planned(MESH, None, "no-extra-registrations", lambda: no_extra_registrations(sources, plan)),
@@ -402,8 +427,8 @@ def no_programs(mesh: Mesh, timeout: float) -> Outcome:
 
 def no_containers(mesh: Mesh, timeout: float) -> Outcome:
     found = Supervisor.read_containers(ownership(mesh.plan), timeout)
-    if found.error:
-        return skipped(found.error)
+    if found.error:  # as with supervisord above: no engine answers, so none runs a container of the mesh
+        return outcome(True, found.error)
     return outcome(not found.states, f"{len(found.states)} containers of this mesh" if found.states else "none",
                    containers=sorted(found.states))
 
