@@ -5,7 +5,7 @@ Feature: Converge and idempotency
     Given the mesh is converged
     Then every planned instance is running
     And the counts agree
-    And the plan names the same instances as verify checks
+    And the host runs exactly the planned instances
 
   Scenario: Verify checks the whole mesh in seconds
     Given the mesh under test

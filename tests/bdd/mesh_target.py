@@ -126,17 +126,13 @@ class Target:
     def proxy_servers(self, service: str):
         return self.runtime_api.servers_state(backend_name(service))
 
+    def proxy_stats(self, service: str) -> dict[str, dict[str, str]]:
+        return stats_rows(self.runtime_api, backend_name(service))
+
     def served(self, service: str) -> dict[str, int]:
         """Responses each server of the service's backend has sent so far (HAProxy `show stat`)."""
-        text = self.runtime_api.send("show stat")
-        lines = [line for line in text.splitlines() if line.strip()]
-        header = lines[0].lstrip("# ").split(",")
-        out = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            if row.get("pxname") == backend_name(service) and row.get("svname") not in ("FRONTEND", "BACKEND"):
-                out[row["svname"]] = int(row.get("stot") or 0)
-        return out
+        return {name: int(row.get("stot") or 0) for name, row in self.proxy_stats(service).items()
+                if name not in ("FRONTEND", "BACKEND")}
 
     @property
     def planned_shape(self) -> dict:
@@ -234,6 +230,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.1):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def stats_rows(api: RuntimeApi, backend: str) -> dict[str, dict[str, str]]:
+    """{server or "BACKEND": its row of `show stat`} for one backend, as the running HAProxy reports it."""
+    lines = [line for line in api.send("show stat").splitlines() if line.strip()]
+    header = lines[0].lstrip("# ").split(",")
+    rows = (dict(zip(header, line.split(","))) for line in lines[1:])
+    return {row["svname"]: row for row in rows if row.get("pxname") == backend}
 
 
 def changed_operations(run: Run) -> list[str]:

@@ -10,9 +10,11 @@ from pytest_bdd import given, parsers, then, when
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
+from meshspec.render.checker import CHECKER
+from meshspec.render.containers import ownership
 from meshspec.render.registrations import registration
 from meshspec.spec import load_spec
-from meshspec.verify.checks import Port
+from meshspec.verify.checks import Port, Supervisor
 from tests.bdd.mesh_target import PROBLEM, changed_operations, validate, wait_for
 from tests.integration.meshrun import REPO
 
@@ -21,7 +23,14 @@ from tests.integration.meshrun import REPO
 
 @given("the mesh under test")
 def _(world):
-    assert world.target.plan.instances
+    """The mesh is there: its Consul agent answers and holds every planned instance's registration."""
+    planned, where = {i.id for i in world.target.plan.instances}, f"{world.target.state_dir}, port offset {world.target.port_offset}"
+    try:
+        registered = set(world.target.consul().agent.services())
+    except Exception as err:  # the agent of the settings does not answer: no mesh under test
+        raise AssertionError(f"no mesh answers ({where}): its Consul agent: {err}") from None
+    assert planned <= registered, (f"the mesh under test ({where}) lacks"
+                                   f" {len(planned - registered)} of {len(planned)} registrations: {sorted(planned - registered)[:5]}")
 
 
 @given(parsers.parse('the isolated mesh "{spec}"'))
@@ -230,9 +239,25 @@ def _(world, n, address):
     assert sum(i.address == address for i in world.last.instances) == n == len(world.last.instances)
 
 
-@then(parsers.parse("the plan names the same instances as verify checks"))
+@then("the host runs exactly the planned instances")
 def _(world):
-    assert {i.id for i in world.target.plan.instances} == {c.subject for c in world.verify().checks if c.check == "running"}
+    """What supervisord (or the engine) runs, read through supervisorctl (or the Docker SDK)."""
+    compare_running({i.id for i in world.target.plan.instances}, running_instances(world.target))
+
+
+def running_instances(target) -> set[str]:
+    if target.runtime.in_containers:
+        found = Supervisor.read_containers(ownership(target.plan))
+        assert not found.error, found.error
+        return {i for i, (state, _) in found.states.items() if state == "RUNNING"}
+    out = target.supervisorctl("status").stdout  # exits non-zero when some program is not running
+    running = {p[0] for line in out.splitlines() if len(p := line.split()) >= 2 and p[1] == "RUNNING"}
+    return running - {CHECKER}  # the host's checker is the plan's, not an instance
+
+
+def compare_running(planned: set[str], running: set[str]) -> None:
+    assert running == planned, (f"running but not planned: {sorted(running - planned)};"
+                                f" planned but not running: {sorted(planned - running)}")
 
 
 @then(parsers.parse('supervisord restarts "{instance}" within {seconds:d} seconds'))

@@ -1,6 +1,6 @@
 """`locust -f loadtests/locustfile.py --headless` against the running mesh (the MESH_* settings):
 a short bounded run meets the shipped SLOs, and an SLO tighter than the mesh can meet makes the run
-exit non-zero, naming that SLO. Skipped when the settings' proxy does not answer."""
+exit non-zero, naming that SLO. Fails when the settings' proxy does not answer."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def proxy_url() -> str:
     try:
         httpx.get(f"{url}/healthz", trust_env=False, timeout=2).raise_for_status()
     except httpx.HTTPError as err:
-        pytest.skip(f"no mesh proxy answers at {url} (MESH_PORT_OFFSET={settings.port_offset()}): {err}")
+        # A failure, not a skip: in `make test` a dead proxy must not pass as "not measured".
+        pytest.fail(f"no mesh proxy answers at {url} (MESH_PORT_OFFSET={settings.port_offset()}): {err}")
     return url
 
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meshspec.render.haproxy import ProxyOptions
+from meshspec.render.haproxy import ProxyOptions, backend_name
 from meshspec.runtime.proxy.controller import Controller
+from meshspec.spec.resolve import effective_routing
 from tests.agent.conftest import AgentProcess
+from tests.bdd.mesh_target import stats_rows
+from tests.bdd.steps_proxy import assert_balanced
 from tests.probes.test_mcp_probe import ServerProcess, mcp_python  # noqa: F401  (a fixture)
 from tests.proxy.harness import Backend, ControllerThread, HAProxy
 from tests.proxy.meshes import free_block, make_mesh, service
@@ -209,6 +212,20 @@ def test_hash_on_header_is_sticky_per_key(mesh):
         assert len(spread(mesh, "/svc/hh/", 10, headers={"X-User": user})) == 1
     owners = {mesh.who("/svc/hh/", headers={"X-User": f"user-{i}"}) for i in range(40)}
     assert len(owners) >= 2
+
+
+def test_the_balance_step_reads_the_running_haproxy_and_fails_on_a_mismatch(mesh):
+    """The BDD step "the proxy balances <service> with the <policy> policy" compares the spec with
+    HAProxy's own stats, so a proxy balancing otherwise fails it: shown with real backends."""
+    def routing(name):
+        return effective_routing(mesh.plan.spec, mesh.plan.service(name))
+
+    running = {name: stats_rows(mesh.proxy.api, backend_name(name))["BACKEND"]["algo"] for name in ("rr", "lc", "hh")}
+    assert running == {"rr": "roundrobin", "lc": "leastconn", "hh": "hdr"}
+    for name in running:
+        assert_balanced(name, routing(name), running[name])
+    with pytest.raises(AssertionError, match="HAProxy balances rr with 'leastconn'; the spec's round_robin is 'roundrobin'"):
+        assert_balanced("rr", routing("rr"), running["lc"])
 
 
 # --- (d) circuit breaker -------------------------------------------------------------------------
