@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from meshspec.spec import load_spec
 from tests.bdd.steps_mesh import compare_running
 from tests.integration.meshrun import REPO
 from tests.support import free_port
@@ -22,7 +23,8 @@ def pytest_against_no_mesh(tmp_path, *args: str) -> subprocess.CompletedProcess:
     """pytest on the acceptance suites with settings that name a mesh nobody deployed: an empty state
     dir, and an offset that moves the spec's ports onto free ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "CONSUL_HTTP"))}
-    env |= {"MESH_STATE_DIR": str(tmp_path / "none"), "MESH_PORT_OFFSET": str(free_port() - 10005)}
+    proxy_port = next(s.port for s in load_spec(REPO / "mesh_spec.yaml").services if s.name == "mesh-proxy")
+    env |= {"MESH_STATE_DIR": str(tmp_path / "none"), "MESH_PORT_OFFSET": str(free_port() - proxy_port)}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

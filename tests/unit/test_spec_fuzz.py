@@ -25,7 +25,7 @@ from meshspec.spec.loader import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = (ROOT / "mesh_spec.yaml").read_text()
-EXAMPLES = int(os.environ.get("MESHSPEC_FUZZ_EXAMPLES", "10000"))
+EXAMPLES = int(os.environ.get("MESHSPEC_FUZZ_EXAMPLES") or 10_000)
 
 
 def located_problems(text: str) -> list[str]:

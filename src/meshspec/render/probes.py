@@ -29,6 +29,9 @@ class Probe:
     options: dict[str, str] = field(default_factory=dict)  # the PROTOCOLS: user, database, query, ...
     argv: tuple[str, ...] = ()  # command
     container: str | None = None  # command: run inside this container (the docker runtime)
+    # Whose port it is (runtime.probes.owner.Owner): the proof names who answered, and a port held
+    # by anything but the instance's process tree fails it.
+    owner: dict | None = None
 
     @property
     def target(self) -> str:
@@ -43,15 +46,18 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
     instance runs: on the host, or (docker runtime) in its container."""
     health = plan.service(inst.service).health
     base = f"http://{inst.address}:{inst.port}"
+    inside = container_name(plan, inst) if Runtime(runtime).in_containers else None
+    owner = {"address": inst.address, "port": inst.port, "program": None if inside else inst.id,
+             "supervisor_socket": None if inside else str(plan.layout.supervisor_socket), "container": inside}
     if health.http:
-        return Probe(HTTP, base + health.http.path, health.http.method, dict(health.http.headers), health.http.body)
+        return Probe(HTTP, base + health.http.path, health.http.method, dict(health.http.headers), health.http.body,
+                     owner=owner)
     if health.mcp:
-        return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools)
+        return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:
         options = getattr(health, health.probe).model_dump()
-        return Probe(health.probe, address=inst.address, port=inst.port, options=options)
-    inside = container_name(plan, inst) if Runtime(runtime).in_containers else None
-    return Probe(COMMAND, argv=tuple(plan.render(inst, a) for a in health.command), container=inside)
+        return Probe(health.probe, address=inst.address, port=inst.port, options=options, owner=owner)
+    return Probe(COMMAND, argv=tuple(plan.render(inst, a) for a in health.command), container=inside, owner=owner)
 
 
 def ttl_ms(timing: HealthTiming) -> int:

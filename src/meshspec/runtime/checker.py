@@ -35,6 +35,7 @@ import httpx
 from meshspec.common.consul_token import read_token
 from meshspec.runtime.probes import protocols
 from meshspec.runtime.probes.gate import CRITICAL, PASSING, Gate
+from meshspec.runtime.probes.owner import Owner, Tracker
 
 log = logging.getLogger("meshspec.checker")
 #: How soon a report the agent refused (check not registered yet, agent restarting) is retried.
@@ -95,13 +96,15 @@ def run_check(check: Check, reporter: Reporter, stopping: threading.Event, stand
     when the checker starts: a restarted checker (its checks file changed) damps from there, so
     one slow probe right after a restart does not turn a passing check critical."""
     gate = Gate(check.success_before_passing, check.failures_before_critical, status=standing)
+    owner = check.probe.get("owner")
+    tracker = Tracker(Owner(**owner)) if owner else None
     # Stagger first runs (as Consul does) so checks do not fire in lockstep, by at most a second.
     if stopping.wait(random.random() * min(check.interval, 1.0)):
         return
     while not stopping.is_set():
         started = time.monotonic()
         try:
-            result = protocols.run(check.probe, check.timeout)
+            result = protocols.run(check.probe, check.timeout, tracker)
         except Exception as err:  # a check's thread must survive anything a probe library throws
             log.exception("%s: the probe raised", check.check_id)
             result = protocols.Result(False, f"the probe raised {type(err).__name__}: {err}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -225,15 +225,18 @@ def healthy(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> O
     service = plan.service(inst.service)
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     found = probe(plan, inst, runtime)
+    if not _is_local(inst):  # whose process holds a port shows only on its own host (its checker proves it)
+        found = replace(found, owner=None)
     result = run_probe(asdict(found), timeout)
     return outcome(result.ok, result.output, probe=found.kind, **result.details)
 
 
 def registered(sources: Sources, expected: dict) -> Outcome:
     services, error = sources.consul("services")
-    if error:
-        return outcome(False, error)
-    reg = Registration(services, expected)
+    checks, checks_error = sources.consul("checks")
+    if error or checks_error:
+        return outcome(False, error or checks_error)
+    reg = Registration(services, expected, checks)
     return outcome(reg.matches, reg.reason, spec_hash=expected["Meta"]["spec-hash"],
                    registered_port=(reg.registered or {}).get("Port"), declared_port=expected["Port"])
 

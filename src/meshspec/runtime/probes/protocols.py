@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from meshspec.runtime.probes.mcp import probe_mcp
+from meshspec.runtime.probes.owner import Owner, Tracker
 
 OUTPUT_LIMIT = 200
 
@@ -196,6 +197,17 @@ KINDS: dict[str, Callable[[dict, float], Result]] = {
 }
 
 
-def run(probe: dict, timeout: float) -> Result:
-    """Run one probe of any kind; `timeout` bounds it (seconds)."""
-    return KINDS[probe["kind"]](probe, timeout)
+def run(probe: dict, timeout: float, tracker: Tracker | None = None) -> Result:
+    """Run one probe of any kind; `timeout` bounds it (seconds). With an `owner`, the proof also
+    names who answered, and fails when the instance's own process does not hold its port (a
+    checker passes its `tracker`, which remembers the process tree between intervals)."""
+    result = KINDS[probe["kind"]](probe, timeout)
+    if not probe.get("owner"):
+        return result
+    verdict = (tracker or Tracker(Owner(**probe["owner"]))).check(min(timeout, 2.0))
+    details = {**result.details, "pid": verdict.pid}
+    if verdict.ok:
+        return Result(result.ok, f"{result.output}; {verdict.reason}", details)
+    if not verdict.listening and not result.ok:
+        return result  # nothing listens: the probe's own failure says so, and where
+    return Result(False, f"{verdict.reason}; the probe: {result.output}", details)

@@ -1,0 +1,198 @@
+"""Who answered: the second half of every proof. A probe that passes shows that something at
+address:port speaks the service's protocol; this shows that it is the instance's own process (its
+supervised program's process tree, or its container's), and otherwise names the pid and command
+that hold the port instead:
+
+    127.0.0.1:10010 is held by pid 4711 (python3 liar.py), not by program backend-api-local-0
+
+Cheap enough for every interval. The host's listening sockets come from the kernel's sock_diag
+(pyroute2, as `ss -lt` reads them: only listeners are dumped, where /proc/net/tcp walks every
+socket and cost 12 ms a read on a busy host), one snapshot a second shared by every check of the
+process. Only the remembered tree's descriptors are read; supervisord (or the engine) is asked
+again only when that tree does not hold the socket (a restart), and every process is read only
+when the new tree does not hold it either, to name who does. Reading other users' descriptors
+needs root: the checker runs as root; a verify run by another user fails the proof and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+
+import psutil
+
+TCP_LISTEN = 10  # the kernel's TCP state number
+SNAPSHOT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose port it is, as the checks file carries it: `program` (supervisord's, at its socket)
+    or `container` (the Docker engine's)."""
+
+    address: str
+    port: int
+    program: str | None = None
+    supervisor_socket: str | None = None
+    container: str | None = None
+
+    @property
+    def who(self) -> str:
+        return f"program {self.program}" if self.program else f"container {self.container}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str  # one line: who holds the port
+    pid: int | None = None
+    listening: bool = True  # False: nothing listens there at all
+
+
+class Listeners:
+    """{(address, port): socket inodes} of the host's TCP listeners, from one sock_diag dump."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = -SNAPSHOT_SECONDS
+        self._table: dict[tuple[str, int], set[int]] = {}
+
+    def inodes(self, address: str, port: int, fresh: bool = False) -> set[int]:
+        """Sockets listening at address:port, or at a wildcard address and that port."""
+        table = self._snapshot(fresh)
+        found: set[int] = set()
+        for ip in (address, f"::ffff:{address}", "0.0.0.0", "::"):
+            found |= table.get((ip, port), set())
+        return found
+
+    def _snapshot(self, fresh: bool) -> dict[tuple[str, int], set[int]]:
+        with self._lock:
+            if fresh or time.monotonic() - self._at >= SNAPSHOT_SECONDS:
+                self._table, self._at = _dump(), time.monotonic()
+            return self._table
+
+
+def _dump() -> dict[tuple[str, int], set[int]]:
+    from pyroute2 import DiagSocket  # imported when first needed: 0.1 s, paid once per process
+
+    table: dict[tuple[str, int], set[int]] = {}
+    with DiagSocket() as diag:
+        diag.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for sock in diag.get_sock_stats(family=family, states=1 << TCP_LISTEN):
+                key = (sock["idiag_src"], sock["idiag_sport"])
+                table.setdefault(key, set()).add(sock["idiag_inode"])
+    return table
+
+
+LISTENERS = Listeners()
+
+
+def held_by(pid: int, inodes: set[int]) -> bool:
+    """True when process `pid` has one of these sockets open (PermissionError: not ours to read)."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            return True
+    return False
+
+
+def holder(inodes: set[int]) -> int | None:
+    """Who holds one of the sockets, whoever it is: reads every process, so only to name the holder
+    of a failure."""
+    for pid in psutil.pids():
+        try:
+            if held_by(pid, inodes):
+                return pid
+        except PermissionError:
+            continue
+    return None
+
+
+def describe(pid: int) -> str:
+    try:
+        process = psutil.Process(pid)
+        command = " ".join(" ".join(process.cmdline()).split()) or process.name()  # one line, whatever argv holds
+    except psutil.Error:
+        command = "gone"
+    return f"pid {pid} ({command if len(command) <= 80 else command[:77] + '...'})"
+
+
+def root_pid(owner: Owner, timeout: float) -> tuple[int | None, str]:
+    """The top pid of the instance's process, as supervisord or the engine reports it, and its state."""
+    if owner.program:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{owner.supervisor_socket}")
+        transport.timeout = timeout
+        try:
+            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+            info = proxy.supervisor.getProcessInfo(owner.program)
+        except (OSError, xmlrpc.client.Error) as err:
+            return None, f"supervisord does not say which pid runs {owner.program}: {err}"
+        return (info["pid"] or None), f"program {owner.program} is {info['statename']}"
+    import docker  # the docker runtime only
+
+    try:
+        engine = docker.from_env(timeout=max(1, int(timeout)))
+        try:
+            state = engine.containers.get(owner.container).attrs["State"]
+        finally:
+            engine.close()
+    except docker.errors.DockerException as err:
+        return None, f"the Docker engine does not say which pid runs container {owner.container}: {err}"
+    return (state.get("Pid") or None), f"container {owner.container} is {state.get('Status')}"
+
+
+class Tracker:
+    """Checks, interval after interval, that one instance's port is held by its own process tree,
+    remembering the tree between calls."""
+
+    def __init__(self, owner: Owner, listeners: Listeners = LISTENERS) -> None:
+        self.owner = owner
+        self.listeners = listeners
+        self.tree: list[int] = []
+
+    def check(self, timeout: float = 2.0) -> Verdict:
+        o = self.owner
+        try:
+            inodes = self.listeners.inodes(o.address, o.port)
+            if found := self._in_tree(inodes):
+                return found
+            # A miss: the snapshot may predate a restart, the tree may be a dead program's.
+            inodes = self.listeners.inodes(o.address, o.port, fresh=True)
+            root, state = root_pid(o, timeout)
+            self.tree = self._tree(root) if root else []
+            if found := self._in_tree(inodes):
+                return found
+            if not inodes:
+                return Verdict(False, f"nothing listens at {o.address}:{o.port} ({state})", listening=False)
+            other = holder(inodes)
+        except PermissionError as err:
+            return Verdict(False, f"cannot tell who holds {o.address}:{o.port}: {err.strerror}: {err.filename}"
+                                  " (proving who answered needs root)")
+        if other is None:
+            return Verdict(False, f"no process this user can read holds {o.address}:{o.port} ({state})")
+        return Verdict(False, f"{o.address}:{o.port} is held by {describe(other)}, not by {o.who} ({state})", other)
+
+    def _in_tree(self, inodes: set[int]) -> Verdict | None:
+        pid = next((p for p in self.tree if held_by(p, inodes)), None) if inodes else None
+        return Verdict(True, f"held by pid {pid} of {self.owner.who}", pid) if pid else None
+
+    @staticmethod
+    def _tree(root: int) -> list[int]:
+        try:
+            return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
+        except psutil.Error:
+            return []

@@ -1,0 +1,109 @@
+"""Who answered: a probe passes only when the instance's own process holds its port. Against a real
+supervisord: its program answering passes and is named; the seed's liar on the port, answering
+HTTP 200 to anything, fails every probe kind and is named by pid and command."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshspec.render.probes import HTTP, MCP, REDIS, TCP, Probe
+from meshspec.runtime.probes.owner import Owner, Tracker
+from meshspec.runtime.probes.protocols import run
+from meshspec.spec.models import RedisProbe
+from tests.probes.test_protocols import LIE
+from tests.support import free_port, wait_until
+
+BIN = Path(sys.executable).parent
+PROGRAM = "web-local-0"
+LIAR = f"""
+import socket
+server = socket.create_server(("127.0.0.1", PORT))
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.recv(65536)
+        conn.sendall({LIE!r})
+"""
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """A supervisord running PROGRAM: Python's http.server on a free port."""
+    root = tmp_path_factory.mktemp("owner")
+    port = free_port()
+    conf = root / "supervisord.conf"
+    conf.write_text(f"""[unix_http_server]
+file={root}/supervisor.sock
+[supervisord]
+logfile={root}/supervisord.log
+pidfile={root}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{root}/supervisor.sock
+[program:{PROGRAM}]
+command={sys.executable} -m http.server --bind 127.0.0.1 {port}
+directory={root}
+startsecs=1
+""")
+    subprocess.run([str(BIN / "supervisord"), "-c", str(conf)], check=True, timeout=30)
+    ctl = [str(BIN / "supervisorctl"), "-c", str(conf)]
+    try:
+        wait_until(lambda: "RUNNING" in subprocess.run([*ctl, "status", PROGRAM], capture_output=True, text=True).stdout,
+                   15, what=f"{PROGRAM} RUNNING")
+        yield Owner("127.0.0.1", port, program=PROGRAM, supervisor_socket=f"{root}/supervisor.sock"), ctl
+    finally:
+        subprocess.run([*ctl, "shutdown"], capture_output=True, timeout=60)
+
+
+def http_probe(owner: Owner) -> dict:
+    return dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{owner.port}/", owner=dataclasses.asdict(owner)))
+
+
+def test_the_program_that_holds_its_port_passes_and_is_named(supervised):
+    owner, _ = supervised
+    result = run(http_probe(owner), timeout=5)
+    assert result.ok, result.output
+    assert result.output.endswith(f"; held by pid {result.details['pid']} of program {PROGRAM}"), result.output
+
+
+def test_a_tracker_remembers_the_tree_and_follows_a_restart(supervised):
+    owner, ctl = supervised
+    tracker = Tracker(owner)
+    first = tracker.check()
+    assert first.ok, first.reason
+    subprocess.run([*ctl, "restart", PROGRAM], check=True, capture_output=True, timeout=60)
+    wait_until(lambda: tracker.check().ok and tracker.check().pid != first.pid, 15, what="the restarted program")
+
+
+@pytest.mark.parametrize("kind", [HTTP, MCP, TCP, REDIS])
+def test_the_liar_on_the_port_fails_every_probe_kind_and_is_named(supervised, kind):
+    owner, ctl = supervised
+    subprocess.run([*ctl, "stop", PROGRAM], check=True, capture_output=True, timeout=60)
+    liar = subprocess.Popen([sys.executable, "-c", LIAR.replace("PORT", str(owner.port))])
+    try:
+        wait_until(lambda: Tracker(owner).check().pid == liar.pid, 10, what="the liar listening")
+        base = {"owner": dataclasses.asdict(owner)}
+        probe = {
+            HTTP: Probe(HTTP, url=f"http://127.0.0.1:{owner.port}/health", **base),
+            MCP: Probe(MCP, url=f"http://127.0.0.1:{owner.port}/mcp", min_tools=1, **base),
+            TCP: Probe(TCP, address="127.0.0.1", port=owner.port, **base),
+            REDIS: Probe(REDIS, address="127.0.0.1", port=owner.port, options=RedisProbe().model_dump(), **base),
+        }[kind]
+        result = run(dataclasses.asdict(probe), timeout=3)
+        assert not result.ok, result.output
+        held = f"127.0.0.1:{owner.port} is held by pid {liar.pid} ({sys.executable} -c"
+        assert result.output.startswith(held) and f"not by program {PROGRAM} (program {PROGRAM} is STOPPED)" in result.output, \
+            result.output
+        assert "\n" not in result.output
+    finally:
+        liar.kill()
+        liar.wait()
+        subprocess.run([*ctl, "start", PROGRAM], capture_output=True, timeout=60)
+        time.sleep(0.2)
