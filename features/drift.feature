@@ -26,6 +26,13 @@ Feature: Drift detection
     When I change the tags of "web-local-1" to "canary"
     Then verify reports "registered with tags ['canary'], declared ['web']"
 
+  Scenario: A check swapped behind meshspec's back is caught and repaired
+    When I swap the check of "web-local-1" for a TCP check, meta and all else kept
+    Then verify reports "check type 'tcp', declared 'ttl'" for "web-local-1"
+    When I deploy the mesh again
+    Then the deploy succeeds
+    And the mesh is converged
+
   Scenario: The deploy re-run repairs a lost registration
     When I deregister "redis-local-0" from Consul
     Then verify reports "redis-local-0 is not registered in Consul"

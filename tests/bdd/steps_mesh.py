@@ -146,6 +146,16 @@ def _(world, instance, tags):
     reregister(world, body | {"Tags": [t.strip() for t in tags.split(",")]})
 
 
+@when(parsers.parse('I swap the check of "{instance}" for a TCP check, meta and all else kept'))
+def _(world, instance):
+    inst = world.target.instance(instance)
+    body = registration(world.target.plan, inst, world.target.runtime)
+    broke(world)
+    tcp = {"CheckID": body["Check"]["CheckID"], "Name": body["Check"]["Name"], "TCP": f"{inst.address}:{inst.port}",
+           "Interval": "10s", "Timeout": "2s"}
+    reregister(world, body | {"Check": tcp})
+
+
 def reregister(world, body: dict) -> None:
     world.target.consul().agent.service.register(
         name=body["Name"], service_id=body["ID"], address=body["Address"], port=body["Port"], tags=body["Tags"],

@@ -13,18 +13,9 @@ import pytest
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.registrations import registration
+from meshspec.render.registrations import differences, registration
 from meshspec.spec import parse_spec
-from meshspec.verify.checks import (
-    Check,
-    Port,
-    Program,
-    Registration,
-    Registrations,
-    Route,
-    Supervisor,
-    registration_differences,
-)
+from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor
 from meshspec.verify.output import to_json, to_junit
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
 from meshspec.verify.run import CheckResult, VerifyRun, not_routed, verdict_of
@@ -53,6 +44,14 @@ def _expected(name: str = "web", replica: int = 0) -> dict:
     return registration(plan, plan.instances_of(name)[replica], "process")
 
 
+def _checks(body: dict, **changed) -> dict:
+    """The registration's check as Consul's agent/checks answers it (a TTL check shows no TTL)."""
+    check = body["Check"]
+    found = {"CheckID": check["CheckID"], "Name": check["Name"], "Notes": check["Notes"], "ServiceID": body["ID"],
+             "ServiceName": body["Name"], "Type": "ttl", "Status": "passing", "Output": "", "Definition": {}}
+    return {check["CheckID"]: found | changed}
+
+
 def _as_consul(body: dict) -> dict:
     """A registration as Consul's agent/services answers it."""
     return {"ID": body["ID"], "Service": body["Name"], "Tags": list(body["Tags"]), "Address": body["Address"],
@@ -64,13 +63,13 @@ def _as_consul(body: dict) -> dict:
 
 def test_a_registration_as_the_deploy_made_it_matches():
     expected = _expected()
-    reg = Registration({expected["ID"]: _as_consul(expected)}, expected)
+    reg = Registration({expected["ID"]: _as_consul(expected)}, expected, _checks(expected))
     assert reg.matches
     assert reg.reason == f"web-local-0 registered as declared (spec-hash {expected['Meta']['spec-hash']})"
 
 
 def test_a_missing_registration_is_named():
-    reg = Registration({}, _expected())
+    reg = Registration({}, _expected(), {})
     assert not reg.matches
     assert reg.reason == "web-local-0 is not registered in Consul"
 
@@ -78,15 +77,16 @@ def test_a_missing_registration_is_named():
 def test_a_changed_tag_is_the_only_difference_named():
     expected = _expected()
     found = _as_consul(expected) | {"Tags": ["canary"]}
-    assert registration_differences(found, expected) == ["tags ['canary'], declared ['web']"]
-    assert Registration({"web-local-0": found}, expected).reason == "web-local-0 registered with tags ['canary'], declared ['web']"
+    assert differences(found, _checks(expected), expected) == ["tags ['canary'], declared ['web']"]
+    assert Registration({"web-local-0": found}, expected, _checks(expected)).reason == \
+        "web-local-0 registered with tags ['canary'], declared ['web']"
 
 
 def test_a_registration_moved_to_a_dead_port_says_where_and_that_nothing_listens():
     expected = _expected()
     dead = free_port()
     found = _as_consul(expected) | {"Port": dead}
-    reg = Registration({"web-local-0": found}, expected)
+    reg = Registration({"web-local-0": found}, expected, _checks(expected))
     assert not reg.matches and reg.address_moved and not reg.address_answers
     assert reg.reason == f"web-local-0 registered at 127.0.0.1:{dead} where nothing listens, declared 127.0.0.1:{expected['Port']}"
 
@@ -95,12 +95,23 @@ def test_meta_differences_include_the_spec_hash_and_undeclared_keys():
     expected = _expected()
     meta = dict(expected["Meta"], **{"spec-hash": "0000", "owner": "someone"})
     del meta["kind"]
-    diffs = registration_differences(_as_consul(expected) | {"Meta": meta}, expected)
+    diffs = differences(_as_consul(expected) | {"Meta": meta}, _checks(expected), expected)
     assert diffs == [
         "meta kind missing, declared 'core'",
         "meta owner 'someone', declared not declared",
         f"meta spec-hash '0000', declared '{expected['Meta']['spec-hash']}'",
     ]
+
+
+def test_a_check_swapped_behind_meshspecs_back_is_a_difference():
+    expected = _expected()
+    found, check_id = _as_consul(expected), expected["Check"]["CheckID"]
+    assert differences(found, {}, expected) == [f"check {check_id} missing"]
+    tcp = _checks(expected, Type="tcp", Notes="someone's TCP check")
+    assert differences(found, tcp, expected) == [
+        "check type 'tcp', declared 'ttl'", f"check notes \"someone's TCP check\", declared {expected['Check']['Notes']!r}"]
+    other = _checks(expected, ServiceID="intruder")
+    assert differences(found, other, expected) == ["check serviceid 'intruder', declared 'web-local-0'"]
 
 
 def test_registrations_name_every_undeclared_one():

@@ -64,6 +64,43 @@ def registration(plan: Plan, inst: Instance, runtime: Runtime) -> dict:
     return body
 
 
+#: What a registration is compared by: Consul's agent/services key -> the registered body's key.
+COMPARED = (("Service", "Name"), ("Address", "Address"), ("Port", "Port"), ("Tags", "Tags"))
+#: What Consul's agent/checks answers of a check, compared with the check registered (a TTL check
+#: shows no TTL there: its Notes carry the probe, interval and timeout the TTL follows from).
+CHECK_COMPARED = ("Name", "Notes", "ServiceID")
+
+
+def differences(registered: dict | None, checks: dict[str, dict], wanted: dict) -> list[str]:
+    """How an instance's registration in Consul (its agent/services entry, and its check among
+    agent/checks) differs from `wanted`, the one the plan declares, check included; [] when it is
+    as declared. The deploy re-registers on any difference and verify names them. Pure."""
+    if registered is None:
+        return ["not registered"]
+    found = []
+    for consul_key, key in COMPARED:
+        have, want = registered.get(consul_key), wanted.get(key)
+        if consul_key == "Tags":
+            have = list(have or [])
+        if have != want:
+            found.append(f"{consul_key.lower()} {have!r}, declared {want!r}")
+    meta, wanted_meta = registered.get("Meta") or {}, wanted.get("Meta") or {}
+    for key in sorted(set(meta) | set(wanted_meta)):
+        if meta.get(key) != wanted_meta.get(key):
+            have = repr(meta[key]) if key in meta else "missing"
+            want = repr(wanted_meta[key]) if key in wanted_meta else "not declared"
+            found.append(f"meta {key} {have}, declared {want}")
+    check = wanted["Check"]
+    registered_check = checks.get(check["CheckID"])
+    if registered_check is None:
+        return [*found, f"check {check['CheckID']} missing"]
+    declared = {"Type": "ttl", "ServiceID": wanted["ID"], **{k: check[k] for k in CHECK_COMPARED if k in check}}
+    for key, want in declared.items():
+        if registered_check.get(key) != want:
+            found.append(f"check {key.lower()} {registered_check.get(key)!r}, declared {want!r}")
+    return found
+
+
 def spec_hash(body: dict) -> str:
     unhashed = {**body, "Meta": {k: v for k, v in body["Meta"].items() if k != "spec-hash"}}
     return digest(unhashed)

@@ -1,7 +1,7 @@
 """The mesh's resources, one small class each, with predicate properties over one backend call.
 
 In pytest-testinfra's style: ``Port("127.0.0.1", port).is_listening``,
-``McpServer(url).completes_handshake``, ``Registration(services, expected).matches``. When a
+``McpServer(url).completes_handshake``, ``Registration(services, expected, checks).matches``. When a
 predicate is false, ``reason`` says why in one line. Shared reads (supervisord's program states,
 Consul's services and checks) are read once into a snapshot and handed to the classes.
 """
@@ -18,10 +18,10 @@ from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
 
 from meshspec.converge.engine import containers_labelled
+from meshspec.render.registrations import differences
 from meshspec.runtime.probes.mcp import McpResult, probe_mcp
 
 #: Consul fields a registration is compared on, and the name the spec gives each.
-COMPARED = (("Service", "Name"), ("Address", "Address"), ("Port", "Port"), ("Tags", "Tags"))
 
 
 def one_line(text: object, limit: int = 200) -> str:
@@ -191,40 +191,22 @@ class McpServer:
 # --- the registry ------------------------------------------------------------------------------
 
 
-def registration_differences(registered: dict | None, expected: dict) -> list[str]:
-    """How a Consul registration (agent/services shape) differs from the one the plan declares. Pure."""
-    if registered is None:
-        return ["not registered"]
-    found = []
-    for consul_key, spec_key in COMPARED:
-        have, want = registered.get(consul_key), expected.get(spec_key)
-        if consul_key == "Tags":
-            have = list(have or [])
-        if have != want:
-            found.append(f"{consul_key.lower()} {have!r}, declared {want!r}")
-    meta, wanted_meta = registered.get("Meta") or {}, expected.get("Meta") or {}
-    for key in sorted(set(meta) | set(wanted_meta)):
-        if meta.get(key) != wanted_meta.get(key):
-            have = repr(meta[key]) if key in meta else "missing"
-            want = repr(wanted_meta[key]) if key in wanted_meta else "not declared"
-            found.append(f"meta {key} {have}, declared {want}")
-    return found
-
-
 class Registration:
-    """One instance's registration: ``Registration(services, expected).matches``.
+    """One instance's registration: ``Registration(services, expected, checks).matches``.
 
-    ``services`` is Consul's agent/services answer; ``expected`` the body the deploy registers
-    (meshspec.render.registrations.registration), spec-hash included.
+    ``services`` and ``checks`` are Consul's agent/services and agent/checks answers; ``expected``
+    the body the deploy registers (meshspec.render.registrations.registration), spec-hash and
+    check included.
     """
 
-    def __init__(self, services: dict[str, dict], expected: dict) -> None:
+    def __init__(self, services: dict[str, dict], expected: dict, checks: dict[str, dict]) -> None:
         self.expected = expected
         self.registered = services.get(expected["ID"])
+        self.checks = checks
 
     @property
     def differences(self) -> list[str]:
-        return registration_differences(self.registered, self.expected)
+        return differences(self.registered, self.checks, self.expected)
 
     @property
     def matches(self) -> bool:

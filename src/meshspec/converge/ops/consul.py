@@ -22,7 +22,7 @@ from pyinfra.operations import files
 from meshspec.common.consul_token import token_in
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.registry import Registry
-from meshspec.render.registrations import is_ours
+from meshspec.render.registrations import differences, is_ours
 
 UNREACHABLE = (requests.exceptions.RequestException, consul.ConsulException)
 
@@ -80,21 +80,13 @@ def answering(registry: Registry, token: SharedFact, timeout: float = 30):
         yield FunctionCommand(_wait_answering, (registry, read_token(token), timeout), {})
 
 
-def _services(registry: Registry, token_value: str | None) -> dict[str, dict]:
-    """The agent's services, or none when it is unreachable (a --dry run before it exists)."""
+def _services(registry: Registry, token_value: str | None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The agent's services and checks, or none when it is unreachable (a --dry run before it exists)."""
     try:
-        return registry.client(token_value).agent.services()
+        agent = registry.client(token_value).agent
+        return agent.services(), agent.checks()
     except UNREACHABLE:
-        return {}
-
-
-def _same(current: dict | None, wanted: dict) -> bool:
-    if current is None:
-        return False
-    keys = ("Service", "Address", "Port", "Tags")
-    return all(current.get(k) == wanted.get("Name" if k == "Service" else k) for k in keys) and (
-        (current.get("Meta") or {}) == wanted["Meta"]
-    )
+        return {}, {}
 
 
 def _register(registry: Registry, token_value: str | None, body: dict) -> None:
@@ -118,8 +110,9 @@ def services(registry: Registry, token: SharedFact, wanted: list[dict]):
     + wanted: registrations (Consul's JSON) of this host's instances
     """
     token_value = read_token(token)
-    current = _services(registry, token_value)
-    stale = [w for w in wanted if not _same(current.get(w["ID"]), w)]
+    current, checks = _services(registry, token_value)
+    # Compared whole, the check included: a check swapped behind meshspec's back is repaired too.
+    stale = [w for w in wanted if differences(current.get(w["ID"]), checks, w)]
     if not stale:
         host.noop(f"{len(wanted)} registrations are as declared")
         return
@@ -141,7 +134,7 @@ def prune(registry: Registry, token: SharedFact, mesh: str, host_label: str, kee
     + keep: the IDs to keep
     """
     token_value = read_token(token)
-    current = _services(registry, token_value)
+    current, _ = _services(registry, token_value)
     gone = sorted(
         sid for sid, s in current.items()
         if is_ours(s, mesh) and (s.get("Meta") or {}).get("host") == host_label and sid not in keep
