@@ -16,7 +16,7 @@ from meshspec.plan.hosts import Host
 from meshspec.render.registrations import differences, registration
 from meshspec.spec import parse_spec
 from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor
-from meshspec.verify.output import to_json, to_junit
+from meshspec.verify.output import to_json, to_junit, to_tap
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
 from meshspec.verify.run import CheckResult, VerifyRun, not_routed, verdict_of
 from tests.support import free_port
@@ -257,6 +257,14 @@ def test_the_report_takes_its_numbers_and_times_from_the_checks(tmp_path):
     assert '<td>programs running</td><td>1</td>' in page
     assert '<td class="FAIL">FAIL</td><td>2026-01-02T03:04:05.123+00:00</td><td>23.5</td>' in page
     assert to_markdown(sections(data)) != to_html(sections(data))
+
+
+def test_tap_has_a_test_point_per_check_and_skips_apart():
+    lines = to_tap(_run()).splitlines()
+    assert lines[:2] == ["TAP version 14", "1..5"]
+    assert lines[2] == "ok 1 - web-local-0/running: program web-local-0 is RUNNING (pid 4)"
+    assert lines[3] == "not ok 2 - files-local-0/healthy: 127.0.0.1:5 answers HTTP 404 but not MCP initialize"
+    assert lines[5] == "ok 4 - files/routable # SKIP the spec declares no proxy service"
 
 
 def test_a_run_with_a_check_not_run_is_incomplete_and_names_it(tmp_path):

@@ -145,14 +145,17 @@ def test_an_mcp_port_taken_by_a_plain_http_server_is_caught(mesh, restore, tmp_p
     restore.append(stop_impostor)
     wait_until(lambda: _answers(f"http://127.0.0.1:{files.port}/health"), what="the plain HTTP server")
 
-    reason = f"127.0.0.1:{files.port} answers HTTP 404 but not MCP initialize"
+    # Who answered, then what it answered: the impostor by pid, and the handshake it could not do.
+    held = f"127.0.0.1:{files.port} is held by pid {impostor.pid} ({sys.executable} {PLAIN_HTTP}"
+    said = f"not by program files-local-0 (program files-local-0 is STOPPED); the probe: 127.0.0.1:{files.port}" \
+           " answers HTTP 404 but not MCP initialize"
     found = failed(run_verify(mesh))
-    assert found["files-local-0/healthy"] == reason
+    assert found["files-local-0/healthy"].startswith(held) and found["files-local-0/healthy"].endswith(said), found
     assert found["files-local-0/running"] == "program files-local-0 is STOPPED"
-    assert "files-local-0/listening" not in found  # the port listens: only the handshake tells
+    assert "files-local-0/listening" not in found  # the port listens: the handshake and its holder tell
     done = cli(mesh, "verify")
     assert done.returncode == 1
-    assert f"files: {reason}" in done.stderr.splitlines()
+    assert any(line.startswith(f"files: {held}") and line.endswith(said) for line in done.stderr.splitlines()), done.stderr
 
 
 def test_an_instance_registered_at_a_dead_port_is_caught(mesh, restore):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -15,6 +16,10 @@ from meshspec.spec import SpecInvalid
 from meshspec.verify.run import VerifyRun, verify, verify_gone
 
 DRIFT, USER_ERROR = 1, 2
+
+
+class Format(str, Enum):
+    TEXT, JSON, TAP = "text", "json", "tap"
 
 
 def _user_error(lines: list[str]) -> None:
@@ -38,22 +43,31 @@ def run_verify(gone: bool = False) -> VerifyRun:
 
 
 def verify_command(
-    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON instead of a table."),
+    output_format: Format = typer.Option(Format.TEXT, "--format",
+                                      help="text: the verdict line and the failures (the table with --verbose); "
+                                           "json: the whole run; tap: TAP version 14, a test point per check."),
+    json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="text: every check in a table, not only the failures."),
     junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML (one testcase per check) here."),
     gone: bool = typer.Option(False, "--gone", help="Check instead that the mesh is torn down (after make down): "
                               "no port of it listens, nothing of it runs or is registered, no state dir is left."),
 ) -> None:
-    """Check reality against the spec: processes, ports, health probes, registrations, Consul checks, routes.
+    """Check reality against the spec: processes, ports, health probes and who answered them,
+    registrations, Consul checks, routes.
 
-    Exit 0 only when every check ran and passed (PASSING); 1 with one line per failed check (FAILING)
-    or per check that could not run (INCOMPLETE); 2 on a bad spec.
+    Prints the verdict (PASSING, FAILING or INCOMPLETE) and one line per failed check or check that
+    could not run, as goss does; --verbose adds the table of every check. Exit 0 only when every
+    check ran and passed; 1 when one failed or did not run; 2 on a bad spec.
     """
-    from meshspec.verify.output import print_table, to_json, to_junit
+    from meshspec.verify.output import print_table, summary_line, to_json, to_junit, to_tap
 
     run = run_verify(gone)
-    if json_out:
+    output_format = Format.JSON if json_out else output_format
+    if output_format == Format.JSON:
         typer.echo(to_json(run))
-    else:
+    elif output_format == Format.TAP:
+        typer.echo(to_tap(run), nl=False)
+    elif verbose:
         print_table(run)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +76,8 @@ def verify_command(
         typer.echo(failure.line, err=True)
     for skip in run.skips:  # not run, so not passed: named, and the run is INCOMPLETE
         typer.echo(f"not checked: {skip.id}: {skip.reason}", err=True)
+    if output_format == Format.TEXT and not verbose:
+        typer.echo(summary_line(run))
     raise typer.Exit(0 if run.ok else DRIFT)
 
 

@@ -41,6 +41,19 @@ def print_table(run: VerifyRun, console: Console | None = None) -> None:
     console.print(summary_line(run))
 
 
+def to_tap(run: VerifyRun) -> str:
+    """TAP version 14: one test point per check, its reason as the description; a check that did
+    not run is a `# SKIP` (which TAP consumers count apart from passes)."""
+    lines = ["TAP version 14", f"1..{len(run.checks)}"]
+    for n, c in enumerate(run.checks, 1):
+        reason = " ".join(c.reason.replace("#", "\\#").split())
+        if c.status == SKIPPED:
+            lines.append(f"ok {n} - {c.id} # SKIP {reason}")
+        else:
+            lines.append(f"{'ok' if c.status == PASSED else 'not ok'} {n} - {c.id}: {reason}")
+    return "\n".join(lines) + "\n"
+
+
 def to_junit(run: VerifyRun) -> str:
     """JUnit XML: one testcase per check (classname = its subject); a failure's message is its reason."""
     suites = ET.Element("testsuites", name="meshspec verify", tests=str(len(run.checks)),

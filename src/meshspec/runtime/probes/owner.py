@@ -3,7 +3,7 @@ address:port speaks the service's protocol; this shows that it is the instance's
 supervised program's process tree, or its container's), and otherwise names the pid and command
 that hold the port instead:
 
-    127.0.0.1:10010 is held by pid 4711 (python3 liar.py), not by program backend-api-local-0
+    127.0.0.1:PORT is held by pid 4711 (python3 liar.py), not by program backend-api-local-0
 
 Cheap enough for every interval. The host's listening sockets come from the kernel's sock_diag
 (pyroute2, as `ss -lt` reads them: only listeners are dumped, where /proc/net/tcp walks every
