@@ -68,6 +68,14 @@ def test_the_mcp_probe_refuses_the_liar(liar):
     assert not result.ok, result.output
 
 
+def test_an_http_probe_wants_its_proof_in_the_body(liar):
+    """2xx is not proof: the liar's 200 fails a probe that wants what only the service answers."""
+    result = run(dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{liar}/metrics", contains="pg_up 1")), timeout=2)
+    assert not result.ok and result.details["http_status"] == 200, result.output
+    assert result.output == (f"GET http://127.0.0.1:{liar}/metrics answered HTTP 200 OK without 'pg_up 1' in its body"
+                             """ ('{"status":"healthy"}')"""), result.output
+
+
 def test_http_and_tcp_probes_of_a_closed_port_fail_and_say_where():
     port = free_port()
     http = run(dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{port}/health")), timeout=2)

@@ -23,6 +23,7 @@ class Probe:
     method: str = "GET"  # http
     headers: dict[str, str] = field(default_factory=dict)  # http
     body: str | None = None  # http
+    contains: str | None = None  # http: text the response body must contain
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -51,7 +52,7 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
              "supervisor_socket": None if inside else str(plan.layout.supervisor_socket), "container": inside}
     if health.http:
         return Probe(HTTP, base + health.http.path, health.http.method, dict(health.http.headers), health.http.body,
-                     owner=owner)
+                     health.http.contains, owner=owner)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:

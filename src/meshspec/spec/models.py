@@ -93,6 +93,10 @@ class HttpProbe(Strict):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = {}
     body: str | None = None
+    # Text the response body must contain: what only the service doing its job answers (its
+    # dependency reached, its metric up), never a constant any server could send. HAProxy's check
+    # expects the same text. Printable and on one line, so haproxy.cfg can carry it.
+    contains: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class McpProbe(Strict):

@@ -50,9 +50,14 @@ def http(probe: dict, timeout: float) -> Result:
             response = client.request(method, url, headers=probe["headers"], content=probe["body"])
     except httpx.HTTPError as err:
         return _failed(f"{method} {url}", err)
-    ok = 200 <= response.status_code < 300
-    return Result(ok, f"{method} {url} answered HTTP {response.status_code} {response.reason_phrase}",
-                  {"http_status": response.status_code})
+    answered = f"{method} {url} answered HTTP {response.status_code} {response.reason_phrase}"
+    details = {"http_status": response.status_code}
+    if not 200 <= response.status_code < 300:
+        return Result(False, answered, details)
+    wanted = probe.get("contains")
+    if wanted and wanted not in response.text:
+        return Result(False, f"{answered} without {wanted!r} in its body ({_one_line(response.text, 60)!r})", details)
+    return Result(True, f"{answered} with {wanted!r}" if wanted else answered, details)
 
 
 def mcp(probe: dict, timeout: float) -> Result:
