@@ -7,8 +7,8 @@ that hold the port instead:
 
 Cheap enough for every interval. The host's listening sockets come from the kernel's sock_diag
 (pyroute2, as `ss -lt` reads them: only listeners are dumped, where /proc/net/tcp walks every
-socket and cost 12 ms a read on a busy host), one snapshot a second shared by every check of the
-process. Only the remembered tree's descriptors are read; supervisord (or the engine) is asked
+socket and cost 12 ms a read on a busy host), one dump shared by every check of the process for
+SNAPSHOT_SECONDS. Only the remembered tree's descriptors are read; supervisord (or the engine) is asked
 again only when that tree does not hold the socket (a restart), and every process is read only
 when the new tree does not hold it either, to name who does. Reading other users' descriptors
 needs root: the checker runs as root; a verify run by another user fails the proof and says why.
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 import psutil
 
 TCP_LISTEN = 10  # the kernel's TCP state number
-SNAPSHOT_SECONDS = 1.0
+#: How long one dump of the host's listeners serves every check of the process. Its age cannot pass
+#: a liar: a check passes only when the instance's tree holds one of the listed sockets *now*, and
+#: a socket that exists stays bound to its port; a miss takes a fresh dump before it fails.
+SNAPSHOT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
