@@ -157,6 +157,12 @@ def test_an_mcp_port_taken_by_a_plain_http_server_is_caught(mesh, restore, tmp_p
     assert done.returncode == 1
     assert any(line.startswith(f"files: {held}") and line.endswith(said) for line in done.stderr.splitlines()), done.stderr
 
+    # The host's checker runs the same probe: the Consul check turns critical, naming the impostor.
+    def consul_check() -> dict:
+        return mesh.consul().agent.checks().get("service:files-local-0") or {}
+    wait_until(lambda: consul_check().get("Status") == "critical", 30, interval=0.5, what="the Consul check critical")
+    assert f"is held by pid {impostor.pid} (" in consul_check()["Output"], consul_check()
+
 
 def test_an_instance_registered_at_a_dead_port_is_caught(mesh, restore):
     m = planned(mesh)
