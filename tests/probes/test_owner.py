@@ -98,7 +98,7 @@ def test_the_liar_on_the_port_fails_every_probe_kind_and_is_named(supervised, ki
         }[kind]
         result = run(dataclasses.asdict(probe), timeout=3)
         assert not result.ok, result.output
-        held = f"127.0.0.1:{owner.port} is held by pid {liar.pid} ({sys.executable} -c"
+        held = f"127.0.0.1:{owner.port} is held by pid {liar.pid} ({Path(sys.executable).name} -c"
         assert result.output.startswith(held) and f"not by program {PROGRAM} (program {PROGRAM} is STOPPED)" in result.output, \
             result.output
         assert "\n" not in result.output

@@ -55,7 +55,12 @@ HOSTILE = {
     "NUL": ("version: 1\x00\n", "1:11: (file): YAML syntax: character U+0000"),
     "alias bomb": (BOMB, "(file): aliases expand the spec to more than"),
     "5,000-digit integer": ("version: " + "9" * 5000 + "\n", "1:10: (file): YAML value cannot be read"),
-    "impossible date": ("version: 1\nmesh: {name: 2020-13-45}\n", "2:14: (file): YAML value cannot be read: month"),
+    "impossible date": ("version: 1\nmesh: {name: 2020-13-45}\n", "2:14: (file): YAML value cannot be read: '2020-13-45'"
+                                                                    " as !!timestamp: month"),
+    # PyYAML's constructors fail on these with IndexError and AttributeError, not ValueError.
+    "empty explicit int": ("version: !!int ''\n", "1:10: (file): YAML value cannot be read: '' as !!int"),
+    "explicit timestamp that is none": ("version: 1\nmesh: {name: !!timestamp '1:'}\n",
+                                        "2:14: (file): YAML value cannot be read: '1:' as !!timestamp"),
     "python tag": ("version: !!python/object:os.system x\n", "1:10: (file): YAML syntax: could not determine"),
     "empty": ("", "1:1: (file): the spec is empty"),
     "comments only": ("# nothing\n", "1:1: (file): the spec is empty"),
@@ -100,6 +105,7 @@ LINES = SHIPPED.splitlines(keepends=True)
 SHIPPED_DATA = yaml.load(SHIPPED, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 YAML_BITS = [":", ": ", "- ", "-", "[", "]", "{", "}", ",", "&a ", "*a", "*missing", "!!int ", "!!binary ", "!!set ",
+             "!!float ", "!!bool ", "!!null ", "!!timestamp ", "!!str ", "!!map ", "!!seq ", "!!omap ", "!!pairs ",
              "!!python/name:os.system ", "? ", "|", ">-", "'", '"', "#", "\t", "\n", "  ", "\x00", "\x07", "\x1b",
              "\ufeff", "\x85", "\u2028", "~", "null", "yes", "on", "0x1F", "0o17", "1e9999", "-.inf", ".nan",
              "2020-13-45", "9" * 4500, "<<: *a", "%YAML 1.1\n", "---\n", "...\n", "{port}", "{services.x.url}"]
@@ -183,6 +189,19 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=
 @given(st.one_of(text_mutant(), data_mutant()))
 def test_no_mutant_of_the_shipped_spec_crashes_the_loader(text):
     located_problems(text)
+
+
+TAGS = ["!!int", "!!float", "!!bool", "!!null", "!!timestamp", "!!binary", "!!str", "!!map", "!!seq", "!!set",
+        "!!omap", "!!pairs", "!!merge", "!!value", "!!python/none", "!"]
+
+
+@FUZZ
+@given(st.sampled_from(TAGS), st.text(max_size=16), st.sampled_from(["version: {}\n", "mesh: {{name: {}}}\n",
+                                                                     "- {}\n", "{}: 1\n"]))
+def test_an_explicit_tag_on_any_scalar_is_a_located_problem_or_a_value(tag, value, place):
+    """PyYAML's constructors raise IndexError or AttributeError on some tagged scalars (`!!int ''`,
+    `!!timestamp '1:'`): each is a problem at its place, never an exception."""
+    located_problems(place.format(f"{tag} {yaml.dump(value, Dumper=DUMPER, default_style=chr(34)).strip()}"))
 
 
 def test_the_shipped_spec_is_valid():

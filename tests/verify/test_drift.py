@@ -146,7 +146,7 @@ def test_an_mcp_port_taken_by_a_plain_http_server_is_caught(mesh, restore, tmp_p
     wait_until(lambda: _answers(f"http://127.0.0.1:{files.port}/health"), what="the plain HTTP server")
 
     # Who answered, then what it answered: the impostor by pid, and the handshake it could not do.
-    held = f"127.0.0.1:{files.port} is held by pid {impostor.pid} ({sys.executable} {PLAIN_HTTP}"
+    held = f"127.0.0.1:{files.port} is held by pid {impostor.pid} ({os.path.basename(sys.executable)} {PLAIN_HTTP.name}"
     said = f"not by program files-local-0 (program files-local-0 is STOPPED); the probe: 127.0.0.1:{files.port}" \
            " answers HTTP 404 but not MCP initialize"
     found = failed(run_verify(mesh))

@@ -121,8 +121,9 @@ def _unconstructible(root: yaml.Node, err: Exception) -> tuple[tuple[int, int], 
             alone = Loader("")  # the failed construction left `loader` mid-document
             try:
                 alone.construct_object(node)
-            except (ValueError, OverflowError, yaml.YAMLError) as found:
-                return _mark(node), f"YAML value cannot be read: {_one_line(found)}"
+            except Exception as found:  # noqa: BLE001 -- whatever the construction above raised
+                tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                return _mark(node), f"YAML value cannot be read: {node.value[:40]!r} as {tag}: {_one_line(found)}"
             finally:
                 alone.dispose()
         todo += _children(node)
@@ -181,7 +182,12 @@ def load_with_positions(text: str) -> tuple[object, Positions, list[Finding]]:
         _walk(node, pos, findings)
         try:
             data = loader.construct_document(node)
-        except (ValueError, OverflowError) as err:  # a scalar YAML parsed but Python cannot hold
+        except yaml.MarkedYAMLError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- a scalar YAML parsed but Python cannot hold; PyYAML's
+            # constructors raise whatever their parsing hits (ValueError, OverflowError, and for an
+            # explicit tag on a malformed scalar, `!!int ''` or `!!timestamp '1:'`, IndexError or
+            # AttributeError): every one of them is a value in the file, and is reported there.
             return None, pos, [((), *_unconstructible(node, err))]
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark

@@ -124,9 +124,12 @@ def holder(inodes: set[int]) -> int | None:
 
 
 def describe(pid: int) -> str:
+    """`pid N (python3 liar.py --port 8080)`: argv with each path cut to its file name, so the
+    program shows within 80 characters wherever it was installed (the pid tells the rest)."""
     try:
         process = psutil.Process(pid)
-        command = " ".join(" ".join(process.cmdline()).split()) or process.name()  # one line, whatever argv holds
+        argv = [(os.path.basename(arg) or arg) if arg.startswith("/") else arg for arg in process.cmdline()]
+        command = " ".join(" ".join(argv).split()) or process.name()  # one line, whatever argv holds
     except psutil.Error:
         command = "gone"
     return f"pid {pid} ({command if len(command) <= 80 else command[:77] + '...'})"
