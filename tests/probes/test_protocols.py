@@ -36,6 +36,14 @@ def liar() -> Iterator[int]:
             except TimeoutError:
                 continue
             with conn:
+                # Read what the client says first (as netcat does), if it speaks first within 0.5 s:
+                # closing on an unread request makes the kernel answer RST, and the client would see a
+                # reset, not the lie.
+                conn.settimeout(0.5)
+                try:
+                    conn.recv(65536)
+                except TimeoutError:
+                    pass
                 conn.sendall(LIE)
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
