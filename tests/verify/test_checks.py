@@ -15,7 +15,17 @@ from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render.registrations import differences, registration
 from meshspec.spec import parse_spec
-from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor
+from meshspec.verify.checks import (
+    Check,
+    Port,
+    Program,
+    Registration,
+    Registrations,
+    Route,
+    Supervisor,
+    in_container,
+    processes_in_containers,
+)
 from meshspec.verify.output import to_json, to_junit, to_tap
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
 from meshspec.verify.run import CheckResult, VerifyRun, not_routed, verdict_of
@@ -285,3 +295,25 @@ def test_a_bad_spec_exits_2_with_the_validate_messages(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith(f"{bad}:") and lines[-1].endswith("problem(s); nothing was verified")
+
+
+# --- processes in containers, read from the kernel (verify --gone when the engine does not answer) ---
+
+CONTAINER_ID = "3f" * 32
+
+
+@pytest.mark.parametrize("cgroup, expected", [
+    (f"12:pids:/docker/{CONTAINER_ID}\n0::/docker/{CONTAINER_ID}\n", CONTAINER_ID),  # cgroupfs driver
+    (f"0::/system.slice/docker-{CONTAINER_ID}.scope\n", CONTAINER_ID),  # systemd driver
+    ("4:memory:/process_api/522f08ef27b6f1e099ade020eed8a6e4\n0::/\n", None),  # this host's own processes
+    ("0::/system.slice/docker.service\n", None),  # dockerd itself is not in a container
+])
+def test_a_process_in_a_docker_container_is_told_by_its_cgroup(cgroup, expected):
+    assert in_container(cgroup) == expected
+
+
+def test_processes_in_containers_reads_every_process(tmp_path):
+    for pid, cgroup in {"7": f"0::/docker/{CONTAINER_ID}\n", "8": "0::/\n", "self": f"0::/docker/{CONTAINER_ID}\n"}.items():
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cgroup").write_text(cgroup)
+    assert processes_in_containers(tmp_path) == {7: CONTAINER_ID}

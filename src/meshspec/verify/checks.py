@@ -8,10 +8,12 @@ Consul's services and checks) are read once into a snapshot and handed to the cl
 
 from __future__ import annotations
 
+import re
 import socket
 import xmlrpc.client
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import httpx
 from docker.errors import DockerException
@@ -21,8 +23,6 @@ from meshspec.converge.engine import containers_labelled
 from meshspec.render.registrations import differences
 from meshspec.runtime.probes.mcp import McpResult, probe_mcp
 
-#: Consul fields a registration is compared on, and the name the spec gives each.
-
 
 def one_line(text: object, limit: int = 200) -> str:
     flat = " ".join(str(text).split())
@@ -30,6 +30,31 @@ def one_line(text: object, limit: int = 200) -> str:
 
 
 # --- supervisord -------------------------------------------------------------------------------
+
+#: A Docker container's cgroup, as the cgroupfs driver (`/docker/<id>`) or systemd's
+#: (`docker-<id>.scope`) names it in /proc/PID/cgroup.
+CONTAINER_CGROUP = re.compile(r"(?:/docker/|/docker-)([0-9a-f]{64})\b")
+
+
+def in_container(cgroup: str) -> str | None:
+    """The id of the Docker container a /proc/PID/cgroup text places its process in, or None."""
+    found = CONTAINER_CGROUP.search(cgroup)
+    return found.group(1) if found else None
+
+
+def processes_in_containers(proc: Path = Path("/proc")) -> dict[int, str]:
+    """{pid: container id} of every process the kernel places in a Docker container: what runs
+    in containers, read without the engine (which may not answer)."""
+    found = {}
+    for entry in proc.glob("[0-9]*/cgroup"):
+        try:
+            container = in_container(entry.read_text())
+        except OSError:  # the process ended while we read
+            continue
+        if container:
+            found[int(entry.parent.name)] = container
+    return found
+
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,17 @@ from meshspec.render.probes import probe
 from meshspec.render.registrations import is_ours, registration
 from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
-from meshspec.verify.checks import Check, Port, Program, Registration, Registrations, Route, Supervisor, one_line
+from meshspec.verify.checks import (
+    Check,
+    Port,
+    Program,
+    Registration,
+    Registrations,
+    Route,
+    Supervisor,
+    one_line,
+    processes_in_containers,
+)
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 MESH = "mesh"  # the subject of mesh-wide checks
@@ -430,8 +440,12 @@ def no_programs(mesh: Mesh, timeout: float) -> Outcome:
 
 def no_containers(mesh: Mesh, timeout: float) -> Outcome:
     found = Supervisor.read_containers(ownership(mesh.plan), timeout)
-    if found.error:  # as with supervisord above: no engine answers, so none runs a container of the mesh
-        return outcome(True, found.error)
+    if found.error:  # the engine cannot say whose containers run: the kernel says whether any does
+        inside = processes_in_containers()
+        if inside:
+            return outcome(False, f"{found.error}; {len(set(inside.values()))} Docker containers still run"
+                                  f" (pids {', '.join(map(str, sorted(inside)[:5]))}): cannot tell whose")
+        return outcome(True, f"{found.error}; no process runs in a Docker container (/proc/*/cgroup)")
     return outcome(not found.states, f"{len(found.states)} containers of this mesh" if found.states else "none",
                    containers=sorted(found.states))
 
