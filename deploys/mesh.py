@@ -48,6 +48,6 @@ consul.services(name="Registrations", registry=mesh.registry, token=token, wante
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)
 health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
-               supervisor=(ctl, conf), owner=mesh.owner)
+               supervisor=(ctl, conf), owner=mesh.owner, settle=mesh.settle)
 health.summary(name="Summary", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
                supervisor=(ctl, conf), owner=mesh.owner)

@@ -80,8 +80,8 @@ def test_a_container_stopped_by_hand_is_started_again(mesh):
 def test_switching_to_processes_and_back_converges(mesh):
     to_process = Mesh(mesh.state_dir, OFFSET, mesh.spec_path).deploy()
     assert to_process.code == 0, to_process.output[-4000:]
-    # A check keeps its status across re-registration (as Consul's does), so the deploy may end while
-    # a program is still STARTING (supervisord's startsecs): wait for RUNNING rather than racing it.
+    # The deploy waits for the instances (running for their check's TTL, and passing), not for the
+    # host's checker, which supervisord may still be starting: wait for it rather than racing it.
     assert "5 registered, 5 passing (process)" in to_process.output, to_process.output[-2500:]
     wait_until(lambda: set(supervised(mesh)) == ALL | CHECKER, 10)
     assert containers(mesh) == {}

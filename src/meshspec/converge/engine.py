@@ -103,11 +103,13 @@ def remove_containers(names: list[str]) -> None:
 
 
 def containers_labelled(labels: dict[str, str], timeout: int = 120) -> dict[str, dict]:
-    """{name: {status, spec-hash, instance, pid}} of the containers carrying all `labels` (any state)."""
+    """{name: {status, spec-hash, instance, pid, started}} of the containers carrying all `labels` (any
+    state); `started` is the engine's StartedAt (ISO 8601, UTC)."""
     engine = client(timeout)
     try:
         found = engine.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
     finally:
         engine.close()
     return {c.name: {"status": c.status, "spec-hash": c.labels.get(HASH_LABEL), "instance": c.labels.get(INSTANCE_LABEL),
-                     "pid": c.attrs["State"].get("Pid") or None} for c in found}
+                     "pid": c.attrs["State"].get("Pid") or None, "started": c.attrs["State"].get("StartedAt")}
+            for c in found}

@@ -23,6 +23,7 @@ from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
 from meshspec.render.installs import Recipe, recipe
 from meshspec.render.preparation import Preparation, preparation
+from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
 from meshspec.render.registrations import registration
 from meshspec.spec import SpecInvalid
@@ -62,6 +63,11 @@ class HostMesh:
     @property
     def ids(self) -> list[str]:
         return [i.id for i in self.instances]
+
+    @property
+    def settle(self) -> dict[str, float]:
+        """{instance id: seconds it must have run before its check's status is a probe of it}: its TTL."""
+        return {i.id: settle_ms(self.plan, i) / 1000 for i in self.instances}
 
     @property
     def host_label(self) -> str:

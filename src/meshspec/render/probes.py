@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.render.containers import container_name
 from meshspec.spec.models import HealthTiming
+from meshspec.spec.resolve import effective_health_timing
 
 HTTP, MCP, TCP, COMMAND = "http", "mcp", "tcp", "command"
 POSTGRES, MYSQL, REDIS, AMQP = "postgres", "mysql", "redis", "amqp"
@@ -66,3 +67,11 @@ def ttl_ms(timing: HealthTiming) -> int:
     reports and one probe's timeout. A checker that stops (crashed, host frozen) turns its checks
     critical within this; a probe that is merely slow never does."""
     return 2 * timing.interval + timing.timeout
+
+
+def settle_ms(plan: Plan, inst: Instance) -> int:
+    """How long an instance must have run before its check's status is a probe of it: its TTL. The
+    checker probes within an interval of the start (its first probes are spread over at most one),
+    and the probe ends within its timeout; a status older than that may be one Consul kept across
+    the restart, or the agent restored, from what ran before."""
+    return ttl_ms(effective_health_timing(plan.spec, plan.service(inst.service)))

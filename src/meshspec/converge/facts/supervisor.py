@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shlex
 
 from pyinfra.api import FactBase
@@ -39,6 +40,23 @@ class ProgramStates(FactBase):
 
     def process(self, output):
         return {parts[0]: parts[1] for line in output if len(parts := line.split()) >= 2}
+
+
+#: supervisorctl's "RUNNING   pid 123, uptime 1 day, 2:03:04" (supervisor formats days only when there are some).
+UPTIME = re.compile(r"uptime (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
+
+
+class ProgramUptimes(FactBase):
+    """{program name: seconds since supervisord started it} of the programs that run."""
+
+    default = dict
+
+    def command(self, ctl: str, conf: str) -> str:
+        return f"{ctl} -c {conf} status 2>/dev/null; true"
+
+    def process(self, output):
+        found = ((line.split()[0], UPTIME.search(line)) for line in output if line.strip())
+        return {name: ((int(m[1] or 0) * 24 + int(m[2])) * 60 + int(m[3])) * 60 + int(m[4]) for name, m in found if m}
 
 
 class ProcessesUnder(FactBase):

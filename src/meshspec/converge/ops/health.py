@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from functools import partial
 
 import click
@@ -12,12 +13,12 @@ from pyinfra.api import FunctionCommand, OperationError, operation
 
 from meshspec.converge import engine
 from meshspec.converge.facts.shared import SharedFact
-from meshspec.converge.facts.supervisor import ProgramStates
+from meshspec.converge.facts.supervisor import ProgramStates, ProgramUptimes
 from meshspec.converge.ops.consul import UNREACHABLE, read_token
 from meshspec.converge.registry import Registry
 from meshspec.plan import Runtime
 
-Running = Callable[[], set[str]]  # the ids of the instances that run now
+Running = Callable[[], dict[str, float]]  # {instance id: seconds it has run} of the instances that run now
 
 
 def _statuses(registry: Registry, token_value: str | None, ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -30,22 +31,40 @@ def _statuses(registry: Registry, token_value: str | None, ids: list[str]) -> di
     return {i: found.get(i, ("missing", "not registered")) for i in ids}
 
 
-def _running(ids: list[str], runtime: Runtime, supervisor: tuple[str, str], owner: dict[str, str]) -> set[str]:
-    """The instances that run now: supervisord says RUNNING (past startsecs), or their container runs."""
+def _seconds_since(started: str | None) -> float:
+    """Seconds since the engine's StartedAt (0 when it has none)."""
+    if not started:
+        return 0.0
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(started)).total_seconds()
+
+
+def _running(ids: list[str], runtime: Runtime, supervisor: tuple[str, str], owner: dict[str, str]) -> dict[str, float]:
+    """{instance id: seconds it has run} of the instances that run now: supervisord says RUNNING
+    (past startsecs), or their container runs."""
     if runtime.in_containers:
         found = engine.containers_labelled(owner) if engine.answering() else {}
-        up = {c["instance"] for c in found.values() if c["status"] == "running"}
-        return {i for i in ids if i in up}
-    ctl, conf = supervisor
-    states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
-    return {i for i in ids if states.get(i) == "RUNNING"}
+        up = {c["instance"]: _seconds_since(c["started"]) for c in found.values() if c["status"] == "running"}
+    else:
+        ctl, conf = supervisor
+        states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
+        uptimes = host.get_fact(ProgramUptimes, ctl=ctl, conf=conf)
+        up = {name: float(uptimes.get(name, 0)) for name, state in states.items() if state == "RUNNING"}
+    return {i: up[i] for i in ids if i in up}
 
 
-def _wait(registry: Registry, token_value: str | None, ids: list[str], running: Running, timeout: float) -> None:
+def _waiting(statuses: dict[str, tuple[str, str]], up: dict[str, float], settle: dict[str, float]) -> list[str]:
+    """The instances not yet running and passing a check of themselves. A status is the instance's
+    own only once it has run for its settle time: until then it may be one Consul kept across the
+    restart (or the agent restored) from whatever ran before."""
+    return sorted(i for i, (status, _) in statuses.items() if status != "passing" or up.get(i, -1) < settle[i])
+
+
+def _wait(registry: Registry, token_value: str | None, ids: list[str], running: Running, settle: dict[str, float],
+          timeout: float) -> None:
     deadline, shown = time.monotonic() + timeout, None
     while True:
         statuses, up = _statuses(registry, token_value, ids), running()
-        waiting = sorted(i for i, (status, _) in statuses.items() if status != "passing" or i not in up)
+        waiting = _waiting(statuses, up, settle)
         if not waiting:
             click.echo(f"    {len(ids)}/{len(ids)} instances running and passing")
             return
@@ -63,11 +82,13 @@ def _wait(registry: Registry, token_value: str | None, ids: list[str], running: 
 
 @operation()
 def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runtime, supervisor: tuple[str, str],
-            owner: dict[str, str], timeout: float = 180):
+            owner: dict[str, str], settle: dict[str, float], timeout: float = 180):
     """
     Wait until every listed instance runs (supervisord RUNNING, or its container running) and passes
-    its Consul check; fail naming those that do not. Both: damping keeps a program that was just
-    restarted passing for a few intervals, so passing alone could end a deploy before it runs.
+    a check of itself; fail naming those that do not. Both: damping keeps a program that was just
+    restarted passing for a few intervals, so passing alone could end a deploy before it runs. And
+    of itself: an instance counts only once it has run for its settle time (its check's TTL), within
+    which the checker has probed it and reported; a status older than that is of what ran before.
 
     + registry: where Consul is
     + token: the token file's contents, read once per run
@@ -75,22 +96,23 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     + runtime: process (read supervisord) or docker (read the engine)
     + supervisor: (supervisorctl, supervisord's configuration)
     + owner: the labels of the mesh's containers
+    + settle: {instance id: seconds it must have run before its status is its own}
     + timeout: seconds to wait
     """
     token_value = read_token(token)
     running = partial(_running, ids, runtime, supervisor, owner)
-    statuses = _statuses(registry, token_value, ids)
-    if running() == set(ids) and all(status == "passing" for status, _ in statuses.values()):
+    if not _waiting(_statuses(registry, token_value, ids), running(), settle):
         host.noop(f"{len(ids)}/{len(ids)} instances running and passing")
         return
-    yield FunctionCommand(_wait, (registry, token_value, ids, running, timeout), {})
+    yield FunctionCommand(_wait, (registry, token_value, ids, running, settle, timeout), {})
 
 
 @operation()
 def summary(registry: Registry, token: SharedFact, ids: list[str], runtime: Runtime, supervisor: tuple[str, str],
             owner: dict[str, str]):
     """
-    Report what was measured just now: instances running (supervisord or Docker), registered and passing (Consul).
+    Report what was measured just now: instances running (supervisord or Docker), registered and passing
+    (Consul), and the check output of each instance not passing.
 
     + registry: where Consul is
     + token: the token file's contents, read once per run
@@ -105,5 +127,8 @@ def summary(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     passing_now = sum(status == "passing" for status, _ in statuses.values())
     line = f"{len(ids)} instances: {running} running, {registered} registered, {passing_now} passing ({runtime})"
     click.echo(f"    [{host.name}] {line}")  # pyinfra prints noop reasons only with -v; this line is the point
+    for i, (status, output) in sorted(statuses.items()):
+        if status != "passing":
+            click.echo(f"    [{host.name}] {i}: {status}: {output.strip()[:200]}")
     host.noop(line)
     yield from ()  # an operation is a generator, even one that only reports

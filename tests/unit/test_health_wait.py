@@ -1,0 +1,34 @@
+"""The deploy's health wait (converge/ops/health.py): an instance counts as running and passing only
+once its status can be a probe of it, and supervisorctl's uptimes are read as seconds."""
+
+from __future__ import annotations
+
+from meshspec.converge.facts.supervisor import ProgramUptimes
+from meshspec.converge.ops.health import _waiting
+
+SETTLE = {"web-local-0": 3.0, "web-local-1": 3.0}
+
+
+def test_a_passing_instance_that_ran_its_settle_time_is_done():
+    statuses = {"web-local-0": ("passing", "HTTP 200"), "web-local-1": ("passing", "HTTP 200")}
+    assert _waiting(statuses, {"web-local-0": 3.0, "web-local-1": 60.0}, SETTLE) == []
+
+
+def test_a_status_older_than_the_instance_is_not_its_own():
+    # Consul kept "passing" across the restart: the program has run 1 s, less than its check's TTL.
+    statuses = {"web-local-0": ("passing", "HTTP 200"), "web-local-1": ("passing", "HTTP 200")}
+    assert _waiting(statuses, {"web-local-0": 1.0, "web-local-1": 60.0}, SETTLE) == ["web-local-0"]
+
+
+def test_not_running_or_not_passing_waits():
+    statuses = {"web-local-0": ("passing", "HTTP 200"), "web-local-1": ("critical", "connection refused")}
+    assert _waiting(statuses, {"web-local-1": 60.0}, SETTLE) == ["web-local-0", "web-local-1"]
+
+
+def test_supervisorctl_uptimes_are_seconds():
+    output = ["mesh-checker                     RUNNING   pid 812, uptime 0:00:05",
+              "redis-local-0                    RUNNING   pid 90, uptime 1 day, 2:03:04",
+              "web-local-0                      RUNNING   pid 91, uptime 3 days, 0:00:00",
+              "web-local-1                      STOPPED   Dec 03 04:50 PM",
+              "files-local-0                    STARTING  "]
+    assert ProgramUptimes().process(output) == {"mesh-checker": 5, "redis-local-0": 93784, "web-local-0": 259200}
