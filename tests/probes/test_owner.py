@@ -16,7 +16,7 @@ from meshspec.render.probes import HTTP, MCP, REDIS, TCP, Probe
 from meshspec.runtime.probes.owner import Owner, Tracker
 from meshspec.runtime.probes.protocols import run
 from meshspec.spec.models import RedisProbe
-from tests.probes.test_protocols import LIE
+from tests.probes.conftest import LIE
 from tests.support import free_port, wait_until
 
 BIN = Path(sys.executable).parent

@@ -6,10 +6,7 @@ instance's check, renewed by these probes, to pass."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 import sys
-import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,39 +15,7 @@ from meshspec.runtime.probes.protocols import run
 from meshspec.spec.models import AmqpProbe, MysqlProbe, PostgresProbe, RedisProbe
 from tests.support import free_port
 
-LIE = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"status":"healthy"}\n'
 OPTIONS = {POSTGRES: PostgresProbe(), MYSQL: MysqlProbe(), REDIS: RedisProbe(), AMQP: AmqpProbe()}
-
-
-@pytest.fixture
-def liar() -> Iterator[int]:
-    """A listener that says it is healthy to whoever connects, then hangs up."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                # Read what the client says first (as netcat does), if it speaks first within 0.5 s:
-                # closing on an unread request makes the kernel answer RST, and the client would see a
-                # reset, not the lie.
-                conn.settimeout(0.5)
-                try:
-                    conn.recv(65536)
-                except TimeoutError:
-                    pass
-                conn.sendall(LIE)
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
 
 
 def protocol_probe(kind: str, port: int) -> dict:

@@ -219,6 +219,14 @@ def test_haproxy_accepts_the_repository_spec(repo, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_check_uri_has_the_instance_placeholders_filled_and_no_nonce(repo, tmp_path):
+    plan = make_plan(load_spec(repo / "mesh_spec.yaml"), [Host("@local", "127.0.0.1")], 20000, str(tmp_path))
+    checks = [line.strip() for line in render_haproxy(plan).splitlines() if line.strip().startswith("http-check send")]
+    blackbox = plan.instances_of("blackbox-exporter")[0]
+    assert f"http-check send meth GET uri /probe?module=http_2xx&target={blackbox.address}:{blackbox.port}/-/healthy" in checks
+    assert not [line for line in checks if "{" in line], checks  # a nonce is the checker's; HAProxy only reads
+
+
 # --- the controller's pure step ------------------------------------------------------------------
 
 SHAPE = {"spares": ["spare-1", "spare-2"], "planned": ["a-local-0", "a-local-1"], "server_options": "check",

@@ -99,13 +99,16 @@ def test_shipped_spec_plans_41_instances_with_unique_ids_and_ports():
 
 def test_every_shipped_placeholder_renders():
     plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), [LOCAL], port_offset=20000)
-    from meshspec.spec.placeholders import fields_of, templated_texts
+    from meshspec.spec.placeholders import PROBE_NAMES, fields_of, probe_texts, templated_texts
 
     for inst in plan.instances:
         values = plan.values_for(inst)
         for _, text in templated_texts(plan.service(inst.service)):
             assert set(fields_of(text)) <= set(values), text
             plan.render(inst, text)  # {{ and }} stay literal braces
+        for _, text in probe_texts(plan.service(inst.service)):
+            assert set(fields_of(text)) <= set(values) | set(PROBE_NAMES), text
+            plan.render(inst, text, nonce="n")
 
 
 INSTALLS = """

@@ -92,8 +92,9 @@ class Plan:
     def consul_addr(self) -> str:
         return self.external_consul or _host_port(self.instances_of(self.spec.consul.service)[0])
 
-    def render(self, inst: Instance, text: str) -> str:
-        return render(text, self.values_for(inst))
+    def render(self, inst: Instance, text: str, **more: object) -> str:
+        """`text` with the instance's placeholders (and `more`, such as a probe's nonce) filled in."""
+        return render(text, self.values_for(inst) | more)
 
 
 def _host_port(inst: Instance) -> str:

@@ -5,7 +5,9 @@ run the same probe. Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
+from meshspec.common import nonce
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.render.containers import container_name
 from meshspec.spec.models import HealthTiming
@@ -25,6 +27,9 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)  # http
     body: str | None = None  # http
     contains: str | None = None  # http: text the response body must contain
+    # http: the round trip's requests ({method, url, headers, body}) before and after its own
+    before: tuple[dict, ...] = ()
+    after: tuple[dict, ...] = ()
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -52,14 +57,24 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
     owner = {"address": inst.address, "port": inst.port, "program": None if inside else inst.id,
              "supervisor_socket": None if inside else str(plan.layout.supervisor_socket), "container": inside}
     if health.http:
-        return Probe(HTTP, base + health.http.path, health.http.method, dict(health.http.headers), health.http.body,
-                     health.http.contains, owner=owner)
+        text = partial(_probe_text, plan, inst)
+        http = health.http
+        steps = {which: tuple({"method": s.method, "url": base + text(s.path), "body": text(s.body),
+                               "headers": {k: text(v) for k, v in s.headers.items()}} for s in getattr(http, which))
+                 for which in ("before", "after")}
+        return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
+                     text(http.body), text(http.contains), owner=owner, **steps)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:
         options = getattr(health, health.probe).model_dump()
         return Probe(health.probe, address=inst.address, port=inst.port, options=options, owner=owner)
     return Probe(COMMAND, argv=tuple(plan.render(inst, a) for a in health.command), container=inside, owner=owner)
+
+
+def _probe_text(plan: Plan, inst: Instance, text: str | None) -> str | None:
+    """A probe's text with the instance's placeholders filled in; `{nonce}` stays for each run to fill."""
+    return None if text is None else plan.render(inst, text, **{nonce.NAME: nonce.MARK})
 
 
 def ttl_ms(timing: HealthTiming) -> int:

@@ -88,15 +88,29 @@ class Container(Strict):
 
 # --- health -------------------------------------------------------------------------
 
+class HttpStep(Strict):
+    """A request a probe sends before (or after) its own: the object it stores, then reads back."""
+
+    path: str = Field(pattern=r"^/")
+    method: Literal["GET", "POST", "PUT", "DELETE"] = "POST"
+    headers: dict[str, str] = {}
+    body: str | None = None
+
+
 class HttpProbe(Strict):
     path: str = Field(pattern=r"^/")
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = {}
     body: str | None = None
     # Text the response body must contain: what only the service doing its job answers (its
-    # dependency reached, its metric up), never a constant any server could send. HAProxy's check
-    # expects the same text. Printable and on one line, so haproxy.cfg can carry it.
+    # dependency reached, its metric up, the object a `before` step stored), never a constant any
+    # server could send. Printable and on one line.
     contains: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    # A round trip: `before` stores an object that carries `{nonce}` (new for every run of the
+    # probe), the probe's own request reads it back (`contains` names the nonce), `after` removes
+    # it. Every step must answer 2xx.
+    before: list[HttpStep] = []
+    after: list[HttpStep] = []
 
 
 class McpProbe(Strict):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Mapping
 
-from meshspec.spec.models import MeshSpec, Service
+from meshspec.common import nonce
+from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
 MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
@@ -44,6 +45,31 @@ def install_texts(service: Service) -> Iterable[tuple[tuple, str]]:
     if service.process:
         for i, cmd in enumerate(service.process.install.after):
             yield from ((("process", "install", "after", i, j), t) for j, t in enumerate(cmd))
+
+
+PROBE_NAMES = (nonce.NAME,)  # a probe's texts also know the nonce each of its runs fills in
+
+
+def probe_texts(service: Service) -> Iterable[tuple[tuple, str]]:
+    """(path within the service, text) of the HTTP probe's texts: its request, its expected text and
+    its round trip's steps; they know the instance's names and PROBE_NAMES."""
+    probe = service.health.http
+    if probe is None:
+        return
+    here = ("health", "http")
+
+    def request(at: tuple, r: HttpProbe | HttpStep) -> Iterable[tuple[tuple, str]]:
+        yield at + ("path",), r.path
+        yield from ((at + ("headers", k), v) for k, v in r.headers.items())
+        if r.body is not None:
+            yield at + ("body",), r.body
+
+    yield from request(here, probe)
+    if probe.contains is not None:
+        yield here + ("contains",), probe.contains
+    for which in ("before", "after"):
+        for i, step in enumerate(getattr(probe, which)):
+            yield from request(here + (which, i), step)
 
 
 def templated_texts(service: Service) -> Iterable[tuple[tuple, str]]:

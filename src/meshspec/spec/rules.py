@@ -9,8 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from meshspec.common import nonce
 from meshspec.spec.models import RESERVED_META, MeshSpec, Service
-from meshspec.spec.placeholders import INSTALL_NAMES, fields_of, install_texts, templated_texts, valid_names
+from meshspec.spec.placeholders import (
+    INSTALL_NAMES,
+    PROBE_NAMES,
+    fields_of,
+    install_texts,
+    probe_texts,
+    templated_texts,
+    valid_names,
+)
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
 MIN_DEREGISTER_MS = 60_000  # Consul's floor for DeregisterCriticalServiceAfter
@@ -119,6 +128,7 @@ def run_method(ctx: Context):
 def placeholders(ctx: Context):
     for at, s in ctx.services():
         texts = [(path, text, valid_names(ctx.spec, s)) for path, text in templated_texts(s)]
+        texts += [(path, text, valid_names(ctx.spec, s) | set(PROBE_NAMES)) for path, text in probe_texts(s)]
         texts += [(path, text, set(INSTALL_NAMES)) for path, text in install_texts(s)]
         for path, text, valid in texts:
             try:
@@ -151,6 +161,18 @@ def health_policy(ctx: Context):
             yield at + ("health", "deregister_critical_after"), "must be at least 1m (Consul's minimum)"
         if s.kind == "mcp" and s.health.probe != "mcp":
             yield at + ("health", s.health.probe), "an mcp service's health is an MCP handshake: use health.mcp"
+        yield from _round_trip(s, at + ("health", "http"))
+
+
+def _round_trip(s: Service, here: tuple):
+    """A `{nonce}` the probe expects must be one a `before` step sends, or the probe never passes."""
+    probe = s.health.http
+    if probe is None or nonce.MARK not in (probe.contains or ""):
+        return
+    sent = [text for path, text in probe_texts(s) if "before" in path]
+    if not any(nonce.MARK in text for text in sent):
+        yield here + ("contains",), (f"contains expects {nonce.MARK}, which no `before` step sends: the probe could "
+                                     "never pass (store an object carrying it in a before step)")
 
 
 def routing_policy(ctx: Context):

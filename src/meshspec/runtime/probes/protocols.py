@@ -13,12 +13,16 @@ import asyncio
 import shlex
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from meshspec.common import nonce
 from meshspec.runtime.probes.mcp import probe_mcp
 from meshspec.runtime.probes.owner import Owner, Tracker
 
@@ -42,19 +46,68 @@ def _failed(where: str, err: BaseException) -> Result:
     return Result(False, f"{where} failed: {what or type(err).__name__}")
 
 
-def http(probe: dict, timeout: float) -> Result:
-    url, method = probe["url"], probe["method"]
+Fill = Callable[[str | None], str | None]  # puts this run's nonce in a probe's text
+
+
+def _send(client: httpx.Client, request: dict, fill: Fill, deadline: float) -> httpx.Response | Result:
+    """One request of an HTTP probe, within what is left of its timeout; a Result when it failed."""
+    method, url = request["method"], fill(request["url"])
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return Result(False, f"{method} {url} not sent: the probe's timeout ran out before it")
     try:
-        # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
-        with httpx.Client(trust_env=False, timeout=timeout, verify=url.startswith("https:")) as client:
-            response = client.request(method, url, headers=probe["headers"], content=probe["body"])
+        return client.request(method, url, headers={k: fill(v) for k, v in request["headers"].items()},
+                              content=fill(request["body"]), timeout=left)
     except httpx.HTTPError as err:
         return _failed(f"{method} {url}", err)
-    answered = f"{method} {url} answered HTTP {response.status_code} {response.reason_phrase}"
+
+
+def _answered(request: dict, response: httpx.Response, fill: Fill) -> str:
+    return f"{request['method']} {fill(request['url'])} answered HTTP {response.status_code} {response.reason_phrase}"
+
+
+def _step(client: httpx.Client, step: dict, fill: Fill, deadline: float) -> Result | None:
+    """A round trip's step (before or after the probe's own request): None when it answered 2xx."""
+    response = _send(client, step, fill, deadline)
+    if isinstance(response, Result):
+        return response
+    if 200 <= response.status_code < 300:
+        return None
+    return Result(False, f"{_answered(step, response, fill)} ({_one_line(response.text, 60)!r})")
+
+
+def http(probe: dict, timeout: float) -> Result:
+    """The probe's request, answering 2xx with `contains` in its body. A round trip first sends its
+    `before` steps and last its `after` steps, every text with this run's own nonce in place of
+    `{nonce}`: only a service that stored this run's object can answer with it."""
+    fill = partial(nonce.fill, nonce=nonce.fresh())
+    deadline = time.monotonic() + timeout
+    # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
+    with httpx.Client(trust_env=False, timeout=timeout, verify=probe["url"].startswith("https:")) as client:
+        before = probe.get("before", ())
+        for step in before:
+            if failed := _step(client, step, fill, deadline):
+                return failed
+        result = _read(probe, _send(client, probe, fill, deadline), fill)
+        if before:
+            stored = ", ".join(f"{s['method']} {urlsplit(fill(s['url'])).path}" for s in before)
+            result = Result(result.ok, f"after {stored}: {result.output}", result.details)
+        for step in probe.get("after", ()):
+            failed = _step(client, step, fill, deadline)
+            if failed and result.ok:
+                result = Result(False, f"{result.output}; then {failed.output}", result.details)
+    return result
+
+
+def _read(probe: dict, response: httpx.Response | Result, fill: Fill) -> Result:
+    """The verdict on the probe's own request: 2xx, and the text it must contain."""
+    if isinstance(response, Result):
+        return response
+    answered = _answered(probe, response, fill)
     details = {"http_status": response.status_code}
     if not 200 <= response.status_code < 300:
         return Result(False, answered, details)
-    wanted = probe.get("contains")
+    wanted = fill(probe.get("contains"))
     if wanted and wanted not in response.text:
         return Result(False, f"{answered} without {wanted!r} in its body ({_one_line(response.text, 60)!r})", details)
     return Result(True, f"{answered} with {wanted!r}" if wanted else answered, details)
