@@ -96,6 +96,11 @@ class Plan:
         """`text` with the instance's placeholders (and `more`, such as a probe's nonce) filled in."""
         return render(text, self.values_for(inst) | more)
 
+    def render_once(self, service: str, text: str, **more: object) -> str:
+        """`text` rendered once for the whole service (a backend's check path, a route through the
+        proxy): its first instance's placeholders fill it."""
+        return self.render(self.instances_of(service)[0], text, **more)
+
 
 def _host_port(inst: Instance) -> str:
     return f"{inst.address}:{inst.port}"

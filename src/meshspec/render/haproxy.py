@@ -140,7 +140,7 @@ def check_lines(plan: Plan, service: Service) -> list[str]:
     16 kB check buffer, and an exporter's proof (`pg_up 1`) sits 86 kB into its metrics. The path is
     one per backend: its placeholders are those of the service's first instance."""
     if service.health.http is not None:
-        uri = plan.render(plan.instances_of(service.name)[0], service.health.http.path, **{nonce.NAME: "haproxy"})
+        uri = plan.render_once(service.name, service.health.http.path, **{nonce.NAME: "haproxy"})
         return ["option httpchk", f"http-check send meth {service.health.http.method} uri {uri}",
                 "http-check expect status 200-299"]
     return []  # tcp connect check

@@ -16,10 +16,8 @@ from functools import cached_property
 from pathlib import Path
 
 import httpx
-from docker.errors import DockerException
 from supervisor.xmlrpc import SupervisorTransport
 
-from meshspec.converge.engine import containers_labelled
 from meshspec.render.registrations import differences
 from meshspec.runtime.probes.mcp import McpResult, probe_mcp
 
@@ -70,6 +68,12 @@ class Supervisor:
     @classmethod
     def read_containers(cls, owner: dict[str, str], timeout: float = 2.0) -> Supervisor:
         """The mesh's containers as {instance id: (RUNNING | EXITED | ..., pid)}."""
+        # Imported here: the Docker SDK (and pyinfra behind the engine module) cost a process-runtime
+        # verify 0.14 s of its start.
+        from docker.errors import DockerException
+
+        from meshspec.converge.engine import containers_labelled
+
         try:
             found = containers_labelled(owner, timeout=max(1, int(timeout)))
         except DockerException as err:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from meshspec.common import nonce
 from meshspec.common.consul_token import read_token
 from meshspec.converge.mesh import Mesh
 from meshspec.plan import Instance, Plan, Runtime
@@ -286,7 +287,8 @@ def routable(plan: Plan, service_name: str) -> Outcome:
     if health.mcp:
         route = Route(url, service_name, mcp=True, min_tools=health.mcp.min_tools, timeout=timeout)
     elif health.http:
-        route = Route(url, service_name, health.http.path, prefix=path_prefix(service, routing), timeout=timeout)
+        path = plan.render_once(service_name, health.http.path, **{nonce.NAME: nonce.fresh()})
+        route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout)
     else:
         route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout)
     through = {"tool_count": route.tool_count} if route.mcp else {"http_status": route.http_status}

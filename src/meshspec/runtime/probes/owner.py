@@ -176,10 +176,14 @@ class Tracker:
             inodes = self.listeners.inodes(o.address, o.port)
             if found := self._in_tree(inodes):
                 return found
-            # A miss: the snapshot may predate a restart, the tree may be a dead program's.
-            inodes = self.listeners.inodes(o.address, o.port, fresh=True)
+            # A miss: the tree may be a dead program's (or not known yet: a tracker's first check)...
             root, state = root_pid(o, timeout)
             self.tree = self._tree(root) if root else []
+            if found := self._in_tree(inodes):
+                return found
+            # ... or the snapshot may predate a restart. (Not dumping again before the tree is known
+            # saves a dump per instance for a verify run, whose trackers are all new.)
+            inodes = self.listeners.inodes(o.address, o.port, fresh=True)
             if found := self._in_tree(inodes):
                 return found
             if not inodes:
