@@ -3,6 +3,7 @@ once its status can be a probe of it, and supervisorctl's uptimes are read as se
 
 from __future__ import annotations
 
+from meshspec.common.damping import damped_output
 from meshspec.converge.facts.supervisor import ProgramUptimes
 from meshspec.converge.ops.health import _waiting
 
@@ -23,6 +24,12 @@ def test_a_status_older_than_the_instance_is_not_its_own():
 def test_not_running_or_not_passing_waits():
     statuses = {"web-local-0": ("passing", "HTTP 200"), "web-local-1": ("critical", "connection refused")}
     assert _waiting(statuses, {"web-local-1": 60.0}, SETTLE) == ["web-local-0", "web-local-1"]
+
+
+def test_a_failure_damping_still_holds_passing_is_not_passed():
+    statuses = {"web-local-0": ("passing", damped_output(3, 1, "GET /health failed: timed out")),
+                "web-local-1": ("passing", "HTTP 200")}
+    assert _waiting(statuses, {"web-local-0": 60.0, "web-local-1": 60.0}, SETTLE) == ["web-local-0"]
 
 
 def test_supervisorctl_uptimes_are_seconds():

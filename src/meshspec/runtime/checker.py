@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from meshspec.common.consul_token import read_token
+from meshspec.common.damping import damped_output
 from meshspec.runtime.probes import protocols
 from meshspec.runtime.probes.gate import CRITICAL, PASSING, Gate
 from meshspec.runtime.probes.owner import Owner, Tracker
@@ -111,7 +112,7 @@ def run_check(check: Check, reporter: Reporter, stopping: threading.Event, stand
         before = gate.status
         gate(PASSING if result.ok else CRITICAL)
         output = result.output if gate.status != PASSING or result.ok else (
-            f"passing until {gate.failures_critical} failures in a row ({gate.failures} so far); last: {result.output}")
+            damped_output(gate.failures_critical, gate.failures, result.output))
         if gate.status != before:
             log.info("%s: %s -> %s: %s", check.check_id, before, gate.status, result.output)
         taken = reporter.update(check.check_id, gate.status, output)

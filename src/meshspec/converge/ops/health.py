@@ -11,6 +11,7 @@ import click
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
+from meshspec.common.damping import is_damped
 from meshspec.converge import engine
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.supervisor import ProgramStates, ProgramUptimes
@@ -52,11 +53,16 @@ def _running(ids: list[str], runtime: Runtime, supervisor: tuple[str, str], owne
     return {i: up[i] for i in ids if i in up}
 
 
+def _passed(status: str, output: str) -> bool:
+    """Passing, and by its latest probe: not a failure that flap damping still counts as passing."""
+    return status == "passing" and not is_damped(output)
+
+
 def _waiting(statuses: dict[str, tuple[str, str]], up: dict[str, float], settle: dict[str, float]) -> list[str]:
     """The instances not yet running and passing a check of themselves. A status is the instance's
     own only once it has run for its settle time: until then it may be one Consul kept across the
     restart (or the agent restored) from whatever ran before."""
-    return sorted(i for i, (status, _) in statuses.items() if status != "passing" or up.get(i, -1) < settle[i])
+    return sorted(i for i, s in statuses.items() if not _passed(*s) or up.get(i, -1) < settle[i])
 
 
 def _wait(registry: Registry, token_value: str | None, ids: list[str], running: Running, settle: dict[str, float],
@@ -89,6 +95,7 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     restarted passing for a few intervals, so passing alone could end a deploy before it runs. And
     of itself: an instance counts only once it has run for its settle time (its check's TTL), within
     which the checker has probed it and reported; a status older than that is of what ran before.
+    And passes: a check that damping holds passing after a failed probe does not count.
 
     + registry: where Consul is
     + token: the token file's contents, read once per run
@@ -124,11 +131,11 @@ def summary(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     running = len(_running(ids, runtime, supervisor, owner))
     statuses = _statuses(registry, read_token(token), ids)
     registered = sum(status != "missing" for status, _ in statuses.values())
-    passing_now = sum(status == "passing" for status, _ in statuses.values())
+    passing_now = sum(_passed(*s) for s in statuses.values())
     line = f"{len(ids)} instances: {running} running, {registered} registered, {passing_now} passing ({runtime})"
     click.echo(f"    [{host.name}] {line}")  # pyinfra prints noop reasons only with -v; this line is the point
     for i, (status, output) in sorted(statuses.items()):
-        if status != "passing":
+        if not _passed(status, output):
             click.echo(f"    [{host.name}] {i}: {status}: {output.strip()[:200]}")
     host.noop(line)
     yield from ()  # an operation is a generator, even one that only reports

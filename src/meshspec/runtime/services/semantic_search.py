@@ -1,5 +1,6 @@
-"""semantic-search: index documents and query them by meaning, through the mesh's embeddings
-service and Chroma (its REST API v2). Its health is both dependencies answering."""
+"""semantic-search: index documents, query them by meaning and delete them, through the mesh's
+embeddings service and Chroma (its REST API v2). Its health probe (mesh_spec.yaml) is a round trip
+through all three: a document indexed, found first for its own text, deleted."""
 
 from __future__ import annotations
 
@@ -76,11 +77,26 @@ def make_app(backends: Backends) -> web.Application:
         await backends.chroma_post("upsert", body)
         return web.json_response({"indexed": ids})
 
+    @routes.delete("/documents/{id}")
+    async def delete(request):
+        """Remove one document by its id (deleting one that is not there is no error, as in Chroma)."""
+        doc_id = request.match_info["id"]
+        await backends.chroma_post("delete", {"ids": [doc_id]})
+        return web.json_response({"deleted": [doc_id]})
+
     @routes.post("/search")
     async def search(request):
         """{"query", "k"?} -> the k nearest documents with their cosine distance."""
         body = await _object(request)
-        query, k = body.get("query"), body.get("k", 3)
+        return await _search(body.get("query"), body.get("k", 3))
+
+    @routes.get("/search")
+    async def search_by_get(request):
+        """?q=...&k=... -> the same as POST /search."""
+        k = request.query.get("k", "3")
+        return await _search(request.query.get("q"), int(k) if k.isdigit() else None)
+
+    async def _search(query: object, k: object) -> web.Response:
         if not isinstance(query, str) or not query or not isinstance(k, int) or not 1 <= k <= 100:
             raise _bad("query must be a non-empty string and k a whole number from 1 to 100")
         [vector] = await backends.embed([query])
