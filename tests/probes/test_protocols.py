@@ -63,3 +63,12 @@ def test_a_command_probe_passes_on_exit_0_and_says_how_it_failed():
     failing = run(dataclasses.asdict(Probe(COMMAND, argv=(sys.executable, "-c", "import sys; print('no'); sys.exit(3)"))),
                   timeout=5)
     assert not failing.ok and failing.output.endswith("exited 3: no") and failing.details == {"exit_code": 3}
+
+
+def test_a_step_before_the_probe_wants_its_own_proof(liar):
+    """A page step (the frontend's) must hold its text too: the liar's 200 fails it, and the probe
+    says which request failed."""
+    page = {"method": "GET", "url": f"http://127.0.0.1:{liar}/", "headers": {}, "body": None, "contains": "<title>"}
+    result = run(dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{liar}/api", contains="x", before=(page,))), timeout=2)
+    assert not result.ok, result.output
+    assert result.output.startswith(f"GET http://127.0.0.1:{liar}/ answered HTTP 200 OK without '<title>'"), result.output

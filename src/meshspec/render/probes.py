@@ -27,7 +27,7 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)  # http
     body: str | None = None  # http
     contains: str | None = None  # http: text the response body must contain
-    # http: the round trip's requests ({method, url, headers, body}) before and after its own
+    # http: the requests ({method, url, headers, body, contains}) before and after its own
     before: tuple[dict, ...] = ()
     after: tuple[dict, ...] = ()
     min_tools: int = 0  # mcp: tools/list must list at least this many
@@ -60,7 +60,8 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
         text = partial(_probe_text, plan, inst)
         http = health.http
         steps = {which: tuple({"method": s.method, "url": base + text(s.path), "body": text(s.body),
-                               "headers": {k: text(v) for k, v in s.headers.items()}} for s in getattr(http, which))
+                               "headers": {k: text(v) for k, v in s.headers.items()}, "contains": text(s.contains)}
+                              for s in getattr(http, which))
                  for which in ("before", "after")}
         return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
                      text(http.body), text(http.contains), owner=owner, **steps)

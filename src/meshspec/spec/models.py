@@ -6,7 +6,7 @@ override the built-in defaults below; `effective_*` in `meshspec.spec.resolve` m
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -88,13 +88,21 @@ class Container(Strict):
 
 # --- health -------------------------------------------------------------------------
 
+#: What a probe's answer must contain: what only the service doing its job answers (its dependency
+#: reached, its metric up, the object a `before` step stored), never a constant any server could
+#: send. Printable and on one line.
+Contains = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class HttpStep(Strict):
-    """A request a probe sends before (or after) its own: the object it stores, then reads back."""
+    """A request a probe sends before (or after) its own: the object it stores, then reads back,
+    or a first page whose answer must also hold what `contains` names."""
 
     path: str = Field(pattern=r"^/")
     method: Literal["GET", "POST", "PUT", "DELETE"] = "POST"
     headers: dict[str, str] = {}
     body: str | None = None
+    contains: Contains | None = None
 
 
 class HttpProbe(Strict):
@@ -102,10 +110,7 @@ class HttpProbe(Strict):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = {}
     body: str | None = None
-    # Text the response body must contain: what only the service doing its job answers (its
-    # dependency reached, its metric up, the object a `before` step stored), never a constant any
-    # server could send. Printable and on one line.
-    contains: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    contains: Contains | None = None
     # A round trip: `before` stores an object that carries `{nonce}` (new for every run of the
     # probe), the probe's own request reads it back (`contains` names the nonce), `after` removes
     # it. Every step must answer 2xx.

@@ -51,8 +51,8 @@ PROBE_NAMES = (nonce.NAME,)  # a probe's texts also know the nonce each of its r
 
 
 def probe_texts(service: Service) -> Iterable[tuple[tuple, str]]:
-    """(path within the service, text) of the HTTP probe's texts: its request, its expected text and
-    its round trip's steps; they know the instance's names and PROBE_NAMES."""
+    """(path within the service, text) of the HTTP probe's texts: its request and expected text, and
+    those of its steps; they know the instance's names and PROBE_NAMES."""
     probe = service.health.http
     if probe is None:
         return
@@ -61,12 +61,9 @@ def probe_texts(service: Service) -> Iterable[tuple[tuple, str]]:
     def request(at: tuple, r: HttpProbe | HttpStep) -> Iterable[tuple[tuple, str]]:
         yield at + ("path",), r.path
         yield from ((at + ("headers", k), v) for k, v in r.headers.items())
-        if r.body is not None:
-            yield at + ("body",), r.body
+        yield from ((at + (name,), text) for name in ("body", "contains") if (text := getattr(r, name)) is not None)
 
     yield from request(here, probe)
-    if probe.contains is not None:
-        yield here + ("contains",), probe.contains
     for which in ("before", "after"):
         for i, step in enumerate(getattr(probe, which)):
             yield from request(here + (which, i), step)

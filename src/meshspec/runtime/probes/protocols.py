@@ -67,19 +67,17 @@ def _answered(request: dict, response: httpx.Response, fill: Fill) -> str:
 
 
 def _step(client: httpx.Client, step: dict, fill: Fill, deadline: float) -> Result | None:
-    """A round trip's step (before or after the probe's own request): None when it answered 2xx."""
-    response = _send(client, step, fill, deadline)
-    if isinstance(response, Result):
-        return response
-    if 200 <= response.status_code < 300:
-        return None
-    return Result(False, f"{_answered(step, response, fill)} ({_one_line(response.text, 60)!r})")
+    """A step before or after the probe's own request: None when it answered 2xx (with what its
+    `contains` names, if it names something)."""
+    result = _read(step, _send(client, step, fill, deadline), fill)
+    return None if result.ok else result
 
 
 def http(probe: dict, timeout: float) -> Result:
-    """The probe's request, answering 2xx with `contains` in its body. A round trip first sends its
-    `before` steps and last its `after` steps, every text with this run's own nonce in place of
-    `{nonce}`: only a service that stored this run's object can answer with it."""
+    """The probe's request, answering 2xx with `contains` in its body. Its `before` steps go first
+    and its `after` steps last, each answering 2xx with its own `contains`; every text has this
+    run's own nonce in place of `{nonce}`: only a service that stored this run's object can answer
+    with it."""
     fill = partial(nonce.fill, nonce=nonce.fresh())
     deadline = time.monotonic() + timeout
     # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
@@ -100,13 +98,13 @@ def http(probe: dict, timeout: float) -> Result:
 
 
 def _read(probe: dict, response: httpx.Response | Result, fill: Fill) -> Result:
-    """The verdict on the probe's own request: 2xx, and the text it must contain."""
+    """The verdict on one request of the probe (its own, or a step): 2xx, and the text it must contain."""
     if isinstance(response, Result):
         return response
     answered = _answered(probe, response, fill)
     details = {"http_status": response.status_code}
     if not 200 <= response.status_code < 300:
-        return Result(False, answered, details)
+        return Result(False, f"{answered} ({_one_line(response.text, 60)!r})", details)
     wanted = fill(probe.get("contains"))
     if wanted and wanted not in response.text:
         return Result(False, f"{answered} without {wanted!r} in its body ({_one_line(response.text, 60)!r})", details)
