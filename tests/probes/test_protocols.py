@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 
 import pytest
 
@@ -72,3 +73,14 @@ def test_a_step_before_the_probe_wants_its_own_proof(liar):
     result = run(dataclasses.asdict(Probe(HTTP, url=f"http://127.0.0.1:{liar}/api", contains="x", before=(page,))), timeout=2)
     assert not result.ok, result.output
     assert result.output.startswith(f"GET http://127.0.0.1:{liar}/ answered HTTP 200 OK without '<title>'"), result.output
+
+
+def test_an_eventual_read_gives_up_within_the_timeout_and_says_what_it_read_last(liar):
+    """Phoenix queues a span before it inserts it, so its probe reads again; a liar never shows the
+    nonce, and the probe ends within its timeout with the last answer."""
+    eventual = Probe(HTTP, url=f"http://127.0.0.1:{liar}/v1/spans", contains='"span_id":"x"', eventually=True)
+    started = time.monotonic()
+    result = run(dataclasses.asdict(eventual), timeout=1.0)
+    assert time.monotonic() - started < 1.5
+    assert not result.ok and result.output.endswith("""without '"span_id":"x"' in its body ('{"status":"healthy"}')"""), \
+        result.output

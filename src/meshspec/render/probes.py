@@ -30,6 +30,7 @@ class Probe:
     # http: the requests ({method, url, headers, body, contains}) before and after its own
     before: tuple[dict, ...] = ()
     after: tuple[dict, ...] = ()
+    eventually: bool = False  # http: read again until `contains` shows, within the timeout
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -64,7 +65,7 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
                               for s in getattr(http, which))
                  for which in ("before", "after")}
         return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
-                     text(http.body), text(http.contains), owner=owner, **steps)
+                     text(http.body), text(http.contains), owner=owner, eventually=http.eventually, **steps)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:

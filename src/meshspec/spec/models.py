@@ -116,6 +116,9 @@ class HttpProbe(Strict):
     # it. Every step must answer 2xx.
     before: list[HttpStep] = []
     after: list[HttpStep] = []
+    # The service stores asynchronously (queues, then inserts): read again every 0.1 s until the
+    # answer holds `contains`, within the probe's timeout.
+    eventually: bool = False
 
 
 class McpProbe(Strict):

@@ -27,6 +27,7 @@ from meshspec.runtime.probes.mcp import probe_mcp
 from meshspec.runtime.probes.owner import Owner, Tracker
 
 OUTPUT_LIMIT = 200
+EVENTUALLY_EVERY = 0.1  # seconds between the reads of a probe whose service stores asynchronously
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ def http(probe: dict, timeout: float) -> Result:
             if failed := _step(client, step, fill, deadline):
                 return failed
         result = _read(probe, _send(client, probe, fill, deadline), fill)
+        while not result.ok and probe.get("eventually") and deadline - time.monotonic() > EVENTUALLY_EVERY:
+            time.sleep(EVENTUALLY_EVERY)
+            result = _read(probe, _send(client, probe, fill, deadline), fill)
         if before:
             stored = ", ".join(f"{s['method']} {urlsplit(fill(s['url'])).path}" for s in before)
             result = Result(result.ok, f"after {stored}: {result.output}", result.details)
