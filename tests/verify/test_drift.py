@@ -160,8 +160,11 @@ def test_an_mcp_port_taken_by_a_plain_http_server_is_caught(mesh, restore, tmp_p
     # The host's checker runs the same probe: the Consul check turns critical, naming the impostor.
     def consul_check() -> dict:
         return mesh.consul().agent.checks().get("service:files-local-0") or {}
-    wait_until(lambda: consul_check().get("Status") == "critical", 30, interval=0.5, what="the Consul check critical")
-    assert f"is held by pid {impostor.pid} (" in consul_check()["Output"], consul_check()
+    # Its first failed probe may predate the impostor (nothing listened yet: "refused"); a later one names it.
+    names = f"is held by pid {impostor.pid} ("
+    check = wait_until(lambda: (c := consul_check()).get("Status") == "critical" and names in c.get("Output", "") and c,
+                       30, interval=0.5, what="the Consul check critical, naming the impostor")
+    assert check["Output"].startswith(f"127.0.0.1:{files.port} {names}"), check
 
 
 def test_an_instance_registered_at_a_dead_port_is_caught(mesh, restore):
