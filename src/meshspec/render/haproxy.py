@@ -133,16 +133,19 @@ def weight_of(routing: Routing, replica: int) -> int:
 
 
 def check_lines(plan: Plan, service: Service) -> list[str]:
-    """HAProxy's own check of a server: the service's HTTP probe path answering 2xx, every 5 s; other
-    probes get a TCP connect check. A fast liveness check only: the whole proof (the body's content,
-    a round trip's object, who answered) is the checker's, and reaches HAProxy through Consul (a
-    critical check puts the server in maint). HAProxy could expect a string too, but reads only its
-    16 kB check buffer, and an exporter's proof (`pg_up 1`) sits 86 kB into its metrics. The path is
-    one per backend: its placeholders are those of the service's first instance."""
-    if service.health.http is not None:
-        uri = plan.render_once(service.name, service.health.http.path, **{nonce.NAME: "haproxy"})
-        return ["option httpchk", f"http-check send meth {service.health.http.method} uri {uri}",
-                "http-check expect status 200-299"]
+    """HAProxy's own check of a server, every 5 s: the first page the service's HTTP probe reads (a
+    GET step before its own request, else its own request) answering 2xx; other probes get a TCP
+    connect check. A fast liveness check only: the whole proof (the bodies' content, a round
+    trip's object, who answered) is the checker's, and reaches HAProxy through Consul (a critical
+    check puts the server in maint). So HAProxy reads the frontend's page, not its data call, and
+    stores nothing. HAProxy could expect a string too, but reads only its 16 kB check buffer, and
+    an exporter's proof (`pg_up 1`) sits 86 kB into its metrics. The path is one per backend: its
+    placeholders are those of the service's first instance."""
+    probe = service.health.http
+    if probe is not None:
+        first = next((step for step in probe.before if step.method == "GET"), probe)
+        uri = plan.render_once(service.name, first.path, **{nonce.NAME: "haproxy"})
+        return ["option httpchk", f"http-check send meth {first.method} uri {uri}", "http-check expect status 200-299"]
     return []  # tcp connect check
 
 
