@@ -4,46 +4,20 @@ Debian programs. The seed's liar answers 200 to every step and still fails: it c
 
 from __future__ import annotations
 
-import dataclasses
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from meshspec.plan import Host, make_plan
-from meshspec.render.probes import probe
 from meshspec.runtime.probes.protocols import run
-from meshspec.spec.loader import load_spec
-from tests.conftest import REPO
-from tests.support import listening, wait_until
+from tests.probes.shipped import PLAN, shipped_probe, start
+from tests.support import wait_until
 
-OFFSET = 31000  # the shipped ports + this: beside a running default mesh and the test mesh (20000)
-PLAN = make_plan(load_spec(REPO / "mesh_spec.yaml"), [Host("@local", "127.0.0.1")], port_offset=OFFSET)
 ALERTMANAGER, PUSHGATEWAY = "/usr/bin/prometheus-alertmanager", "/usr/bin/prometheus-pushgateway"
 
 if not (Path(ALERTMANAGER).exists() and Path(PUSHGATEWAY).exists()):
     pytest.skip("needs Debian's prometheus-alertmanager and prometheus-pushgateway", allow_module_level=True)
-
-
-def shipped_probe(service: str, port: int | None = None) -> dict:
-    """The shipped spec's probe of `service`, without the owner proof (these programs are not the
-    mesh's supervised instances); with `port`, aimed at that port instead."""
-    found = dataclasses.asdict(probe(PLAN, PLAN.instances_of(service)[0]))
-    found["owner"] = None
-    if port is not None:
-        planned = f"127.0.0.1:{PLAN.instances_of(service)[0].port}"
-        aim = lambda request: {**request, "url": request["url"].replace(planned, f"127.0.0.1:{port}")}  # noqa: E731
-        found = {**aim(found), "before": [aim(s) for s in found["before"]], "after": [aim(s) for s in found["after"]]}
-    return found
-
-
-def start(argv: list[str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_until(lambda: listening(port) or proc.poll() is not None, 15, what=f"{argv[0]} listening")
-    assert proc.poll() is None, log.read_text()[-2000:]
-    return proc
 
 
 @pytest.fixture(scope="module")

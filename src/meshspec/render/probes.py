@@ -53,7 +53,8 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
     """The instance's probe, as its service's `health` declares it. A command runs where the
     instance runs: on the host, or (docker runtime) in its container."""
     health = plan.service(inst.service).health
-    base = f"http://{inst.address}:{inst.port}"
+    port = inst.ports[health.http.port] if health.http and health.http.port else inst.port
+    base = f"http://{inst.address}:{port}"
     inside = container_name(plan, inst) if Runtime(runtime).in_containers else None
     owner = {"address": inst.address, "port": inst.port, "program": None if inside else inst.id,
              "supervisor_socket": None if inside else str(plan.layout.supervisor_socket), "container": inside}

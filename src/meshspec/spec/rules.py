@@ -162,6 +162,7 @@ def health_policy(ctx: Context):
         if s.kind == "mcp" and s.health.probe != "mcp":
             yield at + ("health", s.health.probe), "an mcp service's health is an MCP handshake: use health.mcp"
         yield from _round_trip(s, at + ("health", "http"))
+        yield from _probe_port(ctx, s, at + ("health", "http", "port"))
 
 
 def _round_trip(s: Service, here: tuple):
@@ -173,6 +174,19 @@ def _round_trip(s: Service, here: tuple):
     if not any(nonce.MARK in text for text in sent):
         yield here + ("contains",), (f"contains expects {nonce.MARK}, which no `before` step sends: the probe could "
                                      "never pass (store an object carrying it in a before step)")
+
+
+def _probe_port(ctx: Context, s: Service, here: tuple):
+    """A probe on a port of its own names one the service declares, of a service the proxy does not
+    route: the proxy's check and verify's route check reach a routed service on its main port."""
+    port = s.health.http.port if s.health.http else None
+    if port is None:
+        return
+    if port not in s.ports:
+        yield here, _no_such_port(s, port)
+    elif effective_routing(ctx.spec, s).enabled:
+        yield here, ("a routed service is probed on its main port (the proxy checks and routes there): "
+                     "remove port, or set routing.enabled: false")
 
 
 def routing_policy(ctx: Context):
@@ -226,10 +240,14 @@ def _tcp_limits(r, here: tuple):
         yield here + ("retries", "retry_on"), "a tcp service can only retry on conn-failure (set routing.retries.retry_on: [conn-failure])"
 
 
+def _no_such_port(s: Service, name: str) -> str:
+    return f"no port named {name!r} under ports ({', '.join(s.ports) or 'none'})"
+
+
 def metrics_port(ctx: Context):
     for at, s in ctx.services():
         if s.metrics and s.metrics.port is not None and s.metrics.port not in s.ports:
-            yield at + ("metrics", "port"), f"no port named {s.metrics.port!r} under ports ({', '.join(s.ports) or 'none'})"
+            yield at + ("metrics", "port"), _no_such_port(s, s.metrics.port)
 
 
 RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy, routing_policy)

@@ -1,0 +1,35 @@
+"""mesh-proxy's probe reads HAProxy's own stats page, which lists the data plane's backends: the
+shipped spec's probe passes against HAProxy running the shipped plan's haproxy.cfg, and fails
+against the seed's liar, naming what the page lacked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from meshspec.runtime.probes.protocols import run
+from tests.probes.shipped import plan_in, shipped_probe
+from tests.proxy.harness import HAProxy
+
+
+@pytest.fixture(scope="module")
+def proxy_plan(tmp_path_factory) -> Iterator:
+    plan = plan_in(tmp_path_factory.mktemp("mesh"))
+    haproxy = HAProxy(plan).start()
+    yield plan
+    haproxy.stop()
+
+
+def test_haproxy_stats_list_the_backends(proxy_plan):
+    found = shipped_probe("mesh-proxy", plan=proxy_plan)
+    stats = proxy_plan.instances_of("mesh-proxy")[0].ports["stats"]
+    assert f":{stats}/stats;csv" in found["url"]  # its stats listener, not the data plane's port
+    result = run(found, timeout=5)
+    assert result.ok and "svc_backend-api,BACKEND" in result.output, result.output
+
+
+def test_the_liar_has_no_backends(liar):
+    result = run(shipped_probe("mesh-proxy", port=liar), timeout=5)
+    assert not result.ok and "svc_backend-api,BACKEND" in result.output and '{"status":"healthy"}' in result.output, \
+        result.output
