@@ -83,3 +83,25 @@ def test_token_file_keeps_the_token_out_of_the_command_line(make_agent, tmp_path
     assert agent.client(token=TOKEN).kv.put("k", "v")
     cmdline = open(f"/proc/{agent.proc.pid}/cmdline", "rb").read().decode()
     assert TOKEN not in cmdline
+
+
+def test_the_shipped_consul_probe_reads_the_catalog_with_the_mesh_token(make_agent, tmp_path):
+    """The consul service's probe finds its own registration in the catalog, a read only a token
+    is answered; the token comes from the token file as the probe runs, never from the probe."""
+    from meshspec.runtime.probes.protocols import run
+    from tests.probes.shipped import PLAN, shipped_probe
+
+    agent = make_agent(token=TOKEN)
+    instance = PLAN.instances_of("consul")[0].id
+    agent.client(token=TOKEN).agent.service.register("consul", service_id=instance, port=8500)
+    token_file = tmp_path / "consul.token"
+    token_file.write_text(TOKEN + "\n")
+    probe = {**shipped_probe("consul", port=agent.port), "token_file": str(token_file)}
+    assert TOKEN not in repr(shipped_probe("consul"))
+
+    result = run(probe, timeout=5)
+    assert result.ok and f'"{instance}"' in result.output, result.output
+    anonymous = run({**probe, "token_file": None}, timeout=5)
+    assert not anonymous.ok and "without" in anonymous.output and "('[]')" in anonymous.output, anonymous.output
+    unreadable = run({**probe, "token_file": str(tmp_path / "missing")}, timeout=5)
+    assert not unreadable.ok and "reading the Consul token" in unreadable.output, unreadable.output

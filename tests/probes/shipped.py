@@ -29,7 +29,9 @@ def shipped_probe(service: str, port: int | None = None, plan: Plan = PLAN) -> d
     mesh's supervised instances); with `port`, every request aimed at that port instead."""
     found = dataclasses.asdict(probe(plan, plan.instances_of(service)[0]))
     found["owner"] = None
-    if port is not None:
+    if port is not None and found["url"] is None:
+        found["port"] = port  # a protocol's probe: address and port
+    elif port is not None:
         def aim(request: dict) -> dict:
             return {**request, "url": urlsplit(request["url"])._replace(netloc=f"127.0.0.1:{port}").geturl()}
         found = {**aim(found), "before": [aim(s) for s in found["before"]], "after": [aim(s) for s in found["after"]]}

@@ -31,6 +31,7 @@ class Probe:
     before: tuple[dict, ...] = ()
     after: tuple[dict, ...] = ()
     eventually: bool = False  # http: read again until `contains` shows, within the timeout
+    token_file: str | None = None  # http: the requests carry the Consul token this file holds, read as it runs
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -66,7 +67,8 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
                               for s in getattr(http, which))
                  for which in ("before", "after")}
         return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
-                     text(http.body), text(http.contains), owner=owner, eventually=http.eventually, **steps)
+                     text(http.body), text(http.contains), owner=owner, eventually=http.eventually,
+                     token_file=str(plan.layout.consul_token_file) if http.consul_token else None, **steps)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:

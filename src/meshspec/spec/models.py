@@ -123,6 +123,10 @@ class HttpProbe(Strict):
     # The service stores asynchronously (queues, then inserts): read again every 0.1 s until the
     # answer holds `contains`, within the probe's timeout.
     eventually: bool = False
+    # Its requests carry the mesh's Consul token (X-Consul-Token), which whoever runs the probe reads
+    # from the mesh's token file as it runs, so the secret is in no checks file or registration: the
+    # registry's reads are default-deny.
+    consul_token: bool = False
 
 
 class McpProbe(Strict):

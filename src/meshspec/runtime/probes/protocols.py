@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from meshspec.common import nonce
+from meshspec.common.consul_token import read_token
 from meshspec.runtime.probes.mcp import probe_mcp
 from meshspec.runtime.probes.owner import Owner, Tracker
 
@@ -81,8 +82,13 @@ def http(probe: dict, timeout: float) -> Result:
     with it."""
     fill = partial(nonce.fill, nonce=nonce.fresh())
     deadline = time.monotonic() + timeout
+    try:
+        token = read_token(probe["token_file"]) if probe.get("token_file") else None
+    except OSError as err:
+        return _failed(f"reading the Consul token from {probe['token_file']}", err)
     # Plain http needs no TLS context (building one costs ~20 ms of CPU per client).
-    with httpx.Client(trust_env=False, timeout=timeout, verify=probe["url"].startswith("https:")) as client:
+    with httpx.Client(trust_env=False, timeout=timeout, verify=probe["url"].startswith("https:"),
+                      headers={"X-Consul-Token": token} if token else None) as client:
         before = probe.get("before", ())
         for step in before:
             if failed := _step(client, step, fill, deadline):
