@@ -225,6 +225,9 @@ def test_a_check_uri_has_the_instance_placeholders_filled_and_no_nonce(repo, tmp
     blackbox = plan.instances_of("blackbox-exporter")[0]
     assert f"http-check send meth GET uri /probe?module=http_2xx&target={blackbox.address}:{blackbox.port}/-/healthy" in checks
     assert not [line for line in checks if "{" in line], checks  # a nonce is the checker's; HAProxy only reads
+    # A probe that reads a page before its own request: HAProxy reads that page, and stores nothing.
+    assert "http-check send meth GET uri /api/v2/heartbeat" in checks  # chromadb, whose probe then creates a collection
+    assert "http-check send meth GET uri /" in checks  # the frontend's page, not its registry read
 
 
 # --- the controller's pure step ------------------------------------------------------------------

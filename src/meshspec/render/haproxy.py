@@ -141,9 +141,8 @@ def check_lines(plan: Plan, service: Service) -> list[str]:
     stores nothing. HAProxy could expect a string too, but reads only its 16 kB check buffer, and
     an exporter's proof (`pg_up 1`) sits 86 kB into its metrics. The path is one per backend: its
     placeholders are those of the service's first instance."""
-    probe = service.health.http
-    if probe is not None:
-        first = next((step for step in probe.before if step.method == "GET"), probe)
+    if service.health.http is not None:
+        first = service.health.http.first_page
         uri = plan.render_once(service.name, first.path, **{nonce.NAME: "haproxy"})
         return ["option httpchk", f"http-check send meth {first.method} uri {uri}", "http-check expect status 200-299"]
     return []  # tcp connect check

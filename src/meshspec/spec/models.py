@@ -128,6 +128,13 @@ class HttpProbe(Strict):
     # registry's reads are default-deny.
     consul_token: bool = False
 
+    @property
+    def first_page(self) -> HttpStep | HttpProbe:
+        """The first page the probe reads: its first GET step before its own request, else its own
+        request. What a liveness read of the service asks (HAProxy's own check, verify's route
+        through the proxy): it stores nothing, so it may run any number of times, with any nonce."""
+        return next((step for step in self.before if step.method == "GET"), self)
+
 
 class McpProbe(Strict):
     """An MCP handshake: initialize + tools/list, at least `min_tools` tools."""

@@ -287,7 +287,7 @@ def routable(plan: Plan, service_name: str) -> Outcome:
     if health.mcp:
         route = Route(url, service_name, mcp=True, min_tools=health.mcp.min_tools, timeout=timeout)
     elif health.http:
-        path = plan.render_once(service_name, health.http.path, **{nonce.NAME: nonce.fresh()})
+        path = plan.render_once(service_name, health.http.first_page.path, **{nonce.NAME: nonce.fresh()})
         route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout)
     else:
         route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout)
