@@ -7,7 +7,7 @@ from supervisor.options import ServerOptions
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.programs import program, supervisord_conf
+from meshspec.render.programs import program, revision, supervisord_conf
 from meshspec.spec import parse_spec
 
 SPEC = """
@@ -98,3 +98,11 @@ def test_a_programs_install_dir_is_its_recipes_directory_in_the_install_cache(tm
     text = program(plan, plan.instances_of("api")[0]).text
     assert f"/var/cache/meshspec/api-{install_key(plan.service('api').process.install)}/venv/bin/python" in text
     assert f"{tmp_path}/install" not in text
+
+
+def test_a_program_meshspec_starts_restarts_with_a_new_meshspec_build():
+    """A `git pull` of meshspec restarts the programs that run it (its own services), not the others."""
+    spec = parse_spec(SPEC.replace("command: [agent]", 'command: ["{meshspec}", agent]'))
+    old, new = (make_plan(spec, [Host("@local", "127.0.0.1")], meshspec_build=build) for build in ("b1", "b2"))
+    assert revision(old, old.instances_of("consul")[0]) != revision(new, new.instances_of("consul")[0])
+    assert revision(old, old.instances_of("api")[0]) == revision(new, new.instances_of("api")[0])

@@ -10,7 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import meshspec
 from meshspec import settings
+from meshspec.common.digest import digest_bytes
 from meshspec.converge.registry import Registry
 from meshspec.plan import Host, Plan, Runtime, make_plan
 from meshspec.render import images
@@ -35,8 +37,16 @@ def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: st
     places = ({"meshspec_bin": images.MESHSPEC_BIN, "install_root": str(images.INSTALL_ROOT)}
               if Runtime(runtime).in_containers else {"meshspec_bin": f"{BIN_DIR}/meshspec"})
     plan = make_plan(spec, hosts, port_offset, state_dir, external_consul=consul_addr,
-                     cache_dir=cache_dir or settings.cache_dir(), **places)
+                     cache_dir=cache_dir or settings.cache_dir(), meshspec_build=installed_build(), **places)
     return Mesh(plan, Registry.from_addr(plan.consul_addr, embedded=consul_addr is None))
+
+
+def installed_build() -> str:
+    """A digest of the meshspec package this Python runs (its modules, as installed or checked out):
+    the programs it starts (meshspec's own services, the checker) restart when it changes."""
+    package = Path(meshspec.__file__).parent
+    return digest_bytes(b"".join(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes()
+                                 for path in sorted(package.rglob("*.py"))))
 
 
 def configured_mesh() -> Mesh:

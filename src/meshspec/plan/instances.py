@@ -42,6 +42,9 @@ class Plan:
     external_consul: str | None = None  # a real Consul's address; then no agent instance is planned
     install_root: PurePosixPath | None = None  # where installs are in the docker runtime's images
     cache: InstallCache = InstallCache(PurePosixPath(CACHE_DIR))  # the host's installs, shared by its meshes
+    # A digest of the meshspec code `meshspec_bin` runs (process runtime; the docker runtime's
+    # images carry theirs): a program that runs it restarts when it changes, as after a `git pull`.
+    meshspec_build: str = ""
 
     def service(self, name: str) -> Service:
         return next(s for s in self.spec.services if s.name == name)
@@ -115,6 +118,7 @@ def make_plan(
     external_consul: str | None = None,
     install_root: str | None = None,
     cache_dir: str = CACHE_DIR,
+    meshspec_build: str = "",
 ) -> Plan:
     """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
 
@@ -139,4 +143,5 @@ def make_plan(
         for r in range(s.replicas)
     )
     return Plan(spec, tuple(hosts), port_offset, Layout(PurePosixPath(state_dir)), meshspec_bin, instances,
-                external_consul, PurePosixPath(install_root) if install_root else None, InstallCache(PurePosixPath(cache_dir)))
+                external_consul, PurePosixPath(install_root) if install_root else None, InstallCache(PurePosixPath(cache_dir)),
+                meshspec_build)

@@ -50,5 +50,6 @@ def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime, bin
     layout = plan.layout
     argv = [str(PurePosixPath(bin_dir) / "meshspec-checker"),
             "--checks", str(layout.checker_file), "--token-file", str(layout.consul_token_file)]
-    rev = f"{__version__}+{digest_text(checks_file(plan, instances, runtime))}"
+    version = f"{__version__}.{plan.meshspec_build}" if plan.meshspec_build else __version__
+    rev = f"{version}+{digest_text(checks_file(plan, instances, runtime))}"
     return section(layout, CHECKER, argv, str(layout.checker_file.parent), rev, stop_timeout_ms=5_000)

@@ -28,8 +28,13 @@ class Program:
 
 
 def revision(plan: Plan, inst: Instance) -> str:
+    """What restarts the program when it changes: meshspec's version and, for a program that
+    `{meshspec}` starts, the build it runs; and the files it reads at its start."""
+    process = plan.service(inst.service).process
+    runs_meshspec = process is not None and any("{meshspec}" in arg for arg in process.command)
+    version = f"{__version__}.{plan.meshspec_build}" if runs_meshspec and plan.meshspec_build else __version__
     digest = restart_digest(plan, inst)
-    return f"{__version__}+{digest}" if digest else __version__
+    return f"{version}+{digest}" if digest else version
 
 
 @dataclass(frozen=True)
