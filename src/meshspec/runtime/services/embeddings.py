@@ -98,6 +98,10 @@ def make_app(model: Model) -> web.Application:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return web.json_response({"object": "list", "model": name(), "data": data})
 
+    @routes.get("/api/tags")  # Ollama's list of the models it serves: no inference
+    async def ollama_tags(request):
+        return web.json_response({"models": [{"name": name(), "model": name()}]})
+
     in_flight: list[asyncio.Task] = []
 
     async def measure() -> tuple[dict, int]:

@@ -109,8 +109,11 @@ def make_app(backends: Backends) -> web.Application:
 
     @routes.get("/health")
     async def health(request):
+        """Both backends answer: Chroma's heartbeat, the embeddings service's list of models. No
+        inference: this is the page every liveness read asks (HAProxy every 5 s); the probe's round
+        trip is what proves both do their job."""
         checks = {}
-        for name, url in (("chroma", f"{backends.chroma}/api/v2/heartbeat"), ("embeddings", f"{backends.embeddings}/health")):
+        for name, url in (("chroma", f"{backends.chroma}/api/v2/heartbeat"), ("embeddings", f"{backends.embeddings}/api/tags")):
             try:
                 reply = await backends.http.get(url)
                 checks[name] = "passing" if reply.status_code == 200 else f"HTTP {reply.status_code}"
