@@ -120,6 +120,8 @@ def test_check_register_and_ttl_updates(agent):
         ("put", "/v1/agent/service/register", '{"Name": "x", "Check": {"HTTP": "http://x", "Interval": "1s"}, "Address": "0.0.0.0"}', 400, "Invalid service address"),
         ("put", "/v1/agent/service/register", '{"Name": "x", "Check": {"Args": ["true"], "Interval": "1s"}}', 400, "Scripts are disabled"),
         ("put", "/v1/agent/check/register", '{"TTL": "10s"}', 400, "Missing check name"),
+        ("put", "/v1/agent/check/register", '{"Name": "c", "TTL": "10s", "ServiceID": "nope"}', 404,
+         'ServiceID "nope" does not exist'),
         ("put", "/v1/agent/check/pass/nope", "", 404, 'Unknown check ID \'nope\''),
         ("put", "/v1/agent/check/update/nope", '{"Status": "bogus"}', 400, "Invalid check status: 'bogus'"),
         ("put", "/v1/agent/service/deregister/nope", "", 404, "Unknown service ID 'nope'"),
@@ -149,3 +151,16 @@ def test_bad_requests_get_consul_codes_and_messages(agent, method, path, body, s
 def test_py_consul_raises_on_bad_request(agent):
     with pytest.raises(consul.ConsulException, match="Missing check name"):
         agent.client().http.put(CB.boolean(), "/v1/agent/check/register", data='{"ttl": "5s"}')
+
+
+def test_the_agent_describes_itself_as_a_one_server_consul(agent):
+    """agent/self names the leader where Consul does (Stats.consul.leader_addr, as status/leader);
+    the WAN pool lists the server as <node>.<datacenter> on Serf's WAN port."""
+    c = agent.client()
+    me = c.agent.self()
+    leader = c.status.leader()
+    assert me["Stats"]["consul"]["leader_addr"] == leader and me["Stats"]["consul"]["leader"] == "true"
+    [lan], [wan] = c.agent.members(), c.agent.members(wan=True)
+    dc = me["Config"]["Datacenter"]
+    assert (lan["Name"], lan["Port"]) == (me["Config"]["NodeName"], 8301)
+    assert (wan["Name"], wan["Port"]) == (f"{me['Config']['NodeName']}.{dc}", 8302)

@@ -109,7 +109,7 @@ class Agent:
 
     def register_check(self, check: dict[str, Any]) -> None:
         if check["ServiceID"] and check["ServiceID"] not in self.store.services:
-            raise ConsulError(400, f"ServiceID {check['ServiceID']!r} does not exist")
+            raise ConsulError(404, f'ServiceID "{check["ServiceID"]}" does not exist')  # Consul's NotFound, %q
         self.store.put_check(check)
         stored = self.store.checks[check["CheckID"]]
         self._track(stored)

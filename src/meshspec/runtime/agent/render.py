@@ -196,13 +196,20 @@ def kv_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def member(agent: Agent) -> dict[str, Any]:
+def leader_addr(agent: Agent) -> str:
+    """The one server's RPC address, as Consul names its leader (this node leads itself)."""
+    return f"{agent.config.advertise}:8300"
+
+
+def member(agent: Agent, wan: bool = False) -> dict[str, Any]:
+    """This node as Serf lists it: in the LAN pool by its name on 8301; in the WAN pool (servers
+    of every datacenter) as `<node>.<datacenter>` on 8302."""
     from meshspec.runtime.agent import VERSION
 
     return {
-        "Name": agent.config.node_name,
+        "Name": f"{agent.config.node_name}.{agent.config.datacenter}" if wan else agent.config.node_name,
         "Addr": agent.config.advertise,
-        "Port": 8301,
+        "Port": 8302 if wan else 8301,
         "Tags": {
             "build": f"{VERSION}:meshspec", "dc": agent.config.datacenter, "id": agent.store.node_id,
             "port": "8300", "role": "consul", "vsn": "2", "vsn_max": "3", "vsn_min": "2", "bootstrap": "1",

@@ -51,7 +51,10 @@ async def self_info(request: web.Request) -> web.Response:
         "DebugConfig": {**config, "ACLsEnabled": agent.acl.enabled, "EnableScriptChecks": agent.config.enable_script_checks},
         "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
         "Member": render.member(agent),
-        "Stats": {"agent": {"checks": str(len(agent.store.checks)), "services": str(len(agent.store.services))}},
+        "Stats": {"agent": {"checks": str(len(agent.store.checks)), "services": str(len(agent.store.services))},
+                  "consul": {"server": "true", "leader": "true", "leader_addr": render.leader_addr(agent),
+                             "bootstrap": "true", "known_datacenters": "1",
+                             "acl": "enabled" if agent.acl.enabled else "disabled"}},
         "Meta": {"consul-network-segment": ""},
         "xDS": {"SupportedProxies": {}, "Port": -1, "Ports": {"Plaintext": -1, "TLS": -1}},
     })
@@ -61,7 +64,8 @@ async def self_info(request: web.Request) -> web.Response:
 async def members(request: web.Request) -> web.Response:
     if not request["identity"].can("node", "read"):
         return json_reply([], filtered=True)
-    return json_reply([render.member(agent_of(request))])
+    wan = request.query.get("wan", "").lower() not in ("", "0", "false")
+    return json_reply([render.member(agent_of(request), wan=wan)])
 
 
 @routes.get("/v1/agent/services")

@@ -164,9 +164,9 @@ async def health_node(request: web.Request) -> web.Response:
 
 @routes.get("/v1/status/leader")
 async def status_leader(request: web.Request) -> web.Response:
-    return json_reply(f"{agent_of(request).config.advertise}:8300")
+    return json_reply(render.leader_addr(agent_of(request)))
 
 
 @routes.get("/v1/status/peers")
 async def status_peers(request: web.Request) -> web.Response:
-    return json_reply([f"{agent_of(request).config.advertise}:8300"])
+    return json_reply([render.leader_addr(agent_of(request))])
