@@ -105,3 +105,16 @@ def test_the_shipped_consul_probe_reads_the_catalog_with_the_mesh_token(make_age
     assert not anonymous.ok and "without" in anonymous.output and "('[]')" in anonymous.output, anonymous.output
     unreadable = run({**probe, "token_file": str(tmp_path / "missing")}, timeout=5)
     assert not unreadable.ok and "reading the Consul token" in unreadable.output, unreadable.output
+
+
+def test_acls_apply_before_a_users_filter(make_agent):
+    """The anonymous token's list is empty and says why, whatever its filter; a bad filter is still
+    a 400, as Consul parses it before it reads anything."""
+    agent = make_agent(token=TOKEN)
+    agent.client(token=TOKEN).agent.service.register("web", service_id="web", port=80)
+    url = f"http://{agent.address}/v1/agent/services"
+    anonymous = requests.get(url, params={"filter": 'Service matches "(w+)+$"'}, timeout=5)
+    assert anonymous.json() == {} and anonymous.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+    assert requests.get(url, params={"filter": "Service =="}, timeout=5).status_code == 400
+    admin = requests.get(url, params={"filter": 'Service matches "^w"'}, headers={"X-Consul-Token": TOKEN}, timeout=5)
+    assert list(admin.json()) == ["web"]

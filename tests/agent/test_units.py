@@ -75,6 +75,17 @@ def test_filter_expressions(expr, expected):
     assert compile_filter(expr)(entry) is expected
 
 
+def test_a_filter_regex_runs_in_linear_time_with_consuls_syntax():
+    """RE2, as Go's regexp in Consul: `(a+)+$` over 40 a's and a b ends at once (a backtracking
+    engine would take 2^40 steps: this test would never finish), and a back-reference, which Go's
+    syntax lacks, is a 400 naming the pattern."""
+    entry = {"Service": {"ID": "a" * 40 + "b"}}
+    assert compile_filter('Service.ID matches "(a+)+$"')(entry) is False
+    with pytest.raises(ConsulError) as err:
+        compile_filter('Service.ID matches "(a)\\\\1"')
+    assert err.value.status == 400 and "invalid regular expression" in str(err.value.message), err.value.message
+
+
 def test_bad_filter_is_a_400():
     with pytest.raises(ConsulError) as err:
         compile_filter("Service.Port ==")

@@ -10,9 +10,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import re2
+
 from meshspec.runtime.agent.errors import bad_request
 
 Predicate = Callable[[Any], bool]
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a user's bad pattern is answered with 400, not logged by RE2 itself
 _TOKEN = re.compile(r'\s*(?:(\()|(\))|(==|!=)|"((?:[^"\\]|\\.)*)"|`([^`]*)`|([A-Za-z0-9_.\-/:]+))')
 _MISSING = object()
 
@@ -180,11 +184,15 @@ class _Parser:
         raise _error(f"expected an operator after {'.'.join(path)!r}")
 
     @staticmethod
-    def _regex(text: str) -> re.Pattern:
+    def _regex(text: str) -> re2._Regexp:
+        """RE2, the engine of Go's regexp that Consul's filters use: the same syntax, and linear time,
+        so no pattern can stall the agent's event loop (Python's re took 0.17 s on `(a+)+$` at 22
+        characters, doubling with each one)."""
         try:
-            return re.compile(text)
-        except re.error as exc:
-            raise _error(f"invalid regular expression {text!r}: {exc}") from None
+            return re2.compile(text, _RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise _error(f"invalid regular expression {text!r}: {reason}") from None
 
 
 def _equals(value: Any, expected: str) -> bool:
@@ -199,7 +207,7 @@ def _empty(value: Any) -> bool:
     return value is _MISSING or value in (None, "", [], {})
 
 
-def _matches(value: Any, pattern: re.Pattern) -> bool:
+def _matches(value: Any, pattern: re2._Regexp) -> bool:
     if isinstance(value, list):
         return any(pattern.search(_text(v)) for v in value)
     return value is not _MISSING and bool(pattern.search(_text(value)))

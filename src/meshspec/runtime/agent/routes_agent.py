@@ -24,12 +24,11 @@ def _ok() -> web.Response:
 
 
 def _filtered_map(request: web.Request, items: dict[str, Any], resource: str) -> tuple[dict[str, Any], bool]:
-    predicate = compile_filter(request.query.get("filter"))
-    if predicate:
-        items = {k: v for k, v in items.items() if predicate(v)}
+    """_readable's rule (ACLs first, then ?filter=) for a map of ID -> entry."""
+    predicate = compile_filter(request.query.get("filter"))  # a bad filter is a 400 for any token
     if items and not request["identity"].can(resource, "read"):
         return {}, True
-    return items, False
+    return ({k: v for k, v in items.items() if predicate(v)} if predicate else items), False
 
 
 @routes.get("/v1/agent/self")

@@ -29,13 +29,12 @@ def _instances(request: web.Request, name: str) -> list[dict[str, Any]]:
 
 
 def _readable(request: web.Request, items: list[Any], resource: str) -> tuple[list[Any], bool]:
-    """Apply ?filter=, then drop everything the token may not read (Consul filters lists, no 403)."""
-    predicate = compile_filter(request.query.get("filter"))
-    if predicate:
-        items = [i for i in items if predicate(i)]
+    """Drop everything the token may not read (Consul filters lists, no 403), then apply ?filter=:
+    ACLs first, as Consul does, so a user's filter never runs over what the token may not read."""
+    predicate = compile_filter(request.query.get("filter"))  # a bad filter is a 400 for any token
     if items and not request["identity"].can(resource, "read"):
         return [], True
-    return items, False
+    return ([i for i in items if predicate(i)] if predicate else items), False
 
 
 def _service_compute(request: web.Request, build: Callable[[], list[Any]]):
