@@ -1,4 +1,4 @@
-"""mesh-proxy's probe reads HAProxy's own stats page, which lists the data plane's backends: the
+"""mesh-proxy's probe reads HAProxy's own stats page, which lists the data plane's frontend: the
 shipped spec's probe passes against HAProxy running the shipped plan's haproxy.cfg, and fails
 against the seed's liar, naming what the page lacked."""
 
@@ -26,10 +26,10 @@ def test_haproxy_stats_list_the_backends(proxy_plan):
     stats = proxy_plan.instances_of("mesh-proxy")[0].ports["stats"]
     assert f":{stats}/stats;csv" in found["url"]  # its stats listener, not the data plane's port
     result = run(found, timeout=5)
-    assert result.ok and "svc_backend-api,BACKEND" in result.output, result.output
+    assert result.ok and "mesh,FRONTEND" in result.output, result.output
 
 
 def test_the_liar_has_no_backends(liar):
     result = run(shipped_probe("mesh-proxy", port=liar), timeout=5)
-    assert not result.ok and "svc_backend-api,BACKEND" in result.output and '{"status":"healthy"}' in result.output, \
+    assert not result.ok and "mesh,FRONTEND" in result.output and '{"status":"healthy"}' in result.output, \
         result.output
