@@ -108,8 +108,8 @@ class HttpStep(Strict):
 class HttpProbe(Strict):
     path: str = Field(pattern=r"^/")
     # A port named under the service's `ports`: the probe's requests go there, not to its main
-    # port (HAProxy's stats listener lists the backends its data plane serves). Who answered is
-    # still the main port's listener.
+    # port (HAProxy's stats listener, which lists its data plane). Who answered is still the main
+    # port's listener.
     port: str | None = None
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = {}
