@@ -1,7 +1,7 @@
 """Load on the mesh through its proxy, with SLOs that set the exit code.
 
 Users:
-* ``HttpServiceUser``: GET ``/svc/<name><health path>`` spread over every routed http service.
+* ``HttpServiceUser``: GET ``/svc/<name><first page of its probe>`` spread over every routed http service.
 * ``McpSessionUser``: one MCP session per task through ``/mcp/<name>``: initialize,
   notifications/initialized, tools/list, one offline-safe tools/call, DELETE the session.
 
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from slo import check_slos, load_slos, summary  # noqa: E402
 
+from meshspec.common import nonce  # noqa: E402
 from meshspec.converge.mesh import configured_mesh  # noqa: E402
 from meshspec.render.haproxy import proxy_instance, routed_services  # noqa: E402
 from meshspec.spec.resolve import path_prefix  # noqa: E402
@@ -59,7 +60,11 @@ def _mesh_routes():
         if service.health.mcp:
             mcp_services.append(service.name)
         elif service.health.http:
-            http_paths[service.name] = path_prefix(service, routing).rstrip("/") + service.health.http.path
+            # The page every liveness read asks (HAProxy's check, verify's route), placeholders filled:
+            # it stores nothing, so a load of it changes nothing (a probe's main read may want an
+            # object only its own before-step stored).
+            page = plan.render_once(service.name, service.health.http.first_page.path, **{nonce.NAME: "locust"})
+            http_paths[service.name] = path_prefix(service, routing).rstrip("/") + page
     return f"http://{front.address}:{front.port}", http_paths, [s for s in MCP_CALLS if s in mcp_services]
 
 
@@ -89,7 +94,7 @@ def _(environment, **_kw):
 
 
 class HttpServiceUser(HttpUser):
-    """GETs the health path of every routed http service, through the proxy, round the list."""
+    """GETs the first page of every routed http service's probe, through the proxy, round the list."""
 
     host = PROXY_URL
     weight = 3
