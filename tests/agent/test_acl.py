@@ -109,7 +109,8 @@ def test_the_shipped_consul_probe_reads_the_catalog_with_the_mesh_token(make_age
 
 def test_acls_apply_before_a_users_filter(make_agent):
     """The anonymous token's list is empty and says why, whatever its filter; a bad filter is still
-    a 400, as Consul parses it before it reads anything."""
+    a 400, as Consul parses it before it reads anything. (That the filter runs after the ACLs shows
+    from outside only in time: these are the answers, not the order.)"""
     agent = make_agent(token=TOKEN)
     agent.client(token=TOKEN).agent.service.register("web", service_id="web", port=80)
     url = f"http://{agent.address}/v1/agent/services"

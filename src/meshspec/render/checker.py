@@ -11,11 +11,10 @@ import dataclasses
 import json
 from pathlib import PurePosixPath
 
-from meshspec import __version__
 from meshspec.common.digest import digest_text
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.render.probes import probe
-from meshspec.render.programs import Program, section
+from meshspec.render.programs import Program, meshspec_version, section
 from meshspec.spec.resolve import effective_health_timing
 
 CHECKER = "mesh-checker"
@@ -50,6 +49,5 @@ def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime, bin
     layout = plan.layout
     argv = [str(PurePosixPath(bin_dir) / "meshspec-checker"),
             "--checks", str(layout.checker_file), "--token-file", str(layout.consul_token_file)]
-    version = f"{__version__}.{plan.meshspec_build}" if plan.meshspec_build else __version__
-    rev = f"{version}+{digest_text(checks_file(plan, instances, runtime))}"
+    rev = f"{meshspec_version(plan)}+{digest_text(checks_file(plan, instances, runtime))}"
     return section(layout, CHECKER, argv, str(layout.checker_file.parent), rev, stop_timeout_ms=5_000)

@@ -11,6 +11,7 @@ from meshspec import __version__
 from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import Layout
 from meshspec.render.files import restart_digest
+from meshspec.spec.placeholders import fields_of
 
 MARK = "; managed by meshspec"
 
@@ -27,12 +28,18 @@ class Program:
     text: str
 
 
+def meshspec_version(plan: Plan) -> str:
+    """meshspec's version and the build of it the plan's programs run: a program that runs
+    meshspec (its own services, the checker) restarts when either changes."""
+    return f"{__version__}.{plan.meshspec_build}" if plan.meshspec_build else __version__
+
+
 def revision(plan: Plan, inst: Instance) -> str:
-    """What restarts the program when it changes: meshspec's version and, for a program that
-    `{meshspec}` starts, the build it runs; and the files it reads at its start."""
+    """What restarts the program when it changes: meshspec's version (and its build, for a program
+    that `{meshspec}` starts), and the files it reads at its start."""
     process = plan.service(inst.service).process
-    runs_meshspec = process is not None and any("{meshspec}" in arg for arg in process.command)
-    version = f"{__version__}.{plan.meshspec_build}" if runs_meshspec and plan.meshspec_build else __version__
+    runs_meshspec = process is not None and any("meshspec" in fields_of(arg) for arg in process.command)
+    version = meshspec_version(plan) if runs_meshspec else __version__
     digest = restart_digest(plan, inst)
     return f"{version}+{digest}" if digest else version
 
