@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from meshspec.render.probes import HTTP, Probe
+from meshspec.render.probes import HTTP, MCP, Probe
 from tests.agent.conftest import MESHSPEC
+from tests.probes.mcp_servers import ServerProcess, mcp_python  # noqa: F401 (a fixture)
 from tests.support import wait_until
 
 CHECKER = MESHSPEC.with_name("meshspec-checker")
@@ -35,8 +36,10 @@ def status(agent) -> tuple[str, str]:
 def start_checker(tmp_path: Path):
     started: list[subprocess.Popen] = []
 
-    def start(agent, url: str, interval_ms: int, timeout_ms: int, failures_before_critical: int) -> subprocess.Popen:
-        check = {"check_id": CHECK_ID, "probe": dataclasses.asdict(Probe(HTTP, url)), "interval_ms": interval_ms,
+    def start(agent, url: str, interval_ms: int, timeout_ms: int, failures_before_critical: int,
+              probe: Probe | None = None) -> subprocess.Popen:
+        probe = probe or Probe(HTTP, url)
+        check = {"check_id": CHECK_ID, "probe": dataclasses.asdict(probe), "interval_ms": interval_ms,
                  "timeout_ms": timeout_ms, "success_before_passing": 1,
                  "failures_before_critical": failures_before_critical}
         checks = tmp_path / "checks.json"
@@ -84,3 +87,22 @@ def test_one_timed_out_probe_does_not_turn_a_check_critical(agent, target, start
     target.status = 500  # failures in a row past the threshold do turn it critical
     assert wait_until(lambda: status(agent)[0] == "critical", 6), status(agent)
     assert "answered HTTP 500" in status(agent)[1]
+
+
+def test_an_mcp_check_keeps_one_session_and_ends_it_when_the_checker_stops(agent, start_checker, mcp_python, tmp_path):
+    server = ServerProcess(mcp_python, "mcp_server.py", "--tools", "3", log_dir=tmp_path).start().wait_listening()
+    try:
+        register(agent, ttl="5s")
+        checker = start_checker(agent, server.url, interval_ms=300, timeout_ms=2000, failures_before_critical=3,
+                                probe=Probe(MCP, server.url, min_tools=3))
+        assert wait_until(lambda: "on the session kept since" in status(agent)[1], 15), status(agent)
+        assert status(agent)[0] == "passing"
+        assert server.live_sessions() == 1  # one session, however many intervals have passed
+        time.sleep(1.0)
+        assert server.live_sessions() == 1
+
+        checker.send_signal(signal.SIGTERM)
+        assert checker.wait(10) == 0
+        assert server.live_sessions() == 0  # the checker ended its session on the way out
+    finally:
+        server.stop()

@@ -4,11 +4,8 @@ HTTP server, a port nobody listens on and a server that accepts TCP but never an
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,85 +17,15 @@ from typer.testing import CliRunner
 
 from meshspec.runtime.probes import McpResult, probe_mcp
 from meshspec.runtime.probes.cli import probe_app
-from meshspec.runtime.probes.mcp import CLIENT_PROTOCOL_VERSION, _sse_data, accepts_protocol_version, normalize_url
+from meshspec.runtime.probes.mcp import (
+    CLIENT_PROTOCOL_VERSION,
+    KeptSession,
+    _sse_data,
+    accepts_protocol_version,
+    normalize_url,
+)
+from tests.probes.mcp_servers import ServerProcess, mcp_python  # noqa: F401 (a fixture)
 from tests.support import free_port
-
-HERE = Path(__file__).resolve().parent
-SERVERS = HERE / "servers"
-MCP_VENV = HERE.parent / ".cache" / "mcp-venv"
-MCP_REQUIREMENTS = ["mcp==2.3.0", "uvicorn"]
-READY_TIMEOUT = 30.0
-
-
-
-
-# --- the servers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def mcp_python() -> Path:
-    """A venv with the official MCP SDK, kept under tests/.cache; rebuilt when its requirements change."""
-    MCP_VENV.parent.mkdir(parents=True, exist_ok=True)
-    # The cache ignores itself (as .pytest_cache does), so git and repository scans never see the venv.
-    (MCP_VENV.parent / ".gitignore").write_text("# created by tests/probes\n*\n")
-    python = MCP_VENV / "bin" / "python"
-    stamp = MCP_VENV / "requirements.done"
-    wanted = "\n".join(MCP_REQUIREMENTS)
-    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(MCP_VENV)], check=True)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                              *MCP_REQUIREMENTS], capture_output=True, text=True, timeout=600)
-        if pip.returncode != 0:
-            pytest.fail(f"could not install {MCP_REQUIREMENTS} into {MCP_VENV}:\n{pip.stdout[-2000:]}"
-                        f"{pip.stderr[-2000:]}")
-        stamp.write_text(wanted)
-    return python
-
-
-class ServerProcess:
-    """A server script in a subprocess on a free 127.0.0.1 port; its output goes to a log file."""
-
-    def __init__(self, python: Path, script: str, *args: str, log_dir: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_dir / f"{Path(script).stem}-{self.port}.log"
-        self.cmd = [str(python), str(SERVERS / script), "--port", str(self.port), *args]
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def start(self) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        return self
-
-    def wait_listening(self) -> ServerProcess:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = self.log_path.read_text()[-2000:]
-                raise AssertionError(f"{self.cmd} exited with {self.proc.returncode}: {log}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"{self.cmd} did not listen within {READY_TIMEOUT}s: {self.log_path.read_text()[-2000:]}")
-
-    def live_sessions(self) -> int:
-        """Sessions the SDK's session manager is tracking (the test server's GET /sessions)."""
-        return httpx.get(f"http://127.0.0.1:{self.port}/sessions", timeout=5, trust_env=False).json()["live"]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +146,78 @@ def test_json_rpc_error_is_reported_with_its_step(servers):
     assert result.step == "tools/list"
     assert result.reason.startswith(f"127.0.0.1:{server.port} tools/list failed: JSON-RPC error -32601")
     assert server.live_sessions() == 0
+
+
+# --- a session kept across probes (the checker's) ------------------------------------------------
+
+
+KEPT = r"probe-test-server protocol 2025-11-25, 7 tools in \d+ ms on the session kept since \d\d:\d\d:\d\dZ"
+
+
+@pytest.mark.integration
+def test_a_kept_session_is_opened_once_listed_on_each_probe_and_ended_by_close(servers):
+    server = servers["sse"]  # room for one session: a second one would be refused with HTTP 503
+    kept = KeptSession(server.url)
+    try:
+        first = kept.probe()
+        assert first.ok, first.reason
+        assert re.fullmatch(r"probe-test-server protocol 2025-11-25, 7 tools in \d+ ms on a new session", first.reason)
+        for _ in range(5):
+            again = kept.probe()
+            assert again.ok, again.reason
+            assert re.fullmatch(KEPT, again.reason)
+            assert again.tools == first.tools  # every page, on every probe
+        assert server.live_sessions() == 1
+        assert probe_mcp(server.url).step == "initialize"  # the server really holds the kept session
+    finally:
+        kept.close()
+    assert server.live_sessions() == 0
+    assert probe_mcp(server.url).ok
+
+
+@pytest.mark.integration
+def test_a_kept_session_follows_a_restart_and_fails_a_liar_on_the_port(mcp_python, tmp_path):
+    """The server restarts (its sessions are gone): the next probe passes on a new session. Then a
+    plain HTTP server takes the port: the kept session fails, and so does the fresh handshake."""
+    server = ServerProcess(mcp_python, "mcp_server.py", "--tools", "7", log_dir=tmp_path).start().wait_listening()
+    kept = KeptSession(server.url)
+    try:
+        assert kept.probe().ok and re.fullmatch(KEPT, kept.probe().reason)
+        server.stop()
+        restarted = ServerProcess(mcp_python, "mcp_server.py", "--tools", "7", log_dir=tmp_path, port=server.port)
+        restarted.start().wait_listening()
+        try:
+            result = kept.probe()
+            assert result.ok, result.reason
+            assert result.reason.endswith(" on a new session")
+            assert restarted.live_sessions() == 1
+        finally:
+            restarted.stop()
+        liar = ServerProcess(Path(sys.executable), "plain_http.py", log_dir=tmp_path, port=server.port)
+        liar.start().wait_listening()
+        try:
+            result = kept.probe()
+            assert not result.ok
+            assert result.reason == f"127.0.0.1:{server.port} answers HTTP 404 but not MCP initialize"
+            assert not kept.probe().ok
+        finally:
+            liar.stop()
+    finally:
+        kept.close()
+        server.stop()
+
+
+@pytest.mark.integration
+def test_a_kept_session_on_a_server_that_stops_answering_fails_within_the_timeout(servers):
+    server = servers["silent"]  # never issues a session: every probe is a handshake, and each times out
+    kept = KeptSession(server.url)
+    try:
+        started = time.monotonic()
+        result = kept.probe(timeout=1.0)
+        assert not result.ok and result.step == "initialize"
+        assert time.monotonic() - started < 1.5
+    finally:
+        kept.close()
 
 
 # --- things that are not MCP servers -------------------------------------------------------------

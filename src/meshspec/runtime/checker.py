@@ -14,6 +14,9 @@ FailuresBeforeCritical failures in a row, so one slow probe on a busy host does 
 server out. Every result is still reported (the standing status, with the latest output) so the
 TTL is renewed; the agent wakes its watchers only when a status changes.
 
+An MCP check keeps one session with its server (`probes.mcp.KeptSession`): a tools/list on it
+each interval, a fresh handshake whenever it fails, and a DELETE when the checker stops.
+
 The checks file is rendered by the deploy (`meshspec.render.checker`); supervisord restarts the
 checker when it changes.
 """
@@ -36,11 +39,14 @@ from meshspec.common.consul_token import read_token
 from meshspec.common.damping import damped_output
 from meshspec.runtime.probes import protocols
 from meshspec.runtime.probes.gate import CRITICAL, PASSING, Gate
+from meshspec.runtime.probes.mcp import KeptSession
 from meshspec.runtime.probes.owner import Owner, Tracker
 
 log = logging.getLogger("meshspec.checker")
 #: How soon a report the agent refused (check not registered yet, agent restarting) is retried.
 RETRY_SECONDS = 1.0
+#: How long a stopping checker waits for its checks' threads to end their MCP sessions.
+STOP_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,23 @@ def run_check(check: Check, reporter: Reporter, stopping: threading.Event, stand
     gate = Gate(check.success_before_passing, check.failures_before_critical, status=standing)
     owner = check.probe.get("owner")
     tracker = Tracker(Owner(**owner)) if owner else None
+    session = KeptSession(check.probe["url"]) if check.probe["kind"] == "mcp" else None
+    try:
+        _check_until_stopped(check, reporter, stopping, gate, tracker, session)
+    finally:
+        if session is not None:
+            session.close()  # the server forgets the checker's session now, not when it restarts
+
+
+def _check_until_stopped(check: Check, reporter: Reporter, stopping: threading.Event, gate: Gate,
+                         tracker: Tracker | None, session: KeptSession | None) -> None:
     # Stagger first runs (as Consul does) so checks do not fire in lockstep, by at most a second.
     if stopping.wait(random.random() * min(check.interval, 1.0)):
         return
     while not stopping.is_set():
         started = time.monotonic()
         try:
-            result = protocols.run(check.probe, check.timeout, tracker)
+            result = protocols.run(check.probe, check.timeout, tracker, session)
         except Exception as err:  # a check's thread must survive anything a probe library throws
             log.exception("%s: the probe raised", check.check_id)
             result = protocols.Result(False, f"the probe raised {type(err).__name__}: {err}")
@@ -149,4 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("checking %d instances, reporting to %s", len(checks), consul)
     while not stopping.wait(3600):
         pass
+    # Sleeping checks wake at once and end their MCP sessions; one caught mid-probe is not waited for.
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
     return 0

@@ -1,12 +1,16 @@
 """A protocol-level health probe for MCP servers speaking Streamable HTTP.
 
-One probe is one short MCP session, as a client would open it:
+One probe (``probe_mcp``) is one short MCP session, as a client would open it:
 
 1. POST ``initialize`` (empty client capabilities, the newest handshake-era protocol version);
    read ``Mcp-Session-Id`` from the response;
 2. POST ``notifications/initialized``;
 3. POST ``tools/list``, following ``nextCursor`` until the last page;
 4. DELETE the session, when the server issued one, so health checks never leak sessions.
+
+A prober that comes back every interval (the host's checker) keeps one session instead
+(``KeptSession``): steps 1-3 once, then one ``tools/list`` on that session per probe, and the DELETE
+when it stops. Of a probe's four requests one is left, and the server builds no session per interval.
 
 Responses may be ``application/json`` or ``text/event-stream`` (the JSON-RPC response with the
 matching id is picked out of the ``data:`` lines). A process that answers HTTP but not MCP fails the
@@ -91,12 +95,9 @@ def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1) -> McpResult:
     """
     started = time.monotonic()
     url = normalize_url(url)
-    probe = _Probe(url, deadline=started + timeout, timeout=timeout)
-    failure: ProbeFailed | None = None
-    # Building a verifying TLS context costs ~20 ms: plain http needs none, https reuses one.
-    verify = _tls_context() if urlsplit(url).scheme == "https" else False
-    with httpx.Client(trust_env=False, follow_redirects=False, verify=verify) as client:
-        probe.client = client
+    with _client(url) as client:
+        probe = _Probe(url, deadline=started + timeout, timeout=timeout, client=client)
+        failure: ProbeFailed | None = None
         try:
             probe.run()
         except ProbeFailed as failed:
@@ -105,13 +106,86 @@ def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1) -> McpResult:
             probe.end_session()  # also after a failed step: a probe never leaves a session behind
         except ProbeFailed as failed:
             failure = failure or failed
-    if failure is None and len(probe.tools) < min_tools:
-        failure = probe.fail("tools/list", f"lists {len(probe.tools)} tools, fewer than the {min_tools} required")
-    if failure is not None:
-        return probe.result(False, str(failure), started, failure.step)
-    elapsed = (time.monotonic() - started) * 1000
-    summary = _one_line(f"{probe.server_name} protocol {probe.protocol_version}, {len(probe.tools)} tools in {elapsed:.0f} ms")
-    return probe.result(True, summary, started, None)
+    return probe.verdict(started, min_tools, failure)
+
+
+class KeptSession:
+    """One MCP session kept open across probes, for a prober that comes back every interval.
+
+    The first probe runs the handshake (initialize, notifications/initialized, tools/list) and keeps
+    the session the server issued; each later probe is one tools/list on it: the server's own answer,
+    listing its tools, without a session built and torn down every interval (most of what a probe
+    cost an idle server, measured on mcp-proxy). Any failure on the kept session ends it and, while
+    the probe has time left, runs a fresh handshake at once: a restarted server, which no longer
+    knows the session, passes on a new one; a process that is not an MCP server fails the handshake
+    as it fails ``probe_mcp``. A server that issues no session id gets the whole handshake each time.
+    ``close()`` ends the session. Not thread-safe: one prober owns it.
+
+    Example: ``kept = KeptSession(url); kept.probe(timeout=5).ok; ...; kept.close()``
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self._client = _client(self.url)
+        self._kept: _Probe | None = None
+        self._since = ""  # when the kept session was opened, as the probe's output says it
+
+    def probe(self, timeout: float = 5.0, min_tools: int = 1) -> McpResult:
+        """One probe, within ``timeout`` seconds; never raises for server faults."""
+        started = time.monotonic()
+        deadline = started + timeout
+        if self._kept is not None:
+            kept = self._kept
+            kept.deadline, kept.timeout, kept.tools = deadline, timeout, []
+            try:
+                kept.list_tools()
+            except ProbeFailed as failed:
+                self._end()
+                if deadline - time.monotonic() < MIN_FRESH_SECONDS:
+                    return kept.verdict(started, min_tools, ProbeFailed(failed.step, f"{failed} (kept session)"))
+            else:
+                return kept.verdict(started, min_tools, None, f" on the session kept since {self._since}")
+        fresh = _Probe(self.url, deadline=deadline, timeout=timeout, client=self._client)
+        try:
+            fresh.run()
+        except ProbeFailed as failed:
+            _end_quietly(fresh)
+            return fresh.verdict(started, min_tools, failed)
+        if fresh.session_id is not None:
+            self._kept, self._since = fresh, time.strftime("%H:%M:%SZ", time.gmtime())
+        return fresh.verdict(started, min_tools, None, " on a new session" if self._kept is fresh else "")
+
+    def close(self) -> None:
+        """End the kept session (DELETE) and the client's connections."""
+        self._end()
+        self._client.close()
+
+    def _end(self) -> None:
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            kept.deadline = time.monotonic()  # the DELETE gets DELETE_GRACE: ending the session matters more
+            _end_quietly(kept)
+
+
+#: The least time left after a kept session failed for a fresh handshake to be worth trying.
+MIN_FRESH_SECONDS = 0.5
+
+
+def _client(url: str) -> httpx.Client:
+    # Building a verifying TLS context costs ~20 ms: plain http needs none, https reuses one.
+    verify = _tls_context() if urlsplit(url).scheme == "https" else False
+    # Idle connections are dropped after a second: a server closes its own after a few (uvicorn: 5 s),
+    # and a probe that came back 10 s later must not race that close on a stale connection.
+    return httpx.Client(trust_env=False, follow_redirects=False, verify=verify,
+                        limits=httpx.Limits(keepalive_expiry=1.0))
+
+
+def _end_quietly(probe: _Probe) -> None:
+    """End a session whose probe already has its verdict: a DELETE that fails changes nothing."""
+    try:
+        probe.end_session()
+    except ProbeFailed:
+        pass
 
 
 @dataclass
@@ -146,6 +220,17 @@ class _Probe:
             step=step,
         )
 
+    def verdict(self, started: float, min_tools: int, failure: ProbeFailed | None, session: str = "") -> McpResult:
+        """The result of a probe that ended, with ``failure`` or without; ``session`` says on which session."""
+        if failure is None and len(self.tools) < min_tools:
+            failure = self.fail("tools/list", f"lists {len(self.tools)} tools, fewer than the {min_tools} required")
+        if failure is not None:
+            return self.result(False, str(failure), started, failure.step)
+        elapsed = (time.monotonic() - started) * 1000
+        summary = _one_line(f"{self.server_name} protocol {self.protocol_version}, "
+                            f"{len(self.tools)} tools in {elapsed:.0f} ms{session}")
+        return self.result(True, summary, started, None)
+
     # --- the steps -------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -162,7 +247,10 @@ class _Probe:
         self.server_name = str(info.get("name")) if isinstance(info, dict) and info.get("name") else "unnamed"
 
         self.notify("notifications/initialized")
+        self.list_tools()
 
+    def list_tools(self) -> None:
+        """tools/list, following ``nextCursor`` until the last page, into ``self.tools``."""
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             page = self.request("tools/list", {"cursor": cursor} if cursor else None)

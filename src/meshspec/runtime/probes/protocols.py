@@ -24,7 +24,7 @@ import httpx
 
 from meshspec.common import nonce
 from meshspec.common.consul_token import read_token
-from meshspec.runtime.probes.mcp import probe_mcp
+from meshspec.runtime.probes.mcp import KeptSession, probe_mcp
 from meshspec.runtime.probes.owner import Owner, Tracker
 
 OUTPUT_LIMIT = 200
@@ -121,8 +121,13 @@ def _read(probe: dict, response: httpx.Response | Result, fill: Fill) -> Result:
     return Result(True, f"{answered} with {wanted!r}" if wanted else answered, details)
 
 
-def mcp(probe: dict, timeout: float) -> Result:
-    found = probe_mcp(probe["url"], timeout=timeout, min_tools=probe["min_tools"])
+def mcp(probe: dict, timeout: float, session: KeptSession | None = None) -> Result:
+    """The MCP handshake and tools/list on a session of its own, or one tools/list on `session`,
+    the one a checker keeps between intervals."""
+    if session is None:
+        found = probe_mcp(probe["url"], timeout=timeout, min_tools=probe["min_tools"])
+    else:
+        found = session.probe(timeout=timeout, min_tools=probe["min_tools"])
     return Result(found.ok, found.reason, {"tool_count": found.tool_count, "min_tools": probe["min_tools"],
                                            "protocol_version": found.protocol_version})
 
@@ -265,11 +270,12 @@ KINDS: dict[str, Callable[[dict, float], Result]] = {
 }
 
 
-def run(probe: dict, timeout: float, tracker: Tracker | None = None) -> Result:
+def run(probe: dict, timeout: float, tracker: Tracker | None = None, session: KeptSession | None = None) -> Result:
     """Run one probe of any kind; `timeout` bounds it (seconds). With an `owner`, the proof also
     names who answered, and fails when the instance's own process does not hold its port (a
-    checker passes its `tracker`, which remembers the process tree between intervals)."""
-    result = KINDS[probe["kind"]](probe, timeout)
+    checker passes its `tracker`, which remembers the process tree between intervals, and for an
+    MCP probe the `session` it keeps)."""
+    result = mcp(probe, timeout, session) if session is not None else KINDS[probe["kind"]](probe, timeout)
     if not probe.get("owner"):
         return result
     verdict = (tracker or Tracker(Owner(**probe["owner"]))).check(min(timeout, 2.0))
