@@ -13,6 +13,7 @@ from meshspec.runtime.agent.acl import Acl
 from meshspec.runtime.agent.blocking import Hub
 from meshspec.runtime.agent.checks import Runners
 from meshspec.runtime.agent.errors import ConsulError, not_found
+from meshspec.runtime.agent.sessions import SERF_CHECK_ID, Sessions
 from meshspec.runtime.agent.store import Store
 
 log = logging.getLogger("meshspec.agent")
@@ -56,6 +57,7 @@ class Agent:
         self.store.listeners.append(self.hub.notify)
         self.acl = Acl(config.token)
         self.runners = Runners(self.report)
+        self.sessions = Sessions(self.store, self._check_status)
         self.critical_since: dict[str, float] = {}
         self.started = time.time()
         self._reaper: asyncio.Task | None = None
@@ -67,11 +69,13 @@ class Agent:
             if check["Status"] == "critical":
                 self.critical_since[check["CheckID"]] = now
             self.runners.start(check)
+        self.sessions.start()
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def stop(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        self.sessions.stop()
         await self.runners.close()
         self.store.close()
 
@@ -133,6 +137,13 @@ class Agent:
             return
         self.store.set_check_status(check_id, status, output)
         self._track(self.store.checks[check_id])
+        self.sessions.check_changed(check_id, status)
+
+    def _check_status(self, check_id: str) -> str | None:
+        if check_id == SERF_CHECK_ID:
+            return "passing"  # this node's own liveness: it answers, so it is alive
+        check = self.store.checks.get(check_id)
+        return check["Status"] if check else None
 
     def _track(self, check: dict[str, Any]) -> None:
         if check["Status"] == "critical":
@@ -143,6 +154,7 @@ class Agent:
     def _forget_check(self, check_id: str) -> None:
         self.runners.stop(check_id)
         self.critical_since.pop(check_id, None)
+        self.sessions.check_changed(check_id, None)
 
     async def _reap_forever(self) -> None:
         while True:

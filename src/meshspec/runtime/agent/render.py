@@ -7,8 +7,7 @@ from typing import Any
 
 from meshspec.common.durations import format_duration
 from meshspec.runtime.agent.core import Agent
-
-SERF_CHECK_ID = "serfHealth"
+from meshspec.runtime.agent.sessions import SERF_CHECK_ID
 
 
 def node(agent: Agent) -> dict[str, Any]:
@@ -186,7 +185,7 @@ def service_entry(agent: Agent, service: dict[str, Any]) -> dict[str, Any]:
 
 def kv_entry(entry: dict[str, Any]) -> dict[str, Any]:
     value = entry["Value"]
-    return {
+    rendered = {
         "LockIndex": entry["LockIndex"],
         "Key": entry["Key"],
         "Flags": entry["Flags"],
@@ -194,6 +193,9 @@ def kv_entry(entry: dict[str, Any]) -> dict[str, Any]:
         "CreateIndex": entry["CreateIndex"],
         "ModifyIndex": entry["ModifyIndex"],
     }
+    if entry["Session"]:  # Consul's omitempty: only a held lock names its session
+        rendered["Session"] = entry["Session"]
+    return rendered
 
 
 def leader_addr(agent: Agent) -> str:

@@ -1,4 +1,5 @@
-"""/v1/kv/*: Consul's key/value store (get, recurse, keys+separator, raw, put with cas/flags, delete)."""
+"""/v1/kv/*: Consul's key/value store (get, recurse, keys+separator, raw, put with cas/flags, lock
+acquire/release by a session, delete)."""
 
 from __future__ import annotations
 
@@ -95,17 +96,20 @@ async def kv_put(request: web.Request) -> web.Response:
     if not key:
         raise ConsulError(400, "Missing key name")
     request["identity"].require("key", "write", key)
-    if "acquire" in request.query or "release" in request.query:
-        raise ConsulError(400, "Sessions are not supported by this agent")
     flags = _uint(request, "flags", "Invalid flags") or 0
     cas = _uint(request, "cas", "Invalid cas index")
+    acquire, release = request.query.get("acquire"), request.query.get("release")
+    if acquire is not None and acquire not in agent.store.sessions:
+        raise ConsulError(500, f'Invalid session "{acquire}"')
+    if acquire is not None and agent.sessions.lock_delayed(key):
+        return json_reply(False)  # the session that held it ended less than its lock delay ago
     value = await request.read()
     if len(value) > MAX_VALUE_SIZE:
         raise ConsulError(
             413, f"Request body({len(value)} bytes) too large, max size: {MAX_VALUE_SIZE} bytes. "
             "See https://developer.hashicorp.com/consul/docs/agent/config/config-files#kv_max_value_size."
         )
-    return json_reply(agent.store.kv_put(key, value or None, flags, cas))
+    return json_reply(agent.store.kv_put(key, value or None, flags, cas, acquire, release))
 
 
 @routes.delete("/v1/kv/{key:.*}")

@@ -1,4 +1,4 @@
-"""Durable state: services, checks and KV in SQLite, mirrored in memory for reads.
+"""Durable state: services, checks, KV and sessions in SQLite, mirrored in memory for reads.
 
 Every write is one transaction (WAL, synchronous=FULL) committed before the caller answers, so an
 acknowledged write survives SIGKILL. Each write takes the next Raft-like index and stamps it on the
@@ -21,10 +21,13 @@ CREATE TABLE IF NOT EXISTS services (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY, value BLOB, flags INTEGER NOT NULL,
-    create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL, lock_index INTEGER NOT NULL
+    create_index INTEGER NOT NULL, modify_index INTEGER NOT NULL, lock_index INTEGER NOT NULL,
+    session TEXT
 );
 CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
+KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -37,6 +40,10 @@ def kv_topic(key: str) -> str:
     return f"kv:{key}"
 
 
+def session_topic(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
 class Store:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -44,10 +51,17 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
         self.listeners: list[Callable[[set[str]], None]] = []
         self._load()
 
     # ---- loading -------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """A data dir written before sessions existed gains the KV column that names a lock's holder."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(kv)")}
+        if "session" not in columns:
+            self._db.execute("ALTER TABLE kv ADD COLUMN session TEXT")
+
     def _load(self) -> None:
         meta = dict(self._db.execute("SELECT k, v FROM meta"))
         if "node_id" not in meta:
@@ -63,9 +77,12 @@ class Store:
             cid: json.loads(doc) for cid, doc in self._db.execute("SELECT id, doc FROM checks")
         }
         self.kv: dict[str, dict[str, Any]] = {
-            row[0]: _kv_entry(*row) for row in self._db.execute("SELECT * FROM kv")
+            row[0]: _kv_entry(*row) for row in self._db.execute(f"SELECT {KV_COLUMNS} FROM kv")
         }
         self.tombstones: dict[str, int] = dict(self._db.execute("SELECT key, idx FROM tombstones"))
+        self.sessions: dict[str, dict[str, Any]] = {
+            sid: json.loads(doc) for sid, doc in self._db.execute("SELECT id, doc FROM sessions")
+        }
 
     def close(self) -> None:
         self._db.close()
@@ -187,20 +204,28 @@ class Store:
         return True
 
     # ---- KV --------------------------------------------------------------------------------------
-    def kv_put(self, key: str, value: bytes | None, flags: int, cas: int | None) -> bool:
+    def kv_put(self, key: str, value: bytes | None, flags: int, cas: int | None,
+               acquire: str | None = None, release: str | None = None) -> bool:
+        """Set a key; False when `cas` is not its ModifyIndex, or when the lock asked for is not
+        this session's to take (`acquire`: held by another session) or to give back (`release`).
+        Acquiring an unlocked key bumps its LockIndex; the holder writing again does not."""
         old = self.kv.get(key)
         if cas is not None and (old["ModifyIndex"] if old else 0) != cas:
             return False
+        holder = old["Session"] if old else None
+        lock_index = old["LockIndex"] if old else 0
+        if acquire is not None:
+            if holder not in (None, acquire):
+                return False
+            if holder is None:
+                lock_index, holder = lock_index + 1, acquire
+        elif release is not None:
+            if holder != release:
+                return False
+            holder = None
         index = self.index + 1
-        entry = {
-            "Key": key, "Value": value, "Flags": flags, "LockIndex": old["LockIndex"] if old else 0,
-            "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index,
-        }
-        statements = [(
-            "INSERT OR REPLACE INTO kv (key, value, flags, create_index, modify_index, lock_index) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (key, value, flags, entry["CreateIndex"], index, entry["LockIndex"]),
-        ), ("DELETE FROM tombstones WHERE key = ?", (key,))]
+        entry = _kv_entry(key, value, flags, old["CreateIndex"] if old else index, index, lock_index, holder)
+        statements = [_kv_row(entry), ("DELETE FROM tombstones WHERE key = ?", (key,))]
         topics = {"kv", kv_topic(key)}
         self._commit(index, statements, topics)
         self.kv[key] = entry
@@ -229,6 +254,9 @@ class Store:
         self._publish(index, topics)
         return True
 
+    def held_by(self, session_id: str) -> list[str]:
+        return sorted(k for k, e in self.kv.items() if e["Session"] == session_id)
+
     def kv_index(self, prefix: str, exact: bool) -> int:
         """Consul's KV query index: the newest entry or tombstone in scope, else the KV table index."""
         def in_scope(k: str) -> bool:
@@ -239,12 +267,57 @@ class Store:
         return max(found) if found else self.topic_index("kv")
 
 
+    # ---- sessions ----------------------------------------------------------------------------------
+    def put_session(self, session: dict[str, Any]) -> dict[str, Any]:
+        index = self.index + 1
+        stamped = {**session, "CreateIndex": index, "ModifyIndex": index}
+        topics = {"sessions", session_topic(stamped["ID"])}
+        self._commit(index, [("INSERT INTO sessions (id, doc) VALUES (?, ?)", (stamped["ID"], json.dumps(stamped)))],
+                     topics)
+        self.sessions[stamped["ID"]] = stamped
+        self._publish(index, topics)
+        return stamped
+
+    def delete_session(self, session_id: str) -> list[str]:
+        """End a session and, in the same write, do its Behavior to the keys it holds: `release`
+        unlocks them (value kept), `delete` deletes them. Returns those keys."""
+        session = self.sessions[session_id]
+        held = self.held_by(session_id)
+        index = self.index + 1
+        statements: list[Statement] = [("DELETE FROM sessions WHERE id = ?", (session_id,))]
+        released: dict[str, dict[str, Any]] = {}
+        for key in held:
+            if session["Behavior"] == "delete":
+                statements.append(("DELETE FROM kv WHERE key = ?", (key,)))
+                statements.append(("INSERT OR REPLACE INTO tombstones (key, idx) VALUES (?, ?)", (key, index)))
+            else:
+                released[key] = {**self.kv[key], "Session": None, "ModifyIndex": index}
+                statements.append(_kv_row(released[key]))
+        topics = {"sessions", session_topic(session_id)} | ({"kv"} | {kv_topic(k) for k in held} if held else set())
+        self._commit(index, statements, topics)
+        del self.sessions[session_id]
+        for key in held:
+            if key in released:
+                self.kv[key] = released[key]
+            else:
+                del self.kv[key]
+                self.tombstones[key] = index
+        self._publish(index, topics)
+        return held
+
+
+def _kv_row(entry: dict[str, Any]) -> Statement:
+    return (f"INSERT OR REPLACE INTO kv ({KV_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry["Key"], entry["Value"], entry["Flags"], entry["CreateIndex"], entry["ModifyIndex"],
+             entry["LockIndex"], entry["Session"]))
+
+
 def _check_row(check: dict[str, Any]) -> Statement:
     return ("INSERT OR REPLACE INTO checks (id, doc) VALUES (?, ?)", (check["CheckID"], json.dumps(check)))
 
 
-def _kv_entry(key, value, flags, create_index, modify_index, lock_index) -> dict[str, Any]:
+def _kv_entry(key, value, flags, create_index, modify_index, lock_index, session) -> dict[str, Any]:
     return {
         "Key": key, "Value": value, "Flags": flags, "LockIndex": lock_index,
-        "CreateIndex": create_index, "ModifyIndex": modify_index,
+        "CreateIndex": create_index, "ModifyIndex": modify_index, "Session": session,
     }
