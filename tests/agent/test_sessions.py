@@ -69,7 +69,7 @@ def test_two_clients_take_a_lock_in_turn(agent):
 
     unknown = requests.put(f"http://{agent.address}/v1/kv/service/leader?acquire=00000000-0000-0000-0000-000000000001",
                            data="x", timeout=5)
-    assert (unknown.status_code, unknown.text) == (500, 'Invalid session "00000000-0000-0000-0000-000000000001"')
+    assert (unknown.status_code, unknown.text) == (500, 'invalid session "00000000-0000-0000-0000-000000000001"')
 
 
 def test_a_waiting_client_takes_over_when_the_leader_ends_after_the_lock_delay(agent):

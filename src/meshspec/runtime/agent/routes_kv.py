@@ -100,7 +100,7 @@ async def kv_put(request: web.Request) -> web.Response:
     cas = _uint(request, "cas", "Invalid cas index")
     acquire, release = request.query.get("acquire"), request.query.get("release")
     if acquire is not None and acquire not in agent.store.sessions:
-        raise ConsulError(500, f'Invalid session "{acquire}"')
+        raise ConsulError(500, f'invalid session "{acquire}"')
     if acquire is not None and agent.sessions.lock_delayed(key):
         return json_reply(False)  # the session that held it ended less than its lock delay ago
     value = await request.read()

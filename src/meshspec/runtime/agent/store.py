@@ -77,7 +77,7 @@ class Store:
             cid: json.loads(doc) for cid, doc in self._db.execute("SELECT id, doc FROM checks")
         }
         self.kv: dict[str, dict[str, Any]] = {
-            row[0]: _kv_entry(*row) for row in self._db.execute(f"SELECT {KV_COLUMNS} FROM kv")
+            row[0]: kv_entry_of(*row) for row in self._db.execute(f"SELECT {KV_COLUMNS} FROM kv")
         }
         self.tombstones: dict[str, int] = dict(self._db.execute("SELECT key, idx FROM tombstones"))
         self.sessions: dict[str, dict[str, Any]] = {
@@ -224,7 +224,7 @@ class Store:
                 return False
             holder = None
         index = self.index + 1
-        entry = _kv_entry(key, value, flags, old["CreateIndex"] if old else index, index, lock_index, holder)
+        entry = kv_entry_of(key, value, flags, old["CreateIndex"] if old else index, index, lock_index, holder)
         statements = [_kv_row(entry), ("DELETE FROM tombstones WHERE key = ?", (key,))]
         topics = {"kv", kv_topic(key)}
         self._commit(index, statements, topics)
@@ -236,8 +236,8 @@ class Store:
     def kv_delete(self, key: str, recurse: bool, cas: int | None) -> bool:
         if cas is not None:
             old = self.kv.get(key)
-            if old is None or old["ModifyIndex"] != cas:
-                return False
+            if old is not None and old["ModifyIndex"] != cas:
+                return False  # a key already gone is deleted, whatever the index (Consul's delete-cas)
         keys = [k for k in self.kv if k.startswith(key)] if recurse else [key] if key in self.kv else []
         if not keys:
             return True
@@ -253,6 +253,28 @@ class Store:
             self.tombstones[k] = index
         self._publish(index, topics)
         return True
+
+    def kv_commit(self, index: int, changed: dict[str, dict[str, Any] | None]) -> None:
+        """Write many keys in one transaction at `index` (a transaction's): an entry to store each,
+        or None to delete it."""
+        statements: list[Statement] = []
+        for key, entry in changed.items():
+            if entry is None:
+                statements.append(("DELETE FROM kv WHERE key = ?", (key,)))
+                statements.append(("INSERT OR REPLACE INTO tombstones (key, idx) VALUES (?, ?)", (key, index)))
+            else:
+                statements.append(_kv_row(entry))
+                statements.append(("DELETE FROM tombstones WHERE key = ?", (key,)))
+        topics = {"kv"} | {kv_topic(k) for k in changed}
+        self._commit(index, statements, topics)
+        for key, entry in changed.items():
+            if entry is None:
+                self.kv.pop(key, None)
+                self.tombstones[key] = index
+            else:
+                self.kv[key] = entry
+                self.tombstones.pop(key, None)
+        self._publish(index, topics)
 
     def held_by(self, session_id: str) -> list[str]:
         return sorted(k for k, e in self.kv.items() if e["Session"] == session_id)
@@ -316,7 +338,7 @@ def _check_row(check: dict[str, Any]) -> Statement:
     return ("INSERT OR REPLACE INTO checks (id, doc) VALUES (?, ?)", (check["CheckID"], json.dumps(check)))
 
 
-def _kv_entry(key, value, flags, create_index, modify_index, lock_index, session) -> dict[str, Any]:
+def kv_entry_of(key, value, flags, create_index, modify_index, lock_index, session) -> dict[str, Any]:
     return {
         "Key": key, "Value": value, "Flags": flags, "LockIndex": lock_index,
         "CreateIndex": create_index, "ModifyIndex": modify_index, "Session": session,
