@@ -1,7 +1,7 @@
-"""Benchmark the embedded agent: sequential registrations/s, blocking-query wake-up latency, and a
-session lock's hand-over between two clients.
+"""Benchmark the embedded agent: sequential registrations/s, blocking-query wake-up latency, KV
+transactions/s, and a session lock's hand-over between two clients.
 
-Usage: .venv/bin/python bench/agent.py [--registrations N] [--watchers N] [--rounds N] [--handovers N]
+Usage: .venv/bin/python bench/agent.py [--registrations N] [--watchers N] [--rounds N] [--handovers N] [--txns N]
 Starts `meshspec agent` as a subprocess on a free 127.0.0.1 port with a temporary data dir.
 """
 
@@ -91,6 +91,20 @@ async def bench_wakeups(port: int, watchers: int, rounds: int) -> list[float]:
         return latencies
 
 
+def bench_txns(port: int, count: int, ops: int = 4) -> float:
+    """Sequential /v1/txn calls of `ops` KV sets each, per second (each one SQLite transaction)."""
+    import base64
+
+    client = consul.Consul(host="127.0.0.1", port=port)
+    value = base64.b64encode(b"x" * 64).decode()
+    started = time.perf_counter()
+    for n in range(count):
+        answer = client.txn.put([{"KV": {"Verb": "set", "Key": f"bench/txn/{n}/{i}", "Value": value}}
+                                 for i in range(ops)])
+        assert answer["Errors"] is None
+    return count / (time.perf_counter() - started)
+
+
 def bench_handovers(port: int, count: int) -> list[float]:
     """Seconds from the holder's release PUT to the waiter holding the lock: the waiter blocks on the
     key (as `consul lock` does), wakes on the release and acquires with its own session (lock delay 0:
@@ -137,6 +151,7 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--handovers", type=int, default=50)
+    parser.add_argument("--txns", type=int, default=300)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -148,6 +163,7 @@ def main() -> None:
             rate = bench_registrations(port, args.registrations)
             latencies = asyncio.run(bench_wakeups(port, args.watchers, args.rounds))
             handovers = [x * 1000 for x in bench_handovers(port, args.handovers)]
+            txn_rate = bench_txns(port, args.txns)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
@@ -161,6 +177,7 @@ def main() -> None:
           f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms")
     print("  note: measured from just before the registering PUT to each watcher's full response body,"
           " including the write's fsync and the single-threaded client reading 1,000 responses")
+    print(f"KV transactions/s (py-consul, sequential, 4 sets each, {args.txns} txns): {txn_rate:.0f}")
     print(f"session lock hand-over between two py-consul clients ({len(handovers)} hand-overs): "
           f"p50 {percentile(handovers, 50):.1f} ms, p99 {percentile(handovers, 99):.1f} ms, max {max(handovers):.1f} ms")
     print("  note: from the holder's release PUT to the waiter's acquire answering true; the waiter was"
