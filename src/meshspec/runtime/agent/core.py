@@ -12,6 +12,7 @@ from typing import Any
 from meshspec.runtime.agent.acl import Acl
 from meshspec.runtime.agent.blocking import Hub
 from meshspec.runtime.agent.checks import Runners
+from meshspec.runtime.agent.definitions import parse_check
 from meshspec.runtime.agent.errors import ConsulError, not_found
 from meshspec.runtime.agent.sessions import SERF_CHECK_ID, Sessions
 from meshspec.runtime.agent.store import Store
@@ -19,6 +20,11 @@ from meshspec.runtime.agent.store import Store
 log = logging.getLogger("meshspec.agent")
 
 MIN_DEREGISTER_AFTER = 60.0  # Consul's floor for DeregisterCriticalServiceAfter
+NODE_MAINTENANCE = "_node_maintenance"
+SERVICE_MAINTENANCE = "_service_maintenance:"
+NODE_MAINTENANCE_DEFAULT = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+SERVICE_MAINTENANCE_DEFAULT = ("Maintenance mode is enabled for this service, but no reason was provided. "
+                               "This is a default message.")
 REAP_INTERVAL = 1.0
 
 
@@ -47,6 +53,13 @@ def services_to_reap(checks: dict[str, dict[str, Any]], critical_since: dict[str
         if now - since > max(check["DeregisterCriticalServiceAfter"], MIN_DEREGISTER_AFTER):
             doomed.add(check["ServiceID"])
     return doomed
+
+
+def maintenance_check(check_id: str, name: str, service_id: str, notes: str) -> dict[str, Any]:
+    """A maintenance check as Consul shows it: critical, the reason in its Notes, run by nothing."""
+    check = parse_check({"CheckID": check_id, "Name": name, "Notes": notes, "ServiceID": service_id,
+                         "Status": "critical", "TTL": "1s"}, script_checks=False)
+    return {**check, "TTL": 0.0, "Type": "maintenance"}
 
 
 class Agent:
@@ -123,6 +136,24 @@ class Agent:
         self.check(check_id)
         self.store.delete_check(check_id)
         self._forget_check(check_id)
+
+    # ---- maintenance mode (the operator's drain) -------------------------------------------------
+    def set_maintenance(self, enable: bool, reason: str, service_id: str = "") -> None:
+        """Consul's maintenance mode: a critical check, on the node (every service of it leaves
+        the healthy set) or on one service, held until disabled; nothing probes it."""
+        if service_id:
+            if service_id not in self.store.services:
+                raise ConsulError(404, f'No service registered with ID "{service_id}"')
+            check_id, name, default = SERVICE_MAINTENANCE + service_id, "Service Maintenance Mode", SERVICE_MAINTENANCE_DEFAULT
+        else:
+            check_id, name, default = NODE_MAINTENANCE, "Node Maintenance Mode", NODE_MAINTENANCE_DEFAULT
+        if not enable:
+            if check_id in self.store.checks:
+                self.deregister_check(check_id)
+            return
+        if check_id in self.store.checks:
+            return  # already in maintenance: Consul keeps the first reason
+        self.register_check(maintenance_check(check_id, name, service_id, reason or default))
 
     def update_ttl(self, check_id: str, status: str, output: str) -> None:
         check = self.check(check_id)

@@ -128,6 +128,39 @@ async def deregister_service(request: web.Request) -> web.Response:
     return _ok()
 
 
+def _enable(request: web.Request) -> bool:
+    """?enable= as Go's strconv.ParseBool reads it (Consul's maintenance endpoints)."""
+    raw = request.query.get("enable", "")
+    if not raw:
+        raise ConsulError(400, "Missing value for enable")
+    if raw in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if raw in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ConsulError(400, f'Invalid value for enable: "{raw}"')
+
+
+@routes.put("/v1/agent/maintenance")
+async def node_maintenance(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    enable = _enable(request)
+    request["identity"].require("node", "write", agent.config.node_name)
+    agent.set_maintenance(enable, request.query.get("reason", ""))
+    return _ok()
+
+
+@routes.put("/v1/agent/service/maintenance/{service_id}")
+async def service_maintenance(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    enable = _enable(request)
+    service_id = request.match_info["service_id"]
+    service = agent.store.services.get(service_id)
+    if service is not None:
+        request["identity"].require("service", "write", service["Service"])
+    agent.set_maintenance(enable, request.query.get("reason", ""), service_id)
+    return _ok()
+
+
 def _require_check_write(request: web.Request, check: dict[str, Any]) -> None:
     agent = agent_of(request)
     service = agent.store.services.get(check["ServiceID"])
