@@ -77,13 +77,26 @@ class Agent:
 
     async def start(self) -> None:
         await self.runners.open()
+        self._run_stored()
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    def _run_stored(self) -> None:
+        """Run what the store holds: every check's runner (or TTL timer), every session's TTL."""
         now = time.monotonic()
         for check in self.store.checks.values():
             if check["Status"] == "critical":
                 self.critical_since[check["CheckID"]] = now
             self.runners.start(check)
         self.sessions.start()
-        self._reaper = asyncio.create_task(self._reap_forever())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace all state with a snapshot's, then run it as a restarted agent would."""
+        for check_id in list(self.store.checks):
+            self.runners.stop(check_id)
+        self.sessions.stop()
+        self.critical_since.clear()
+        self.store.restore(state)
+        self._run_stored()
 
     async def stop(self) -> None:
         if self._reaper:

@@ -7,6 +7,7 @@ acknowledged write survives SIGKILL. Each write takes the next Raft-like index a
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import uuid
@@ -326,6 +327,45 @@ class Store:
                 self.tombstones[key] = index
         self._publish(index, topics)
         return held
+
+
+    # ---- snapshots ---------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Every table's state at this index, as plain JSON data (KV values base64)."""
+        return {
+            "Index": self.index,
+            "Services": list(self.services.values()),
+            "Checks": list(self.checks.values()),
+            "KV": [{**e, "Value": base64.b64encode(e["Value"]).decode() if e["Value"] else None}
+                   for e in self.kv.values()],
+            "Tombstones": self.tombstones,
+            "Sessions": list(self.sessions.values()),
+        }
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Replace every table with `state` (a `snapshot()`) in one transaction; the restore is a
+        write at an index past both the snapshot's and this store's, so every watcher wakes."""
+        index = max(self.index, int(state["Index"])) + 1
+        kv = [kv_entry_of(e["Key"], base64.b64decode(e["Value"]) if e["Value"] else None, e["Flags"],
+                          e["CreateIndex"], e["ModifyIndex"], e["LockIndex"], e.get("Session"))
+              for e in state["KV"]]
+        statements: list[Statement] = [(f"DELETE FROM {table}", ()) for table in
+                                       ("services", "checks", "kv", "tombstones", "sessions")]
+        statements += [("INSERT INTO services (id, doc) VALUES (?, ?)", (sv["ID"], json.dumps(sv)))
+                       for sv in state["Services"]]
+        statements += [_check_row(c) for c in state["Checks"]]
+        statements += [_kv_row(e) for e in kv]
+        statements += [("INSERT INTO tombstones (key, idx) VALUES (?, ?)", (k, i)) for k, i in state["Tombstones"].items()]
+        statements += [("INSERT INTO sessions (id, doc) VALUES (?, ?)", (se["ID"], json.dumps(se)))
+                       for se in state["Sessions"]]
+        topics = {"services", "checks", "nodechecks", "kv", "sessions", *self.topics}
+        topics |= {service_topic(sv["Service"]) for sv in [*self.services.values(), *state["Services"]]}
+        topics |= {kv_topic(k) for k in [*self.kv, *(e["Key"] for e in kv)]}
+        topics |= {session_topic(se["ID"]) for se in [*self.sessions.values(), *state["Sessions"]]}
+        self._commit(index, statements, topics)
+        self._load()
+        self._publish(index, topics)
+        return index
 
 
 def _kv_row(entry: dict[str, Any]) -> Statement:

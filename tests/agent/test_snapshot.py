@@ -1,0 +1,85 @@
+"""/v1/snapshot through py-consul: one agent's state saved, restored into a fresh agent that then
+answers the same catalog, KV and sessions; a damaged archive changes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+
+import consul
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "snapshot-test-management-token"
+
+
+def fill(c: consul.Consul) -> str:
+    c.agent.service.register("web", service_id="web-1", port=8080, tags=["v1"], check=consul.Check.ttl("60s"))
+    c.agent.check.ttl_pass("service:web-1")
+    c.kv.put("cfg/a", b"\x00binary\xff", flags=3)
+    c.kv.put("cfg/b", "text")
+    c.kv.put("cfg/gone", "x")
+    c.kv.delete("cfg/gone")
+    sid = c.session.create(name="holder", lock_delay=0)
+    assert c.kv.put("cfg/lock", "held", acquire=sid)
+    return sid
+
+
+def picture(c: consul.Consul) -> dict:
+    """What a client sees: catalog, health, KV (values, flags, indexes, locks), sessions."""
+    _, kv = c.kv.get("", recurse=True)
+    return {
+        "services": c.catalog.services()[1],
+        "web": [(e["Service"]["ID"], e["Service"]["Port"], e["Service"]["Tags"], [ch["Status"] for ch in e["Checks"]])
+                for e in c.health.service("web")[1]],
+        "kv": [(e["Key"], e["Value"], e["Flags"], e["LockIndex"], e.get("Session"), e["ModifyIndex"]) for e in kv],
+        "sessions": [(s["ID"], s["Name"]) for s in c.session.list()[1]],
+    }
+
+
+def test_a_snapshot_restored_into_a_fresh_agent_answers_the_same(make_agent):
+    source = make_agent(token=TOKEN, name="source")
+    c = source.client(token=TOKEN)
+    sid = fill(c)
+    before = picture(c)
+    data = c.snapshot.save()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        assert sorted(tar.getnames()) == ["SHA256SUMS", "meta.json", "state.json"]
+
+    fresh = make_agent(token=TOKEN, name="fresh")
+    f = fresh.client(token=TOKEN)
+    f.kv.put("only/in/fresh", "replaced by the restore")
+    assert f.snapshot.restore(data) is True
+    assert picture(f) == before
+    assert f.kv.get("cfg/lock")[1]["Session"] == sid
+    assert f.kv.put("cfg/lock", "again", acquire=sid) is True  # the restored session still holds it
+    acknowledged = picture(f)
+
+    fresh.kill()  # what was restored, and written after, survives SIGKILL
+    fresh.start()
+    assert picture(fresh.client(token=TOKEN)) == acknowledged
+
+
+def test_a_damaged_or_foreign_archive_is_refused_and_changes_nothing(make_agent):
+    agent = make_agent(token=TOKEN)
+    c = agent.client(token=TOKEN)
+    fill(c)
+    before = picture(c)
+    good = c.snapshot.save()
+    raw = gzip.decompress(good)
+    tampered = gzip.compress(raw.replace(b'"cfg/b"', b'"cfg/X"'))
+    for body, reason in ((b"not an archive", "not a snapshot archive"),
+                         (tampered, "state.json does not match its SHA-256 in SHA256SUMS")):
+        answer = requests.put(f"http://{agent.address}/v1/snapshot", data=body, headers={"X-Consul-Token": TOKEN},
+                              timeout=5)
+        assert answer.status_code == 500 and reason in answer.text, answer.text
+    assert picture(c) == before
+
+
+def test_snapshots_need_a_management_token(make_agent):
+    agent = make_agent(token=TOKEN)
+    assert requests.get(f"http://{agent.address}/v1/snapshot", timeout=5).status_code == 403
+    assert requests.put(f"http://{agent.address}/v1/snapshot", data=b"x", timeout=5).status_code == 403
