@@ -53,17 +53,25 @@ def request_token(request: web.Request) -> str:
     return token.strip()
 
 
+#: The agent's own tokens `PUT /v1/agent/token/<kind>` sets (in memory, as Consul without
+#: enable_token_persistence); only `default` changes what this agent does: it stands for a request's
+#: missing token.
+AGENT_TOKEN_KINDS = ("default", "agent", "agent_recovery", "agent_master", "replication",
+                     "config_file_service_registration", "dns")
+
+
 class Acl:
     def __init__(self, management_token: str | None) -> None:
         self.enabled = bool(management_token)
         self._token = management_token or ""
+        self.agent_tokens: dict[str, str] = {}
         # A stable accessor ID for messages and token/self, derived without revealing the secret.
         self._management = Identity(str(uuid.uuid5(uuid.NAMESPACE_OID, "meshspec:" + self._token)), True)
 
     def identify(self, request: web.Request) -> Identity:
         if not self.enabled:
             return ALLOW_ALL
-        token = request_token(request)
+        token = request_token(request) or self.agent_tokens.get("default", "")
         if not token:
             return ANONYMOUS
         if hmac.compare_digest(token.encode(), self._token.encode()):

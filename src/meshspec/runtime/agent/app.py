@@ -9,7 +9,16 @@ import signal
 
 from aiohttp import web
 
-from meshspec.runtime.agent import routes_agent, routes_catalog, routes_kv, routes_session, routes_snapshot, routes_txn
+from meshspec.runtime.agent import (
+    routes_agent,
+    routes_catalog,
+    routes_event,
+    routes_kv,
+    routes_operator,
+    routes_session,
+    routes_snapshot,
+    routes_txn,
+)
 from meshspec.runtime.agent.core import Agent, Config
 from meshspec.runtime.agent.http import AGENT_KEY, WAKE_CACHE, WakeCache, consul_middleware
 
@@ -21,7 +30,9 @@ def make_app(agent: Agent) -> web.Application:
     app = web.Application(middlewares=[consul_middleware], client_max_size=MAX_BODY)
     app[AGENT_KEY] = agent
     app[WAKE_CACHE] = WakeCache()
-    for module in (routes_agent, routes_catalog, routes_kv, routes_session, routes_snapshot, routes_txn):
+    app[routes_event.EVENTS] = routes_event.EventLog()
+    for module in (routes_agent, routes_catalog, routes_event, routes_kv, routes_operator, routes_session,
+                   routes_snapshot, routes_txn):
         app.add_routes(module.routes)
     return app
 

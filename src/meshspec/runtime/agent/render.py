@@ -198,6 +198,12 @@ def kv_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return rendered
 
 
+def coordinate() -> dict[str, Any]:
+    """A node's network coordinate as Consul starts it (serf's NewCoordinate): one node has nothing
+    to measure against, so it never moves."""
+    return {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05}
+
+
 def leader_addr(agent: Agent) -> str:
     """The one server's RPC address, as Consul names its leader (this node leads itself)."""
     return f"{agent.config.advertise}:8300"

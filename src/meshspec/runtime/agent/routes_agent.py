@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from meshspec.runtime.agent import VERSION, render
+from meshspec.runtime.agent.acl import AGENT_TOKEN_KINDS
 from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.checks import truncate
 from meshspec.runtime.agent.definitions import STATUSES, normalize, parse_check_registration, parse_service, safe_parse
@@ -48,7 +49,7 @@ async def self_info(request: web.Request) -> web.Response:
     return json_reply({
         "Config": config,
         "DebugConfig": {**config, "ACLsEnabled": agent.acl.enabled, "EnableScriptChecks": agent.config.enable_script_checks},
-        "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+        "Coord": render.coordinate(),
         "Member": render.member(agent),
         "Stats": {"agent": {"checks": str(len(agent.store.checks)), "services": str(len(agent.store.services))},
                   "consul": {"server": "true", "leader": "true", "leader_addr": render.leader_addr(agent),
@@ -138,6 +139,21 @@ def _enable(request: web.Request) -> bool:
     if raw in ("0", "f", "F", "false", "FALSE", "False"):
         return False
     raise ConsulError(400, f'Invalid value for enable: "{raw}"')
+
+
+@routes.put("/v1/agent/token/{kind}")
+async def agent_token(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    if not agent.acl.enabled:
+        raise ConsulError(401, "ACL support disabled")
+    request["identity"].require("agent", "write", agent.config.node_name)
+    kind = request.match_info["kind"]
+    if kind not in AGENT_TOKEN_KINDS:
+        raise ConsulError(404, f'Token "{kind}" is unknown')
+    body = read_json(await request.read())
+    token = next((v for k, v in body.items() if k.lower() == "token"), "") if isinstance(body, dict) else ""
+    agent.acl.agent_tokens["agent_recovery" if kind == "agent_master" else kind] = str(token or "")
+    return _ok()
 
 
 @routes.put("/v1/agent/maintenance")

@@ -28,10 +28,17 @@ def _instances(request: web.Request, name: str) -> list[dict[str, Any]]:
     ]
 
 
+def _peered(request: web.Request) -> bool:
+    """?peer=NAME asks for what a cluster peer exported: this node has no peerings, so nothing."""
+    return bool(request.query.get("peer"))
+
+
 def _readable(request: web.Request, items: list[Any], resource: str) -> tuple[list[Any], bool]:
     """Drop everything the token may not read (Consul filters lists, no 403), then apply ?filter=:
     ACLs first, as Consul does, so a user's filter never runs over what the token may not read."""
     predicate = compile_filter(request.query.get("filter"))  # a bad filter is a 400 for any token
+    if _peered(request):
+        return [], False
     if items and not request["identity"].can(resource, "read"):
         return [], True
     return ([i for i in items if predicate(i)] if predicate else items), False
@@ -60,7 +67,7 @@ async def catalog_services(request: web.Request) -> web.Response:
 
     def compute():
         tags: dict[str, list[str]] = {}
-        for service in agent.store.services.values():
+        for service in agent.store.services.values() if not _peered(request) else ():
             known = tags.setdefault(service["Service"], [])
             known.extend(t for t in service["Tags"] if t not in known)
         filtered = bool(tags) and not request["identity"].can("service", "read")
@@ -96,7 +103,7 @@ async def catalog_node(request: web.Request) -> web.Response:
 
     def compute():
         index = agent.store.topic_index("nodes", "services")
-        if node_name != agent.config.node_name:
+        if node_name != agent.config.node_name or _peered(request):
             return index, None, False
         if not request["identity"].can("node", "read"):
             return index, None, True
