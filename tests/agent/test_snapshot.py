@@ -1,5 +1,5 @@
 """/v1/snapshot through py-consul: one agent's state saved, restored into a fresh agent that then
-answers the same catalog, KV and sessions; a damaged archive changes nothing."""
+answers the same catalog, KV, sessions and ACL tokens; a damaged archive changes nothing."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def test_a_snapshot_restored_into_a_fresh_agent_answers_the_same(make_agent):
     source = make_agent(token=TOKEN, name="source")
     c = source.client(token=TOKEN)
     sid = fill(c)
+    reader_policy = c.acl.policy.create("cfg-reader", rules={"key_prefix": {"cfg/": {"policy": "read"}}})
+    reader_secret = c.acl.token.create(policies_id=[reader_policy["ID"]])["SecretID"]
     before = picture(c)
     data = c.snapshot.save()
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
@@ -54,6 +56,11 @@ def test_a_snapshot_restored_into_a_fresh_agent_answers_the_same(make_agent):
     f.kv.put("only/in/fresh", "replaced by the restore")
     assert f.snapshot.restore(data) is True
     assert picture(f) == before
+    # ...and the same ACL state: the token minted on the source reads what its policy grants.
+    reader = fresh.client(token=reader_secret)
+    assert reader.kv.get("cfg/b")[1]["Value"] == b"text"
+    with pytest.raises(consul.ACLPermissionDenied):
+        reader.kv.put("cfg/b", "no")
     assert f.kv.get("cfg/lock")[1]["Session"] == sid
     assert f.kv.put("cfg/lock", "again", acquire=sid) is True  # the restored session still holds it
     acknowledged = picture(f)

@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from meshspec.runtime.agent import (
+    routes_acl,
     routes_agent,
     routes_catalog,
     routes_event,
@@ -31,7 +32,7 @@ def make_app(agent: Agent) -> web.Application:
     app[AGENT_KEY] = agent
     app[WAKE_CACHE] = WakeCache()
     app[routes_event.EVENTS] = routes_event.EventLog()
-    for module in (routes_agent, routes_catalog, routes_event, routes_kv, routes_operator, routes_session,
+    for module in (routes_acl, routes_agent, routes_catalog, routes_event, routes_kv, routes_operator, routes_session,
                    routes_snapshot, routes_txn):
         app.add_routes(module.routes)
     return app

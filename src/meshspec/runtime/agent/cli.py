@@ -42,6 +42,9 @@ def agent_command(
         except OSError as exc:
             typer.echo(f"meshspec agent: cannot read the token file: {exc}", err=True)
             raise typer.Exit(1) from None
+        if not token:  # ACLs never switch off because a token file came out empty
+            typer.echo(f"meshspec agent: the token file {token_file} is empty: refusing to start without ACLs", err=True)
+            raise typer.Exit(1)
     config = Config(
         data_dir=data_dir, node_name=node_name or socket.gethostname(), datacenter=datacenter, bind=bind,
         port=port, token=token or None, enable_script_checks=enable_script_checks,

@@ -68,7 +68,7 @@ class Agent:
         self.store = Store(config.data_dir)
         self.hub = Hub()
         self.store.listeners.append(self.hub.notify)
-        self.acl = Acl(config.token)
+        self.acl = Acl(config.token, self.store)
         self.runners = Runners(self.report)
         self.sessions = Sessions(self.store, self._check_status)
         self.critical_since: dict[str, float] = {}

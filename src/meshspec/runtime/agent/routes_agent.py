@@ -14,6 +14,7 @@ from meshspec.runtime.agent.definitions import STATUSES, normalize, parse_check_
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.filter import compile_filter
 from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
+from meshspec.runtime.agent.routes_catalog import Visible, check_visible
 from meshspec.runtime.agent.store import service_topic
 
 routes = web.RouteTableDef()
@@ -24,12 +25,12 @@ def _ok() -> web.Response:
     return web.Response(status=200, text="", content_type="text/plain")
 
 
-def _filtered_map(request: web.Request, items: dict[str, Any], resource: str) -> tuple[dict[str, Any], bool]:
+def _filtered_map(request: web.Request, items: dict[str, Any], visible: Visible) -> tuple[dict[str, Any], bool]:
     """_readable's rule (ACLs first, then ?filter=) for a map of ID -> entry."""
     predicate = compile_filter(request.query.get("filter"))  # a bad filter is a 400 for any token
-    if items and not request["identity"].can(resource, "read"):
-        return {}, True
-    return ({k: v for k, v in items.items() if predicate(v)} if predicate else items), False
+    readable = {k: v for k, v in items.items() if visible(v)}
+    filtered = len(readable) < len(items)
+    return ({k: v for k, v in readable.items() if predicate(v)} if predicate else readable), filtered
 
 
 @routes.get("/v1/agent/self")
@@ -62,7 +63,7 @@ async def self_info(request: web.Request) -> web.Response:
 
 @routes.get("/v1/agent/members")
 async def members(request: web.Request) -> web.Response:
-    if not request["identity"].can("node", "read"):
+    if not request["identity"].can("node", "read", agent_of(request).config.node_name):
         return json_reply([], filtered=True)
     wan = request.query.get("wan", "").lower() not in ("", "0", "false")
     return json_reply([render.member(agent_of(request), wan=wan)])
@@ -74,7 +75,7 @@ async def services(request: web.Request) -> web.Response:
 
     def compute():
         items = {sid: render.agent_service(agent, s) for sid, s in sorted(agent.store.services.items())}
-        items, filtered = _filtered_map(request, items, "service")
+        items, filtered = _filtered_map(request, items, lambda v: request["identity"].can("service", "read", v["Service"]))
         return agent.store.topic_index("services"), items, filtered
 
     return await blocking_reply(request, on_topics("services"), compute)
@@ -103,7 +104,7 @@ async def checks(request: web.Request) -> web.Response:
 
     def compute():
         items = {c["CheckID"]: render.health_check(agent, c) for c in render.sorted_checks(agent)}
-        items, filtered = _filtered_map(request, items, "service")
+        items, filtered = _filtered_map(request, items, check_visible(request))
         return agent.store.topic_index("checks"), items, filtered
 
     return await blocking_reply(request, on_topics("checks"), compute)

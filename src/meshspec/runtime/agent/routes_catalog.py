@@ -33,15 +33,25 @@ def _peered(request: web.Request) -> bool:
     return bool(request.query.get("peer"))
 
 
-def _readable(request: web.Request, items: list[Any], resource: str) -> tuple[list[Any], bool]:
+Visible = Callable[[Any], bool]
+
+
+def _readable(request: web.Request, items: list[Any], visible: Visible) -> tuple[list[Any], bool]:
     """Drop everything the token may not read (Consul filters lists, no 403), then apply ?filter=:
     ACLs first, as Consul does, so a user's filter never runs over what the token may not read."""
     predicate = compile_filter(request.query.get("filter"))  # a bad filter is a 400 for any token
     if _peered(request):
         return [], False
-    if items and not request["identity"].can(resource, "read"):
-        return [], True
-    return ([i for i in items if predicate(i)] if predicate else items), False
+    readable = [i for i in items if visible(i)]
+    filtered = len(readable) < len(items)
+    return ([i for i in readable if predicate(i)] if predicate else readable), filtered
+
+
+def check_visible(request: web.Request) -> Visible:
+    """A check is read with service:read on its service, a node's check with node:read on the node."""
+    identity = request["identity"]
+    return lambda c: (identity.can("service", "read", c["ServiceName"]) if c["ServiceName"]
+                      else identity.can("node", "read", c["Node"]))
 
 
 def _service_compute(request: web.Request, build: Callable[[], list[Any]]):
@@ -50,7 +60,7 @@ def _service_compute(request: web.Request, build: Callable[[], list[Any]]):
     topics = (service_topic(name), "nodechecks")
 
     def compute():
-        items, filtered = _readable(request, build(), "service")
+        items, filtered = _readable(request, build(), lambda _: request["identity"].can("service", "read", name))
         return agent.store.topic_index(*topics), items, filtered
 
     return on_topics(*topics), compute
@@ -70,8 +80,8 @@ async def catalog_services(request: web.Request) -> web.Response:
         for service in agent.store.services.values() if not _peered(request) else ():
             known = tags.setdefault(service["Service"], [])
             known.extend(t for t in service["Tags"] if t not in known)
-        filtered = bool(tags) and not request["identity"].can("service", "read")
-        return agent.store.topic_index("services"), ({} if filtered else dict(sorted(tags.items()))), filtered
+        readable = {n: t for n, t in sorted(tags.items()) if request["identity"].can("service", "read", n)}
+        return agent.store.topic_index("services"), readable, len(readable) < len(tags)
 
     return await blocking_reply(request, on_topics("services"), compute)
 
@@ -90,7 +100,8 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     agent = agent_of(request)
 
     def compute():
-        items, filtered = _readable(request, [render.node(agent)], "node")
+        items, filtered = _readable(request, [render.node(agent)],
+                                    lambda n: request["identity"].can("node", "read", n["Node"]))
         return agent.store.topic_index("nodes"), items, filtered
 
     return await blocking_reply(request, on_topics("nodes"), compute)
@@ -105,7 +116,7 @@ async def catalog_node(request: web.Request) -> web.Response:
         index = agent.store.topic_index("nodes", "services")
         if node_name != agent.config.node_name or _peered(request):
             return index, None, False
-        if not request["identity"].can("node", "read"):
+        if not request["identity"].can("node", "read", node_name):
             return index, None, True
         services = {sid: render.node_service(s) for sid, s in sorted(agent.store.services.items())}
         return index, {"Node": render.node(agent), "Services": services}, False
@@ -149,7 +160,7 @@ async def health_state(request: web.Request) -> web.Response:
 
     def compute():
         items = [c for c in render.all_checks(agent) if state == "any" or c["Status"] == state]
-        items, filtered = _readable(request, items, "node")
+        items, filtered = _readable(request, items, check_visible(request))
         return agent.store.topic_index("checks"), items, filtered
 
     return await blocking_reply(request, on_topics("checks"), compute)
@@ -162,7 +173,7 @@ async def health_node(request: web.Request) -> web.Response:
 
     def compute():
         items = render.all_checks(agent) if node_name == agent.config.node_name else []
-        items, filtered = _readable(request, items, "node")
+        items, filtered = _readable(request, items, check_visible(request))
         return agent.store.topic_index("checks"), items, filtered
 
     return await blocking_reply(request, on_topics("checks"), compute)

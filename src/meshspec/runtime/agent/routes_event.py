@@ -94,7 +94,7 @@ async def event_list(request: web.Request) -> web.Response:
 
     def compute() -> tuple[int, list[dict[str, Any]], bool]:
         found = [e for e in log.received if not name or e["Name"] == name]
-        readable = [e for e in found if request["identity"].can("event", "read")]
+        readable = [e for e in found if request["identity"].can("event", "read", e["Name"])]
         # 1, not 0, with no events: a watcher passing 0 would not wait, and would loop hot (Consul's choice)
         return (id_to_index(found[-1]["ID"]) if found else 1), readable, len(readable) < len(found)
 

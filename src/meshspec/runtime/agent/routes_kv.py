@@ -60,10 +60,9 @@ async def kv_get(request: web.Request) -> web.StreamResponse:
         if not listing:
             entry = store.kv.get(key)
             return store.kv_index(key, exact=True), [render.kv_entry(entry)] if entry else [], False
-        matched = sorted(k for k in store.kv if k.startswith(key))
-        filtered = bool(matched) and not identity.can("key", "read")
-        if filtered:
-            matched = []
+        found = sorted(k for k in store.kv if k.startswith(key))
+        matched = [k for k in found if identity.can("key", "read", k)]
+        filtered = len(matched) < len(found)
         if _flag(request, "keys"):
             data = _key_names(matched, key, request.query.get("separator", ""))
         else:

@@ -92,7 +92,7 @@ async def coordinate_nodes(request: web.Request) -> web.Response:
     agent = agent_of(request)
 
     def compute():
-        if not request["identity"].can("node", "read"):
+        if not request["identity"].can("node", "read", agent.config.node_name):
             return agent.store.topic_index("coordinates"), [], True
         return agent.store.topic_index("coordinates"), [_node_coordinate(agent)], False
 
@@ -106,7 +106,7 @@ async def coordinate_node(request: web.Request) -> web.Response:
 
     def compute():
         found = [_node_coordinate(agent)] if node == agent.config.node_name else []
-        if found and not request["identity"].can("node", "read"):
+        if found and not request["identity"].can("node", "read", node):
             return agent.store.topic_index("coordinates"), [], True
         return agent.store.topic_index("coordinates"), found, False
 

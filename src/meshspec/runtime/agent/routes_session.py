@@ -58,9 +58,8 @@ async def renew(request: web.Request) -> web.Response:
 def _listing(request: web.Request, pick) -> tuple[int, list, bool]:
     agent = agent_of(request)
     found = [s for s in agent.store.sessions.values() if pick(s)]
-    if found and not request["identity"].can("session", "read"):
-        return agent.store.topic_index("sessions"), [], True
-    return agent.store.topic_index("sessions"), sorted(found, key=lambda s: s["ID"]), False
+    readable = [s for s in found if request["identity"].can("session", "read", s["Node"])]
+    return agent.store.topic_index("sessions"), sorted(readable, key=lambda s: s["ID"]), len(readable) < len(found)
 
 
 @routes.get("/v1/session/info/{session:.*}")

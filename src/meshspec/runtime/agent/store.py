@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, idx INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acl_tokens (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acl_policies (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
+ACL_TABLES = {"acl_tokens": "AccessorID", "acl_policies": "ID"}  # table -> the field that is its key
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -84,6 +87,11 @@ class Store:
         self.sessions: dict[str, dict[str, Any]] = {
             sid: json.loads(doc) for sid, doc in self._db.execute("SELECT id, doc FROM sessions")
         }
+        self.acl_tokens: dict[str, dict[str, Any]] = dict(self._docs("acl_tokens"))
+        self.acl_policies: dict[str, dict[str, Any]] = dict(self._docs("acl_policies"))
+
+    def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
+        return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
 
     def close(self) -> None:
         self._db.close()
@@ -329,6 +337,25 @@ class Store:
         return held
 
 
+    # ---- ACL tokens and policies -------------------------------------------------------------------
+    def acl_put(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store a token or policy, stamped with this write's index (CreateIndex kept on update)."""
+        index = self.index + 1
+        key = doc[ACL_TABLES[table]]
+        old = getattr(self, table).get(key)
+        stamped = {**doc, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
+        self._commit(index, [(f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)", (key, json.dumps(stamped)))],
+                     {"acl"})
+        getattr(self, table)[key] = stamped
+        self._publish(index, {"acl"})
+        return stamped
+
+    def acl_delete(self, table: str, key: str) -> None:
+        index = self.index + 1
+        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], {"acl"})
+        getattr(self, table).pop(key, None)
+        self._publish(index, {"acl"})
+
     # ---- snapshots ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Every table's state at this index, as plain JSON data (KV values base64)."""
@@ -340,6 +367,8 @@ class Store:
                    for e in self.kv.values()],
             "Tombstones": self.tombstones,
             "Sessions": list(self.sessions.values()),
+            "ACLTokens": list(self.acl_tokens.values()),
+            "ACLPolicies": list(self.acl_policies.values()),
         }
 
     def restore(self, state: dict[str, Any]) -> int:
@@ -350,7 +379,7 @@ class Store:
                           e["CreateIndex"], e["ModifyIndex"], e["LockIndex"], e.get("Session"))
               for e in state["KV"]]
         statements: list[Statement] = [(f"DELETE FROM {table}", ()) for table in
-                                       ("services", "checks", "kv", "tombstones", "sessions")]
+                                       ("services", "checks", "kv", "tombstones", "sessions", *ACL_TABLES)]
         statements += [("INSERT INTO services (id, doc) VALUES (?, ?)", (sv["ID"], json.dumps(sv)))
                        for sv in state["Services"]]
         statements += [_check_row(c) for c in state["Checks"]]
@@ -358,7 +387,10 @@ class Store:
         statements += [("INSERT INTO tombstones (key, idx) VALUES (?, ?)", (k, i)) for k, i in state["Tombstones"].items()]
         statements += [("INSERT INTO sessions (id, doc) VALUES (?, ?)", (se["ID"], json.dumps(se)))
                        for se in state["Sessions"]]
-        topics = {"services", "checks", "nodechecks", "kv", "sessions", *self.topics}
+        for table, field in (("acl_tokens", "ACLTokens"), ("acl_policies", "ACLPolicies")):
+            statements += [(f"INSERT INTO {table} (id, doc) VALUES (?, ?)", (doc[ACL_TABLES[table]], json.dumps(doc)))
+                           for doc in state.get(field, [])]
+        topics = {"services", "checks", "nodechecks", "kv", "sessions", "acl", *self.topics}
         topics |= {service_topic(sv["Service"]) for sv in [*self.services.values(), *state["Services"]]}
         topics |= {kv_topic(k) for k in [*self.kv, *(e["Key"] for e in kv)]}
         topics |= {session_topic(se["ID"]) for se in [*self.sessions.values(), *state["Sessions"]]}

@@ -1,0 +1,294 @@
+"""/v1/acl/*: tokens and policies, as Consul's ACL system keeps them.
+
+Policies hold rules in Consul's rule language (`acl.parse_rules`); tokens link policies and
+service or node identities. Both are durable (the store) and answer with Consul's fields. The
+builtin `global-management` policy and the agent's management token (the one it was started
+with, "Initial Management Token") are listed but cannot be changed or deleted; the anonymous
+token may be given policies, which every request without a token then holds. Reads need
+`acl:read`, writes `acl:write`; `token/self` needs only the token itself. Roles, auth methods and
+binding rules are not offered (README).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from meshspec.runtime.agent.acl import (
+    ANONYMOUS_ACCESSOR,
+    ANONYMOUS_SECRET,
+    MANAGEMENT_POLICY_ID,
+    MANAGEMENT_POLICY_NAME,
+    parse_rules,
+    request_token,
+)
+from meshspec.runtime.agent.core import Agent
+from meshspec.runtime.agent.errors import ConsulError
+from meshspec.runtime.agent.http import agent_of, json_reply, read_json
+
+routes = web.RouteTableDef()
+VALID_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
+MANAGEMENT_RULES = "acl = \"write\"\noperator = \"write\"\nkeyring = \"write\"\nmesh = \"write\"\npeering = \"write\"\n" + "".join(
+    f'{r}_prefix "" {{ policy = "write" }}\n' for r in ("agent", "event", "key", "node", "query", "service", "session"))
+
+
+def _fields(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ConsulError(400, "Request decode failed: json: cannot unmarshal into Go value of type structs.ACL")
+    return {str(k).lower(): v for k, v in body.items()}
+
+
+def _hash(doc: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return base64.b64encode(hashlib.blake2b(json.dumps([doc.get(k) for k in keys], sort_keys=True).encode(),
+                                            digest_size=32).digest()).decode()
+
+
+def _enabled(agent: Agent) -> None:
+    if not agent.acl.enabled:
+        raise ConsulError(401, "ACL support disabled")
+
+
+def _acl_agent(request: web.Request, level: str) -> Agent:
+    """The agent, once ACLs are on and the token holds `acl:<level>`."""
+    agent = agent_of(request)
+    _enabled(agent)
+    request["identity"].require("acl", level)
+    return agent
+
+
+# ---- policies ------------------------------------------------------------------------------------
+
+
+def _builtin_policy() -> dict[str, Any]:
+    return {"ID": MANAGEMENT_POLICY_ID, "Name": MANAGEMENT_POLICY_NAME,
+            "Description": "Builtin Policy that grants unlimited access", "Rules": MANAGEMENT_RULES,
+            "Hash": _hash({"Rules": MANAGEMENT_RULES}, ("Rules",)), "CreateIndex": 1, "ModifyIndex": 1}
+
+
+def _policies(agent: Agent) -> dict[str, dict[str, Any]]:
+    return {MANAGEMENT_POLICY_ID: _builtin_policy(), **agent.store.acl_policies}
+
+
+def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, Any]:
+    fields = _fields(body)
+    name = str(fields.get("name") or "")
+    if not VALID_NAME.match(name):
+        raise ConsulError(400, "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+    clash = next((p for p in _policies(agent).values() if p["Name"] == name and p["ID"] != policy_id), None)
+    if clash is not None:
+        raise ConsulError(400, f'Invalid Policy: A Policy with Name "{name}" already exists')
+    rules = str(fields.get("rules") or "")
+    try:
+        parse_rules(rules)
+    except ValueError as err:
+        raise ConsulError(400, f"Invalid Policy: {err}") from None
+    policy = {"ID": policy_id or str(uuid.uuid4()), "Name": name, "Description": str(fields.get("description") or ""),
+              "Rules": rules}
+    if fields.get("datacenters"):
+        policy["Datacenters"] = [str(d) for d in fields["datacenters"]]
+    policy["Hash"] = _hash(policy, ("Name", "Description", "Rules", "Datacenters"))
+    return policy
+
+
+def _policy_or_404(found: dict[str, Any] | None) -> dict[str, Any]:
+    if found is None:
+        raise ConsulError(404, "ACL not found")
+    return found
+
+
+@routes.put("/v1/acl/policy")
+async def create_policy(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    policy = _policy_body(agent, read_json(await request.read()), None)
+    return json_reply(agent.store.acl_put("acl_policies", policy))
+
+
+@routes.get("/v1/acl/policy/name/{name}")
+async def read_policy_by_name(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    name = request.match_info["name"]
+    return json_reply(_policy_or_404(next((p for p in _policies(agent).values() if p["Name"] == name), None)))
+
+
+@routes.get("/v1/acl/policy/{policy_id}")
+async def read_policy(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    return json_reply(_policy_or_404(_policies(agent).get(request.match_info["policy_id"])))
+
+
+@routes.put("/v1/acl/policy/{policy_id}")
+async def update_policy(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    policy_id = request.match_info["policy_id"]
+    if policy_id == MANAGEMENT_POLICY_ID:
+        raise ConsulError(400, "Changing the Rules for the builtin global-management policy is not permitted")
+    _policy_or_404(agent.store.acl_policies.get(policy_id))
+    policy = _policy_body(agent, read_json(await request.read()), policy_id)
+    return json_reply(agent.store.acl_put("acl_policies", policy))
+
+
+@routes.delete("/v1/acl/policy/{policy_id}")
+async def delete_policy(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    policy_id = request.match_info["policy_id"]
+    if policy_id == MANAGEMENT_POLICY_ID:
+        raise ConsulError(400, "Delete operation not permitted on the builtin global-management policy")
+    if policy_id in agent.store.acl_policies:
+        agent.store.acl_delete("acl_policies", policy_id)
+    return json_reply(True)
+
+
+@routes.get("/v1/acl/policies")
+async def list_policies(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    listed = [{k: v for k, v in p.items() if k != "Rules"} for p in _policies(agent).values()]
+    return json_reply(sorted(listed, key=lambda p: p["Name"]), agent.store.topic_index("acl"))
+
+
+# ---- tokens --------------------------------------------------------------------------------------
+
+
+def _builtin_tokens(agent: Agent) -> dict[str, dict[str, Any]]:
+    management = {"AccessorID": agent.acl.management_accessor, "SecretID": agent.acl.management_secret,
+                  "Description": "Initial Management Token",
+                  "Policies": [{"ID": MANAGEMENT_POLICY_ID, "Name": MANAGEMENT_POLICY_NAME}],
+                  "Local": False, "CreateTime": _rfc3339(agent.started), "CreateIndex": 1, "ModifyIndex": 1}
+    anonymous = {"AccessorID": ANONYMOUS_ACCESSOR, "SecretID": ANONYMOUS_SECRET, "Description": "Anonymous Token",
+                 "Local": False, "CreateTime": _rfc3339(agent.started), "CreateIndex": 1, "ModifyIndex": 1}
+    return {management["AccessorID"]: management, ANONYMOUS_ACCESSOR: anonymous}
+
+
+def _tokens(agent: Agent) -> dict[str, dict[str, Any]]:
+    return {**_builtin_tokens(agent), **agent.store.acl_tokens}
+
+
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _policy_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
+    links = []
+    policies = _policies(agent)
+    for link in raw or []:
+        fields = _fields(link)
+        found = policies.get(str(fields.get("id") or "")) or next(
+            (p for p in policies.values() if p["Name"] == fields.get("name")), None)
+        if found is None:
+            raise ConsulError(400, f"Invalid Policy: no policy with ID {fields.get('id')!r} or Name {fields.get('name')!r}")
+        links.append({"ID": found["ID"], "Name": found["Name"]})
+    return links
+
+
+def _identities(raw: Any, field: str) -> list[dict[str, Any]]:
+    out = []
+    for item in raw or []:
+        fields = _fields(item)
+        name = str(fields.get(field.lower()) or "")
+        if not VALID_NAME.match(name.replace(".", "-")):
+            raise ConsulError(400, f"{field} identity name {name!r} is not valid")
+        out.append({field: name, **({"Datacenters": list(fields["datacenters"])} if fields.get("datacenters") else {})})
+    return out
+
+
+def _token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, Any] | None) -> dict[str, Any]:
+    fields = _fields(body)
+    token = {
+        "AccessorID": accessor or str(fields.get("accessorid") or uuid.uuid4()),
+        "SecretID": (old or {}).get("SecretID") or str(fields.get("secretid") or uuid.uuid4()),
+        "Description": str(fields.get("description") or ""),
+        "Local": bool(fields.get("local")),
+        "CreateTime": (old or {}).get("CreateTime") or _rfc3339(time.time()),
+    }
+    for key, value in (("Policies", _policy_links(agent, fields.get("policies"))),
+                       ("ServiceIdentities", _identities(fields.get("serviceidentities"), "ServiceName")),
+                       ("NodeIdentities", _identities(fields.get("nodeidentities"), "NodeName"))):
+        if value:
+            token[key] = value  # Consul's omitempty
+    token["Hash"] = _hash(token, ("Description", "Local", "Policies", "ServiceIdentities", "NodeIdentities"))
+    return token
+
+
+def _token_or_404(agent: Agent, accessor: str) -> dict[str, Any]:
+    found = _tokens(agent).get(accessor)
+    if found is None:
+        raise ConsulError(404, "ACL not found")
+    return found
+
+
+def _shown(request: web.Request, token: dict[str, Any]) -> dict[str, Any]:
+    """A token as this request may see it: its secret only with acl:write (Consul redacts it)."""
+    return token if request["identity"].can("acl", "write") else {**token, "SecretID": "<hidden>"}
+
+
+@routes.put("/v1/acl/token")
+async def create_token(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    token = _token_body(agent, read_json(await request.read()), None, None)
+    if token["AccessorID"] in _tokens(agent) or any(t["SecretID"] == token["SecretID"] for t in _tokens(agent).values()):
+        raise ConsulError(400, "Invalid Token: AccessorID or SecretID is already in use")
+    return json_reply(agent.store.acl_put("acl_tokens", token))
+
+
+@routes.get("/v1/acl/token/self")
+async def token_self(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    _enabled(agent)
+    secret = request_token(request) or ANONYMOUS_SECRET
+    found = next((t for t in _tokens(agent).values() if t["SecretID"] == secret), None)
+    if found is None:
+        raise ConsulError(403, "ACL not found")
+    return json_reply(found)
+
+
+@routes.get("/v1/acl/token/{accessor}")
+async def read_token(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    return json_reply(_shown(request, _token_or_404(agent, request.match_info["accessor"])))
+
+
+@routes.put("/v1/acl/token/{accessor}")
+async def update_token(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    accessor = request.match_info["accessor"]
+    if accessor == agent.acl.management_accessor:
+        raise ConsulError(400, "The agent's management token comes from its token file and cannot be changed here")
+    old = _token_or_404(agent, accessor)
+    return json_reply(agent.store.acl_put("acl_tokens", _token_body(agent, read_json(await request.read()), accessor, old)))
+
+
+@routes.delete("/v1/acl/token/{accessor}")
+async def delete_token(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    accessor = request.match_info["accessor"]
+    if accessor == ANONYMOUS_ACCESSOR:
+        raise ConsulError(400, "Delete operation not permitted on the anonymous token")
+    if accessor == agent.acl.management_accessor:
+        raise ConsulError(400, "The agent's management token comes from its token file and cannot be deleted")
+    if accessor in agent.store.acl_tokens:
+        agent.store.acl_delete("acl_tokens", accessor)
+    return json_reply(True)
+
+
+@routes.get("/v1/acl/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    policy = request.query.get("policy")
+    listed = [t for t in _tokens(agent).values()
+              if not policy or any(link["ID"] == policy for link in t.get("Policies") or [])]
+    return json_reply([_shown(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])],
+                      agent.store.topic_index("acl"))
+
+
+@routes.put("/v1/acl/bootstrap")
+async def bootstrap(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    _enabled(agent)
+    # The agent was bootstrapped when it started: its management token came from its token file.
+    raise ConsulError(403, "Permission denied: ACL bootstrap no longer allowed (reset index: 1)")

@@ -1,0 +1,166 @@
+"""The ACL system through py-consul: policies in Consul's rule language, tokens that hold them or a
+service identity, enforcement (403 on writes and single reads, silent filtering of lists), rule
+precedence, the anonymous token, and the builtins that cannot be changed."""
+
+from __future__ import annotations
+
+import subprocess
+
+import consul
+import pytest
+import requests
+
+from tests.agent.conftest import MESHSPEC
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "acl-system-management-token"
+FILTERED = "X-Consul-Results-Filtered-By-ACLs"
+
+
+@pytest.fixture
+def secured(make_agent):
+    return make_agent(token=TOKEN)
+
+
+def get(agent, path: str, token: str | None = None) -> requests.Response:
+    return requests.get(f"http://{agent.address}{path}", headers={"X-Consul-Token": token} if token else {}, timeout=5)
+
+
+def policy(admin: consul.Consul, name: str, rules: str) -> dict:
+    """A policy from HCL rules (py-consul sends rules as JSON; the HTTP API takes either)."""
+    answer = requests.put(f"http://127.0.0.1:{admin.http.port}/v1/acl/policy", json={"Name": name, "Rules": rules},
+                          headers={"X-Consul-Token": TOKEN}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_policies_are_created_read_updated_listed_and_deleted(secured):
+    admin = secured.client(token=TOKEN)
+    created = admin.acl.policy.create("web-writer", rules={"service": {"web": {"policy": "write"}}},
+                                      description="writes web")
+    assert created["Name"] == "web-writer" and created["CreateIndex"] == created["ModifyIndex"] > 0
+    assert admin.acl.policy.read(created["ID"])["Rules"] == created["Rules"]
+    listed = {p["Name"]: p for p in admin.acl.policy.list()}
+    assert set(listed) == {"global-management", "web-writer"} and "Rules" not in listed["web-writer"]
+    updated = admin.acl.policy.update(created["ID"], "web-writer", rules={"service": {"web": {"policy": "read"}}})
+    assert updated["ModifyIndex"] > created["ModifyIndex"] and updated["CreateIndex"] == created["CreateIndex"]
+    by_name = get(secured, "/v1/acl/policy/name/web-writer", TOKEN).json()
+    assert by_name["ID"] == created["ID"] and '"read"' in by_name["Rules"]
+    assert admin.acl.policy.delete(created["ID"]) is True
+    assert get(secured, f"/v1/acl/policy/{created['ID']}", TOKEN).status_code == 404
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"Name": "bad name!"}, "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed"),
+    ({"Name": "p", "Rules": 'service "web" { policy = "admin" }'}, 'Invalid service "web" policy: \'admin\''),
+    ({"Name": "p", "Rules": 'service "web" { policy = '}, "Failed to parse ACL rules"),
+    ({"Name": "p", "Rules": 'servce "web" { policy = "read" }'}, "unknown resource 'servce'"),
+    ({"Name": "global-management"}, 'A Policy with Name "global-management" already exists'),
+])
+def test_a_bad_policy_is_refused_and_nothing_is_stored(secured, body, message):
+    answer = requests.put(f"http://{secured.address}/v1/acl/policy", json=body, headers={"X-Consul-Token": TOKEN},
+                          timeout=5)
+    assert answer.status_code == 400 and message in answer.text, answer.text
+    assert [p["Name"] for p in secured.client(token=TOKEN).acl.policy.list()] == ["global-management"]
+
+
+def test_a_token_may_do_what_its_policy_grants_and_lists_show_only_that(secured):
+    admin = secured.client(token=TOKEN)
+    admin.agent.service.register("web", service_id="web-1", port=1)
+    admin.agent.service.register("db", service_id="db-1", port=2)
+    admin.kv.put("app/config", "ok")
+    admin.kv.put("secret/password", "hunter2")
+    rules = policy(admin, "web-app", 'service "web" { policy = "write" }\nkey_prefix "app/" { policy = "read" }')
+    secret = admin.acl.token.create(policies_id=[rules["ID"]], description="web app")["SecretID"]
+    web = secured.client(token=secret)
+
+    web.agent.service.register("web", service_id="web-2", port=3)  # its own service: allowed
+    with pytest.raises(consul.ACLPermissionDenied):
+        web.agent.service.register("db", service_id="db-2", port=4)
+    assert web.kv.get("app/config")[1]["Value"] == b"ok"
+    with pytest.raises(consul.ACLPermissionDenied):
+        web.kv.put("app/config", "changed")
+    with pytest.raises(consul.ACLPermissionDenied):
+        web.kv.get("secret/password")
+
+    listing = get(secured, "/v1/kv/?recurse", secret)
+    assert [e["Key"] for e in listing.json()] == ["app/config"] and listing.headers[FILTERED] == "true"
+    services = get(secured, "/v1/catalog/services", secret)
+    assert set(services.json()) == {"web"} and services.headers[FILTERED] == "true"
+    assert get(secured, "/v1/health/service/db", secret).json() == []
+    assert sorted(web.agent.services()) == ["web-1", "web-2"]
+
+
+def test_a_service_identity_writes_its_service_and_reads_the_others(secured):
+    admin = secured.client(token=TOKEN)
+    admin.agent.service.register("db", service_id="db-1", port=2)
+    secret = admin.acl.token.create(service_identities=[{"ServiceName": "api"}])["SecretID"]
+    api = secured.client(token=secret)
+    api.agent.service.register("api", service_id="api-1", port=1, check=consul.Check.ttl("30s"))
+    api.agent.check.ttl_pass("service:api-1")
+    assert [e["Service"]["ID"] for e in api.health.service("db")[1]] == ["db-1"]  # discovers what it needs
+    with pytest.raises(consul.ACLPermissionDenied):
+        api.agent.service.deregister("db-1")
+    with pytest.raises(consul.ACLPermissionDenied):
+        api.kv.put("anything", "x")
+
+
+def test_deny_beats_write_and_exact_and_longer_prefixes_win(secured):
+    admin = secured.client(token=TOKEN)
+    broad = policy(admin, "broad", 'key_prefix "" { policy = "write" }\nkey_prefix "app/" { policy = "read" }\n'
+                                   'key "app/mine" { policy = "write" }')
+    deny = policy(admin, "deny-app-locked", 'key_prefix "app/locked" { policy = "deny" }')
+    merged = policy(admin, "also-write-locked", 'key_prefix "app/locked" { policy = "write" }')
+    secret = admin.acl.token.create(policies_id=[broad["ID"], deny["ID"], merged["ID"]])["SecretID"]
+    c = secured.client(token=secret)
+    assert c.kv.put("other", "x") is True  # the empty prefix: write
+    assert c.kv.put("app/mine", "x") is True  # an exact rule beats the app/ prefix
+    with pytest.raises(consul.ACLPermissionDenied):
+        c.kv.put("app/theirs", "x")  # the longer app/ prefix (read) beats the empty one (write)
+    with pytest.raises(consul.ACLPermissionDenied):
+        c.kv.get("app/locked/key")  # deny beats write from another policy
+
+
+def test_the_anonymous_token_holds_what_it_is_given(secured):
+    admin = secured.client(token=TOKEN)
+    admin.kv.put("public/motd", "hello")
+    assert get(secured, "/v1/kv/public/motd").status_code == 403
+    reader = policy(admin, "public-read", 'key_prefix "public/" { policy = "read" }')
+    admin.acl.token.update("00000002-0000-0000-0000-000000000002", policies_id=[reader["ID"]])
+    assert get(secured, "/v1/kv/public/motd").status_code == 200  # no token: the anonymous token's policy
+    assert get(secured, "/v1/kv/public/motd", "not-a-token").text == "ACL not found"
+
+
+def test_builtins_cannot_be_changed_and_secrets_need_acl_write(secured):
+    admin = secured.client(token=TOKEN)
+    me = admin.acl.token.read_self()
+    assert me["Description"] == "Initial Management Token" and me["Policies"][0]["Name"] == "global-management"
+    denied = requests.delete(f"http://{secured.address}/v1/acl/token/{me['AccessorID']}",
+                             headers={"X-Consul-Token": TOKEN}, timeout=5)
+    assert denied.status_code == 400
+    changed = requests.put(f"http://{secured.address}/v1/acl/policy/00000000-0000-0000-0000-000000000001",
+                           json={"Name": "global-management", "Rules": ""}, headers={"X-Consul-Token": TOKEN}, timeout=5)
+    assert changed.status_code == 400 and "not permitted" in changed.text
+    auditor_policy = policy(admin, "acl-read", 'acl = "read"')
+    auditor = admin.acl.token.create(policies_id=[auditor_policy["ID"]])["SecretID"]
+    listed = get(secured, "/v1/acl/tokens", auditor).json()
+    assert {t["SecretID"] for t in listed} == {"<hidden>"}  # acl:read sees tokens, never their secrets
+    assert get(secured, "/v1/acl/policy", auditor).status_code in (404, 405)
+    assert requests.put(f"http://{secured.address}/v1/acl/token", json={}, headers={"X-Consul-Token": auditor},
+                        timeout=5).status_code == 403
+    bootstrap = requests.put(f"http://{secured.address}/v1/acl/bootstrap", timeout=5)
+    assert (bootstrap.status_code, bootstrap.text) == (403, "Permission denied: ACL bootstrap no longer allowed (reset index: 1)")
+
+
+def test_acl_endpoints_answer_401_without_acls(agent):
+    assert (get(agent, "/v1/acl/policies").status_code, get(agent, "/v1/acl/policies").text) == (401, "ACL support disabled")
+
+
+def test_an_empty_token_file_refuses_to_start(tmp_path):
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    done = subprocess.run([str(MESHSPEC), "agent", "--data-dir", str(tmp_path / "data"), "--port", "1",
+                           "--token-file", str(empty)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "is empty: refusing to start without ACLs" in done.stderr
