@@ -1,5 +1,5 @@
 """/v1/snapshot through py-consul: one agent's state saved, restored into a fresh agent that then
-answers the same catalog, KV, sessions and ACL tokens; a damaged archive changes nothing."""
+answers the same catalog, KV, sessions, intentions and ACL tokens; a damaged archive changes nothing."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def fill(c: consul.Consul) -> str:
     c.kv.delete("cfg/gone")
     sid = c.session.create(name="holder", lock_delay=0)
     assert c.kv.put("cfg/lock", "held", acquire=sid)
+    assert c.connect.intentions.upsert("web", "db", action="allow")
     return sid
 
 
@@ -37,6 +38,7 @@ def picture(c: consul.Consul) -> dict:
                 for e in c.health.service("web")[1]],
         "kv": [(e["Key"], e["Value"], e["Flags"], e["LockIndex"], e.get("Session"), e["ModifyIndex"]) for e in kv],
         "sessions": [(s["ID"], s["Name"]) for s in c.session.list()[1]],
+        "intentions": [(i["SourceName"], i["DestinationName"], i["Action"]) for i in c.connect.intentions.list()],
     }
 
 

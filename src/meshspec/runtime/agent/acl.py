@@ -33,6 +33,9 @@ FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 NAMED = ("agent", "event", "key", "node", "query", "service", "session")
 #: Resources with one level for everything (`operator = "read"`).
 SCALAR = ("acl", "keyring", "mesh", "operator", "peering")
+#: Levels on intentions, named by their destination: not a rule of their own but the `intentions`
+#: field of a service rule (read by default when the service is read or written, as in Consul).
+DERIVED = ("intention",)
 PRECEDENCE = {"deny": 3, "write": 2, "read": 1, "list": 0}  # when policies disagree, the higher wins
 
 #: The agent's own tokens `PUT /v1/agent/token/<kind>` sets (in memory, as Consul without
@@ -49,8 +52,8 @@ AGENT_TOKEN_KINDS = ("default", "agent", "agent_recovery", "agent_master", "repl
 class Rules:
     """What one or more policies grant: levels by exact name, by prefix, and for scalar resources."""
 
-    exact: dict[str, dict[str, str]] = field(default_factory=lambda: {r: {} for r in NAMED})
-    prefix: dict[str, dict[str, str]] = field(default_factory=lambda: {r: {} for r in NAMED})
+    exact: dict[str, dict[str, str]] = field(default_factory=lambda: {r: {} for r in NAMED + DERIVED})
+    prefix: dict[str, dict[str, str]] = field(default_factory=lambda: {r: {} for r in NAMED + DERIVED})
     scalar: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: Rules) -> None:
@@ -97,7 +100,11 @@ def parse_rules(text: str) -> Rules:
                 if not isinstance(block, dict) or "policy" not in block:
                     raise ValueError(f'Failed to parse ACL rules: {key} "{name}" has no policy')
                 level = _level(block["policy"], f'{key} "{name}"', allow_list=resource == "key")
-                (rules.prefix if is_prefix else rules.exact)[resource][str(name)] = level
+                table = rules.prefix if is_prefix else rules.exact
+                table[resource][str(name)] = level
+                if resource == "service":
+                    intentions = block.get("intentions") or ("deny" if level == "deny" else "read")
+                    table["intention"][str(name)] = _level(intentions, f'{key} "{name}" intentions', allow_list=False)
         else:
             raise ValueError(f"Failed to parse ACL rules: unknown resource {key!r}; expected one of "
                              f"{', '.join(sorted([*SCALAR, *NAMED, *(r + '_prefix' for r in NAMED)]))}")

@@ -107,7 +107,7 @@ def _policy_or_404(found: dict[str, Any] | None) -> dict[str, Any]:
 async def create_policy(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "write")
     policy = _policy_body(agent, read_json(await request.read()), None)
-    return json_reply(agent.store.acl_put("acl_policies", policy))
+    return json_reply(agent.store.doc_put("acl_policies", policy))
 
 
 @routes.get("/v1/acl/policy/name/{name}")
@@ -131,7 +131,7 @@ async def update_policy(request: web.Request) -> web.Response:
         raise ConsulError(400, "Changing the Rules for the builtin global-management policy is not permitted")
     _policy_or_404(agent.store.acl_policies.get(policy_id))
     policy = _policy_body(agent, read_json(await request.read()), policy_id)
-    return json_reply(agent.store.acl_put("acl_policies", policy))
+    return json_reply(agent.store.doc_put("acl_policies", policy))
 
 
 @routes.delete("/v1/acl/policy/{policy_id}")
@@ -141,7 +141,7 @@ async def delete_policy(request: web.Request) -> web.Response:
     if policy_id == MANAGEMENT_POLICY_ID:
         raise ConsulError(400, "Delete operation not permitted on the builtin global-management policy")
     if policy_id in agent.store.acl_policies:
-        agent.store.acl_delete("acl_policies", policy_id)
+        agent.store.doc_delete("acl_policies", policy_id)
     return json_reply(True)
 
 
@@ -233,7 +233,7 @@ async def create_token(request: web.Request) -> web.Response:
     token = _token_body(agent, read_json(await request.read()), None, None)
     if token["AccessorID"] in _tokens(agent) or any(t["SecretID"] == token["SecretID"] for t in _tokens(agent).values()):
         raise ConsulError(400, "Invalid Token: AccessorID or SecretID is already in use")
-    return json_reply(agent.store.acl_put("acl_tokens", token))
+    return json_reply(agent.store.doc_put("acl_tokens", token))
 
 
 @routes.get("/v1/acl/token/self")
@@ -260,7 +260,7 @@ async def update_token(request: web.Request) -> web.Response:
     if accessor == agent.acl.management_accessor:
         raise ConsulError(400, "The agent's management token comes from its token file and cannot be changed here")
     old = _token_or_404(agent, accessor)
-    return json_reply(agent.store.acl_put("acl_tokens", _token_body(agent, read_json(await request.read()), accessor, old)))
+    return json_reply(agent.store.doc_put("acl_tokens", _token_body(agent, read_json(await request.read()), accessor, old)))
 
 
 @routes.delete("/v1/acl/token/{accessor}")
@@ -272,7 +272,7 @@ async def delete_token(request: web.Request) -> web.Response:
     if accessor == agent.acl.management_accessor:
         raise ConsulError(400, "The agent's management token comes from its token file and cannot be deleted")
     if accessor in agent.store.acl_tokens:
-        agent.store.acl_delete("acl_tokens", accessor)
+        agent.store.doc_delete("acl_tokens", accessor)
     return json_reply(True)
 
 

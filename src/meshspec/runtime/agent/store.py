@@ -29,8 +29,12 @@ CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, idx INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acl_tokens (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acl_policies (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intentions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
-ACL_TABLES = {"acl_tokens": "AccessorID", "acl_policies": "ID"}  # table -> the field that is its key
+#: Tables of JSON documents: table -> (the field that is its key, the blocking-query topic of its writes,
+#: its name in a snapshot).
+DOC_TABLES = {"acl_tokens": ("AccessorID", "acl", "ACLTokens"), "acl_policies": ("ID", "acl", "ACLPolicies"),
+              "intentions": ("ID", "intentions", "Intentions")}
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -89,6 +93,7 @@ class Store:
         }
         self.acl_tokens: dict[str, dict[str, Any]] = dict(self._docs("acl_tokens"))
         self.acl_policies: dict[str, dict[str, Any]] = dict(self._docs("acl_policies"))
+        self.intentions: dict[str, dict[str, Any]] = dict(self._docs("intentions"))
 
     def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
@@ -337,24 +342,27 @@ class Store:
         return held
 
 
-    # ---- ACL tokens and policies -------------------------------------------------------------------
-    def acl_put(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Store a token or policy, stamped with this write's index (CreateIndex kept on update)."""
+    # ---- documents: ACL tokens and policies, intentions ------------------------------------------
+    def doc_put(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store a document of a DOC_TABLES table, stamped with this write's index (CreateIndex kept
+        on update)."""
         index = self.index + 1
-        key = doc[ACL_TABLES[table]]
+        field, topic, _ = DOC_TABLES[table]
+        key = doc[field]
         old = getattr(self, table).get(key)
         stamped = {**doc, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
         self._commit(index, [(f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)", (key, json.dumps(stamped)))],
-                     {"acl"})
+                     {topic})
         getattr(self, table)[key] = stamped
-        self._publish(index, {"acl"})
+        self._publish(index, {topic})
         return stamped
 
-    def acl_delete(self, table: str, key: str) -> None:
+    def doc_delete(self, table: str, key: str) -> None:
         index = self.index + 1
-        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], {"acl"})
+        topic = DOC_TABLES[table][1]
+        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], {topic})
         getattr(self, table).pop(key, None)
-        self._publish(index, {"acl"})
+        self._publish(index, {topic})
 
     # ---- snapshots ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -367,8 +375,7 @@ class Store:
                    for e in self.kv.values()],
             "Tombstones": self.tombstones,
             "Sessions": list(self.sessions.values()),
-            "ACLTokens": list(self.acl_tokens.values()),
-            "ACLPolicies": list(self.acl_policies.values()),
+            **{name: list(getattr(self, table).values()) for table, (_, _, name) in DOC_TABLES.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> int:
@@ -379,7 +386,7 @@ class Store:
                           e["CreateIndex"], e["ModifyIndex"], e["LockIndex"], e.get("Session"))
               for e in state["KV"]]
         statements: list[Statement] = [(f"DELETE FROM {table}", ()) for table in
-                                       ("services", "checks", "kv", "tombstones", "sessions", *ACL_TABLES)]
+                                       ("services", "checks", "kv", "tombstones", "sessions", *DOC_TABLES)]
         statements += [("INSERT INTO services (id, doc) VALUES (?, ?)", (sv["ID"], json.dumps(sv)))
                        for sv in state["Services"]]
         statements += [_check_row(c) for c in state["Checks"]]
@@ -387,10 +394,11 @@ class Store:
         statements += [("INSERT INTO tombstones (key, idx) VALUES (?, ?)", (k, i)) for k, i in state["Tombstones"].items()]
         statements += [("INSERT INTO sessions (id, doc) VALUES (?, ?)", (se["ID"], json.dumps(se)))
                        for se in state["Sessions"]]
-        for table, field in (("acl_tokens", "ACLTokens"), ("acl_policies", "ACLPolicies")):
-            statements += [(f"INSERT INTO {table} (id, doc) VALUES (?, ?)", (doc[ACL_TABLES[table]], json.dumps(doc)))
-                           for doc in state.get(field, [])]
-        topics = {"services", "checks", "nodechecks", "kv", "sessions", "acl", *self.topics}
+        for table, (field, _, name) in DOC_TABLES.items():
+            statements += [(f"INSERT INTO {table} (id, doc) VALUES (?, ?)", (doc[field], json.dumps(doc)))
+                           for doc in state.get(name, [])]
+        topics = {"services", "checks", "nodechecks", "kv", "sessions", *(t for _, t, _ in DOC_TABLES.values()),
+                  *self.topics}
         topics |= {service_topic(sv["Service"]) for sv in [*self.services.values(), *state["Services"]]}
         topics |= {kv_topic(k) for k in [*self.kv, *(e["Key"] for e in kv)]}
         topics |= {session_topic(se["ID"]) for se in [*self.sessions.values(), *state["Sessions"]]}

@@ -1,0 +1,146 @@
+"""/v1/connect/intentions/*: which service may call which, as Consul keeps and evaluates it.
+
+An intention names a source and a destination (a service name, or `*` for any) and an action,
+allow or deny. Where several match a call, the most specific wins (Consul's precedence, in one
+namespace: exact → exact 9, `*` → exact 8, exact → `*` 6, `*` → `*` 5); where none does, the
+default is the ACL default policy: deny here with ACLs on, allow with them off. Reading needs
+`intentions = "read"` on the destination (implied by reading the service), writing `intentions =
+"write"`. Intentions are durable, in snapshots, and the source of truth the data plane is to
+enforce (issue 16). The legacy ID-based endpoints are not offered (README).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from meshspec.runtime.agent.blocking import on_topics
+from meshspec.runtime.agent.core import Agent
+from meshspec.runtime.agent.errors import ConsulError
+from meshspec.runtime.agent.filter import compile_filter
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
+
+routes = web.RouteTableDef()
+WILDCARD = "*"
+ACTIONS = ("allow", "deny")
+
+
+def precedence(source: str, destination: str) -> int:
+    """Consul's precedence of an intention without namespaces: the more exact, the higher."""
+    return {(False, False): 9, (True, False): 8, (False, True): 6, (True, True): 5}[
+        (source == WILDCARD, destination == WILDCARD)]
+
+
+def matches(intention: dict[str, Any], source: str | None, destination: str | None) -> bool:
+    return (source is None or intention["SourceName"] in (source, WILDCARD)) and \
+        (destination is None or intention["DestinationName"] in (destination, WILDCARD))
+
+
+def ranked(intentions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Highest precedence first; ties in a stable order (names)."""
+    return sorted(intentions, key=lambda i: (-i["Precedence"], i["SourceName"], i["DestinationName"]))
+
+
+def decide(intentions: list[dict[str, Any]], source: str, destination: str, default_allow: bool) -> bool:
+    """Whether `source` may call `destination`: the action of the most specific matching intention."""
+    found = ranked([i for i in intentions if matches(i, source, destination)])
+    return found[0]["Action"] == "allow" if found else default_allow
+
+
+def _pair(request: web.Request) -> tuple[str, str]:
+    source, destination = request.query.get("source", ""), request.query.get("destination", "")
+    if not source:
+        raise ConsulError(400, "required query parameter 'source' not set")
+    if not destination:
+        raise ConsulError(400, "required query parameter 'destination' not set")
+    return source, destination
+
+
+def _find(agent: Agent, source: str, destination: str) -> dict[str, Any] | None:
+    return next((i for i in agent.store.intentions.values()
+                 if i["SourceName"] == source and i["DestinationName"] == destination), None)
+
+
+@routes.put("/v1/connect/intentions/exact")
+async def upsert(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    source, destination = _pair(request)
+    request["identity"].require("intention", "write", destination)
+    body = read_json(await request.read())
+    fields = {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else {}
+    action = str(fields.get("action") or "").lower()
+    if action not in ACTIONS:
+        raise ConsulError(400, f"Invalid Intention: Action must be set to 'allow' or 'deny', got {action!r}")
+    old = _find(agent, source, destination)
+    intention = {
+        "ID": old["ID"] if old else str(uuid.uuid4()), "Description": str(fields.get("description") or ""),
+        "SourceNS": "default", "SourceName": source, "DestinationNS": "default", "DestinationName": destination,
+        "SourceType": "consul", "Action": action, "Precedence": precedence(source, destination),
+        "Meta": dict(fields.get("meta") or {}),
+    }
+    agent.store.doc_put("intentions", intention)
+    return json_reply(True)
+
+
+@routes.get("/v1/connect/intentions/exact")
+async def read_exact(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    source, destination = _pair(request)
+    request["identity"].require("intention", "read", destination)
+    found = _find(agent, source, destination)
+    if found is None:
+        raise ConsulError(404, "Intention not found")
+    return json_reply(found, agent.store.topic_index("intentions"))
+
+
+@routes.delete("/v1/connect/intentions/exact")
+async def delete_exact(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    source, destination = _pair(request)
+    request["identity"].require("intention", "write", destination)
+    found = _find(agent, source, destination)
+    if found is not None:
+        agent.store.doc_delete("intentions", found["ID"])
+    return json_reply(True)
+
+
+@routes.get("/v1/connect/intentions")
+async def list_intentions(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    predicate = compile_filter(request.query.get("filter"))
+
+    def compute():
+        every = ranked(list(agent.store.intentions.values()))
+        readable = [i for i in every if request["identity"].can("intention", "read", i["DestinationName"])]
+        shown = [i for i in readable if predicate(i)] if predicate else readable
+        return agent.store.topic_index("intentions"), shown, len(readable) < len(every)
+
+    return await blocking_reply(request, on_topics("intentions"), compute)
+
+
+@routes.get("/v1/connect/intentions/match")
+async def match(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    by = request.query.get("by", "")
+    if by not in ("source", "destination"):
+        raise ConsulError(400, "required query parameter 'by' must be 'source' or 'destination'")
+    names = request.query.getall("name", [])
+    if not names:
+        raise ConsulError(400, "required query parameter 'name' not set")
+    answer = {}
+    for name in names:
+        found = [i for i in agent.store.intentions.values()
+                 if matches(i, name if by == "source" else None, name if by == "destination" else None)]
+        answer[name] = [i for i in ranked(found) if request["identity"].can("intention", "read", i["DestinationName"])]
+    return json_reply(answer, agent.store.topic_index("intentions"))
+
+
+@routes.get("/v1/connect/intentions/check")
+async def check(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    source, destination = _pair(request)
+    request["identity"].require("intention", "read", destination)
+    allowed = decide(list(agent.store.intentions.values()), source, destination, default_allow=not agent.acl.enabled)
+    return json_reply({"Allowed": allowed}, agent.store.topic_index("intentions"))
