@@ -164,3 +164,21 @@ def test_an_empty_token_file_refuses_to_start(tmp_path):
                            "--token-file", str(empty)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "is empty: refusing to start without ACLs" in done.stderr
+
+
+def test_a_role_bundles_policies_and_identities_for_the_tokens_that_link_it(secured):
+    admin = secured.client(token=TOKEN)
+    admin.kv.put("team/notes", "n")
+    readers = policy(admin, "team-read", 'key_prefix "team/" { policy = "read" }')
+    role = admin.acl.role.create("team", policies_id=[readers["ID"]], service_identities=[{"ServiceName": "tool"}])
+    assert admin.acl.role.read(role["ID"])["Name"] == "team"
+    assert [r["Name"] for r in admin.acl.role.list()] == ["team"]
+    secret = admin.acl.token.create(roles_id=[role["ID"]])["SecretID"]
+    member = secured.client(token=secret)
+    assert member.kv.get("team/notes")[1]["Value"] == b"n"  # from the role's policy
+    member.agent.service.register("tool", service_id="tool-1", port=1)  # from the role's service identity
+    with pytest.raises(consul.ACLPermissionDenied):
+        member.kv.put("team/notes", "x")
+    assert admin.acl.role.delete(role["ID"]) is True
+    with pytest.raises(consul.ACLPermissionDenied):
+        member.kv.get("team/notes")  # the role is gone, and what it granted with it

@@ -209,15 +209,19 @@ class Acl:
         return self.identity_of(token)
 
     def identity_of(self, token: dict[str, Any]) -> Identity:
+        """What a token holds: its policies and identities, and those of each role it links."""
         rules = Rules()
+        grants = [token, *(role for link in token.get("Roles") or []
+                           if (role := self.store.acl_roles.get(link["ID"])) is not None)]
         management = False
-        for link in token.get("Policies") or []:
-            if link["ID"] == MANAGEMENT_POLICY_ID:
-                management = True
-            elif (policy := self.store.acl_policies.get(link["ID"])) is not None:
-                rules.merge(parse_rules(policy["Rules"]))
-        for service in token.get("ServiceIdentities") or []:
-            rules.merge(service_identity_rules(service["ServiceName"]))
-        for node in token.get("NodeIdentities") or []:
-            rules.merge(node_identity_rules(node["NodeName"]))
+        for grant in grants:
+            for link in grant.get("Policies") or []:
+                if link["ID"] == MANAGEMENT_POLICY_ID:
+                    management = True
+                elif (policy := self.store.acl_policies.get(link["ID"])) is not None:
+                    rules.merge(parse_rules(policy["Rules"]))
+            for service in grant.get("ServiceIdentities") or []:
+                rules.merge(service_identity_rules(service["ServiceName"]))
+            for node in grant.get("NodeIdentities") or []:
+                rules.merge(node_identity_rules(node["NodeName"]))
         return Identity(token["AccessorID"], management, rules)

@@ -5,8 +5,8 @@ service or node identities. Both are durable (the store) and answer with Consul'
 builtin `global-management` policy and the agent's management token (the one it was started
 with, "Initial Management Token") are listed but cannot be changed or deleted; the anonymous
 token may be given policies, which every request without a token then holds. Reads need
-`acl:read`, writes `acl:write`; `token/self` needs only the token itself. Roles, auth methods and
-binding rules are not offered (README).
+`acl:read`, writes `acl:write`; `token/self` needs only the token itself. Roles bundle policies and
+identities for tokens to link. Auth methods, binding rules and token expiry are not offered (README).
 """
 
 from __future__ import annotations
@@ -197,6 +197,29 @@ def _identities(raw: Any, field: str) -> list[dict[str, Any]]:
     return out
 
 
+def _grants(agent: Agent, fields: dict[str, Any]) -> dict[str, Any]:
+    """The policies and identities a token or role body links, Consul's omitempty applied."""
+    grants = {}
+    for key, value in (("Policies", _policy_links(agent, fields.get("policies"))),
+                       ("ServiceIdentities", _identities(fields.get("serviceidentities"), "ServiceName")),
+                       ("NodeIdentities", _identities(fields.get("nodeidentities"), "NodeName"))):
+        if value:
+            grants[key] = value
+    return grants
+
+
+def _role_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
+    links = []
+    for link in raw or []:
+        fields = _fields(link)
+        found = agent.store.acl_roles.get(str(fields.get("id") or "")) or next(
+            (r for r in agent.store.acl_roles.values() if r["Name"] == fields.get("name")), None)
+        if found is None:
+            raise ConsulError(400, f"Invalid Role: no role with ID {fields.get('id')!r} or Name {fields.get('name')!r}")
+        links.append({"ID": found["ID"], "Name": found["Name"]})
+    return links
+
+
 def _token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, Any] | None) -> dict[str, Any]:
     fields = _fields(body)
     token = {
@@ -206,12 +229,10 @@ def _token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, An
         "Local": bool(fields.get("local")),
         "CreateTime": (old or {}).get("CreateTime") or _rfc3339(time.time()),
     }
-    for key, value in (("Policies", _policy_links(agent, fields.get("policies"))),
-                       ("ServiceIdentities", _identities(fields.get("serviceidentities"), "ServiceName")),
-                       ("NodeIdentities", _identities(fields.get("nodeidentities"), "NodeName"))):
-        if value:
-            token[key] = value  # Consul's omitempty
-    token["Hash"] = _hash(token, ("Description", "Local", "Policies", "ServiceIdentities", "NodeIdentities"))
+    token.update(_grants(agent, fields))
+    if roles := _role_links(agent, fields.get("roles")):
+        token["Roles"] = roles
+    token["Hash"] = _hash(token, ("Description", "Local", "Policies", "Roles", "ServiceIdentities", "NodeIdentities"))
     return token
 
 
@@ -284,6 +305,72 @@ async def list_tokens(request: web.Request) -> web.Response:
               if not policy or any(link["ID"] == policy for link in t.get("Policies") or [])]
     return json_reply([_shown(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])],
                       agent.store.topic_index("acl"))
+
+
+# ---- roles ---------------------------------------------------------------------------------------
+
+
+def _role_body(agent: Agent, body: Any, role_id: str | None) -> dict[str, Any]:
+    fields = _fields(body)
+    name = str(fields.get("name") or "")
+    if not VALID_NAME.match(name):
+        raise ConsulError(400, "Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+    if any(r["Name"] == name and r["ID"] != role_id for r in agent.store.acl_roles.values()):
+        raise ConsulError(400, f'Invalid Role: A Role with Name "{name}" already exists')
+    role = {"ID": role_id or str(uuid.uuid4()), "Name": name, "Description": str(fields.get("description") or ""),
+            **_grants(agent, fields)}
+    role["Hash"] = _hash(role, ("Name", "Description", "Policies", "ServiceIdentities", "NodeIdentities"))
+    return role
+
+
+def _role_or_404(found: dict[str, Any] | None) -> dict[str, Any]:
+    if found is None:
+        raise ConsulError(404, "ACL not found")
+    return found
+
+
+@routes.put("/v1/acl/role")
+async def create_role(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    return json_reply(agent.store.doc_put("acl_roles", _role_body(agent, read_json(await request.read()), None)))
+
+
+@routes.get("/v1/acl/role/name/{name}")
+async def read_role_by_name(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    name = request.match_info["name"]
+    return json_reply(_role_or_404(next((r for r in agent.store.acl_roles.values() if r["Name"] == name), None)))
+
+
+@routes.get("/v1/acl/role/{role_id}")
+async def read_role(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    return json_reply(_role_or_404(agent.store.acl_roles.get(request.match_info["role_id"])))
+
+
+@routes.put("/v1/acl/role/{role_id}")
+async def update_role(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    role_id = request.match_info["role_id"]
+    _role_or_404(agent.store.acl_roles.get(role_id))
+    return json_reply(agent.store.doc_put("acl_roles", _role_body(agent, read_json(await request.read()), role_id)))
+
+
+@routes.delete("/v1/acl/role/{role_id}")
+async def delete_role(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    if request.match_info["role_id"] in agent.store.acl_roles:
+        agent.store.doc_delete("acl_roles", request.match_info["role_id"])
+    return json_reply(True)
+
+
+@routes.get("/v1/acl/roles")
+async def list_roles(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "read")
+    policy = request.query.get("policy")
+    listed = [r for r in agent.store.acl_roles.values()
+              if not policy or any(link["ID"] == policy for link in r.get("Policies") or [])]
+    return json_reply(sorted(listed, key=lambda r: r["Name"]), agent.store.topic_index("acl"))
 
 
 @routes.put("/v1/acl/bootstrap")
