@@ -76,14 +76,19 @@ def _policies(agent: Agent) -> dict[str, dict[str, Any]]:
     return {MANAGEMENT_POLICY_ID: _builtin_policy(), **agent.store.acl_policies}
 
 
-def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, Any]:
-    fields = _fields(body)
+def _unique_name(kind: str, fields: dict[str, Any], existing: dict[str, dict[str, Any]], own_id: str | None) -> str:
+    """A policy's or role's Name: valid, and no other one of its kind holds it."""
     name = str(fields.get("name") or "")
     if not VALID_NAME.match(name):
-        raise ConsulError(400, "Invalid Policy: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
-    clash = next((p for p in _policies(agent).values() if p["Name"] == name and p["ID"] != policy_id), None)
-    if clash is not None:
-        raise ConsulError(400, f'Invalid Policy: A Policy with Name "{name}" already exists')
+        raise ConsulError(400, f"Invalid {kind}: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
+    if any(d["Name"] == name and d["ID"] != own_id for d in existing.values()):
+        raise ConsulError(400, f'Invalid {kind}: A {kind} with Name "{name}" already exists')
+    return name
+
+
+def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, Any]:
+    fields = _fields(body)
+    name = _unique_name("Policy", fields, _policies(agent), policy_id)
     rules = str(fields.get("rules") or "")
     try:
         parse_rules(rules)
@@ -97,7 +102,8 @@ def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, An
     return policy
 
 
-def _policy_or_404(found: dict[str, Any] | None) -> dict[str, Any]:
+def _or_404(found: dict[str, Any] | None) -> dict[str, Any]:
+    """A policy or role that was asked for, or Consul's 404."""
     if found is None:
         raise ConsulError(404, "ACL not found")
     return found
@@ -114,13 +120,13 @@ async def create_policy(request: web.Request) -> web.Response:
 async def read_policy_by_name(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "read")
     name = request.match_info["name"]
-    return json_reply(_policy_or_404(next((p for p in _policies(agent).values() if p["Name"] == name), None)))
+    return json_reply(_or_404(next((p for p in _policies(agent).values() if p["Name"] == name), None)))
 
 
 @routes.get("/v1/acl/policy/{policy_id}")
 async def read_policy(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "read")
-    return json_reply(_policy_or_404(_policies(agent).get(request.match_info["policy_id"])))
+    return json_reply(_or_404(_policies(agent).get(request.match_info["policy_id"])))
 
 
 @routes.put("/v1/acl/policy/{policy_id}")
@@ -129,7 +135,7 @@ async def update_policy(request: web.Request) -> web.Response:
     policy_id = request.match_info["policy_id"]
     if policy_id == MANAGEMENT_POLICY_ID:
         raise ConsulError(400, "Changing the Rules for the builtin global-management policy is not permitted")
-    _policy_or_404(agent.store.acl_policies.get(policy_id))
+    _or_404(agent.store.acl_policies.get(policy_id))
     policy = _policy_body(agent, read_json(await request.read()), policy_id)
     return json_reply(agent.store.doc_put("acl_policies", policy))
 
@@ -312,21 +318,11 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 def _role_body(agent: Agent, body: Any, role_id: str | None) -> dict[str, Any]:
     fields = _fields(body)
-    name = str(fields.get("name") or "")
-    if not VALID_NAME.match(name):
-        raise ConsulError(400, "Invalid Role: invalid Name. Only alphanumeric characters, '-' and '_' are allowed")
-    if any(r["Name"] == name and r["ID"] != role_id for r in agent.store.acl_roles.values()):
-        raise ConsulError(400, f'Invalid Role: A Role with Name "{name}" already exists')
+    name = _unique_name("Role", fields, agent.store.acl_roles, role_id)
     role = {"ID": role_id or str(uuid.uuid4()), "Name": name, "Description": str(fields.get("description") or ""),
             **_grants(agent, fields)}
     role["Hash"] = _hash(role, ("Name", "Description", "Policies", "ServiceIdentities", "NodeIdentities"))
     return role
-
-
-def _role_or_404(found: dict[str, Any] | None) -> dict[str, Any]:
-    if found is None:
-        raise ConsulError(404, "ACL not found")
-    return found
 
 
 @routes.put("/v1/acl/role")
@@ -339,20 +335,20 @@ async def create_role(request: web.Request) -> web.Response:
 async def read_role_by_name(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "read")
     name = request.match_info["name"]
-    return json_reply(_role_or_404(next((r for r in agent.store.acl_roles.values() if r["Name"] == name), None)))
+    return json_reply(_or_404(next((r for r in agent.store.acl_roles.values() if r["Name"] == name), None)))
 
 
 @routes.get("/v1/acl/role/{role_id}")
 async def read_role(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "read")
-    return json_reply(_role_or_404(agent.store.acl_roles.get(request.match_info["role_id"])))
+    return json_reply(_or_404(agent.store.acl_roles.get(request.match_info["role_id"])))
 
 
 @routes.put("/v1/acl/role/{role_id}")
 async def update_role(request: web.Request) -> web.Response:
     agent = _acl_agent(request, "write")
     role_id = request.match_info["role_id"]
-    _role_or_404(agent.store.acl_roles.get(role_id))
+    _or_404(agent.store.acl_roles.get(role_id))
     return json_reply(agent.store.doc_put("acl_roles", _role_body(agent, read_json(await request.read()), role_id)))
 
 
