@@ -182,3 +182,12 @@ def test_a_role_bundles_policies_and_identities_for_the_tokens_that_link_it(secu
     assert admin.acl.role.delete(role["ID"]) is True
     with pytest.raises(consul.ACLPermissionDenied):
         member.kv.get("team/notes")  # the role is gone, and what it granted with it
+
+
+def test_a_cloned_token_has_new_secrets_and_the_same_grants(secured):
+    admin = secured.client(token=TOKEN)
+    original = admin.acl.token.create(service_identities=[{"ServiceName": "api"}], description="api")
+    clone = admin.acl.token.clone(original["AccessorID"], description="api, second copy")
+    assert clone["AccessorID"] != original["AccessorID"] and clone["SecretID"] != original["SecretID"]
+    assert clone["ServiceIdentities"] == original["ServiceIdentities"] and clone["Description"] == "api, second copy"
+    secured.client(token=clone["SecretID"]).agent.service.register("api", service_id="api-9", port=9)

@@ -263,6 +263,20 @@ async def create_token(request: web.Request) -> web.Response:
     return json_reply(agent.store.doc_put("acl_tokens", token))
 
 
+@routes.put("/v1/acl/token/{accessor}/clone")
+async def clone_token(request: web.Request) -> web.Response:
+    agent = _acl_agent(request, "write")
+    source = _token_or_404(agent, request.match_info["accessor"])
+    if source["AccessorID"] in _builtin_tokens(agent):
+        raise ConsulError(400, "Cannot clone the agent's management token or the anonymous token")
+    raw = await request.read()
+    fields = _fields(read_json(raw)) if raw.strip() else {}
+    clone = {**{k: v for k, v in source.items() if k not in ("CreateIndex", "ModifyIndex")},
+             "AccessorID": str(uuid.uuid4()), "SecretID": str(uuid.uuid4()), "CreateTime": _rfc3339(time.time()),
+             "Description": str(fields.get("description") or source["Description"])}
+    return json_reply(agent.store.doc_put("acl_tokens", clone))
+
+
 @routes.get("/v1/acl/token/self")
 async def token_self(request: web.Request) -> web.Response:
     agent = agent_of(request)
