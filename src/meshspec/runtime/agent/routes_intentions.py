@@ -58,6 +58,17 @@ def _pair(request: web.Request) -> tuple[str, str]:
     return source, destination
 
 
+def put_intention(agent: Agent, source: str, destination: str, action: str, description: str,
+                  meta: dict[str, Any]) -> dict[str, Any]:
+    """Create or replace the intention from `source` to `destination` (its ID kept)."""
+    old = _find(agent, source, destination)
+    return agent.store.doc_put("intentions", {
+        "ID": old["ID"] if old else str(uuid.uuid4()), "Description": description,
+        "SourceNS": "default", "SourceName": source, "DestinationNS": "default", "DestinationName": destination,
+        "SourceType": "consul", "Action": action, "Precedence": precedence(source, destination), "Meta": meta,
+    })
+
+
 def _find(agent: Agent, source: str, destination: str) -> dict[str, Any] | None:
     return next((i for i in agent.store.intentions.values()
                  if i["SourceName"] == source and i["DestinationName"] == destination), None)
@@ -73,14 +84,7 @@ async def upsert(request: web.Request) -> web.Response:
     action = str(fields.get("action") or "").lower()
     if action not in ACTIONS:
         raise ConsulError(400, f"Invalid Intention: Action must be set to 'allow' or 'deny', got {action!r}")
-    old = _find(agent, source, destination)
-    intention = {
-        "ID": old["ID"] if old else str(uuid.uuid4()), "Description": str(fields.get("description") or ""),
-        "SourceNS": "default", "SourceName": source, "DestinationNS": "default", "DestinationName": destination,
-        "SourceType": "consul", "Action": action, "Precedence": precedence(source, destination),
-        "Meta": dict(fields.get("meta") or {}),
-    }
-    agent.store.doc_put("intentions", intention)
+    put_intention(agent, source, destination, action, str(fields.get("description") or ""), dict(fields.get("meta") or {}))
     return json_reply(True)
 
 

@@ -31,11 +31,13 @@ CREATE TABLE IF NOT EXISTS acl_tokens (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acl_policies (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acl_roles (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS intentions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS config_entries (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 #: Tables of JSON documents: table -> (the field that is its key, the blocking-query topic of its writes,
 #: its name in a snapshot).
 DOC_TABLES = {"acl_tokens": ("AccessorID", "acl", "ACLTokens"), "acl_policies": ("ID", "acl", "ACLPolicies"),
-              "acl_roles": ("ID", "acl", "ACLRoles"), "intentions": ("ID", "intentions", "Intentions")}
+              "acl_roles": ("ID", "acl", "ACLRoles"), "intentions": ("ID", "intentions", "Intentions"),
+              "config_entries": ("Key", "config", "ConfigEntries")}
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -96,6 +98,7 @@ class Store:
         self.acl_policies: dict[str, dict[str, Any]] = dict(self._docs("acl_policies"))
         self.acl_roles: dict[str, dict[str, Any]] = dict(self._docs("acl_roles"))
         self.intentions: dict[str, dict[str, Any]] = dict(self._docs("intentions"))
+        self.config_entries: dict[str, dict[str, Any]] = dict(self._docs("config_entries"))
 
     def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
