@@ -79,6 +79,16 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def client_with_rules(agent: AgentProcess, management_token: str, name: str, rules: str) -> consul.Consul:
+    """A client whose token holds one policy of `rules` (HCL, as an operator writes them), made
+    with the management token: what a service or an operator tool is given instead of it."""
+    answer = requests.put(f"http://{agent.address}/v1/acl/policy", json={"Name": name, "Rules": rules},
+                          headers={"X-Consul-Token": management_token}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    secret = agent.client(token=management_token).acl.token.create(policies_id=[answer.json()["ID"]])["SecretID"]
+    return agent.client(token=secret)
+
+
 @pytest.fixture
 def make_agent(tmp_path: Path) -> Iterator:
     started: list[AgentProcess] = []

@@ -7,6 +7,8 @@ import consul
 import pytest
 import requests
 
+from tests.agent.conftest import client_with_rules
+
 pytestmark = pytest.mark.integration
 
 TOKEN = "config-test-management-token"
@@ -54,10 +56,7 @@ def test_service_intentions_entries_are_the_intentions(agent):
 def test_writing_an_entry_needs_what_its_kind_configures(make_agent):
     agent = make_agent(token=TOKEN)
     admin = agent.client(token=TOKEN)
-    rules = 'service "web" { policy = "write" }'
-    policy = requests.put(f"http://{agent.address}/v1/acl/policy", json={"Name": "web", "Rules": rules},
-                          headers={"X-Consul-Token": TOKEN}, timeout=5).json()
-    web = agent.client(token=admin.acl.token.create(policies_id=[policy["ID"]])["SecretID"])
+    web = client_with_rules(agent, TOKEN, "web", 'service "web" { policy = "write" }')
     assert web.config.set("service-defaults", "web", {"Protocol": "http"}) is True
     with pytest.raises(consul.ACLPermissionDenied):
         web.config.set("service-defaults", "db", {"Protocol": "http"})

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from meshspec.runtime.agent.routes_intentions import decide, precedence
+from tests.agent.conftest import client_with_rules
 
 pytestmark = pytest.mark.integration
 
@@ -67,11 +68,8 @@ def test_bad_intentions_are_refused(make_agent):
 def test_service_rules_grant_intentions_on_their_destination(make_agent):
     agent = make_agent(token=TOKEN)
     admin = agent.client(token=TOKEN)
-    owner = requests.put(f"http://{agent.address}/v1/acl/policy", headers={"X-Consul-Token": TOKEN}, timeout=5,
-                         json={"Name": "db-owner", "Rules": 'service "db" { policy = "write" intentions = "write" }\n'
-                                                            'service "web" { policy = "read" }'}).json()
-    secret = admin.acl.token.create(policies_id=[owner["ID"]])["SecretID"]
-    c = agent.client(token=secret)
+    c = client_with_rules(agent, TOKEN, "db-owner", 'service "db" { policy = "write" intentions = "write" }\n'
+                                                    'service "web" { policy = "read" }')
     assert c.connect.intentions.upsert("web", "db", action="allow") is True
     with pytest.raises(consul.ACLPermissionDenied):
         c.connect.intentions.upsert("db", "web", action="allow")  # web: intentions read only

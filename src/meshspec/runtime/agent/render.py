@@ -74,9 +74,8 @@ def node_service(service: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def catalog_service(agent: Agent, service: dict[str, Any]) -> dict[str, Any]:
-    """Shape of /v1/catalog/service/:name entries (node fields flattened with Service* fields)."""
-    n = node(agent)
+def catalog_service(n: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+    """Shape of /v1/catalog/service/:name entries: node `n`'s fields flattened with Service* fields."""
     return {
         "ID": n["ID"],
         "Node": n["Node"],

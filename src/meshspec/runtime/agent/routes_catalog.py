@@ -7,20 +7,29 @@ from typing import Any
 
 from aiohttp import web
 
-from meshspec.runtime.agent import render
+from meshspec.runtime.agent import catalog, render
 from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.filter import compile_filter
-from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
 from meshspec.runtime.agent.store import service_topic
 
 routes = web.RouteTableDef()
 HEALTH_STATES = ("any", "passing", "warning", "critical")
 
 
+def _tags(request: web.Request) -> set[str]:
+    return {t.lower() for t in request.query.getall("tag", [])}
+
+
+def _external(request: web.Request, name: str) -> list[tuple[dict, dict]]:
+    """(node document, service) of the instances of `name` on nodes registered through the catalog."""
+    return catalog.instances(agent_of(request).store.catalog_nodes, name, _tags(request))
+
+
 def _instances(request: web.Request, name: str) -> list[dict[str, Any]]:
     """Instances of service `name` carrying every `tag=` given (case-insensitive, like Consul)."""
-    wanted = {t.lower() for t in request.query.getall("tag", [])}
+    wanted = _tags(request)
     services = agent_of(request).store.services
     return [
         s for _, s in sorted(services.items())
@@ -77,7 +86,8 @@ async def catalog_services(request: web.Request) -> web.Response:
 
     def compute():
         tags: dict[str, list[str]] = {}
-        for service in agent.store.services.values() if not _peered(request) else ():
+        external = [svc for doc in agent.store.catalog_nodes.values() for svc in doc["Services"].values()]
+        for service in [*agent.store.services.values(), *external] if not _peered(request) else ():
             known = tags.setdefault(service["Service"], [])
             known.extend(t for t in service["Tags"] if t not in known)
         readable = {n: t for n, t in sorted(tags.items()) if request["identity"].can("service", "read", n)}
@@ -90,7 +100,8 @@ async def catalog_services(request: web.Request) -> web.Response:
 async def catalog_service(request: web.Request) -> web.Response:
     agent = agent_of(request)
     interest, compute = _service_compute(
-        request, lambda: [render.catalog_service(agent, s) for s in _instances(request, request.match_info["name"])]
+        request, lambda: [render.catalog_service(render.node(agent), s) for s in _instances(request, request.match_info["name"])]
+        + [render.catalog_service(catalog.node_view(d), s) for d, s in _external(request, request.match_info["name"])]
     )
     return await blocking_reply(request, interest, compute)
 
@@ -100,7 +111,8 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     agent = agent_of(request)
 
     def compute():
-        items, filtered = _readable(request, [render.node(agent)],
+        nodes = [render.node(agent), *(catalog.node_view(d) for _, d in sorted(agent.store.catalog_nodes.items()))]
+        items, filtered = _readable(request, nodes,
                                     lambda n: request["identity"].can("node", "read", n["Node"]))
         return agent.store.topic_index("nodes"), items, filtered
 
@@ -114,10 +126,14 @@ async def catalog_node(request: web.Request) -> web.Response:
 
     def compute():
         index = agent.store.topic_index("nodes", "services")
-        if node_name != agent.config.node_name or _peered(request):
+        external = agent.store.catalog_nodes.get(node_name)
+        if (node_name != agent.config.node_name and external is None) or _peered(request):
             return index, None, False
         if not request["identity"].can("node", "read", node_name):
             return index, None, True
+        if external is not None:
+            services = {sid: render.node_service(s) for sid, s in sorted(external["Services"].items())}
+            return index, {"Node": catalog.node_view(external), "Services": services}, False
         services = {sid: render.node_service(s) for sid, s in sorted(agent.store.services.items())}
         return index, {"Node": render.node(agent), "Services": services}, False
 
@@ -131,6 +147,8 @@ async def health_service(request: web.Request) -> web.Response:
 
     def build():
         entries = [render.service_entry(agent, s) for s in _instances(request, request.match_info["name"])]
+        entries += [{"Node": catalog.node_view(d), "Service": render.node_service(s), "Checks": catalog.checks_of(d, s["ID"])}
+                    for d, s in _external(request, request.match_info["name"])]
         if passing_only:
             entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
         return entries
@@ -145,7 +163,9 @@ async def health_checks(request: web.Request) -> web.Response:
 
     def build():
         ids = {s["ID"] for s in _instances(request, request.match_info["name"])}
-        return [render.health_check(agent, c) for c in render.sorted_checks(agent) if c["ServiceID"] in ids]
+        local = [render.health_check(agent, c) for c in render.sorted_checks(agent) if c["ServiceID"] in ids]
+        return local + [c for d, svc in _external(request, request.match_info["name"])
+                        for c in catalog.checks_of(d) if c["ServiceID"] == svc["ID"]]
 
     interest, compute = _service_compute(request, build)
     return await blocking_reply(request, interest, compute)
@@ -159,7 +179,8 @@ async def health_state(request: web.Request) -> web.Response:
         raise ConsulError(400, "Bad state")
 
     def compute():
-        items = [c for c in render.all_checks(agent) if state == "any" or c["Status"] == state]
+        every = render.all_checks(agent) + [c for _, d in sorted(agent.store.catalog_nodes.items()) for c in catalog.checks_of(d)]
+        items = [c for c in every if state == "any" or c["Status"] == state]
         items, filtered = _readable(request, items, check_visible(request))
         return agent.store.topic_index("checks"), items, filtered
 
@@ -172,11 +193,72 @@ async def health_node(request: web.Request) -> web.Response:
     node_name = request.match_info["node"]
 
     def compute():
-        items = render.all_checks(agent) if node_name == agent.config.node_name else []
+        external = agent.store.catalog_nodes.get(node_name)
+        items = render.all_checks(agent) if node_name == agent.config.node_name else (
+            catalog.checks_of(external) if external else [])
         items, filtered = _readable(request, items, check_visible(request))
         return agent.store.topic_index("checks"), items, filtered
 
     return await blocking_reply(request, on_topics("checks"), compute)
+
+
+# ---- catalog writes: nodes other than this agent's ------------------------------------------------
+
+
+def _external_topics(doc: dict[str, Any] | None) -> set[str]:
+    """What a write to an external node wakes: its services' watchers and every list of nodes and checks."""
+    names = {s["Service"] for s in doc["Services"].values()} if doc else set()
+    return {"services", "checks", "nodechecks", *(service_topic(n) for n in names)}
+
+
+def _own_node(agent, name: str) -> None:
+    if name == agent.config.node_name:
+        raise ConsulError(400, "this agent's own node is written through /v1/agent/service/register and "
+                               "/v1/agent/check/register, which run its checks; the catalog API writes other nodes")
+
+
+@routes.put("/v1/catalog/register")
+async def catalog_register(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    node, service, checks = catalog.parse_register(read_json(await request.read()), agent.config.datacenter)
+    _own_node(agent, node["Node"])
+    identity = request["identity"]
+    identity.require("node", "write", node["Node"])
+    if service is not None:
+        identity.require("service", "write", service["Service"])
+    old = agent.store.catalog_nodes.get(node["Node"])
+    doc = catalog.merged(old, node, service, checks, agent.store.index + 1)
+    agent.store.doc_put("catalog_nodes", doc, _external_topics(old) | _external_topics(doc))
+    return json_reply(True)
+
+
+@routes.put("/v1/catalog/deregister")
+async def catalog_deregister(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    body = read_json(await request.read())
+    fields = {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else {}
+    name = str(fields.get("node") or "")
+    if not name:
+        raise ConsulError(400, "Must provide node")
+    _own_node(agent, name)
+    request["identity"].require("node", "write", name)
+    old = agent.store.catalog_nodes.get(name)
+    if old is None:
+        return json_reply(True)
+    service_id, check_id = str(fields.get("serviceid") or ""), str(fields.get("checkid") or "")
+    if not service_id and not check_id:
+        agent.store.doc_delete("catalog_nodes", name, _external_topics(old))
+        return json_reply(True)
+    services, checks = dict(old["Services"]), dict(old["Checks"])
+    if service_id in services:
+        request["identity"].require("service", "write", services[service_id]["Service"])
+        del services[service_id]
+        checks = {cid: c for cid, c in checks.items() if c["ServiceID"] != service_id}
+    checks.pop(check_id, None)
+    doc = {**{k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}, "Services": services,
+           "Checks": checks}
+    agent.store.doc_put("catalog_nodes", doc, _external_topics(old))
+    return json_reply(True)
 
 
 @routes.get("/v1/status/leader")

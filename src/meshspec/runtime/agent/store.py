@@ -32,12 +32,14 @@ CREATE TABLE IF NOT EXISTS acl_policies (id TEXT PRIMARY KEY, doc TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS acl_roles (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS intentions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS config_entries (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS catalog_nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 #: Tables of JSON documents: table -> (the field that is its key, the blocking-query topic of its writes,
 #: its name in a snapshot).
 DOC_TABLES = {"acl_tokens": ("AccessorID", "acl", "ACLTokens"), "acl_policies": ("ID", "acl", "ACLPolicies"),
               "acl_roles": ("ID", "acl", "ACLRoles"), "intentions": ("ID", "intentions", "Intentions"),
-              "config_entries": ("Key", "config", "ConfigEntries")}
+              "config_entries": ("Key", "config", "ConfigEntries"),
+              "catalog_nodes": ("Node", "nodes", "CatalogNodes")}
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -99,6 +101,8 @@ class Store:
         self.acl_roles: dict[str, dict[str, Any]] = dict(self._docs("acl_roles"))
         self.intentions: dict[str, dict[str, Any]] = dict(self._docs("intentions"))
         self.config_entries: dict[str, dict[str, Any]] = dict(self._docs("config_entries"))
+        # Nodes other than this agent's, registered through /v1/catalog/register (external services).
+        self.catalog_nodes: dict[str, dict[str, Any]] = dict(self._docs("catalog_nodes"))
 
     def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
@@ -348,26 +352,27 @@ class Store:
 
 
     # ---- documents: ACL tokens and policies, intentions ------------------------------------------
-    def doc_put(self, table: str, doc: dict[str, Any]) -> dict[str, Any]:
+    def doc_put(self, table: str, doc: dict[str, Any], topics: Iterable[str] = ()) -> dict[str, Any]:
         """Store a document of a DOC_TABLES table, stamped with this write's index (CreateIndex kept
-        on update)."""
+        on update); `topics` are what else the write wakes besides the table's own topic."""
         index = self.index + 1
         field, topic, _ = DOC_TABLES[table]
         key = doc[field]
         old = getattr(self, table).get(key)
         stamped = {**doc, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
+        woken = {topic, *topics}
         self._commit(index, [(f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)", (key, json.dumps(stamped)))],
-                     {topic})
+                     woken)
         getattr(self, table)[key] = stamped
-        self._publish(index, {topic})
+        self._publish(index, woken)
         return stamped
 
-    def doc_delete(self, table: str, key: str) -> None:
+    def doc_delete(self, table: str, key: str, topics: Iterable[str] = ()) -> None:
         index = self.index + 1
-        topic = DOC_TABLES[table][1]
-        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], {topic})
+        woken = {DOC_TABLES[table][1], *topics}
+        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], woken)
         getattr(self, table).pop(key, None)
-        self._publish(index, {topic})
+        self._publish(index, woken)
 
     # ---- snapshots ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
