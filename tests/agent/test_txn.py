@@ -104,8 +104,8 @@ def test_bad_bodies_and_limits_answer_as_consul(agent):
     assert (too_many.status_code, too_many.text) == (413, "Transaction contains too many operations (65 > 64)")
     bad_value = put(agent, [{"KV": {"Verb": "set", "Key": "k", "Value": "not base64!"}}])
     assert bad_value.status_code == 400 and bad_value.text.startswith("Failed to parse body: failed to decode value")
-    other = put(agent, [{"Node": {"Verb": "get", "Node": {"Node": "test-node"}}}])
-    assert other.status_code == 409 and "KV operations only" in other.json()["Errors"][0]["What"]
+    other = put(agent, [{"Node": {"Verb": "set", "Node": {"Node": "n2", "Address": "10.0.0.2"}}}])
+    assert other.status_code == 409 and "not this one" in other.json()["Errors"][0]["What"]
 
 
 def test_acls_deny_each_operation_and_write_nothing(make_agent):
@@ -126,3 +126,25 @@ def test_an_acknowledged_transaction_survives_sigkill(make_agent):
     agent.start()
     _, entries = agent.client().kv.get("durable/", recurse=True)
     assert len(entries) == 20 and len({e["ModifyIndex"] for e in entries}) == 1
+
+
+def test_node_service_and_check_gets_read_the_catalog_in_a_transaction(agent):
+    c = agent.client()
+    c.agent.service.register("web", service_id="web-1", port=80, check=consul.Check.ttl("30s"))
+    c.catalog.register("rds-1", "10.9.9.9", service={"Service": "db", "ID": "db-ext", "Port": 5432},
+                       check={"CheckID": "db-probe", "ServiceID": "db-ext", "Status": "passing"})
+    answer = c.txn.put([
+        {"Node": {"Verb": "get", "Node": {"Node": "test-node"}}},
+        {"Node": {"Verb": "get", "Node": {"Node": "rds-1"}}},
+        {"Service": {"Verb": "get", "Node": "test-node", "Service": {"ID": "web-1"}}},
+        {"Service": {"Verb": "get", "Node": "rds-1", "Service": {"ID": "db-ext"}}},
+        {"Check": {"Verb": "get", "Check": {"Node": "test-node", "CheckID": "service:web-1"}}},
+        {"Check": {"Verb": "get", "Check": {"Node": "rds-1", "CheckID": "db-probe"}}},
+        kv("get-or-empty", "nothing"),
+    ])
+    results = answer["Results"]
+    assert [results[0]["Node"]["Node"], results[1]["Node"]["Address"]] == ["test-node", "10.9.9.9"]
+    assert [results[2]["Service"]["Port"], results[3]["Service"]["Port"]] == [80, 5432]
+    assert [results[4]["Check"]["Status"], results[5]["Check"]["Status"]] == ["critical", "passing"]
+    missing = put(agent, [{"Service": {"Verb": "get", "Node": "rds-1", "Service": {"ID": "nope"}}}])
+    assert missing.json()["Errors"] == [{"OpIndex": 0, "What": 'service "nope" on node "rds-1" doesn\'t exist'}]

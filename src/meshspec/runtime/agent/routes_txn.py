@@ -6,8 +6,8 @@ is reported (`OpIndex`, `What`, Consul's texts) and then nothing is written: the
 transaction, so SIGKILL leaves either all of it or none. Results carry the entries each operation
 touched; only `get` and `get-or-empty` carry values, as in Consul.
 
-Only KV operations are implemented: a Node, Service, Check or Session operation is refused as an
-error of that operation (the README lists it).
+Node, Service and Check operations may `get` (this agent's node or one registered through the
+catalog); their writes and Session operations are refused as an error of that operation (README).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-from meshspec.runtime.agent import render
+from meshspec.runtime.agent import catalog, render
 from meshspec.runtime.agent.acl import Identity
+from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.http import agent_of, json_reply, read_json
 from meshspec.runtime.agent.routes_kv import MAX_VALUE_SIZE
-from meshspec.runtime.agent.store import Store, kv_entry_of
+from meshspec.runtime.agent.store import kv_entry_of
 
 routes = web.RouteTableDef()
 MAX_OPS = 64  # Consul's maxTxnOps
@@ -47,7 +48,8 @@ def parse_ops(raw: Any) -> list[dict[str, Any]]:
         fields = {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict) else {}
         if "kv" not in fields:
             kind = next((k for k in OTHER_KINDS if k.lower() in fields), None)
-            ops.append({"kind": kind})
+            body = fields.get(kind.lower()) if kind else None
+            ops.append({"kind": kind, "op": {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else {}})
             continue
         kv = {str(k).lower(): v for k, v in (fields["kv"] or {}).items()}
         value = kv.get("value")
@@ -65,11 +67,13 @@ def parse_ops(raw: Any) -> list[dict[str, Any]]:
     return ops
 
 
-class KvTxn:
-    """The operations run against a working copy of the KV table; `changed` is what to write."""
+class Txn:
+    """The operations run against a working copy of the KV table (`changed` is what to write) and
+    read the catalog."""
 
-    def __init__(self, store: Store, identity: Identity) -> None:
-        self.store = store
+    def __init__(self, agent: Agent, identity: Identity) -> None:
+        self.agent = agent
+        store = self.store = agent.store
         self.identity = identity
         self.index = store.index + 1
         self.kv = dict(store.kv)  # entries are replaced, never changed in place
@@ -86,9 +90,10 @@ class KvTxn:
         return results, errors
 
     def _op(self, op: dict[str, Any]) -> list[dict]:
+        if op["kind"] is None:
+            raise OpFailed("no operation specified")
         if op["kind"] != "KV":
-            raise OpFailed(f"{op['kind'] or 'no'} operation: this agent's transactions run KV operations only"
-                           if op["kind"] else "no operation specified")
+            return self._catalog_get(op["kind"], op["op"])
         verb, key = op["verb"], op["key"]
         if verb not in WRITES | READS:
             raise OpFailed(f"unknown KV verb {verb!r}".replace("'", '"'))
@@ -123,6 +128,43 @@ class KvTxn:
                                f'"{entry["Session"] or ""}" != "{op["session"]}"')
             return [self._shown(entry)]
         return self._write(verb, key, entry, op)
+
+    def _catalog_get(self, kind: str, op: dict[str, Any]) -> list[dict]:
+        """A Node, Service or Check `get`, on this agent's node or one the catalog holds."""
+        verb = str(op.get("verb") or "")
+        if kind == "Session" or verb != "get":
+            raise OpFailed(f"{kind} {verb or 'operation'}: this agent's transactions run every KV verb and the get "
+                           f"of Node, Service and Check, not this one")
+        body = {str(k).lower(): v for k, v in (op.get(kind.lower()) or {}).items()}
+        node = str(op.get("node") or "") if kind == "Service" else str(body.get("node") or "")
+        local = node == self.agent.config.node_name
+        external = self.store.catalog_nodes.get(node)
+        try:
+            if kind == "Node":
+                self.identity.require("node", "read", node)
+                if not local and external is None:
+                    raise OpFailed(f'node "{node}" doesn\'t exist')
+                return [{"Node": render.node(self.agent) if local else catalog.node_view(external)}]
+            if kind == "Service":
+                service_id = str(body.get("id") or "")
+                found = (self.store.services.get(service_id) if local
+                         else (external or {"Services": {}})["Services"].get(service_id))
+                if found is None:
+                    raise OpFailed(f'service "{service_id}" on node "{node}" doesn\'t exist')
+                self.identity.require("service", "read", found["Service"])
+                return [{"Service": render.node_service(found)}]
+            check_id = str(body.get("checkid") or "")
+            checks = render.all_checks(self.agent) if local else (catalog.checks_of(external) if external else [])
+            check = next((c for c in checks if c["CheckID"] == check_id), None)
+            if check is None:
+                raise OpFailed(f'check "{check_id}" on node "{node}" doesn\'t exist')
+            if check["ServiceName"]:
+                self.identity.require("service", "read", check["ServiceName"])
+            else:
+                self.identity.require("node", "read", node)
+            return [{"Check": check}]
+        except ConsulError as denied:
+            raise OpFailed(denied.message) from None
 
     def _write(self, verb: str, key: str, entry: dict[str, Any] | None, op: dict[str, Any]) -> list[dict]:
         if verb == "delete":
@@ -173,7 +215,7 @@ class KvTxn:
 async def txn(request: web.Request) -> web.Response:
     agent = agent_of(request)
     ops = parse_ops(read_json(await request.read()))
-    run = KvTxn(agent.store, request["identity"])
+    run = Txn(agent, request["identity"])
     results, errors = run.run(ops)
     if errors:
         response = json_reply({"Results": None, "Errors": errors})
