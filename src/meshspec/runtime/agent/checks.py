@@ -170,8 +170,8 @@ class Runners:
 
     def start(self, check: dict[str, Any]) -> None:
         self.stop(check["CheckID"])
-        if check["Type"] == "maintenance":
-            return  # held critical by the operator, not probed
+        if check["Type"] in ("maintenance", "alias"):
+            return  # maintenance: held by the operator; alias: kept in step by the agent; neither is probed
         if check["Type"] == "ttl":
             self.reset_ttl(check)
             return

@@ -116,6 +116,7 @@ class Agent:
         for check in checks:
             self._track(self.store.checks[check["CheckID"]])
             self.runners.start(self.store.checks[check["CheckID"]])
+        self._sync_aliases()
 
     def service(self, service_id: str) -> dict[str, Any]:
         service = self.store.services.get(service_id)
@@ -126,9 +127,13 @@ class Agent:
         return service
 
     def deregister_service(self, service_id: str) -> None:
+        """Remove a service, its checks, and the sidecar the agent registered for it."""
         self.service(service_id)
-        for cid in self.store.delete_service(service_id):
-            self._forget_check(cid)
+        sidecars = [sid for sid, s in self.store.services.items() if s.get("SidecarOf") == service_id]
+        for sid in [service_id, *sidecars]:
+            for cid in self.store.delete_service(sid):
+                self._forget_check(cid)
+        self._sync_aliases()
 
     # ---- checks --------------------------------------------------------------------------------
     def check(self, check_id: str) -> dict[str, Any]:
@@ -144,11 +149,13 @@ class Agent:
         stored = self.store.checks[check["CheckID"]]
         self._track(stored)
         self.runners.start(stored)
+        self._sync_aliases()
 
     def deregister_check(self, check_id: str) -> None:
         self.check(check_id)
         self.store.delete_check(check_id)
         self._forget_check(check_id)
+        self._sync_aliases()
 
     # ---- maintenance mode (the operator's drain) -------------------------------------------------
     def set_maintenance(self, enable: bool, reason: str, service_id: str = "") -> None:
@@ -179,9 +186,34 @@ class Agent:
         """A check result from a runner or a TTL update."""
         if check_id not in self.store.checks:
             return
+        self._set_status(check_id, status, output)
+        self._sync_aliases()
+
+    def _set_status(self, check_id: str, status: str, output: str) -> None:
         self.store.set_check_status(check_id, status, output)
         self._track(self.store.checks[check_id])
         self.sessions.check_changed(check_id, status)
+
+    def _sync_aliases(self) -> None:
+        """Keep every alias check at the worst status of the service (or node) it mirrors, as
+        Consul's alias checks do; a service that is not registered is critical."""
+        for check in [c for c in self.store.checks.values() if c["Type"] == "alias"]:
+            if check["AliasService"]:
+                if check["AliasService"] not in self.store.services:
+                    status, output = "critical", f"Service {check['AliasService']} could not be found on node"
+                    self._aliased(check, status, output)
+                    continue
+                mirrored = [c for c in self.store.checks.values()
+                            if c["ServiceID"] == check["AliasService"] and c["Type"] != "alias"]
+            else:
+                mirrored = [c for c in self.store.checks.values() if not c["ServiceID"]]
+            statuses = {c["Status"] for c in mirrored}
+            status = next((s for s in ("critical", "warning") if s in statuses), "passing")
+            self._aliased(check, status, "All checks passing." if status == "passing" else f"Aliased check is {status}.")
+
+    def _aliased(self, check: dict[str, Any], status: str, output: str) -> None:
+        if check["Status"] != status or check["Output"] != output:
+            self._set_status(check["CheckID"], status, output)
 
     def _check_status(self, check_id: str) -> str | None:
         if check_id == SERF_CHECK_ID:

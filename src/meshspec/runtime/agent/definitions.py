@@ -175,6 +175,8 @@ def parse_check(raw: Any, script_checks: bool) -> dict[str, Any]:
         "DeregisterCriticalServiceAfter": _duration(
             fields.get("DeregisterCriticalServiceAfter"), "DeregisterCriticalServiceAfter"
         ),
+        "AliasService": _expect(fields.get("AliasService") or "", (str,), "CheckDefinition", "AliasService", "string"),
+        "AliasNode": _expect(fields.get("AliasNode") or "", (str,), "CheckDefinition", "AliasNode", "string"),
     }
     if check["Status"] and check["Status"] not in STATUSES:
         raise bad_request("Status for checks must 'passing', 'warning', 'critical'")
@@ -186,7 +188,7 @@ def parse_check(raw: Any, script_checks: bool) -> dict[str, Any]:
             "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or "
             "'enable_local_script_checks' to true"
         )
-    if check["Type"] != "ttl" and check["Interval"] < MIN_INTERVAL:
+    if check["Type"] not in ("ttl", "alias") and check["Interval"] < MIN_INTERVAL:
         check["Interval"] = MIN_INTERVAL
     return check
 
@@ -202,6 +204,8 @@ def check_type(check: dict[str, Any]) -> str:
     """Consul's check Type; "" when the definition is not a runnable check."""
     if check["TTL"] > 0:
         return "ttl"
+    if check["AliasService"] or check["AliasNode"]:
+        return "alias"  # mirrors another service's (or node's) health; the agent keeps it in step
     has_interval = check["Interval"] > 0
     if check["DockerContainerID"] and check["ScriptArgs"] and has_interval:
         return "docker"  # Args run inside that container, through the Docker engine's exec API
@@ -291,3 +295,41 @@ def safe_parse(fn, *args):
         raise
     except (TypeError, ValueError, AttributeError) as exc:
         raise decode_failed(str(exc)) from None
+
+
+SIDECAR_PORTS = range(21000, 21256)  # Consul's sidecar_min_port..sidecar_max_port
+
+
+def sidecar_for(service: dict[str, Any], raw: Any, taken_ports: set[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The sidecar proxy Consul registers for `Connect.SidecarService` (agent/sidecar_service.go):
+    `<id>-sidecar-proxy`, kind connect-proxy, a port from 21000-21255 unless given, the parent's
+    tags and meta unless its own, a proxy pointing at the parent, and by default two checks: its
+    port listening, and an alias of the parent's health."""
+    fields = normalize(_expect(raw or {}, (dict,), "ServiceDefinition", "SidecarService", "object"), _SERVICE_KEYS,
+                       "ServiceDefinition")
+    fields["Name"] = fields.get("Name") or f"{service['Service']}-sidecar-proxy"
+    fields["ID"] = fields.get("ID") or f"{service['ID']}-sidecar-proxy"
+    fields["Kind"] = "connect-proxy"
+    if not fields.get("Port"):
+        free = [p for p in SIDECAR_PORTS if p not in taken_ports]
+        if not free:
+            raise bad_request("No sidecar port available in 21000-21255")
+        fields["Port"] = free[0]
+    if not fields.get("Tags") and service["Tags"]:
+        fields["Tags"] = list(service["Tags"])
+    if not fields.get("Meta") and service["Meta"]:
+        fields["Meta"] = dict(service["Meta"])
+    proxy = dict(fields.get("Proxy") or {})
+    proxy.setdefault("DestinationServiceName", service["Service"])
+    proxy.setdefault("DestinationServiceID", service["ID"])
+    proxy.setdefault("LocalServiceAddress", "127.0.0.1")
+    proxy.setdefault("LocalServicePort", service["Port"])
+    fields["Proxy"] = proxy
+    if fields.get("Check") is None and fields.get("Checks") is None:
+        address = fields.get("Address") or "127.0.0.1"
+        fields["Checks"] = [
+            {"Name": "Connect Sidecar Listening", "TCP": f"{address}:{fields['Port']}", "Interval": "10s"},
+            {"Name": f"Connect Sidecar Aliasing {service['ID']}", "AliasService": service["ID"]},
+        ]
+    sidecar, checks = parse_service(fields, script_checks=False)
+    return {**sidecar, "SidecarOf": service["ID"]}, checks

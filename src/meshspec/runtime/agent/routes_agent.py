@@ -10,7 +10,14 @@ from meshspec.runtime.agent import VERSION, render
 from meshspec.runtime.agent.acl import AGENT_TOKEN_KINDS
 from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.checks import truncate
-from meshspec.runtime.agent.definitions import STATUSES, normalize, parse_check_registration, parse_service, safe_parse
+from meshspec.runtime.agent.definitions import (
+    STATUSES,
+    normalize,
+    parse_check_registration,
+    parse_service,
+    safe_parse,
+    sidecar_for,
+)
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.filter import compile_filter
 from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
@@ -117,7 +124,19 @@ async def register_service(request: web.Request) -> web.Response:
     service, checks = safe_parse(parse_service, body, agent.config.enable_script_checks)
     request["identity"].require("service", "write", service["Service"])
     replace = request.query.get("replace-existing-checks", "").lower() in ("1", "true")
+    sidecar = None
+    if "SidecarService" in service["Connect"]:
+        # Consul registers the sidecar as a service of its own and keeps no SidecarService on the parent.
+        connect = dict(service["Connect"])
+        raw = connect.pop("SidecarService")
+        service = {**service, "Connect": connect}
+        taken = {s["Port"] for s in agent.store.services.values()
+                 if s["Kind"] == "connect-proxy" and s["ID"] != f"{service['ID']}-sidecar-proxy"}
+        sidecar = safe_parse(sidecar_for, service, raw, taken)
+        request["identity"].require("service", "write", sidecar[0]["Service"])
     agent.register_service(service, checks, replace)
+    if sidecar is not None:
+        agent.register_service(*sidecar, replace)
     return _ok()
 
 
