@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import threading
+
 import consul
 import pytest
+import requests
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +49,41 @@ def test_sigkill_and_restart_lose_nothing(make_agent, target, wait_until):
 def test_sigterm_exits_cleanly(agent):
     assert agent.stop() == 0
     assert "ready" in agent.log()
+
+
+def test_sigkill_during_a_stream_of_transactions_keeps_each_whole_or_absent(make_agent):
+    """Transactions of 8 keys each, sent back to back while the agent is SIGKILLed: every one the
+    agent acknowledged is there whole after the restart, and none is there in part."""
+    agent = make_agent()
+    url = f"http://{agent.address}/v1/txn"
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        n = 0
+        while not stop.is_set():
+            ops = [{"KV": {"Verb": "set", "Key": f"txn/{n}/{i}", "Value": base64.b64encode(b"v").decode()}}
+                   for i in range(8)]
+            try:
+                if requests.put(url, json=ops, timeout=2).status_code == 200:
+                    acknowledged.append(n)
+            except requests.RequestException:
+                return  # the agent died mid-request: that one was never acknowledged
+            n += 1
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    while len(acknowledged) < 30:
+        threading.Event().wait(0.01)
+    agent.kill()
+    stop.set()
+    writer.join(10)
+    agent.start()
+
+    _, entries = agent.client().kv.get("txn/", recurse=True)
+    keys_of: dict[int, int] = {}
+    for entry in entries or []:
+        n = int(entry["Key"].split("/")[1])
+        keys_of[n] = keys_of.get(n, 0) + 1
+    assert all(count == 8 for count in keys_of.values()), {n: c for n, c in keys_of.items() if c != 8}
+    assert set(acknowledged) <= set(keys_of), sorted(set(acknowledged) - set(keys_of))
