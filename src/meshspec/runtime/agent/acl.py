@@ -14,6 +14,7 @@ An unknown token answers 403 "ACL not found" everywhere.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import uuid
 from dataclasses import dataclass, field
@@ -80,8 +81,11 @@ def _stronger(a: str | None, b: str) -> str:
     return b if a is None or PRECEDENCE[b] > PRECEDENCE[a] else a
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_rules(text: str) -> Rules:
-    """Consul's rule language (HCL, or its JSON form) → Rules; ValueError says what is wrong."""
+    """Consul's rule language (HCL, or its JSON form) → Rules; ValueError says what is wrong.
+    Cached by text: every request of a token resolves its policies' rules, and HCL parsing is the
+    costly part. Callers only read the result (`Rules.merge` reads its argument)."""
     rules = Rules()
     if not text.strip():
         return rules

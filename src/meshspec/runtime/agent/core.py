@@ -186,13 +186,16 @@ class Agent:
         """A check result from a runner or a TTL update."""
         if check_id not in self.store.checks:
             return
-        self._set_status(check_id, status, output)
-        self._sync_aliases()
+        if self._set_status(check_id, status, output):
+            self._sync_aliases()  # only a change of status moves an alias (renewals are the hot path)
 
-    def _set_status(self, check_id: str, status: str, output: str) -> None:
-        self.store.set_check_status(check_id, status, output)
+    def _set_status(self, check_id: str, status: str, output: str) -> bool:
+        """Record a result; True when the status changed (sessions resting on the check learn of it)."""
+        changed = self.store.set_check_status(check_id, status, output)
         self._track(self.store.checks[check_id])
-        self.sessions.check_changed(check_id, status)
+        if changed:
+            self.sessions.check_changed(check_id, status)
+        return changed
 
     def _sync_aliases(self) -> None:
         """Keep every alias check at the worst status of the service (or node) it mirrors, as

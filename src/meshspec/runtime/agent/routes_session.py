@@ -29,28 +29,34 @@ async def create(request: web.Request) -> web.Response:
     return json_reply({"ID": agent.sessions.create(session)["ID"]})
 
 
+def _writable(request: web.Request, missing: ConsulError | None) -> tuple[str, dict | None]:
+    """The session the path names, once the token may write sessions on its node; a session that
+    does not exist raises `missing` (None: the caller answers it)."""
+    session_id = _id(request)
+    session = agent_of(request).sessions.get(session_id)
+    if session is None:
+        if missing is not None:
+            raise missing
+        return session_id, None
+    request["identity"].require("session", "write", session["Node"])
+    return session_id, session
+
+
 @routes.put("/v1/session/destroy/{session:.*}")
 async def destroy(request: web.Request) -> web.Response:
     agent = agent_of(request)
-    session_id = _id(request)
-    session = agent.sessions.get(session_id)
-    if session is None:
-        if agent.acl.enabled:  # Consul resolves the session to check the token's session:write on its node
-            raise ConsulError(500, f'Unknown session "{session_id}"')
-        return json_reply(True)
-    request["identity"].require("session", "write", session["Node"])
-    agent.sessions.destroy(session_id)
+    # Consul resolves the session to check session:write on its node: with ACLs, an unknown one is an error.
+    unknown = ConsulError(500, f'Unknown session "{_id(request)}"') if agent.acl.enabled else None
+    session_id, session = _writable(request, unknown)
+    if session is not None:
+        agent.sessions.destroy(session_id)
     return json_reply(True)
 
 
 @routes.put("/v1/session/renew/{session:.*}")
 async def renew(request: web.Request) -> web.Response:
     agent = agent_of(request)
-    session_id = _id(request)
-    session = agent.sessions.get(session_id)
-    if session is None:
-        raise ConsulError(404, f"Session id '{session_id}' not found")
-    request["identity"].require("session", "write", session["Node"])
+    session_id, session = _writable(request, ConsulError(404, f"Session id '{_id(request)}' not found"))
     agent.sessions.renew(session_id)
     return json_reply([session], agent.store.topic_index("sessions"))
 
