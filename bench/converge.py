@@ -34,7 +34,7 @@ def spec(services: int) -> dict:
     agent = {
         "name": "consul", "kind": "core", "description": "the embedded agent", "port": 18600,
         "process": {"command": ["{meshspec}", "agent", "--bind", "{address}", "--port", "{port}", "--data-dir",
-                                "{state_dir}", "--token-file", "{consul.token_file}"]},
+                                "{state_dir}", "--token-file", "{consul.management_token_file}"]},
         "health": {"http": {"path": "/v1/status/leader"}}, "routing": {"enabled": False},
     }
     web = [

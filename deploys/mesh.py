@@ -31,6 +31,7 @@ else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
+consul.token_files(name="Program tokens", token=token, wanted=mesh.program_tokens)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=built.containers_by_instance if in_containers else None)
 instances.files(name="Rendered files", wanted=mesh.files)
@@ -44,6 +45,8 @@ if in_containers:
 # (a test mesh beside yours), named by their recipe; an entry this spec no longer names may be
 # what another mesh runs. One mesh must not prune it: `make purge` empties the cache.
 consul.answering(name="Consul answers", registry=mesh.registry, token=token)
+consul.acl_tokens(name="Program tokens in Consul", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
+                  wanted=mesh.mesh_tokens)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)

@@ -11,6 +11,7 @@ from tests.bdd.steps_health import *  # noqa: F401,F403
 from tests.bdd.steps_mcp import *  # noqa: F401,F403
 from tests.bdd.steps_mesh import *  # noqa: F401,F403
 from tests.bdd.steps_proxy import *  # noqa: F401,F403
+from tests.bdd.steps_registry import *  # noqa: F401,F403
 from tests.bdd.steps_workloads import *  # noqa: F401,F403
 
 scenarios("../../features")

@@ -53,20 +53,25 @@ def test_labels_say_whose_container_it_is(plan):
 
 
 def test_state_and_token_are_mounted_at_the_same_paths(plan):
-    """The instance dir rw at its host path, the token dir ro, no engine socket for a plain service."""
+    """The instance dir rw at its host path, its service's token file ro and no other token, no
+    engine socket for a plain service."""
     inst, spec = spec_of(plan, "web")
     instance_dir = str(plan.layout.instance_dir(inst.id))
     assert spec.volumes[instance_dir] == "rw"
-    assert spec.volumes[str(plan.layout.consul_token_file.parent)] == "ro"
+    assert spec.volumes[str(plan.layout.service_token_file("web"))] == "ro"
+    assert not [v for v in spec.volumes if "consul" in v and v != str(plan.layout.service_token_file("web"))]
     assert DOCKER_SOCKET not in spec.volumes
     assert spec.run_kwargs()["volumes"][instance_dir] == {"bind": instance_dir, "mode": "rw"}
     assert spec.working_dir == instance_dir
 
 
-def test_only_the_registry_gets_the_docker_socket(plan):
-    """The agent runs docker checks through the engine; nobody else needs it."""
+def test_only_the_registry_gets_the_docker_socket_and_the_management_token(plan):
+    """The agent runs docker checks through the engine, and starts with the management token; nobody
+    else needs either."""
     with_socket = {inst.service for inst in plan.instances if DOCKER_SOCKET in container_spec(plan, inst, "i").volumes}
     assert with_socket == {"consul"}
+    management = str(plan.layout.consul_token_file)
+    assert {i.service for i in plan.instances if management in container_spec(plan, i, "i").volumes} == {"consul"}
 
 
 def test_commands_point_into_the_image(plan):

@@ -107,13 +107,13 @@ def test_the_checker_program_restarts_when_its_checks_change():
 
 
 def test_a_probe_that_needs_the_consul_token_names_its_file_not_the_token():
-    """The token is read as the probe runs: the checks file and the registration name the mesh's
-    token file, and carry no header with a token."""
+    """The token is read as the probe runs: the checks file and the registration name the service's
+    own token file, and carry no header with a token."""
     p = make_plan(parse_spec(SPEC.replace("{http: {path: /v1/status/leader}}",
                                           '{http: {path: "/v1/catalog/service/{name}", consul_token: true}}')),
                   [Host("@local", "127.0.0.1")])
     consul = p.instances_of("consul")[0]
-    assert probe(p, consul).token_file == str(p.layout.consul_token_file)
+    assert probe(p, consul).token_file == str(p.layout.service_token_file("consul"))
     assert probe(p, consul).url.endswith("/v1/catalog/service/consul")
     assert "X-Consul-Token" not in checks_file(p, p.instances, Runtime.PROCESS)
     assert probe(p, p.instances_of("files")[0]).token_file is None

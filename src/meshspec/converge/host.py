@@ -18,6 +18,7 @@ from meshspec.converge.mesh import BIN_DIR, load_mesh
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
+from meshspec.render.acl import RegistryToken, description_prefix, host_tokens, mesh_tokens
 from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
@@ -117,6 +118,20 @@ class HostMesh:
     @property
     def token_path(self) -> str:
         return str(self.layout.consul_token_file)
+
+    @property
+    def program_tokens(self) -> list[RegistryToken]:
+        """The Consul tokens whose files this host keeps: its checker's and its services'."""
+        return host_tokens(self.plan, self.host_label, self.instances)
+
+    @property
+    def mesh_tokens(self) -> list[RegistryToken]:
+        """Every program token of the mesh, which its registry holds."""
+        return mesh_tokens(self.plan)
+
+    @property
+    def token_prefix(self) -> str:
+        return description_prefix(self.plan)
 
 
 def this_host(host) -> HostMesh:

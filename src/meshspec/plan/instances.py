@@ -67,7 +67,8 @@ class Plan:
             "install_dir": self.install_dir(inst.service),
             "mesh.name": self.spec.mesh.name,
             "consul.addr": self.consul_addr,
-            "consul.token_file": self.layout.consul_token_file,
+            "consul.token_file": self.layout.service_token_file(inst.service),
+            "consul.management_token_file": self.layout.consul_token_file,
             "meshspec": self.meshspec_bin,
         }
         if self.spec.proxy.service is not None:

@@ -52,7 +52,17 @@ class Layout:
 
     @property
     def consul_token_file(self) -> PurePosixPath:
+        """The management token: the registry's own, and the deploy's and verify's (the operator's)."""
         return self.root / "consul" / "management-token"
+
+    def service_token_file(self, service: str) -> PurePosixPath:
+        """The service's own Consul token (render.acl says what it may do)."""
+        return self.root / "consul" / "tokens" / f"service-{service}"
+
+    @property
+    def checker_token_file(self) -> PurePosixPath:
+        """The host's checker's Consul token: it updates the checks of this host's instances."""
+        return self.root / "consul" / "tokens" / "checker"
 
 
 # What a deploy creates under the state dir; teardown removes these and nothing else. Installs are

@@ -80,13 +80,15 @@ class ContainerSpec:
 
 
 def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
-    """The instance's own state, its dependencies' (sockets, rendered files), the Consul token;
-    the registry also gets the engine's socket, to run docker checks."""
+    """The instance's own state, its dependencies' (sockets, rendered files), its service's Consul
+    token and no other; the registry also gets the management token and the engine's socket, to run
+    docker checks."""
     layout, service = plan.layout, plan.service(inst.service)
     mounts = {str(layout.instance_dir(inst.id)): "rw"}
     mounts |= {str(layout.instance_dir(plan.instances_of(dep)[0].id)): "rw" for dep in service.depends_on}
-    mounts[str(layout.consul_token_file.parent)] = "ro"
+    mounts[str(layout.service_token_file(inst.service))] = "ro"
     if inst.service == plan.spec.consul.service:
+        mounts[str(layout.consul_token_file)] = "ro"
         mounts[DOCKER_SOCKET] = "rw"
     return mounts
 

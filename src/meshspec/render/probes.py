@@ -68,7 +68,7 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
                  for which in ("before", "after")}
         return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
                      text(http.body), text(http.contains), owner=owner, eventually=http.eventually,
-                     token_file=str(plan.layout.consul_token_file) if http.consul_token else None, **steps)
+                     token_file=str(plan.layout.service_token_file(inst.service)) if http.consul_token else None, **steps)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:

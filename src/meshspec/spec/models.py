@@ -123,9 +123,9 @@ class HttpProbe(Strict):
     # The service stores asynchronously (queues, then inserts): read again every 0.1 s until the
     # answer holds `contains`, within the probe's timeout.
     eventually: bool = False
-    # Its requests carry the mesh's Consul token (X-Consul-Token), which whoever runs the probe reads
-    # from the mesh's token file as it runs, so the secret is in no checks file or registration: the
-    # registry's reads are default-deny.
+    # Its requests carry the service's own Consul token (X-Consul-Token), which whoever runs the probe
+    # reads from the service's token file as it runs, so the secret is in no checks file or
+    # registration: the registry's reads are default-deny.
     consul_token: bool = False
 
     @property
@@ -277,6 +277,14 @@ class Metrics(Strict):
     port: PortName | None = None  # one of the service's named ports; None: its main port
 
 
+class RegistryAccess(Strict):
+    """What the service's own Consul token may do. It always writes the service's registration and
+    checks, and reads the nodes; it reads the services the service depends on, or every service
+    (`read: all`) for one that lists the registry (an API over it, the proxy's controller)."""
+
+    read: Literal["depends_on", "all"] = "depends_on"
+
+
 class Service(Strict):
     name: ServiceName
     kind: Kind
@@ -292,6 +300,7 @@ class Service(Strict):
     depends_on: list[ServiceName] = []
     routing: Routing = Routing()
     metrics: Metrics | None = None
+    registry: RegistryAccess = RegistryAccess()
 
 
 class MeshSettings(Strict):

@@ -14,6 +14,9 @@ from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
 MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
+# The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
+# every other service reads its own token, `{consul.token_file}`.
+REGISTRY_NAMES = ("consul.management_token_file",)
 PEER_FIELDS = ("address", "port", "url", "state_dir")
 
 
@@ -27,6 +30,8 @@ def fields_of(text: str) -> list[str]:
 
 def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     names = set(INSTANCE_NAMES) | set(MESH_NAMES)
+    if service.name == spec.consul.service:
+        names |= set(REGISTRY_NAMES)
     if spec.proxy.service is None:
         names.discard("proxy.url")
     names |= {f"ports.{p}" for p in service.ports}

@@ -14,6 +14,7 @@ from meshspec.spec.models import RESERVED_META, MeshSpec, Service
 from meshspec.spec.placeholders import (
     INSTALL_NAMES,
     PROBE_NAMES,
+    REGISTRY_NAMES,
     fields_of,
     install_texts,
     probe_texts,
@@ -142,6 +143,9 @@ def placeholders(ctx: Context):
                 hint = ""
                 if name.startswith("services.") and name.split(".")[1] not in s.depends_on:
                     hint = f" (add {name.split('.')[1]!r} to depends_on to use it)"
+                elif name in REGISTRY_NAMES:
+                    hint = (f" (only the registry, {ctx.spec.consul.service!r}, holds the management token;"
+                            " a service reads its own, {consul.token_file})")
                 yield at + path, f"unknown placeholder {{{name}}}{hint}; valid: {', '.join(sorted(valid))}"
 
 

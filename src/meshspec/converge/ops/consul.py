@@ -1,4 +1,4 @@
-"""Consul: the mesh's token, its registrations, and pruning what the spec no longer names.
+"""Consul: the mesh's tokens, its registrations, and pruning what the spec no longer names.
 
 The registry is reached from the controller with py-consul over HTTP, so these operations
 read Consul's state when they run (after the agent has started) instead of through a shell
@@ -7,21 +7,27 @@ fact on the host, and apply changes with FunctionCommands.
 
 from __future__ import annotations
 
+import hmac
+import json
+import shlex
 import time
 import uuid
+from hashlib import sha256
 from io import StringIO
 from pathlib import PurePosixPath
 
 import consul
 import requests
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.common.consul_token import token_in
+from meshspec.converge.facts.files import FileDigests
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.registry import Registry
+from meshspec.render.acl import RegistryToken
 from meshspec.render.registrations import differences, is_ours
 
 UNREACHABLE = (requests.exceptions.RequestException, consul.ConsulException)
@@ -48,6 +54,128 @@ def token(path: str, value: str | None = None):
         return
     yield from files.directory._inner(path=str(PurePosixPath(path).parent), mode="700")
     yield from files.put._inner(src=StringIO((value or str(uuid.uuid4())) + "\n"), dest=path, mode="600")
+
+
+def derived_ids(management: str, name: str) -> tuple[str, str]:
+    """(AccessorID, SecretID) of the program token `name`: UUIDs made by HMAC-SHA256 keyed with the
+    management token. The deploy rewrites a lost file or token to the same value without keeping a
+    second secret, and one token's secret tells nothing of another's or of the management token."""
+    def one(label: str) -> str:
+        return str(uuid.UUID(bytes=hmac.new(management.encode(), label.encode(), sha256).digest()[:16], version=4))
+    return one(f"{name}/accessor"), one(f"{name}/secret")
+
+
+@operation()
+def token_files(token: SharedFact, wanted: list[RegistryToken]):
+    """
+    Keep each program's Consul token in its file (mode 0600, in a 0700 directory).
+
+    + token: the management token file's contents, read once per run
+    + wanted: the tokens of this host's programs
+    """
+    management = read_token(token)
+    if management is None:  # only in a --dry run before the first deploy: "Consul token" makes it
+        host.noop("the token files follow the management token, which this run makes")
+        return
+    texts = [(t.path, derived_ids(management, t.name)[1] + "\n") for t in wanted]
+    current = host.get_fact(FileDigests, paths=[path for path, _ in texts])
+    stale = [(path, text) for path, text in texts if current.get(path) != sha256(text.encode()).hexdigest()]
+    if not stale:
+        host.noop(f"{len(wanted)} token files are in place")
+        return
+    for parent in sorted({str(PurePosixPath(path).parent) for path, _ in stale}):
+        yield StringCommand("mkdir", "-p", shlex.quote(parent))
+        yield StringCommand("chmod", "700", shlex.quote(parent))  # before any secret is in it
+    for path, text in stale:
+        yield FileUploadCommand(StringIO(text), path)
+        yield StringCommand("chmod", "600", shlex.quote(path))
+
+
+def _put_policy(registry: Registry, management: str, policy_id: str | None, wanted: RegistryToken) -> None:
+    policies = registry.client(management).acl.policy
+    if policy_id:
+        policies.update(policy_id, wanted.name, description=wanted.description, rules=wanted.rules)
+    else:
+        policies.create(wanted.name, description=wanted.description, rules=wanted.rules)
+
+
+def _put_token(registry: Registry, management: str, current: dict | None, wanted: RegistryToken) -> None:
+    tokens = registry.client(management).acl.token
+    accessor, secret = derived_ids(management, wanted.name)
+    if current is not None and current.get("SecretID") == secret:
+        tokens.update(accessor, description=wanted.description, policies_name=[wanted.name])
+        return
+    if current is not None:  # a secret cannot change (Consul keeps it for the token's life): a new token
+        tokens.delete(accessor)
+    tokens.create(accessor_id=accessor, secret_id=secret, description=wanted.description, policies_name=[wanted.name])
+
+
+def _delete_token(registry: Registry, management: str, accessor: str) -> None:
+    registry.client(management).acl.token.delete(accessor)
+
+
+def _delete_policy(registry: Registry, management: str, policy_id: str) -> None:
+    registry.client(management).acl.policy.delete(policy_id)
+
+
+def _parsed(rules: str) -> dict | None:
+    """Rules as py-consul wrote them (JSON); rules written in HCL by someone else are not ours."""
+    try:
+        return json.loads(rules)
+    except ValueError:
+        return None
+
+
+def _token_as_wanted(current: dict | None, secret: str, wanted: RegistryToken) -> bool:
+    grants = ("Roles", "ServiceIdentities", "NodeIdentities", "TemplatedPolicies", "ExpirationTime")
+    return (current is not None and current.get("SecretID") == secret and current.get("Description") == wanted.description
+            and [p["Name"] for p in current.get("Policies") or []] == [wanted.name]
+            and not any(current.get(g) for g in grants))
+
+
+@operation()
+def acl_tokens(registry: Registry, token: SharedFact, prefix: str, wanted: list[RegistryToken]):
+    """
+    Keep the programs' tokens in Consul: each linked to its own policy alone, holding its rules; and
+    remove this mesh's tokens and policies that the spec no longer names.
+
+    + registry: where Consul is
+    + token: the management token file's contents, read once per run
+    + prefix: how the descriptions of this mesh's tokens and policies begin
+    + wanted: every program token of the mesh
+    """
+    management = read_token(token)
+    client = registry.client(management)
+    try:
+        policies = {p["Name"]: p for p in client.acl.policy.list()}
+        tokens = {t["AccessorID"]: t for t in client.acl.token.list()}
+        rules = {p["Name"]: _parsed(client.acl.policy.read(p["ID"])["Rules"]) for p in policies.values()
+                 if p["Name"] in {t.name for t in wanted}}
+    except consul.ACLDisabled:
+        host.noop(f"Consul at {registry.addr} has its ACLs off: it lets every program do anything")
+        return
+    except UNREACHABLE:  # a --dry run before the agent exists
+        policies, tokens, rules = {}, {}, {}
+    changes = 0
+    for want in wanted:
+        accessor, secret = derived_ids(management, want.name) if management else ("", "")
+        policy = policies.get(want.name)
+        if rules.get(want.name) != want.rules or (policy or {}).get("Description") != want.description:
+            changes += 1
+            yield FunctionCommand(_put_policy, (registry, management, policy and policy["ID"], want), {})
+        if not _token_as_wanted(tokens.get(accessor), secret, want):
+            changes += 1
+            yield FunctionCommand(_put_token, (registry, management, tokens.get(accessor), want), {})
+    keep = {derived_ids(management, w.name)[0] for w in wanted} if management else set()
+    for accessor in sorted(a for a, t in tokens.items() if (t.get("Description") or "").startswith(prefix) and a not in keep):
+        changes += 1
+        yield FunctionCommand(_delete_token, (registry, management, accessor), {})
+    for policy in sorted((p for p in policies.values() if (p.get("Description") or "").startswith(prefix)
+                          and p["Name"] not in {w.name for w in wanted}), key=lambda p: p["Name"]):
+        changes += 1
+        yield FunctionCommand(_delete_policy, (registry, management, policy["ID"]), {})
+    if not changes:
+        host.noop(f"{len(wanted)} program tokens hold their policies in Consul")
 
 
 def _wait_answering(registry: Registry, token_value: str | None, timeout: float) -> None:

@@ -1,0 +1,97 @@
+"""Steps about the registry's tokens: who holds which, and what Consul lets each one do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import consul
+import pytest
+from pytest_bdd import parsers, then
+
+from meshspec.common.consul_token import read_token
+
+
+def _token(world, service: str) -> str:
+    return read_token(world.target.plan.layout.service_token_file(service))
+
+
+def _client(world, token: str | None):
+    return world.target.mesh.registry.client(token, 5)
+
+
+def _mesh_processes(world) -> dict[int, tuple[str, str]]:
+    """{pid: (command line, environment)} of every process that runs under the mesh's state dir."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone, or a kernel thread
+            continue
+        if world.target.state_dir in cmdline or world.target.state_dir in environ:
+            found[int(proc.name)] = (cmdline, environ)
+    return found
+
+
+@then("of the mesh's processes only the registry names the management token file")
+def _(world):
+    path = str(world.target.plan.layout.consul_token_file)
+    naming = {pid: cmd for pid, (cmd, env) in _mesh_processes(world).items() if path in cmd or path in env}
+    assert naming, f"no process names {path}: the registry does not start with the management token"
+    others = {pid: cmd[:160] for pid, cmd in naming.items() if " agent " not in f"{cmd} "}
+    assert not others, f"processes other than the registry name the management token file: {others}"
+
+
+@then("no process of the mesh carries a token in its command line or environment")
+def _(world):
+    layout = world.target.plan.layout
+    secrets = {read_token(layout.consul_token_file)} | {_token(world, s.name) for s in world.target.plan.spec.services}
+    processes = _mesh_processes(world)
+    # most instances run a process that names the state dir (its data dir, a config): finding few
+    # means the search looked in the wrong place, and a clean result would prove nothing
+    assert len(processes) >= len(world.target.plan.spec.services) // 2, f"only {len(processes)} processes of the mesh were found"
+    leaks = {pid: cmd[:160] for pid, (cmd, env) in processes.items() if any(s in cmd or s in env for s in secrets)}
+    assert not leaks, f"processes carry a token in their command line or environment: {leaks}"
+
+
+@then(parsers.parse('the token of "{service}" is refused the deregistration of "{other}" with 403'))
+def _(world, service, other):
+    victim = world.target.instances_of(other)[0].id
+    with pytest.raises(consul.ACLPermissionDenied):
+        _client(world, _token(world, service)).agent.service.deregister(victim)
+    assert victim in _client(world, read_token(world.target.plan.layout.consul_token_file)).agent.services()
+
+
+@then(parsers.parse('the token of "{service}" is refused a key write with 403'))
+def _(world, service):
+    with pytest.raises(consul.ACLPermissionDenied):
+        _client(world, _token(world, service)).kv.put(f"meshspec-test/{service}", "x")
+
+
+@then(parsers.parse('the token of "{service}" reads the passing instances of "{other}"'))
+def _(world, service, other):
+    _, nodes = _client(world, _token(world, service)).health.service(other, passing=True)
+    assert sorted(n["Service"]["ID"] for n in nodes) == sorted(i.id for i in world.target.instances_of(other))
+
+
+@then(parsers.parse('the token of "{service}" reads no instance of "{other}"'))
+def _(world, service, other):
+    _, nodes = _client(world, _token(world, service)).health.service(other)
+    assert nodes == [], f"{service}'s token reads {len(nodes)} instance(s) of {other}, which it does not depend on"
+    _, everything = _client(world, read_token(world.target.plan.layout.consul_token_file)).health.service(other)
+    assert everything, f"{other} has no instance at all: the filtering was not tested"
+
+
+@then(parsers.parse('the token of "{service}" reads every service of the plan'))
+def _(world, service):
+    _, services = _client(world, _token(world, service)).catalog.services()
+    missing = {s.name for s in world.target.plan.spec.services} - set(services)
+    assert not missing, f"{service}'s token does not read {sorted(missing)}"
+
+
+@then("an anonymous read of Consul's catalog lists no service")
+def _(world):
+    _, services = _client(world, None).catalog.services()
+    assert services == {}, f"the anonymous token reads {sorted(services)}"

@@ -1,0 +1,72 @@
+"""The programs' Consul tokens as render.acl plans them, read back with the agent's own rule parser."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from meshspec.plan import make_plan
+from meshspec.plan.hosts import Host
+from meshspec.render.acl import description_prefix, host_tokens, mesh_tokens, service_rules
+from meshspec.runtime.agent.acl import parse_rules
+from meshspec.spec import load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL = [Host("@local", "127.0.0.1")]
+
+
+def shipped():
+    return make_plan(load_spec(str(ROOT / "mesh_spec.yaml")), LOCAL)
+
+
+def level(rules: dict, resource: str, name: str) -> str | None:
+    """As the agent reads the rules py-consul sends: JSON, parsed as HCL."""
+    return parse_rules(json.dumps(rules)).level(resource, name)
+
+
+def test_a_service_writes_itself_and_reads_only_what_it_depends_on():
+    plan = shipped()
+    rules = service_rules(plan, "frontend")  # depends_on: [backend-api]
+    assert level(rules, "service", "frontend") == "write"
+    assert level(rules, "service", "backend-api") == "read"
+    assert level(rules, "service", "postgresql") is None and level(rules, "service", "consul") is None
+    assert level(rules, "node", "any-node") == "read"  # Consul filters health and catalog by node too
+
+
+def test_a_service_that_lists_the_registry_reads_every_service_and_writes_only_itself():
+    rules = service_rules(shipped(), "backend-api")  # registry: {read: all}
+    assert level(rules, "service", "backend-api") == "write"
+    assert level(rules, "service", "postgresql") == "read" and level(rules, "service", "not-declared") == "read"
+    assert level(rules, "service", "frontend") == "read"  # read, never write: it cannot deregister another
+    assert level(rules, "key", "anything") is None and level(rules, "acl", "") is None
+
+
+def test_the_checker_writes_the_checks_of_its_host_s_services_and_nothing_else():
+    plan = shipped()
+    checker, *services = host_tokens(plan, "local", plan.instances)
+    assert checker.path == str(plan.layout.checker_token_file)
+    assert {level(checker.rules, "service", s.name) for s in plan.spec.services} == {"write"}
+    assert level(checker.rules, "service", "not-declared") is None and level(checker.rules, "key", "x") is None
+    assert [t.path for t in services] == [str(plan.layout.service_token_file(s)) for s in sorted(s.name for s in plan.spec.services)]
+
+
+def test_policy_names_are_consul_s_and_descriptions_tell_meshes_apart():
+    """Pruning goes by description: the tokens of mesh `a` are not those of mesh `a-b`."""
+    tokens = mesh_tokens(shipped())
+    assert len(tokens) == 41 + 1 and len({t.name for t in tokens}) == 42
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,128}", t.name) for t in tokens)
+    spec = "version: 1\nmesh: {name: %s}\nproxy: {service: null}\nservices:\n" \
+           "  - {name: consul, kind: core, description: r, port: 8500, process: {command: [agent]}, health: {tcp: {}}}\n"
+    a, ab = (make_plan(parse_spec(spec % name), LOCAL) for name in ("a", "a-b"))
+    assert not description_prefix(ab).startswith(description_prefix(a))
+    assert all(t.description.startswith(description_prefix(a)) for t in mesh_tokens(a))
+
+
+def test_every_host_keeps_its_own_checker_token_and_the_registry_holds_them_all():
+    hosts = [Host("@local", "127.0.0.1"), Host("web2", "127.0.0.2")]
+    spec = parse_spec("version: 1\nmesh: {name: m}\nproxy: {service: null}\nservices:\n"
+                      "  - {name: consul, kind: core, description: r, port: 8500, process: {command: [agent]}, health: {tcp: {}}}\n")
+    plan = make_plan(spec, hosts)
+    names = [t.name for t in mesh_tokens(plan)]
+    assert len([n for n in names if "checker" in n]) == len({i.host.label for i in plan.instances})
