@@ -7,10 +7,12 @@ import base64
 import threading
 import time
 
+import consul
 import pytest
 import requests
 
 from meshspec.runtime.agent.routes_event import id_to_index
+from tests.agent.conftest import client_with_rules
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +108,77 @@ def test_peer_queries_find_nothing_on_a_node_without_peerings(agent):
     for path in ("/v1/health/service/web", "/v1/catalog/service/web"):
         assert requests.get(f"http://{agent.address}{path}?peer=remote", timeout=5).json() == []
     assert requests.get(f"http://{agent.address}/v1/catalog/services?peer=remote", timeout=5).json() == {}
+
+
+def test_the_one_server_cannot_be_removed_nor_hand_over_leadership(agent):
+    """Raft keeps at least one voter and finds no other to lead; an unknown peer is not in the configuration."""
+    c = agent.client()
+    (server,) = c.operator.raft_config()["Servers"]
+    url = f"http://{agent.address}/v1/operator/raft/peer"
+    unknown = requests.delete(url, params={"address": "10.9.9.9:8300"}, timeout=5)
+    assert (unknown.status_code, unknown.text) == (500, 'address "10.9.9.9:8300" was not found in the Raft configuration')
+    assert requests.delete(url, params={"id": "nope"}, timeout=5).text == 'id "nope" was not found in the Raft configuration'
+    itself = requests.delete(url, params={"id": server["ID"]}, timeout=5)
+    assert itself.status_code == 500 and "need at least one voter" in itself.text
+    assert requests.delete(url, timeout=5).status_code == 400
+    assert requests.delete(url, params={"id": "a", "address": "b"}, timeout=5).status_code == 400
+    with pytest.raises(consul.ConsulException, match="cannot find peer"):
+        c.operator.raft_transfer_leader()
+    assert c.operator.raft_config()["Servers"] == [{**server, "LastIndex": c.operator.raft_config()["Servers"][0]["LastIndex"]}]
+
+
+def test_autopilot_settings_are_stored_with_cas_and_read_back(agent):
+    c = agent.client()
+    before = c.operator.autopilot_configuration()
+    assert c.operator.update_autopilot_configuration(cleanup_dead_servers=False, last_contact_threshold="300ms",
+                                                     max_trailing_logs=500, server_stabilization_time="60s") is True
+    after = c.operator.autopilot_configuration()
+    assert (after["CleanupDeadServers"], after["LastContactThreshold"], after["MaxTrailingLogs"]) == (False, "300ms", 500)
+    assert after["ServerStabilizationTime"] == "1m0s"  # as Go's Duration.String writes it
+    assert after["ModifyIndex"] > before["ModifyIndex"]
+    assert c.operator.update_autopilot_configuration(max_trailing_logs=1, cas=after["ModifyIndex"] - 1) is False
+    assert c.operator.autopilot_configuration()["MaxTrailingLogs"] == 500
+    assert c.operator.update_autopilot_configuration(max_trailing_logs=1, cas=after["ModifyIndex"]) is True
+    bad = requests.put(f"http://{agent.address}/v1/operator/autopilot/configuration", json={"LastContactThreshold": "soon"}, timeout=5)
+    assert bad.status_code == 400 and "invalid duration" in bad.text
+
+
+def test_no_keyring_without_gossip_encryption(agent):
+    c = agent.client()
+    with pytest.raises(consul.ConsulException, match=r"Keyring is empty \(encryption not enabled\)"):
+        c.operator.keyring_list()
+    with pytest.raises(consul.ConsulException, match=r"No keyring to modify \(encryption not enabled\)"):
+        c.operator.keyring_install("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")
+
+
+def test_operator_writes_need_operator_write(make_agent):
+    agent = make_agent(token=TOKEN)
+    reader = client_with_rules(agent, TOKEN, "operator-reader", 'operator = "read"\nkeyring = "read"')
+    assert reader.operator.autopilot_configuration()["MaxTrailingLogs"] == 250
+    for call in (lambda: reader.operator.update_autopilot_configuration(max_trailing_logs=1),
+                 lambda: reader.operator.raft_transfer_leader(),
+                 lambda: reader.operator.keyring_install("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=")):
+        with pytest.raises(consul.ACLPermissionDenied):
+            call()
+
+
+def test_a_coordinate_sent_for_a_known_node_is_kept_and_wakes_watchers(agent):
+    c = agent.client()
+    c.catalog.register("far-node", "10.1.1.1")
+    coord = {"Vec": [0.1, 0, 0, 0, 0, 0, 0, 0.2], "Error": 0.5, "Adjustment": 0.01, "Height": 0.0002}
+    index, _ = c.coordinate.nodes()
+    woke = {}
+    watcher = threading.Thread(target=lambda: woke.update(result=c.coordinate.nodes(index=index, wait="10s")))
+    watcher.start()
+    time.sleep(0.2)
+    assert c.coordinate.update("far-node", coord) is True
+    watcher.join(10)
+    new_index, nodes = woke["result"]
+    assert new_index > index and {n["Node"]: n["Coord"] for n in nodes}["far-node"] == coord
+    assert c.coordinate.update("never-registered", coord) is True  # skipped, as Consul's batch skips it
+    assert "never-registered" not in {n["Node"] for n in c.coordinate.nodes()[1]}
+    for bad, why in (({**coord, "Vec": [0.1] * 3}, "incompatible coordinate"), ({**coord, "Error": "x"}, "invalid coordinate")):
+        with pytest.raises(consul.ConsulException, match=why):
+            c.coordinate.update("far-node", bad)
+    c.catalog.deregister("far-node")
+    assert [n["Node"] for n in c.coordinate.nodes()[1]] == ["test-node"]

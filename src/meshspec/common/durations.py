@@ -41,3 +41,18 @@ def format_duration(seconds: float) -> str:
         if ms and ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def go_duration(seconds: float) -> str:
+    """As Go's time.Duration.String() writes it ("200ms", "10s", "1m0s", "1h30m0s"): what Consul
+    answers for a duration it stored."""
+    ns = round(seconds * 1e9)
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size or unit == "ns":
+                return sign + (f"{ns / size:.9f}".rstrip("0").rstrip(".") if ns else "0") + (unit if ns else "s")
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".")
+    return sign + (f"{hours}h{minutes}m" if hours else f"{minutes}m" if minutes else "") + f"{secs}s"

@@ -81,7 +81,9 @@ def converge_container(spec: ContainerSpec) -> None:
     if current is not None:
         _stop(current)
     for path in spec.volumes:
-        if path != DOCKER_SOCKET:
+        # directories are made if missing; files (the engine socket, token files the deploy wrote
+        # before any container) are mounted as they are
+        if path != DOCKER_SOCKET and not os.path.isfile(path):
             os.makedirs(path, exist_ok=True)
     engine.containers.run(detach=True, **spec.run_kwargs())
 

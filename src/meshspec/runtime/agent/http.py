@@ -129,3 +129,16 @@ def read_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConsulError(400, f"Request decode failed: {exc}") from None
+
+
+def read_object(raw: bytes, not_an_object: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; `not_an_object` is Consul's 400 text for any other JSON."""
+    body = read_json(raw)
+    if not isinstance(body, dict):
+        raise ConsulError(400, not_an_object)
+    return body
+
+
+def lower_keys(fields: dict[str, Any]) -> dict[str, Any]:
+    """Go's JSON decoding matches field names case-insensitively: look them up lowercased."""
+    return {str(k).lower(): v for k, v in fields.items()}

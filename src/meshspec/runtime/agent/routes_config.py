@@ -19,7 +19,7 @@ from aiohttp import web
 from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
-from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, lower_keys, read_object
 from meshspec.runtime.agent.routes_intentions import ACTIONS, put_intention, ranked
 
 routes = web.RouteTableDef()
@@ -86,10 +86,8 @@ def _cas(request: web.Request, current: dict[str, Any] | None) -> bool | None:
 @routes.put("/v1/config")
 async def apply(request: web.Request) -> web.Response:
     agent = agent_of(request)
-    body = read_json(await request.read())
-    if not isinstance(body, dict):
-        raise ConsulError(400, "Request decoding failed: the body must be a JSON object")
-    fields = {str(k).lower(): v for k, v in body.items()}
+    body = read_object(await request.read(), "Request decoding failed: the body must be a JSON object")
+    fields = lower_keys(body)
     kind, name = str(fields.get("kind") or ""), str(fields.get("name") or "")
     if not kind:
         raise ConsulError(400, "Request decoding failed: Payload does not contain a Kind/kind key at the top level")

@@ -33,13 +33,16 @@ CREATE TABLE IF NOT EXISTS acl_roles (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS intentions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS config_entries (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS catalog_nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS coordinates (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operator (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 #: Tables of JSON documents: table -> (the field that is its key, the blocking-query topic of its writes,
 #: its name in a snapshot).
 DOC_TABLES = {"acl_tokens": ("AccessorID", "acl", "ACLTokens"), "acl_policies": ("ID", "acl", "ACLPolicies"),
               "acl_roles": ("ID", "acl", "ACLRoles"), "intentions": ("ID", "intentions", "Intentions"),
               "config_entries": ("Key", "config", "ConfigEntries"),
-              "catalog_nodes": ("Node", "nodes", "CatalogNodes")}
+              "catalog_nodes": ("Node", "nodes", "CatalogNodes"),
+              "coordinates": ("Node", "coordinates", "Coordinates"), "operator": ("Name", "autopilot", "Operator")}
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -103,6 +106,9 @@ class Store:
         self.config_entries: dict[str, dict[str, Any]] = dict(self._docs("config_entries"))
         # Nodes other than this agent's, registered through /v1/catalog/register (external services).
         self.catalog_nodes: dict[str, dict[str, Any]] = dict(self._docs("catalog_nodes"))
+        # Coordinates sent with /v1/coordinate/update, by node; the operator's settings (autopilot's).
+        self.coordinates: dict[str, dict[str, Any]] = dict(self._docs("coordinates"))
+        self.operator: dict[str, dict[str, Any]] = dict(self._docs("operator"))
 
     def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
