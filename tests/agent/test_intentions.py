@@ -77,3 +77,32 @@ def test_service_rules_grant_intentions_on_their_destination(make_agent):
     admin.connect.intentions.upsert("db", "cache", action="allow")
     assert [(i["SourceName"], i["DestinationName"]) for i in c.connect.intentions.list()] == [
         ("db", "web"), ("web", "db")]  # db -> cache is on a destination this token cannot read
+
+
+def test_the_legacy_endpoints_name_an_intention_by_its_id(make_agent):
+    """POST creates and answers the ID; GET, PUT and DELETE by ID work on the intentions the exact
+    endpoints see; a second intention for the same pair is refused."""
+    agent = make_agent(token=TOKEN)
+    c = agent.client(token=TOKEN)
+    base, headers = f"http://{agent.address}/v1/connect/intentions", {"X-Consul-Token": TOKEN}
+    made = requests.post(base, json={"SourceName": "web", "DestinationName": "db", "Action": "allow",
+                                     "Description": "legacy", "Meta": {"by": "test"}}, headers=headers, timeout=5)
+    assert made.status_code == 200, made.text
+    ixn_id = made.json()["ID"]
+    read = requests.get(f"{base}/{ixn_id}", headers=headers, timeout=5).json()
+    assert (read["SourceName"], read["DestinationName"], read["Action"], read["Meta"]) == ("web", "db", "allow", {"by": "test"})
+    assert c.connect.intentions.read("web", "db")["ID"] == ixn_id
+    again = requests.post(base, json={"SourceName": "web", "DestinationName": "db", "Action": "deny"}, headers=headers, timeout=5)
+    assert again.status_code == 500 and again.text.startswith("duplicate intention found: web => db (ID: " + ixn_id)
+    changed = requests.put(f"{base}/{ixn_id}", json={"SourceName": "web", "DestinationName": "db", "Action": "deny"},
+                           headers=headers, timeout=5)
+    assert changed.status_code == 200 and c.connect.intentions.check("web", "db") is False
+    assert requests.put(f"{base}/nope", json={"SourceName": "a", "DestinationName": "b", "Action": "deny"},
+                        headers=headers, timeout=5).status_code == 500
+    reader = client_with_rules(agent, TOKEN, "db-reader", 'service "db" { policy = "read" }')
+    denied = requests.delete(f"{base}/{ixn_id}", headers={"X-Consul-Token": reader.token}, timeout=5)
+    assert denied.status_code == 403
+    assert requests.get(f"{base}/{ixn_id}", headers={"X-Consul-Token": reader.token}, timeout=5).status_code == 200
+    assert requests.delete(f"{base}/{ixn_id}", headers=headers, timeout=5).json() is True
+    assert requests.get(f"{base}/{ixn_id}", headers=headers, timeout=5).status_code == 404
+    assert c.connect.intentions.list() == []

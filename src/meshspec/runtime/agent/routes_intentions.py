@@ -6,7 +6,8 @@ namespace: exact → exact 9, `*` → exact 8, exact → `*` 6, `*` → `*` 5); 
 default is the ACL default policy: deny here with ACLs on, allow with them off. Reading needs
 `intentions = "read"` on the destination (implied by reading the service), writing `intentions =
 "write"`. Intentions are durable, in snapshots, and the source of truth the data plane is to
-enforce (issue 16). The legacy ID-based endpoints are not offered (README).
+enforce (issue 16). The legacy endpoints that name an intention by its ID (create with POST, read,
+update and delete by ID) work on the same intentions: one per source and destination.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.filter import compile_filter
-from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, lower_keys, read_object
 
 routes = web.RouteTableDef()
 WILDCARD = "*"
@@ -74,17 +75,28 @@ def _find(agent: Agent, source: str, destination: str) -> dict[str, Any] | None:
                  if i["SourceName"] == source and i["DestinationName"] == destination), None)
 
 
+def _action(fields: dict[str, Any]) -> str:
+    action = str(fields.get("action") or "").lower()
+    if action not in ACTIONS:
+        raise ConsulError(400, f"Invalid Intention: Action must be set to 'allow' or 'deny', got {action!r}")
+    return action
+
+
+def _described(intention: dict[str, Any]) -> str:
+    """As Consul's Intention.String() names one in its errors."""
+    return (f"{intention['SourceName']} => {intention['DestinationName']} (ID: {intention['ID']}, "
+            f"Precedence: {intention['Precedence']}, Action: {intention['Action'].upper()})")
+
+
 @routes.put("/v1/connect/intentions/exact")
 async def upsert(request: web.Request) -> web.Response:
     agent = agent_of(request)
     source, destination = _pair(request)
     request["identity"].require("intention", "write", destination)
-    body = read_json(await request.read())
-    fields = {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else {}
-    action = str(fields.get("action") or "").lower()
-    if action not in ACTIONS:
-        raise ConsulError(400, f"Invalid Intention: Action must be set to 'allow' or 'deny', got {action!r}")
-    put_intention(agent, source, destination, action, str(fields.get("description") or ""), dict(fields.get("meta") or {}))
+    raw = await request.read()
+    fields = lower_keys(read_object(raw, "Failed to decode request body: not a JSON object")) if raw.strip() else {}
+    put_intention(agent, source, destination, _action(fields), str(fields.get("description") or ""),
+                  dict(fields.get("meta") or {}))
     return json_reply(True)
 
 
@@ -148,3 +160,70 @@ async def check(request: web.Request) -> web.Response:
     request["identity"].require("intention", "read", destination)
     allowed = decide(list(agent.store.intentions.values()), source, destination, default_allow=not agent.acl.enabled)
     return json_reply({"Allowed": allowed}, agent.store.topic_index("intentions"))
+
+
+# ---- the legacy endpoints, by ID -----------------------------------------------------------------
+
+
+def _legacy_fields(raw: bytes) -> tuple[dict[str, Any], str, str]:
+    fields = lower_keys(read_object(raw, "Failed to decode request body: not a JSON object"))
+    source, destination = str(fields.get("sourcename") or ""), str(fields.get("destinationname") or "")
+    if not source or not destination:
+        raise ConsulError(400, "Invalid Intention: SourceName and DestinationName must be set")
+    return fields, source, destination
+
+
+def _by_id(request: web.Request, level: str) -> dict[str, Any] | None:
+    found = agent_of(request).store.intentions.get(request.match_info["id"])
+    if found is not None:
+        request["identity"].require("intention", level, found["DestinationName"])
+    return found
+
+
+@routes.post("/v1/connect/intentions")
+async def create(request: web.Request) -> web.Response:
+    """Create an intention, answering its new ID; its source and destination must have none yet."""
+    agent = agent_of(request)
+    fields, source, destination = _legacy_fields(await request.read())
+    request["identity"].require("intention", "write", destination)
+    action = _action(fields)
+    if (old := _find(agent, source, destination)) is not None:
+        raise ConsulError(500, f"duplicate intention found: {_described(old)}")
+    made = put_intention(agent, source, destination, action, str(fields.get("description") or ""),
+                         dict(fields.get("meta") or {}))
+    return json_reply({"ID": made["ID"]})
+
+
+@routes.get("/v1/connect/intentions/{id}")
+async def read_by_id(request: web.Request) -> web.Response:
+    found = _by_id(request, "read")
+    if found is None:
+        raise ConsulError(404, "Intention not found")
+    return json_reply(found, agent_of(request).store.topic_index("intentions"))
+
+
+@routes.put("/v1/connect/intentions/{id}")
+async def update_by_id(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    fields, source, destination = _legacy_fields(await request.read())
+    current = _by_id(request, "write")
+    if current is None:
+        raise ConsulError(500, f"Cannot modify non-existent intention: '{request.match_info['id']}'")
+    request["identity"].require("intention", "write", destination)
+    action = _action(fields)
+    if (other := _find(agent, source, destination)) is not None and other["ID"] != current["ID"]:
+        raise ConsulError(500, f"duplicate intention found: {_described(other)}")
+    agent.store.doc_put("intentions", {
+        **current, "SourceName": source, "DestinationName": destination, "Action": action,
+        "Precedence": precedence(source, destination), "Description": str(fields.get("description") or ""),
+        "Meta": dict(fields.get("meta") or {})})
+    return json_reply(True)
+
+
+@routes.delete("/v1/connect/intentions/{id}")
+async def delete_by_id(request: web.Request) -> web.Response:
+    found = _by_id(request, "write")
+    if found is None:
+        raise ConsulError(500, f"Cannot delete non-existent intention: '{request.match_info['id']}'")
+    agent_of(request).store.doc_delete("intentions", found["ID"])
+    return json_reply(True)
