@@ -6,8 +6,8 @@ one service (service-defaults, -resolver, -router, -splitter) need service:write
 and service:read to read; service-intentions needs intentions write/read on its destination; the
 other kinds need operator:write to write, and anyone may read them (Consul's rules). The agent
 checks what every entry needs to be found again (Kind, Name; `global` for proxy-defaults, `mesh`
-for mesh) but does not validate each kind's fields as Consul does, nor compile them into a
-discovery chain (README).
+for mesh) but does not validate each kind's fields as Consul does (README). A service's discovery
+chain is compiled from its entries as it is read (`discovery_chain.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from meshspec.common.durations import parse_duration
 from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.core import Agent
+from meshspec.runtime.agent.discovery_chain import compile_chain
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, lower_keys, read_object
 from meshspec.runtime.agent.routes_intentions import ACTIONS, put_intention, ranked
@@ -169,3 +171,28 @@ async def delete(request: web.Request) -> web.Response:
     elif f"{kind}/{name}" in agent.store.config_entries:
         agent.store.doc_delete("config_entries", f"{kind}/{name}")
     return json_reply(True if cas else {})
+
+
+@routes.get("/v1/discovery-chain/{service}")
+@routes.post("/v1/discovery-chain/{service}")
+async def discovery_chain(request: web.Request) -> web.Response:
+    """The chain as Consul compiles it in this datacenter (a POST's body overrides protocol, connect
+    timeout, mesh gateway mode); its SNI names use this agent's trust domain, `<node ID>.consul`
+    (no Connect CA here to name the cluster)."""
+    agent = agent_of(request)
+    service = request.match_info["service"]
+    raw = await request.read() if request.method == "POST" else b""
+    overrides = read_object(raw, "Request decode failed: json: cannot unmarshal into Go value of type "
+                                 "agent.discoveryChainReadRequest") if raw.strip() else {}
+    request["identity"].require("service", "read", service)
+    try:
+        parse_duration(lower_keys(overrides).get("overrideconnecttimeout"))
+    except ValueError as err:
+        raise ConsulError(400, f"Request decode failed: {err}") from None
+
+    def compute():
+        chain = compile_chain(service, lambda kind, name: _entry(agent, kind, name), agent.config.datacenter,
+                              f"{agent.store.node_id}.consul", overrides)
+        return agent.store.topic_index("config"), {"Chain": chain}, False
+
+    return await blocking_reply(request, on_topics("config"), compute)
