@@ -8,6 +8,8 @@ import consul
 import pytest
 import requests
 
+from tests.agent.conftest import client_with_rules
+
 pytestmark = pytest.mark.integration
 
 TOKEN = "txn-test-management-token"
@@ -104,8 +106,10 @@ def test_bad_bodies_and_limits_answer_as_consul(agent):
     assert (too_many.status_code, too_many.text) == (413, "Transaction contains too many operations (65 > 64)")
     bad_value = put(agent, [{"KV": {"Verb": "set", "Key": "k", "Value": "not base64!"}}])
     assert bad_value.status_code == 400 and bad_value.text.startswith("Failed to parse body: failed to decode value")
-    other = put(agent, [{"Node": {"Verb": "set", "Node": {"Node": "n2", "Address": "10.0.0.2"}}}])
-    assert other.status_code == 409 and "not this one" in other.json()["Errors"][0]["What"]
+    unknown = put(agent, [{"Node": {"Verb": "frob", "Node": {"Node": "n2"}}}, {"Session": {"Verb": "set"}}])
+    assert [e["What"] for e in unknown.json()["Errors"]] == ['unknown Node verb "frob"', 'unknown Session verb "set"']
+    own = put(agent, [{"Node": {"Verb": "set", "Node": {"Node": "test-node", "Address": "10.0.0.2"}}}])
+    assert own.status_code == 409 and "this agent's own" in own.json()["Errors"][0]["What"]
 
 
 def test_acls_deny_each_operation_and_write_nothing(make_agent):
@@ -148,3 +152,91 @@ def test_node_service_and_check_gets_read_the_catalog_in_a_transaction(agent):
     assert [results[4]["Check"]["Status"], results[5]["Check"]["Status"]] == ["critical", "passing"]
     missing = put(agent, [{"Service": {"Verb": "get", "Node": "rds-1", "Service": {"ID": "nope"}}}])
     assert missing.json()["Errors"] == [{"OpIndex": 0, "What": 'service "nope" on node "rds-1" doesn\'t exist'}]
+
+
+def test_nodes_services_and_checks_are_written_with_kv_in_one_transaction(agent):
+    """A node, its service and its check registered with a key in one transaction, read back through
+    the catalog and health APIs; CAS on each; deleting the node takes its service and check along."""
+    c = agent.client()
+    answer = c.txn.put([
+        {"Node": {"Verb": "set", "Node": {"Node": "rds-1", "Address": "10.9.9.9", "Meta": {"zone": "a"}}}},
+        {"Service": {"Verb": "set", "Node": "rds-1", "Service": {"ID": "db-ext", "Service": "db", "Port": 5432}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "rds-1", "CheckID": "db-probe", "Name": "probe",
+                                            "ServiceID": "db-ext", "Status": "passing"}}},
+        kv("set", "db/endpoint", "10.9.9.9:5432"),
+    ])
+    node, service, check, entry = (r.get("Node") or r.get("Service") or r.get("Check") or r["KV"] for r in answer["Results"])
+    assert node["ModifyIndex"] == service["ModifyIndex"] == entry["ModifyIndex"]  # one index for all of it
+    assert (service["Service"], service["Port"], check["Status"], check["ServiceName"]) == ("db", 5432, "passing", "db")
+    _, nodes = c.health.service("db", passing=True)
+    assert [(n["Node"]["Node"], n["Node"]["Meta"], n["Service"]["ID"]) for n in nodes] == [("rds-1", {"zone": "a"}, "db-ext")]
+
+    stale = put(agent, [{"Service": {"Verb": "cas", "Node": "rds-1",
+                                     "Service": {"ID": "db-ext", "Service": "db", "Port": 1, "ModifyIndex": 1}}}])
+    assert stale.json()["Errors"][0]["What"] == 'failed to set service "db-ext" on node "rds-1", index is stale'
+    moved = c.txn.put([{"Service": {"Verb": "cas", "Node": "rds-1", "Service": {
+        "ID": "db-ext", "Service": "db", "Port": 6432, "ModifyIndex": service["ModifyIndex"]}}}])
+    assert moved["Results"][0]["Service"]["Port"] == 6432
+    missing = put(agent, [{"Service": {"Verb": "set", "Node": "nowhere", "Service": {"ID": "x", "Service": "x"}}},
+                          {"Check": {"Verb": "set", "Check": {"Node": "rds-1", "CheckID": "c", "ServiceID": "nope"}}}])
+    assert [e["What"] for e in missing.json()["Errors"]] == ["Missing node registration", "Missing service registration"]
+
+    c.txn.put([{"Node": {"Verb": "delete", "Node": {"Node": "rds-1"}}}])
+    assert c.health.service("db")[1] == [] and c.catalog.node("rds-1")[1] is None
+    assert c.kv.get("db/endpoint")[1]["Value"] == b"10.9.9.9:5432"
+
+
+def test_a_failing_catalog_write_leaves_the_keys_unwritten(agent):
+    c = agent.client()
+    refused = put(agent, [kv("set", "never", "x"), {"Node": {"Verb": "set", "Node": {"Node": "n1", "Address": "10.0.0.1"}}},
+                          {"Node": {"Verb": "delete-cas", "Node": {"Node": "n1", "ModifyIndex": 1}}}])
+    assert refused.status_code == 409
+    assert refused.json()["Errors"] == [{"OpIndex": 2, "What": 'failed to delete node "n1", index is stale'}]
+    assert c.kv.get("never")[1] is None and c.catalog.node("n1")[1] is None
+
+
+def test_a_session_deleted_in_a_transaction_releases_its_locks_there(agent):
+    """The keys a session holds are released (or deleted, by its Behavior) in the same transaction,
+    and a lock later in it cannot use the ended session."""
+    c = agent.client()
+    releasing = c.session.create(lock_delay=0)
+    deleting = c.session.create(lock_delay=0, behavior="delete")
+    assert c.kv.put("leader", "me", acquire=releasing) and c.kv.put("ephemeral", "me", acquire=deleting)
+    refused = put(agent, [{"Session": {"Verb": "delete", "Session": {"ID": releasing}}}, kv("lock", "x", "v", Session=releasing)])
+    assert refused.json()["Errors"] == [{"OpIndex": 1, "What": f'invalid session "{releasing}"'}]
+    assert c.session.info(releasing)[1] is not None  # nothing of the refused transaction happened
+    c.txn.put([{"Session": {"Verb": "delete", "Session": {"ID": releasing}}},
+               {"Session": {"Verb": "delete", "Session": {"ID": deleting}}},
+               {"Session": {"Verb": "delete", "Session": {"ID": "00000000-0000-0000-0000-0000000000aa"}}}])
+    assert c.session.info(releasing)[1] is None and c.session.info(deleting)[1] is None
+    leader = c.kv.get("leader")[1]
+    assert leader["Value"] == b"me" and leader.get("Session") is None
+    assert c.kv.get("ephemeral")[1] is None
+    other = c.session.create(lock_delay=0)
+    assert c.kv.put("leader", "them", acquire=other)
+
+
+def test_catalog_and_session_operations_obey_acls(make_agent):
+    agent = make_agent(token=TOKEN)
+    c = agent.client(token=TOKEN)
+    c.catalog.register("rds-1", "10.9.9.9", service={"Service": "db", "ID": "db-ext", "Port": 5432})
+    sid = c.session.create(lock_delay=0)
+    token = client_with_rules(agent, TOKEN, "db-only", 'node_prefix "" { policy = "write" }\n'
+                              'service "db" { policy = "write" }').token
+    refused = put(agent, [{"Service": {"Verb": "set", "Node": "rds-1", "Service": {"ID": "web", "Service": "web"}}},
+                          {"Session": {"Verb": "delete", "Session": {"ID": sid}}}], token=token)
+    assert [e["OpIndex"] for e in refused.json()["Errors"]] == [0, 1]
+    assert all("Permission denied" in e["What"] for e in refused.json()["Errors"])
+    assert put(agent, [{"Service": {"Verb": "set", "Node": "rds-1", "Service": {"ID": "db-ext", "Service": "db",
+                                                                                 "Port": 6543}}}], token=token).status_code == 200
+
+
+def test_a_catalog_transaction_survives_sigkill(make_agent):
+    agent = make_agent()
+    c = agent.client()
+    c.txn.put([{"Node": {"Verb": "set", "Node": {"Node": "rds-1", "Address": "10.9.9.9"}}},
+               {"Service": {"Verb": "set", "Node": "rds-1", "Service": {"ID": "db-ext", "Service": "db", "Port": 5432}}}])
+    before = c.health.service("db")[1]
+    agent.kill()
+    agent.start()
+    assert agent.client().health.service("db")[1] == before

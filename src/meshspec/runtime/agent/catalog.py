@@ -14,6 +14,9 @@ from typing import Any
 
 from meshspec.runtime.agent.definitions import STATUSES, parse_service
 from meshspec.runtime.agent.errors import ConsulError, bad_request
+from meshspec.runtime.agent.store import service_topic
+
+NODE_FIELDS = ("Node", "ID", "Address", "Datacenter", "TaggedAddresses", "Meta")
 
 
 def _fields(raw: Any) -> dict[str, Any]:
@@ -30,20 +33,37 @@ def parse_register(raw: Any, datacenter: str) -> tuple[dict[str, Any], dict[str,
         raise bad_request("Must provide node")
     if not address and fields.get("skipnodeupdate") is not True:
         raise bad_request("Must provide address if SkipNodeUpdate is not set")
-    node = {"Node": name, "ID": str(fields.get("id") or ""), "Address": address, "Datacenter": datacenter,
-            "TaggedAddresses": dict(fields.get("taggedaddresses") or {}), "Meta": dict(fields.get("nodemeta") or {})}
-    service = None
-    if fields.get("service"):
-        body = dict(fields["service"])
-        if "Name" not in body and "Service" in body:
-            body["Name"] = body.pop("Service")  # the catalog's NodeService names it `Service`
-        service, _ = parse_service({k: v for k, v in body.items() if k.lower() not in ("check", "checks")},
-                                   script_checks=False)
+    node = node_record(name, fields, datacenter, meta_field="nodemeta")
+    service = parse_node_service(fields["service"]) if fields.get("service") else None
     raw_checks = ([fields["check"]] if fields.get("check") else []) + list(fields.get("checks") or [])
-    return node, service, [_check(c, name, service) for c in raw_checks]
+    return node, service, [parse_check(c, name, service) for c in raw_checks]
 
 
-def _check(raw: Any, node: str, service: dict[str, Any] | None) -> dict[str, Any]:
+def node_record(name: str, fields: dict[str, Any], datacenter: str, meta_field: str = "meta") -> dict[str, Any]:
+    """A node's fields from a lowercased body (a registration calls its meta NodeMeta, a Node `Meta`)."""
+    return {"Node": name, "ID": str(fields.get("id") or ""), "Address": str(fields.get("address") or ""),
+            "Datacenter": datacenter, "TaggedAddresses": dict(fields.get("taggedaddresses") or {}),
+            "Meta": dict(fields.get(meta_field) or {})}
+
+
+def parse_node_service(raw: Any) -> dict[str, Any]:
+    """A NodeService body (the catalog names it `Service`, not `Name`), validated as the agent's."""
+    body = dict(raw) if isinstance(raw, dict) else {}
+    if "Name" not in body and "Service" in body:
+        body["Name"] = body.pop("Service")
+    service, _ = parse_service({k: v for k, v in body.items() if k.lower() not in ("check", "checks", "modifyindex",
+                                                                                    "createindex")},
+                               script_checks=False)
+    return service
+
+
+def topics_of(doc: dict[str, Any] | None) -> set[str]:
+    """What a write to an external node wakes: its services' watchers and every list of nodes and checks."""
+    names = {s["Service"] for s in doc["Services"].values()} if doc else set()
+    return {"services", "checks", "nodechecks", *(service_topic(n) for n in names)}
+
+
+def parse_check(raw: Any, node: str, service: dict[str, Any] | None) -> dict[str, Any]:
     fields = _fields(raw)
     check_id = str(fields.get("checkid") or fields.get("name") or "")
     if not check_id:

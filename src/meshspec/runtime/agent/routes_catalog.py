@@ -205,12 +205,6 @@ async def health_node(request: web.Request) -> web.Response:
 # ---- catalog writes: nodes other than this agent's ------------------------------------------------
 
 
-def _external_topics(doc: dict[str, Any] | None) -> set[str]:
-    """What a write to an external node wakes: its services' watchers and every list of nodes and checks."""
-    names = {s["Service"] for s in doc["Services"].values()} if doc else set()
-    return {"services", "checks", "nodechecks", *(service_topic(n) for n in names)}
-
-
 def _own_node(agent, name: str) -> None:
     if name == agent.config.node_name:
         raise ConsulError(400, "this agent's own node is written through /v1/agent/service/register and "
@@ -228,7 +222,7 @@ async def catalog_register(request: web.Request) -> web.Response:
         identity.require("service", "write", service["Service"])
     old = agent.store.catalog_nodes.get(node["Node"])
     doc = catalog.merged(old, node, service, checks, agent.store.index + 1)
-    agent.store.doc_put("catalog_nodes", doc, _external_topics(old) | _external_topics(doc))
+    agent.store.doc_put("catalog_nodes", doc, catalog.topics_of(old) | catalog.topics_of(doc))
     return json_reply(True)
 
 
@@ -247,7 +241,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
         return json_reply(True)
     service_id, check_id = str(fields.get("serviceid") or ""), str(fields.get("checkid") or "")
     if not service_id and not check_id:
-        agent.store.doc_delete("catalog_nodes", name, _external_topics(old))
+        agent.store.doc_delete("catalog_nodes", name, catalog.topics_of(old))
         return json_reply(True)
     services, checks = dict(old["Services"]), dict(old["Checks"])
     if service_id in services:
@@ -257,7 +251,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
     checks.pop(check_id, None)
     doc = {**{k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}, "Services": services,
            "Checks": checks}
-    agent.store.doc_put("catalog_nodes", doc, _external_topics(old))
+    agent.store.doc_put("catalog_nodes", doc, catalog.topics_of(old))
     return json_reply(True)
 
 

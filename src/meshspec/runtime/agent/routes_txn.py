@@ -1,13 +1,16 @@
-"""/v1/txn: KV operations applied all or nothing, at one index, as Consul's state store runs them.
+"""/v1/txn: KV, Node, Service, Check and Session operations applied all or nothing, at one index,
+as Consul's state store runs them.
 
 Each operation sees what the ones before it in the same transaction did. Every failing operation
 is reported (`OpIndex`, `What`, Consul's texts) and then nothing is written: the answer is 409 with
-`Results: null`. A transaction that succeeds writes every key it changed in one SQLite
-transaction, so SIGKILL leaves either all of it or none. Results carry the entries each operation
-touched; only `get` and `get-or-empty` carry values, as in Consul.
+`Results: null`. A transaction that succeeds writes everything it changed (keys, nodes, sessions
+ended) in one SQLite transaction, so SIGKILL leaves either all of it or none. Results carry the
+entries each operation touched; only `get` and `get-or-empty` carry KV values, as in Consul.
 
-Node, Service and Check operations may `get` (this agent's node or one registered through the
-catalog); their writes and Session operations are refused as an error of that operation (README).
+Node, Service and Check operations read this agent's node or any other, and write the nodes
+registered through the catalog; this agent's own node is written through the agent API, which runs
+its checks (as `/v1/catalog/register` refuses it too). A Session `delete` ends the session as
+destroying it does: its Behavior on the keys it holds, then its lock delay.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from meshspec.runtime.agent import catalog, render
 from meshspec.runtime.agent.acl import Identity
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
-from meshspec.runtime.agent.http import agent_of, json_reply, read_json
+from meshspec.runtime.agent.http import agent_of, json_reply, lower_keys, read_json
 from meshspec.runtime.agent.routes_kv import MAX_VALUE_SIZE
 from meshspec.runtime.agent.store import kv_entry_of
 
@@ -33,8 +36,16 @@ READS = {"get", "get-or-empty", "get-tree", "check-index", "check-session", "che
 OTHER_KINDS = ("Node", "Service", "Check", "Session")
 
 
+CATALOG_WRITES = {"set", "cas", "delete", "delete-cas"}
+
+
 class OpFailed(Exception):
     """One operation's failure, in Consul's words."""
+
+
+def _lower(raw: Any) -> dict[str, Any]:
+    """An operation's fields, case-insensitively as Go decodes them; anything but an object has none."""
+    return lower_keys(raw) if isinstance(raw, dict) else {}
 
 
 def parse_ops(raw: Any) -> list[dict[str, Any]]:
@@ -45,13 +56,13 @@ def parse_ops(raw: Any) -> list[dict[str, Any]]:
         raise ConsulError(413, f"Transaction contains too many operations ({len(raw)} > {MAX_OPS})")
     ops = []
     for item in raw:
-        fields = {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict) else {}
+        fields = _lower(item)
         if "kv" not in fields:
             kind = next((k for k in OTHER_KINDS if k.lower() in fields), None)
             body = fields.get(kind.lower()) if kind else None
-            ops.append({"kind": kind, "op": {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else {}})
+            ops.append({"kind": kind, "op": _lower(body)})
             continue
-        kv = {str(k).lower(): v for k, v in (fields["kv"] or {}).items()}
+        kv = _lower(fields["kv"])
         value = kv.get("value")
         if value is not None:
             try:
@@ -78,6 +89,19 @@ class Txn:
         self.index = store.index + 1
         self.kv = dict(store.kv)  # entries are replaced, never changed in place
         self.changed: dict[str, dict[str, Any] | None] = {}
+        self.nodes = dict(store.catalog_nodes)  # other nodes' documents, replaced likewise
+        self.nodes_changed: dict[str, dict[str, Any] | None] = {}
+        self.node_topics: set[str] = set()
+        self.ended: dict[str, tuple[dict[str, Any], list[str]]] = {}  # session ID -> (session, keys it held)
+
+    def commit(self) -> None:
+        """Write what the operations changed, in one transaction; then the ended sessions' lock delays."""
+        if not (self.changed or self.nodes_changed or self.ended):
+            return
+        self.store.commit_txn(self.index, self.changed, {("catalog_nodes", n): d for n, d in self.nodes_changed.items()},
+                              ended_sessions=list(self.ended), topics=self.node_topics)
+        for session, held in self.ended.values():
+            self.agent.sessions.ended(session, held, "deleted by a transaction")
 
     def run(self, ops: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
         results: list[dict] = []
@@ -92,8 +116,19 @@ class Txn:
     def _op(self, op: dict[str, Any]) -> list[dict]:
         if op["kind"] is None:
             raise OpFailed("no operation specified")
+        if op["kind"] == "Session":
+            return self._session(op["op"])
         if op["kind"] != "KV":
-            return self._catalog_get(op["kind"], op["op"])
+            verb = str(op["op"].get("verb") or "")
+            if verb == "get":
+                return self._catalog_get(op["kind"], op["op"])
+            if verb not in CATALOG_WRITES:
+                raise OpFailed(f'unknown {op["kind"]} verb "{verb}"')
+            try:
+                return {"Node": self._node_write, "Service": self._service_write, "Check": self._check_write}[op["kind"]](
+                    verb, op["op"])
+            except ConsulError as denied:
+                raise OpFailed(denied.message) from None
         verb, key = op["verb"], op["key"]
         if verb not in WRITES | READS:
             raise OpFailed(f"unknown KV verb {verb!r}".replace("'", '"'))
@@ -131,14 +166,10 @@ class Txn:
 
     def _catalog_get(self, kind: str, op: dict[str, Any]) -> list[dict]:
         """A Node, Service or Check `get`, on this agent's node or one the catalog holds."""
-        verb = str(op.get("verb") or "")
-        if kind == "Session" or verb != "get":
-            raise OpFailed(f"{kind} {verb or 'operation'}: this agent's transactions run every KV verb and the get "
-                           f"of Node, Service and Check, not this one")
-        body = {str(k).lower(): v for k, v in (op.get(kind.lower()) or {}).items()}
+        body = _lower(op.get(kind.lower()))
         node = str(op.get("node") or "") if kind == "Service" else str(body.get("node") or "")
         local = node == self.agent.config.node_name
-        external = self.store.catalog_nodes.get(node)
+        external = self.nodes.get(node)
         try:
             if kind == "Node":
                 self.identity.require("node", "read", node)
@@ -166,6 +197,136 @@ class Txn:
         except ConsulError as denied:
             raise OpFailed(denied.message) from None
 
+    # ---- catalog writes: other nodes, their services and checks -----------------------------------
+
+    def _refuse_own(self, name: str) -> None:
+        if name == self.agent.config.node_name:
+            raise OpFailed(f'node "{name}" is this agent\'s own: its services and checks are written through '
+                           f'/v1/agent/service/register and /v1/agent/check/register, which run its checks')
+
+    def _other_node(self, name: str) -> dict[str, Any]:
+        """The document of a node other than this agent's, which must exist."""
+        self._refuse_own(name)
+        doc = self.nodes.get(name)
+        if doc is None:
+            raise OpFailed("Missing node registration")
+        return doc
+
+    def _put_node(self, name: str, old: dict[str, Any] | None, doc: dict[str, Any] | None) -> dict[str, Any] | None:
+        stamped = None if doc is None else {**doc, "CreateIndex": old["CreateIndex"] if old else self.index,
+                                            "ModifyIndex": self.index}
+        self.node_topics |= catalog.topics_of(old) | catalog.topics_of(stamped)
+        self.nodes_changed[name] = stamped
+        if stamped is None:
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = stamped
+        return stamped
+
+    @staticmethod
+    def _cas_ok(current: dict[str, Any] | None, body: dict[str, Any]) -> bool:
+        """Consul's CAS: index 0 only for what does not exist yet, else the current ModifyIndex."""
+        wanted = int(body.get("modifyindex") or 0)
+        return (current["ModifyIndex"] if current else 0) == wanted
+
+    def _node_write(self, verb: str, op: dict[str, Any]) -> list[dict]:
+        body = _lower(op.get("node"))
+        name = str(body.get("node") or "")
+        self.identity.require("node", "write", name)
+        self._refuse_own(name)
+        old = self.nodes.get(name)
+        if verb in ("set", "cas"):
+            if verb == "cas" and not self._cas_ok(old, body):
+                raise OpFailed(f'failed to set node "{name}", index is stale')
+            node = catalog.node_record(name, body, self.agent.config.datacenter)
+            doc = self._put_node(name, old, catalog.merged(old, node, None, [], self.index))
+            return [{"Node": catalog.node_view(doc)}]
+        if verb == "delete-cas" and old is not None and not self._cas_ok(old, body):
+            raise OpFailed(f'failed to delete node "{name}", index is stale')
+        if old is not None:
+            for service in old["Services"].values():
+                self.identity.require("service", "write", service["Service"])
+            self._put_node(name, old, None)
+        return []
+
+    def _service_write(self, verb: str, op: dict[str, Any]) -> list[dict]:
+        name = str(op.get("node") or "")
+        doc = self._other_node(name)
+        body = _lower(op.get("service"))
+        service_id = str(body.get("id") or body.get("service") or "")
+        old = doc["Services"].get(service_id)
+        if verb in ("set", "cas"):
+            service = catalog.parse_node_service(op.get("service"))
+            self.identity.require("service", "write", service["Service"])
+            if verb == "cas" and not self._cas_ok(old, body):
+                raise OpFailed(f'failed to set service "{service["ID"]}" on node "{name}", index is stale')
+            node = {k: doc[k] for k in catalog.NODE_FIELDS}
+            stored = self._put_node(name, doc, catalog.merged(doc, node, service, [], self.index))
+            return [{"Service": render.node_service(stored["Services"][service["ID"]])}]
+        if old is None:
+            return []
+        self.identity.require("service", "write", old["Service"])
+        if verb == "delete-cas" and not self._cas_ok(old, body):
+            raise OpFailed(f'failed to delete service "{service_id}" on node "{name}", index is stale')
+        services = {k: v for k, v in doc["Services"].items() if k != service_id}
+        checks = {k: c for k, c in doc["Checks"].items() if c["ServiceID"] != service_id}
+        self._put_node(name, doc, {**doc, "Services": services, "Checks": checks})
+        return []
+
+    def _check_write(self, verb: str, op: dict[str, Any]) -> list[dict]:
+        body = _lower(op.get("check"))
+        name, check_id = str(body.get("node") or ""), str(body.get("checkid") or "")
+        doc = self._other_node(name)
+        old = doc["Checks"].get(check_id)
+        if verb in ("set", "cas"):
+            service_id = str(body.get("serviceid") or "")
+            service = doc["Services"].get(service_id) if service_id else None
+            if service_id and service is None:
+                raise OpFailed("Missing service registration")
+            if service is not None:
+                self.identity.require("service", "write", service["Service"])
+            else:
+                self.identity.require("node", "write", name)
+            check = catalog.parse_check(op.get("check"), name, service)
+            if verb == "cas" and not self._cas_ok(old, body):
+                raise OpFailed(f'failed to set check "{check["CheckID"]}" on node "{name}", index is stale')
+            node = {k: doc[k] for k in catalog.NODE_FIELDS}
+            stored = self._put_node(name, doc, catalog.merged(doc, node, None, [check], self.index))
+            return [{"Check": catalog.check_view(stored, stored["Checks"][check["CheckID"]])}]
+        if old is None:
+            return []
+        owner = doc["Services"].get(old["ServiceID"])
+        if owner is not None:
+            self.identity.require("service", "write", owner["Service"])
+        else:
+            self.identity.require("node", "write", name)
+        if verb == "delete-cas" and not self._cas_ok(old, body):
+            raise OpFailed(f'failed to delete check "{check_id}" on node "{name}", index is stale')
+        self._put_node(name, doc, {**doc, "Checks": {k: c for k, c in doc["Checks"].items() if k != check_id}})
+        return []
+
+    def _session(self, op: dict[str, Any]) -> list[dict]:
+        verb = str(op.get("verb") or "")
+        if verb != "delete":
+            raise OpFailed(f'unknown Session verb "{verb}"')
+        session_id = str(_lower(op.get("session")).get("id") or "")
+        session = self.store.sessions.get(session_id)
+        if session is None or session_id in self.ended:
+            return []  # Consul: deleting a session that is gone is not an error
+        try:
+            self.identity.require("session", "write", session["Node"])
+        except ConsulError as denied:
+            raise OpFailed(f"failed to delete session: {denied.message}") from None
+        released = self.store.session_ending(session_id, self.kv, self.index)
+        for key, entry in released.items():
+            if entry is None:
+                del self.kv[key]
+            else:
+                self.kv[key] = entry
+            self.changed[key] = entry
+        self.ended[session_id] = (session, sorted(released))
+        return []
+
     def _write(self, verb: str, key: str, entry: dict[str, Any] | None, op: dict[str, Any]) -> list[dict]:
         if verb == "delete":
             self._delete([key] if entry else [])
@@ -186,7 +347,7 @@ class Txn:
             if not op["session"]:
                 raise OpFailed("missing session")
         if verb == "lock":
-            if op["session"] not in self.store.sessions:
+            if op["session"] not in self.store.sessions or op["session"] in self.ended:
                 raise OpFailed(f'invalid session "{op["session"]}"')
             if holder not in (None, op["session"]):
                 raise OpFailed(f'failed to lock key "{key}", lock is already held')
@@ -221,6 +382,5 @@ async def txn(request: web.Request) -> web.Response:
         response = json_reply({"Results": None, "Errors": errors})
         response.set_status(409)
         return response
-    if run.changed:
-        agent.store.kv_commit(run.index, run.changed)
+    run.commit()
     return json_reply({"Results": results, "Errors": None}, agent.store.index)

@@ -144,16 +144,20 @@ class Sessions:
         session = self.store.sessions.get(session_id)
         if session is None:
             return
-        timer = self._timers.pop(session_id, None)
+        self.ended(session, self.store.delete_session(session_id), why)
+
+    def ended(self, session: dict[str, Any], held: list[str], why: str) -> None:
+        """A session the store no longer holds (destroyed here, or deleted by a transaction): its
+        timer stops, and the keys it held enter its lock delay."""
+        timer = self._timers.pop(session["ID"], None)
         if timer is not None:
             timer.cancel()
-        held = self.store.delete_session(session_id)
         delay = min(session["LockDelay"] / 1e9, MAX_LOCK_DELAY)
         if delay > 0:
             until = time.monotonic() + delay
             for key in held:
                 self._lock_delays[key] = until
-        log.info("session %s (%s) %s; %d key(s) %s", session_id, session["Name"] or "unnamed", why, len(held),
+        log.info("session %s (%s) %s; %d key(s) %s", session["ID"], session["Name"] or "unnamed", why, len(held),
                  "deleted" if session["Behavior"] == "delete" else "released")
 
     def lock_delayed(self, key: str) -> bool:

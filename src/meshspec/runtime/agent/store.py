@@ -283,27 +283,64 @@ class Store:
         self._publish(index, topics)
         return True
 
-    def kv_commit(self, index: int, changed: dict[str, dict[str, Any] | None]) -> None:
-        """Write many keys in one transaction at `index` (a transaction's): an entry to store each,
-        or None to delete it."""
+    def commit_txn(self, index: int, kv: dict[str, dict[str, Any] | None],
+                   docs: dict[tuple[str, str], dict[str, Any] | None] | None = None,
+                   ended_sessions: Iterable[str] = (), topics: Iterable[str] = ()) -> None:
+        """A transaction's writes at `index`, in one SQLite transaction: KV entries (None deletes
+        the key), documents of DOC_TABLES by (table, key) (None deletes; stamped here with the index,
+        CreateIndex kept), and sessions ended (their keys' fate is in `kv`). `topics`: what else it wakes."""
         statements: list[Statement] = []
-        for key, entry in changed.items():
+        for key, entry in kv.items():
             if entry is None:
                 statements.append(("DELETE FROM kv WHERE key = ?", (key,)))
                 statements.append(("INSERT OR REPLACE INTO tombstones (key, idx) VALUES (?, ?)", (key, index)))
             else:
                 statements.append(_kv_row(entry))
                 statements.append(("DELETE FROM tombstones WHERE key = ?", (key,)))
-        topics = {"kv"} | {kv_topic(k) for k in changed}
-        self._commit(index, statements, topics)
-        for key, entry in changed.items():
+        stamped: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for (table, key), doc in (docs or {}).items():
+            if doc is None:
+                stamped[(table, key)] = None
+                statements.append((f"DELETE FROM {table} WHERE id = ?", (key,)))
+                continue
+            old = getattr(self, table).get(key)
+            stamped[(table, key)] = {**doc, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
+            statements.append((f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)", (key, json.dumps(stamped[(table, key)]))))
+        ended = list(ended_sessions)
+        statements += [("DELETE FROM sessions WHERE id = ?", (sid,)) for sid in ended]
+        woken = set(topics) | ({"kv"} | {kv_topic(k) for k in kv} if kv else set())
+        woken |= {DOC_TABLES[table][1] for table, _ in stamped} | ({"sessions"} | {session_topic(s) for s in ended} if ended else set())
+        self._commit(index, statements, woken)
+        for key, entry in kv.items():
             if entry is None:
                 self.kv.pop(key, None)
                 self.tombstones[key] = index
             else:
                 self.kv[key] = entry
                 self.tombstones.pop(key, None)
-        self._publish(index, topics)
+        for (table, key), doc in stamped.items():
+            if doc is None:
+                getattr(self, table).pop(key, None)
+            else:
+                getattr(self, table)[key] = doc
+        for sid in ended:
+            self.sessions.pop(sid, None)
+        self._publish(index, woken)
+
+    def delete_session(self, session_id: str) -> list[str]:
+        """End a session and, in the same write, do its Behavior to the keys it holds: `release`
+        unlocks them (value kept), `delete` deletes them. Returns those keys."""
+        index = self.index + 1
+        changed = self.session_ending(session_id, self.kv, index)
+        self.commit_txn(index, changed, ended_sessions=[session_id])
+        return sorted(changed)
+
+    def session_ending(self, session_id: str, kv: dict[str, dict[str, Any]], index: int) -> dict[str, dict[str, Any] | None]:
+        """What ending the session does to the keys it holds in `kv`, at `index`: its Behavior, `release`
+        (unlocked, value kept) or `delete`."""
+        behavior = self.sessions[session_id]["Behavior"]
+        held = [k for k, e in kv.items() if e["Session"] == session_id]
+        return {k: None if behavior == "delete" else {**kv[k], "Session": None, "ModifyIndex": index} for k in held}
 
     def held_by(self, session_id: str) -> list[str]:
         return sorted(k for k, e in self.kv.items() if e["Session"] == session_id)
@@ -329,56 +366,16 @@ class Store:
         self._publish(index, topics)
         return stamped
 
-    def delete_session(self, session_id: str) -> list[str]:
-        """End a session and, in the same write, do its Behavior to the keys it holds: `release`
-        unlocks them (value kept), `delete` deletes them. Returns those keys."""
-        session = self.sessions[session_id]
-        held = self.held_by(session_id)
-        index = self.index + 1
-        statements: list[Statement] = [("DELETE FROM sessions WHERE id = ?", (session_id,))]
-        released: dict[str, dict[str, Any]] = {}
-        for key in held:
-            if session["Behavior"] == "delete":
-                statements.append(("DELETE FROM kv WHERE key = ?", (key,)))
-                statements.append(("INSERT OR REPLACE INTO tombstones (key, idx) VALUES (?, ?)", (key, index)))
-            else:
-                released[key] = {**self.kv[key], "Session": None, "ModifyIndex": index}
-                statements.append(_kv_row(released[key]))
-        topics = {"sessions", session_topic(session_id)} | ({"kv"} | {kv_topic(k) for k in held} if held else set())
-        self._commit(index, statements, topics)
-        del self.sessions[session_id]
-        for key in held:
-            if key in released:
-                self.kv[key] = released[key]
-            else:
-                del self.kv[key]
-                self.tombstones[key] = index
-        self._publish(index, topics)
-        return held
-
-
     # ---- documents: ACL tokens and policies, intentions ------------------------------------------
     def doc_put(self, table: str, doc: dict[str, Any], topics: Iterable[str] = ()) -> dict[str, Any]:
         """Store a document of a DOC_TABLES table, stamped with this write's index (CreateIndex kept
         on update); `topics` are what else the write wakes besides the table's own topic."""
-        index = self.index + 1
-        field, topic, _ = DOC_TABLES[table]
-        key = doc[field]
-        old = getattr(self, table).get(key)
-        stamped = {**doc, "CreateIndex": old["CreateIndex"] if old else index, "ModifyIndex": index}
-        woken = {topic, *topics}
-        self._commit(index, [(f"INSERT OR REPLACE INTO {table} (id, doc) VALUES (?, ?)", (key, json.dumps(stamped)))],
-                     woken)
-        getattr(self, table)[key] = stamped
-        self._publish(index, woken)
-        return stamped
+        key = doc[DOC_TABLES[table][0]]
+        self.commit_txn(self.index + 1, {}, {(table, key): doc}, topics=topics)
+        return getattr(self, table)[key]
 
     def doc_delete(self, table: str, key: str, topics: Iterable[str] = ()) -> None:
-        index = self.index + 1
-        woken = {DOC_TABLES[table][1], *topics}
-        self._commit(index, [(f"DELETE FROM {table} WHERE id = ?", (key,))], woken)
-        getattr(self, table).pop(key, None)
-        self._publish(index, woken)
+        self.commit_txn(self.index + 1, {}, {(table, key): None}, topics=topics)
 
     # ---- snapshots ---------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
