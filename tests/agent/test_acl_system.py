@@ -5,6 +5,7 @@ precedence, the anonymous token, and the builtins that cannot be changed."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import consul
 import pytest
@@ -191,3 +192,38 @@ def test_a_cloned_token_has_new_secrets_and_the_same_grants(secured):
     assert clone["AccessorID"] != original["AccessorID"] and clone["SecretID"] != original["SecretID"]
     assert clone["ServiceIdentities"] == original["ServiceIdentities"] and clone["Description"] == "api, second copy"
     secured.client(token=clone["SecretID"]).agent.service.register("api", service_id="api-9", port=9)
+
+
+def test_a_token_with_an_expiration_works_until_then_and_is_gone_after(make_agent):
+    """Consul's token expiry, with the agent's minimum lifetime lowered as Consul's own
+    acl.token_min_expiration_ttl allows, so the test waits seconds rather than a minute."""
+    agent = make_agent(token=TOKEN, extra=["--acl-token-min-expiration-ttl", "1s"])
+    c = agent.client(token=TOKEN)
+    policy = c.acl.policy.create("kv-reader", rules={"key_prefix": {"": {"policy": "read"}}})
+    short = c.acl.token.create(policies_id=[policy["ID"]], expiration_ttl="2s")
+    assert "ExpirationTTL" not in short and short["ExpirationTime"].endswith("Z")  # the TTL becomes a time
+    lasting = c.acl.token.create(policies_id=[policy["ID"]])
+    c.kv.put("k", "v")
+    assert agent.client(token=short["SecretID"]).kv.get("k")[1]["Value"] == b"v"
+    with pytest.raises(consul.ConsulException, match="Cannot change expiration time"):
+        c.acl.token.update(short["AccessorID"], policies_id=[policy["ID"]], expiration_ttl="1h")
+    time.sleep(2.2)
+    with pytest.raises(consul.ACLPermissionDenied, match="ACL not found"):
+        agent.client(token=short["SecretID"]).kv.get("k")
+    assert requests.get(f"http://{agent.address}/v1/acl/token/{short['AccessorID']}",
+                        headers={"X-Consul-Token": TOKEN}, timeout=5).status_code == 404
+    listed = {t["AccessorID"] for t in c.acl.token.list()}
+    assert lasting["AccessorID"] in listed and short["AccessorID"] not in listed
+    assert agent.client(token=lasting["SecretID"]).kv.get("k")[1]["Value"] == b"v"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"ExpirationTTL": "1h", "ExpirationTime": "2099-01-01T00:00:00Z"}, "cannot both be set"),
+    ({"ExpirationTTL": "30s"}, "ExpirationTime cannot be less than 1m0s in the future (was 30s)"),
+    ({"ExpirationTTL": "48h"}, "ExpirationTime cannot be more than 24h0m0s in the future (was 48h0m0s)"),
+    ({"ExpirationTime": "2001-01-01T00:00:00Z"}, "ExpirationTime cannot be before CreateTime"),
+    ({"ExpirationTTL": "soon"}, "invalid duration"),
+])
+def test_a_lifetime_outside_consuls_bounds_is_refused(secured, body, message):
+    answer = requests.put(f"http://{secured.address}/v1/acl/token", json=body, headers={"X-Consul-Token": TOKEN}, timeout=5)
+    assert answer.status_code == 400 and message in answer.text, answer.text

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import hmac
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import hcl
@@ -183,6 +185,12 @@ def request_token(request: web.Request) -> str:
     return token.strip()
 
 
+def expired(token: dict[str, Any], now: float) -> bool:
+    """A token past its ExpirationTime: Consul resolves, reads and lists it no more."""
+    when = token.get("ExpirationTime")
+    return bool(when) and datetime.fromisoformat(when).timestamp() <= now
+
+
 class Acl:
     """Resolves a request's token to an Identity, from the management token and the store's
     tokens and policies (`store.acl_tokens` by AccessorID, `store.acl_policies` by ID)."""
@@ -206,7 +214,7 @@ class Acl:
             return self._management
         token = next((t for t in self.store.acl_tokens.values() if hmac.compare_digest(t["SecretID"].encode(), secret.encode())),
                      None)
-        if token is None:
+        if token is None or expired(token, time.time()):
             if secret == ANONYMOUS_SECRET:
                 return Identity(ANONYMOUS_ACCESSOR, False)  # the anonymous token, never stored: no rules
             raise ConsulError(403, "ACL not found")

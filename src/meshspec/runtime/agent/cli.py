@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from meshspec.common.durations import parse_duration
 from meshspec.runtime.agent.core import Config
 
 
@@ -31,6 +32,12 @@ def agent_command(
     enable_script_checks: Annotated[
         bool, typer.Option("--enable-script-checks", help="Allow checks that run commands (Args).")
     ] = False,
+    token_min_expiration_ttl: Annotated[
+        str, typer.Option("--acl-token-min-expiration-ttl", help="Shortest lifetime a token may be given (Consul's default).")
+    ] = "1m",
+    token_max_expiration_ttl: Annotated[
+        str, typer.Option("--acl-token-max-expiration-ttl", help="Longest lifetime a token may be given (Consul's default).")
+    ] = "24h",
 ) -> None:
     """Run a single-node agent that speaks Consul's HTTP API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,9 +52,14 @@ def agent_command(
         if not token:  # ACLs never switch off because a token file came out empty
             typer.echo(f"meshspec agent: the token file {token_file} is empty: refusing to start without ACLs", err=True)
             raise typer.Exit(1)
+    try:
+        lifetimes = parse_duration(token_min_expiration_ttl), parse_duration(token_max_expiration_ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     config = Config(
         data_dir=data_dir, node_name=node_name or socket.gethostname(), datacenter=datacenter, bind=bind,
         port=port, token=token or None, enable_script_checks=enable_script_checks,
+        token_min_expiration_ttl=lifetimes[0], token_max_expiration_ttl=lifetimes[1],
     )
     from meshspec.runtime.agent.app import serve  # aiohttp is imported only when the agent actually runs
 

@@ -37,6 +37,9 @@ class Config:
     port: int = 8500
     token: str | None = None
     enable_script_checks: bool = False
+    # Consul's acl.token_min_expiration_ttl and token_max_expiration_ttl, in seconds
+    token_min_expiration_ttl: float = 60.0
+    token_max_expiration_ttl: float = 24 * 3600.0
 
     @property
     def advertise(self) -> str:

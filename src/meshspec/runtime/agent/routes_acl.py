@@ -17,15 +17,18 @@ import json
 import re
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
+from meshspec.common.durations import go_duration, parse_duration
 from meshspec.runtime.agent.acl import (
     ANONYMOUS_ACCESSOR,
     ANONYMOUS_SECRET,
     MANAGEMENT_POLICY_ID,
     MANAGEMENT_POLICY_NAME,
+    expired,
     parse_rules,
     request_token,
 )
@@ -172,11 +175,63 @@ def _builtin_tokens(agent: Agent) -> dict[str, dict[str, Any]]:
 
 
 def _tokens(agent: Agent) -> dict[str, dict[str, Any]]:
-    return {**_builtin_tokens(agent), **agent.store.acl_tokens}
+    """Every live token; an expired one is found no more (Consul reaps it; here it is only hidden)."""
+    now = time.time()
+    return {**_builtin_tokens(agent), **{a: t for a, t in agent.store.acl_tokens.items() if not expired(t, now)}}
 
 
 def _rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _expiration(agent: Agent, fields: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """The ExpirationTime of a token being written, by Consul's rules: an ExpirationTTL becomes the
+    time it ends (and is not kept), the lifetime must lie within the agent's bounds, and it never
+    changes afterwards."""
+    ttl, when = fields.get("expirationttl"), fields.get("expirationtime")
+    if old is not None:
+        if ttl or when and _instant(when) != _instant(old.get("ExpirationTime") or "0001-01-01T00:00:00Z"):
+            raise ConsulError(400, "Cannot change expiration time")
+        return {"ExpirationTime": old["ExpirationTime"]} if old.get("ExpirationTime") else {}
+    now = time.time()
+    if ttl:
+        if when:
+            raise ConsulError(400, "Token Expiration TTL and Expiration Time cannot both be set")
+        if _seconds(ttl) < 0:
+            raise ConsulError(400, f"Token Expiration TTL '{go_duration(_seconds(ttl))}' should be > 0")
+        at = now + _seconds(ttl)
+    elif when:
+        at = _instant(when)
+    else:
+        return {}
+    lifetime, config = at - now, agent.config
+    if lifetime < 0:
+        raise ConsulError(400, "ExpirationTime cannot be before CreateTime")
+    if lifetime > config.token_max_expiration_ttl:
+        raise ConsulError(400, f"ExpirationTime cannot be more than {go_duration(config.token_max_expiration_ttl)} "
+                               f"in the future (was {go_duration(lifetime)})")
+    if lifetime < config.token_min_expiration_ttl:
+        raise ConsulError(400, f"ExpirationTime cannot be less than {go_duration(config.token_min_expiration_ttl)} "
+                               f"in the future (was {go_duration(lifetime)})")
+    return {"ExpirationTime": _rfc3339_nano(at)}
+
+
+def _instant(when: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(when)).timestamp()
+    except ValueError:
+        raise ConsulError(400, f"Request decode failed: parsing time {json.dumps(when)}: not RFC 3339") from None
+
+
+def _seconds(ttl: Any) -> float:
+    try:
+        return parse_duration(ttl)
+    except ValueError as err:
+        raise ConsulError(400, f"Request decode failed: {err}") from None
+
+
+def _rfc3339_nano(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _policy_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
@@ -234,6 +289,7 @@ def _token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, An
         "Description": str(fields.get("description") or ""),
         "Local": bool(fields.get("local")),
         "CreateTime": (old or {}).get("CreateTime") or _rfc3339(time.time()),
+        **_expiration(agent, fields, old),
     }
     token.update(_grants(agent, fields))
     if roles := _role_links(agent, fields.get("roles")):
