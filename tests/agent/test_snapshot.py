@@ -16,6 +16,7 @@ import requests
 pytestmark = pytest.mark.integration
 
 TOKEN = "snapshot-test-management-token"
+RESTORED_KEYS = 8_000  # enough that a restore takes tens of milliseconds, a window to SIGKILL in
 
 
 def fill(c: consul.Consul) -> str:
@@ -101,7 +102,7 @@ def test_sigkill_during_a_restore_leaves_the_old_state_or_the_new_one_whole(make
     it had before, or, once the restore was acknowledged, with everything the snapshot holds."""
     source = make_agent(token=TOKEN, name="source")
     s = source.client(token=TOKEN)
-    for n in range(0, 10000, 50):
+    for n in range(0, RESTORED_KEYS, 50):
         _txn(source, [{"KV": {"Verb": "set", "Key": f"new/{n + i:05}", "Value": "bmV3"}} for i in range(50)])
     data = s.snapshot.save()
     target = make_agent(token=TOKEN, name="target")
@@ -122,7 +123,7 @@ def test_sigkill_during_a_restore_leaves_the_old_state_or_the_new_one_whole(make
         prefixes = {k.split("/")[0] for k in kv or []}
         acknowledged = answer.get("r") == 200
         if acknowledged or prefixes == {"new"}:
-            assert kv == [f"new/{n:05}" for n in range(10000)], f"after {delay}s: {len(kv)} keys, {sorted(prefixes)}"
+            assert kv == [f"new/{n:05}" for n in range(RESTORED_KEYS)], f"after {delay}s: {len(kv)} keys, {sorted(prefixes)}"
         else:
             assert kv == sorted(f"old/{i}" for i in range(40)), f"after {delay}s: {len(kv or [])} keys, {sorted(prefixes)}"
         outcomes.append("new" if prefixes == {"new"} else "old")

@@ -12,6 +12,7 @@ from aiohttp import web
 from meshspec.runtime.agent import (
     routes_acl,
     routes_agent,
+    routes_auth,
     routes_catalog,
     routes_config,
     routes_event,
@@ -34,7 +35,7 @@ def make_app(agent: Agent) -> web.Application:
     app[AGENT_KEY] = agent
     app[WAKE_CACHE] = WakeCache()
     app[routes_event.EVENTS] = routes_event.EventLog()
-    for module in (routes_acl, routes_agent, routes_catalog, routes_config, routes_event, routes_intentions, routes_kv,
+    for module in (routes_acl, routes_agent, routes_auth, routes_catalog, routes_config, routes_event, routes_intentions, routes_kv,
                    routes_operator, routes_session, routes_snapshot, routes_txn):
         app.add_routes(module.routes)
     return app

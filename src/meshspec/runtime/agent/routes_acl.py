@@ -42,7 +42,7 @@ MANAGEMENT_RULES = "acl = \"write\"\noperator = \"write\"\nkeyring = \"write\"\n
     f'{r}_prefix "" {{ policy = "write" }}\n' for r in ("agent", "event", "key", "node", "query", "service", "session"))
 
 
-def _fields(body: Any) -> dict[str, Any]:
+def acl_fields(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ConsulError(400, "Request decode failed: json: cannot unmarshal into Go value of type structs.ACL")
     return {str(k).lower(): v for k, v in body.items()}
@@ -58,7 +58,7 @@ def _enabled(agent: Agent) -> None:
         raise ConsulError(401, "ACL support disabled")
 
 
-def _acl_agent(request: web.Request, level: str) -> Agent:
+def acl_agent(request: web.Request, level: str) -> Agent:
     """The agent, once ACLs are on and the token holds `acl:<level>`."""
     agent = agent_of(request)
     _enabled(agent)
@@ -90,7 +90,7 @@ def _unique_name(kind: str, fields: dict[str, Any], existing: dict[str, dict[str
 
 
 def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, Any]:
-    fields = _fields(body)
+    fields = acl_fields(body)
     name = _unique_name("Policy", fields, _policies(agent), policy_id)
     rules = str(fields.get("rules") or "")
     try:
@@ -105,47 +105,55 @@ def _policy_body(agent: Agent, body: Any, policy_id: str | None) -> dict[str, An
     return policy
 
 
-def _or_404(found: dict[str, Any] | None) -> dict[str, Any]:
-    """A policy or role that was asked for, or Consul's 404."""
+def or_404(found: dict[str, Any] | None, message: str = "ACL not found") -> dict[str, Any]:
+    """An ACL object that was asked for, or Consul's 404."""
     if found is None:
-        raise ConsulError(404, "ACL not found")
+        raise ConsulError(404, message)
     return found
+
+
+def delete_doc(request: web.Request, table: str, key: str) -> web.Response:
+    """Delete an ACL object by its key (acl:write); one already gone is deleted too, as in Consul."""
+    agent = acl_agent(request, "write")
+    if key in getattr(agent.store, table):
+        agent.store.doc_delete(table, key)
+    return json_reply(True)
 
 
 @routes.put("/v1/acl/policy")
 async def create_policy(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     policy = _policy_body(agent, read_json(await request.read()), None)
     return json_reply(agent.store.doc_put("acl_policies", policy))
 
 
 @routes.get("/v1/acl/policy/name/{name}")
 async def read_policy_by_name(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
+    agent = acl_agent(request, "read")
     name = request.match_info["name"]
-    return json_reply(_or_404(next((p for p in _policies(agent).values() if p["Name"] == name), None)))
+    return json_reply(or_404(next((p for p in _policies(agent).values() if p["Name"] == name), None)))
 
 
 @routes.get("/v1/acl/policy/{policy_id}")
 async def read_policy(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
-    return json_reply(_or_404(_policies(agent).get(request.match_info["policy_id"])))
+    agent = acl_agent(request, "read")
+    return json_reply(or_404(_policies(agent).get(request.match_info["policy_id"])))
 
 
 @routes.put("/v1/acl/policy/{policy_id}")
 async def update_policy(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     policy_id = request.match_info["policy_id"]
     if policy_id == MANAGEMENT_POLICY_ID:
         raise ConsulError(400, "Changing the Rules for the builtin global-management policy is not permitted")
-    _or_404(agent.store.acl_policies.get(policy_id))
+    or_404(agent.store.acl_policies.get(policy_id))
     policy = _policy_body(agent, read_json(await request.read()), policy_id)
     return json_reply(agent.store.doc_put("acl_policies", policy))
 
 
 @routes.delete("/v1/acl/policy/{policy_id}")
 async def delete_policy(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     policy_id = request.match_info["policy_id"]
     if policy_id == MANAGEMENT_POLICY_ID:
         raise ConsulError(400, "Delete operation not permitted on the builtin global-management policy")
@@ -156,7 +164,7 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/policies")
 async def list_policies(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
+    agent = acl_agent(request, "read")
     listed = [{k: v for k, v in p.items() if k != "Rules"} for p in _policies(agent).values()]
     return json_reply(sorted(listed, key=lambda p: p["Name"]), agent.store.topic_index("acl"))
 
@@ -238,7 +246,7 @@ def _policy_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
     links = []
     policies = _policies(agent)
     for link in raw or []:
-        fields = _fields(link)
+        fields = acl_fields(link)
         found = policies.get(str(fields.get("id") or "")) or next(
             (p for p in policies.values() if p["Name"] == fields.get("name")), None)
         if found is None:
@@ -250,11 +258,16 @@ def _policy_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
 def _identities(raw: Any, field: str) -> list[dict[str, Any]]:
     out = []
     for item in raw or []:
-        fields = _fields(item)
+        fields = acl_fields(item)
         name = str(fields.get(field.lower()) or "")
         if not VALID_NAME.match(name.replace(".", "-")):
             raise ConsulError(400, f"{field} identity name {name!r} is not valid")
-        out.append({field: name, **({"Datacenters": list(fields["datacenters"])} if fields.get("datacenters") else {})})
+        if field == "NodeName":  # a node identity names its one datacenter, as Consul requires
+            if not fields.get("datacenter"):
+                raise ConsulError(400, "Node identity is missing the datacenter field on this token")
+            out.append({field: name, "Datacenter": str(fields["datacenter"])})
+        else:
+            out.append({field: name, **({"Datacenters": list(fields["datacenters"])} if fields.get("datacenters") else {})})
     return out
 
 
@@ -272,7 +285,7 @@ def _grants(agent: Agent, fields: dict[str, Any]) -> dict[str, Any]:
 def _role_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
     links = []
     for link in raw or []:
-        fields = _fields(link)
+        fields = acl_fields(link)
         found = agent.store.acl_roles.get(str(fields.get("id") or "")) or next(
             (r for r in agent.store.acl_roles.values() if r["Name"] == fields.get("name")), None)
         if found is None:
@@ -281,8 +294,8 @@ def _role_links(agent: Agent, raw: Any) -> list[dict[str, str]]:
     return links
 
 
-def _token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, Any] | None) -> dict[str, Any]:
-    fields = _fields(body)
+def token_body(agent: Agent, body: Any, accessor: str | None, old: dict[str, Any] | None) -> dict[str, Any]:
+    fields = acl_fields(body)
     token = {
         "AccessorID": accessor or str(fields.get("accessorid") or uuid.uuid4()),
         "SecretID": (old or {}).get("SecretID") or str(fields.get("secretid") or uuid.uuid4()),
@@ -305,15 +318,15 @@ def _token_or_404(agent: Agent, accessor: str) -> dict[str, Any]:
     return found
 
 
-def _shown(request: web.Request, token: dict[str, Any]) -> dict[str, Any]:
+def shown_token(request: web.Request, token: dict[str, Any]) -> dict[str, Any]:
     """A token as this request may see it: its secret only with acl:write (Consul redacts it)."""
     return token if request["identity"].can("acl", "write") else {**token, "SecretID": "<hidden>"}
 
 
 @routes.put("/v1/acl/token")
 async def create_token(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
-    token = _token_body(agent, read_json(await request.read()), None, None)
+    agent = acl_agent(request, "write")
+    token = token_body(agent, read_json(await request.read()), None, None)
     if token["AccessorID"] in _tokens(agent) or any(t["SecretID"] == token["SecretID"] for t in _tokens(agent).values()):
         raise ConsulError(400, "Invalid Token: AccessorID or SecretID is already in use")
     return json_reply(agent.store.doc_put("acl_tokens", token))
@@ -321,12 +334,12 @@ async def create_token(request: web.Request) -> web.Response:
 
 @routes.put("/v1/acl/token/{accessor}/clone")
 async def clone_token(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     source = _token_or_404(agent, request.match_info["accessor"])
     if source["AccessorID"] in _builtin_tokens(agent):
         raise ConsulError(400, "Cannot clone the agent's management token or the anonymous token")
     raw = await request.read()
-    fields = _fields(read_json(raw)) if raw.strip() else {}
+    fields = acl_fields(read_json(raw)) if raw.strip() else {}
     clone = {**{k: v for k, v in source.items() if k not in ("CreateIndex", "ModifyIndex")},
              "AccessorID": str(uuid.uuid4()), "SecretID": str(uuid.uuid4()), "CreateTime": _rfc3339(time.time()),
              "Description": str(fields.get("description") or source["Description"])}
@@ -346,23 +359,23 @@ async def token_self(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/token/{accessor}")
 async def read_token(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
-    return json_reply(_shown(request, _token_or_404(agent, request.match_info["accessor"])))
+    agent = acl_agent(request, "read")
+    return json_reply(shown_token(request, _token_or_404(agent, request.match_info["accessor"])))
 
 
 @routes.put("/v1/acl/token/{accessor}")
 async def update_token(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     accessor = request.match_info["accessor"]
     if accessor == agent.acl.management_accessor:
         raise ConsulError(400, "The agent's management token comes from its token file and cannot be changed here")
     old = _token_or_404(agent, accessor)
-    return json_reply(agent.store.doc_put("acl_tokens", _token_body(agent, read_json(await request.read()), accessor, old)))
+    return json_reply(agent.store.doc_put("acl_tokens", token_body(agent, read_json(await request.read()), accessor, old)))
 
 
 @routes.delete("/v1/acl/token/{accessor}")
 async def delete_token(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     accessor = request.match_info["accessor"]
     if accessor == ANONYMOUS_ACCESSOR:
         raise ConsulError(400, "Delete operation not permitted on the anonymous token")
@@ -375,11 +388,12 @@ async def delete_token(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
-    policy = request.query.get("policy")
+    agent = acl_agent(request, "read")
+    policy, method = request.query.get("policy"), request.query.get("authmethod")
     listed = [t for t in _tokens(agent).values()
-              if not policy or any(link["ID"] == policy for link in t.get("Policies") or [])]
-    return json_reply([_shown(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])],
+              if (not policy or any(link["ID"] == policy for link in t.get("Policies") or []))
+              and (not method or t.get("AuthMethod") == method)]
+    return json_reply([shown_token(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])],
                       agent.store.topic_index("acl"))
 
 
@@ -387,7 +401,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 def _role_body(agent: Agent, body: Any, role_id: str | None) -> dict[str, Any]:
-    fields = _fields(body)
+    fields = acl_fields(body)
     name = _unique_name("Role", fields, agent.store.acl_roles, role_id)
     role = {"ID": role_id or str(uuid.uuid4()), "Name": name, "Description": str(fields.get("description") or ""),
             **_grants(agent, fields)}
@@ -397,42 +411,39 @@ def _role_body(agent: Agent, body: Any, role_id: str | None) -> dict[str, Any]:
 
 @routes.put("/v1/acl/role")
 async def create_role(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     return json_reply(agent.store.doc_put("acl_roles", _role_body(agent, read_json(await request.read()), None)))
 
 
 @routes.get("/v1/acl/role/name/{name}")
 async def read_role_by_name(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
+    agent = acl_agent(request, "read")
     name = request.match_info["name"]
-    return json_reply(_or_404(next((r for r in agent.store.acl_roles.values() if r["Name"] == name), None)))
+    return json_reply(or_404(next((r for r in agent.store.acl_roles.values() if r["Name"] == name), None)))
 
 
 @routes.get("/v1/acl/role/{role_id}")
 async def read_role(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
-    return json_reply(_or_404(agent.store.acl_roles.get(request.match_info["role_id"])))
+    agent = acl_agent(request, "read")
+    return json_reply(or_404(agent.store.acl_roles.get(request.match_info["role_id"])))
 
 
 @routes.put("/v1/acl/role/{role_id}")
 async def update_role(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
+    agent = acl_agent(request, "write")
     role_id = request.match_info["role_id"]
-    _or_404(agent.store.acl_roles.get(role_id))
+    or_404(agent.store.acl_roles.get(role_id))
     return json_reply(agent.store.doc_put("acl_roles", _role_body(agent, read_json(await request.read()), role_id)))
 
 
 @routes.delete("/v1/acl/role/{role_id}")
 async def delete_role(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "write")
-    if request.match_info["role_id"] in agent.store.acl_roles:
-        agent.store.doc_delete("acl_roles", request.match_info["role_id"])
-    return json_reply(True)
+    return delete_doc(request, "acl_roles", request.match_info["role_id"])
 
 
 @routes.get("/v1/acl/roles")
 async def list_roles(request: web.Request) -> web.Response:
-    agent = _acl_agent(request, "read")
+    agent = acl_agent(request, "read")
     policy = request.query.get("policy")
     listed = [r for r in agent.store.acl_roles.values()
               if not policy or any(link["ID"] == policy for link in r.get("Policies") or [])]

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS intentions (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS config_entries (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS catalog_nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS coordinates (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acl_auth_methods (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acl_binding_rules (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS operator (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 #: Tables of JSON documents: table -> (the field that is its key, the blocking-query topic of its writes,
@@ -42,7 +44,8 @@ DOC_TABLES = {"acl_tokens": ("AccessorID", "acl", "ACLTokens"), "acl_policies": 
               "acl_roles": ("ID", "acl", "ACLRoles"), "intentions": ("ID", "intentions", "Intentions"),
               "config_entries": ("Key", "config", "ConfigEntries"),
               "catalog_nodes": ("Node", "nodes", "CatalogNodes"),
-              "coordinates": ("Node", "coordinates", "Coordinates"), "operator": ("Name", "autopilot", "Operator")}
+              "coordinates": ("Node", "coordinates", "Coordinates"), "operator": ("Name", "autopilot", "Operator"),
+              "acl_auth_methods": ("Name", "acl", "ACLAuthMethods"), "acl_binding_rules": ("ID", "acl", "ACLBindingRules")}
 KV_COLUMNS = "key, value, flags, create_index, modify_index, lock_index, session"
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -109,6 +112,8 @@ class Store:
         # Coordinates sent with /v1/coordinate/update, by node; the operator's settings (autopilot's).
         self.coordinates: dict[str, dict[str, Any]] = dict(self._docs("coordinates"))
         self.operator: dict[str, dict[str, Any]] = dict(self._docs("operator"))
+        self.acl_auth_methods: dict[str, dict[str, Any]] = dict(self._docs("acl_auth_methods"))
+        self.acl_binding_rules: dict[str, dict[str, Any]] = dict(self._docs("acl_binding_rules"))
 
     def _docs(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
         return ((key, json.loads(doc)) for key, doc in self._db.execute(f"SELECT id, doc FROM {table}"))
