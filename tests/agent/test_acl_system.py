@@ -5,6 +5,7 @@ precedence, the anonymous token, and the builtins that cannot be changed."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import consul
@@ -227,3 +228,24 @@ def test_a_token_with_an_expiration_works_until_then_and_is_gone_after(make_agen
 def test_a_lifetime_outside_consuls_bounds_is_refused(secured, body, message):
     answer = requests.put(f"http://{secured.address}/v1/acl/token", json=body, headers={"X-Consul-Token": TOKEN}, timeout=5)
     assert answer.status_code == 400 and message in answer.text, answer.text
+
+
+def test_acl_lists_are_blocking_queries(secured):
+    """A watcher of the token list (as consul-template or an operator's tool keeps one) wakes when a
+    token is made, and not before."""
+    url, headers = f"http://{secured.address}/v1/acl/tokens", {"X-Consul-Token": TOKEN}
+    index = int(requests.get(url, headers=headers, timeout=5).headers["X-Consul-Index"])
+    for path in ("policies", "roles", "auth-methods", "binding-rules"):
+        assert requests.get(f"http://{secured.address}/v1/acl/{path}", headers=headers, timeout=5).headers["X-Consul-Index"]
+    answers: dict = {}
+    watcher = threading.Thread(target=lambda: answers.update(r=requests.get(url, params={"index": index, "wait": "10s"},
+                                                                            headers=headers, timeout=15)))
+    started = time.monotonic()
+    watcher.start()
+    time.sleep(0.3)
+    assert watcher.is_alive(), "the watcher answered before anything changed"
+    made = secured.client(token=TOKEN).acl.token.create(description="wakes the watcher")
+    watcher.join(10)
+    assert time.monotonic() - started < 5
+    assert made["AccessorID"] in {t["AccessorID"] for t in answers["r"].json()}
+    assert int(answers["r"].headers["X-Consul-Index"]) > index

@@ -17,6 +17,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,9 +33,10 @@ from meshspec.runtime.agent.acl import (
     parse_rules,
     request_token,
 )
+from meshspec.runtime.agent.blocking import on_topics
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
-from meshspec.runtime.agent.http import agent_of, json_reply, read_json
+from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
 
 routes = web.RouteTableDef()
 VALID_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
@@ -112,6 +114,12 @@ def or_404(found: dict[str, Any] | None, message: str = "ACL not found") -> dict
     return found
 
 
+async def acl_list(request: web.Request, listing: Callable[[], list[dict[str, Any]]]) -> web.Response:
+    """A list of ACL objects as a blocking query (acl:read): it answers again when any ACL object changes."""
+    agent = acl_agent(request, "read")
+    return await blocking_reply(request, on_topics("acl"), lambda: (agent.store.topic_index("acl"), listing(), False))
+
+
 def delete_doc(request: web.Request, table: str, key: str) -> web.Response:
     """Delete an ACL object by its key (acl:write); one already gone is deleted too, as in Consul."""
     agent = acl_agent(request, "write")
@@ -164,9 +172,9 @@ async def delete_policy(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/policies")
 async def list_policies(request: web.Request) -> web.Response:
-    agent = acl_agent(request, "read")
-    listed = [{k: v for k, v in p.items() if k != "Rules"} for p in _policies(agent).values()]
-    return json_reply(sorted(listed, key=lambda p: p["Name"]), agent.store.topic_index("acl"))
+    agent = agent_of(request)
+    return await acl_list(request, lambda: sorted(({k: v for k, v in p.items() if k != "Rules"}
+                                                   for p in _policies(agent).values()), key=lambda p: p["Name"]))
 
 
 # ---- tokens --------------------------------------------------------------------------------------
@@ -388,13 +396,16 @@ async def delete_token(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    agent = acl_agent(request, "read")
+    agent = agent_of(request)
     policy, method = request.query.get("policy"), request.query.get("authmethod")
-    listed = [t for t in _tokens(agent).values()
-              if (not policy or any(link["ID"] == policy for link in t.get("Policies") or []))
-              and (not method or t.get("AuthMethod") == method)]
-    return json_reply([shown_token(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])],
-                      agent.store.topic_index("acl"))
+
+    def listing() -> list[dict[str, Any]]:
+        listed = [t for t in _tokens(agent).values()
+                  if (not policy or any(link["ID"] == policy for link in t.get("Policies") or []))
+                  and (not method or t.get("AuthMethod") == method)]
+        return [shown_token(request, t) for t in sorted(listed, key=lambda t: t["CreateIndex"])]
+
+    return await acl_list(request, listing)
 
 
 # ---- roles ---------------------------------------------------------------------------------------
@@ -443,11 +454,9 @@ async def delete_role(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/roles")
 async def list_roles(request: web.Request) -> web.Response:
-    agent = acl_agent(request, "read")
-    policy = request.query.get("policy")
-    listed = [r for r in agent.store.acl_roles.values()
-              if not policy or any(link["ID"] == policy for link in r.get("Policies") or [])]
-    return json_reply(sorted(listed, key=lambda r: r["Name"]), agent.store.topic_index("acl"))
+    agent, policy = agent_of(request), request.query.get("policy")
+    return await acl_list(request, lambda: sorted((r for r in agent.store.acl_roles.values() if not policy or any(
+        link["ID"] == policy for link in r.get("Policies") or [])), key=lambda r: r["Name"]))
 
 
 @routes.put("/v1/acl/bootstrap")

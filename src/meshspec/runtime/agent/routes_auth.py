@@ -21,7 +21,15 @@ from meshspec.runtime.agent.auth_methods import bound, method_of, rule_of, varia
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.errors import ConsulError
 from meshspec.runtime.agent.http import agent_of, json_reply, read_json
-from meshspec.runtime.agent.routes_acl import VALID_NAME, acl_agent, acl_fields, delete_doc, or_404, token_body
+from meshspec.runtime.agent.routes_acl import (
+    VALID_NAME,
+    acl_agent,
+    acl_fields,
+    acl_list,
+    delete_doc,
+    or_404,
+    token_body,
+)
 
 routes = web.RouteTableDef()
 
@@ -81,9 +89,9 @@ async def delete_method(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/auth-methods")
 async def list_methods(request: web.Request) -> web.Response:
-    agent = acl_agent(request, "read")
-    listed = [{k: v for k, v in m.items() if k != "Config"} for _, m in sorted(agent.store.acl_auth_methods.items())]
-    return json_reply(listed, agent.store.topic_index("acl"))
+    agent = agent_of(request)
+    return await acl_list(request, lambda: [{k: v for k, v in m.items() if k != "Config"}
+                                            for _, m in sorted(agent.store.acl_auth_methods.items())])
 
 
 # ---- binding rules -------------------------------------------------------------------------------
@@ -123,10 +131,9 @@ async def delete_rule(request: web.Request) -> web.Response:
 
 @routes.get("/v1/acl/binding-rules")
 async def list_rules(request: web.Request) -> web.Response:
-    agent = acl_agent(request, "read")
-    method = request.query.get("authmethod")
-    listed = [r for r in agent.store.acl_binding_rules.values() if not method or r["AuthMethod"] == method]
-    return json_reply(sorted(listed, key=lambda r: r["CreateIndex"]), agent.store.topic_index("acl"))
+    agent, method = agent_of(request), request.query.get("authmethod")
+    return await acl_list(request, lambda: sorted((r for r in agent.store.acl_binding_rules.values()
+                                                   if not method or r["AuthMethod"] == method), key=lambda r: r["CreateIndex"]))
 
 
 # ---- login and logout ----------------------------------------------------------------------------

@@ -145,12 +145,16 @@ async def match(request: web.Request) -> web.Response:
     names = request.query.getall("name", [])
     if not names:
         raise ConsulError(400, "required query parameter 'name' not set")
-    answer = {}
-    for name in names:
-        found = [i for i in agent.store.intentions.values()
-                 if matches(i, name if by == "source" else None, name if by == "destination" else None)]
-        answer[name] = [i for i in ranked(found) if request["identity"].can("intention", "read", i["DestinationName"])]
-    return json_reply(answer, agent.store.topic_index("intentions"))
+
+    def compute():
+        answer = {}
+        for name in names:
+            found = [i for i in agent.store.intentions.values()
+                     if matches(i, name if by == "source" else None, name if by == "destination" else None)]
+            answer[name] = [i for i in ranked(found) if request["identity"].can("intention", "read", i["DestinationName"])]
+        return agent.store.topic_index("intentions"), answer, False
+
+    return await blocking_reply(request, on_topics("intentions"), compute)
 
 
 @routes.get("/v1/connect/intentions/check")
