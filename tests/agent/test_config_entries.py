@@ -64,3 +64,28 @@ def test_writing_an_entry_needs_what_its_kind_configures(make_agent):
         web.config.set("proxy-defaults", "global", {"Config": {}})  # operator:write
     admin.config.set("service-defaults", "db", {"Protocol": "tcp"})
     assert [e["Name"] for e in web.config.list("service-defaults")] == ["web"]  # db's is filtered out
+
+
+@pytest.mark.parametrize("kind, entry, status, message", [
+    ("service-defaults", {"Protocol": "http", "Colour": "blue"}, 400, 'invalid config key "Colour"'),
+    ("service-resolver", {"ConnectTimeout": "soon"}, 400, "ConnectTimeout: time: invalid duration"),
+    ("service-resolver", {"DefaultSubset": "v9", "Subsets": {"v1": {}}}, 500, 'Bad DefaultSubset "v9": not a valid subset'),
+    ("service-resolver", {"Subsets": {"V_1": {}}}, 500, 'Subset "V_1" is invalid'),
+    ("service-resolver", {"Redirect": {"Service": "b"}, "Failover": {"*": {"Service": "c"}}}, 500, "cannot both be set"),
+    ("service-resolver", {"Failover": {"v2": {"Service": "c"}}}, 500, 'Bad Failover["v2"]: not a valid subset'),
+    ("service-splitter", {"Splits": [{"Weight": 60}, {"Weight": 30, "Service": "b"}]}, 500, "must be 100, not 90.00"),
+    ("service-router", {"Routes": []}, 500, 'uses a protocol "tcp" that does not permit advanced routing'),
+])
+def test_an_entry_consul_would_refuse_is_refused_and_not_stored(agent, kind, entry, status, message):
+    answer = requests.put(f"http://{agent.address}/v1/config", json={"Kind": kind, "Name": "web", **entry}, timeout=5)
+    assert answer.status_code == status and message in answer.text, answer.text
+    assert requests.get(f"http://{agent.address}/v1/config/{kind}/web", timeout=5).status_code == 404
+
+
+def test_routers_and_splitters_are_stored_once_the_protocol_permits_them(agent):
+    c = agent.client()
+    assert c.config.set("service-defaults", "web", {"Protocol": "http", "mesh_gateway": {"Mode": "local"}})
+    assert c.config.set("service-resolver", "web", {"connect_timeout": "3s", "Subsets": {"v1": {"Filter": "Service.Meta.v == 1"}}})
+    assert c.config.set("service-splitter", "web", {"Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10}]})
+    assert c.config.set("service-router", "web", {"Routes": [{"Match": {"HTTP": {"PathPrefix": "/admin"}}}]})
+    assert c.discovery_chain.get("web")["Chain"]["StartNode"] == "router:web.default.default"

@@ -6,8 +6,8 @@ one service (service-defaults, -resolver, -router, -splitter) need service:write
 and service:read to read; service-intentions needs intentions write/read on its destination; the
 other kinds need operator:write to write, and anyone may read them (Consul's rules). The agent
 checks what every entry needs to be found again (Kind, Name; `global` for proxy-defaults, `mesh`
-for mesh) but does not validate each kind's fields as Consul does (README). A service's discovery
-chain is compiled from its entries as it is read (`discovery_chain.py`).
+for mesh), and the kinds it reads itself as Consul checks them (`config_entries.py`). A service's
+discovery chain is compiled from its entries as it is read (`discovery_chain.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from meshspec.common.durations import parse_duration
 from meshspec.runtime.agent.blocking import on_topics
+from meshspec.runtime.agent.config_entries import check_entry
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.discovery_chain import compile_chain
 from meshspec.runtime.agent.errors import ConsulError
@@ -99,6 +100,7 @@ async def apply(request: web.Request) -> web.Response:
     if FIXED_NAMES.get(kind, name) != name:
         raise ConsulError(400, f'Request decoding failed: invalid name ("{name}"), only "{FIXED_NAMES[kind]}" is supported')
     _require(request, kind, name, "write")
+    check_entry(kind, name, body, lambda k, n: _entry(agent, k, n))
     if _cas(request, _entry(agent, kind, name)) is False:
         return json_reply(False)
     if kind == INTENTIONS:
