@@ -73,5 +73,9 @@ async def _until_signalled(agent: Agent, config: Config) -> None:
         config.bind, config.port, config.node_name, config.datacenter,
         "enabled" if agent.acl.enabled else "disabled", agent.store.index,
     )
-    await stop.wait()
-    log.info("meshspec agent shutting down")
+    signalled = asyncio.ensure_future(stop.wait())
+    left = asyncio.ensure_future(agent.leaving.wait())
+    await asyncio.wait((signalled, left), return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (signalled, left):
+        waiting.cancel()
+    log.info("meshspec agent %s", "leaving (/v1/agent/leave)" if agent.leaving.is_set() else "shutting down")

@@ -16,6 +16,7 @@ from meshspec.runtime.agent.definitions import parse_check
 from meshspec.runtime.agent.errors import ConsulError, not_found
 from meshspec.runtime.agent.sessions import SERF_CHECK_ID, Sessions
 from meshspec.runtime.agent.store import Store
+from meshspec.runtime.agent.telemetry import LogFanOut, Metrics
 
 log = logging.getLogger("meshspec.agent")
 
@@ -77,8 +78,14 @@ class Agent:
         self.critical_since: dict[str, float] = {}
         self.started = time.time()
         self._reaper: asyncio.Task | None = None
+        self.metrics = Metrics()
+        self.log_streams: LogFanOut | None = None
+        self.leaving: asyncio.Event | None = None  # set by /v1/agent/leave: the agent shuts down
 
     async def start(self) -> None:
+        self.leaving = asyncio.Event()
+        self.log_streams = LogFanOut(asyncio.get_running_loop())
+        logging.getLogger("meshspec").addHandler(self.log_streams)
         await self.runners.open()
         self._run_stored()
         self._reaper = asyncio.create_task(self._reap_forever())
@@ -102,6 +109,8 @@ class Agent:
         self._run_stored()
 
     async def stop(self) -> None:
+        if self.log_streams is not None:
+            logging.getLogger("meshspec").removeHandler(self.log_streams)
         if self._reaper:
             self._reaper.cancel()
         self.sessions.stop()

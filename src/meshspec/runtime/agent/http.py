@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ def json_body(body: bytes, index: int | None, filtered: bool) -> web.Response:
 async def consul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Consul's status codes and texts for every failure, and its index/leader headers on every reply."""
     agent = agent_of(request)
+    began = time.perf_counter()
     try:
         _check_datacenter(request, agent)
         if not request.path.startswith("/v1/status/"):
@@ -62,6 +64,8 @@ async def consul_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:  # the client gets a plain 500; the traceback stays in the agent's log
         log.exception("internal error serving %s %s", request.method, request.path)
         response = text_error(500, "Internal server error")
+    resource = request.match_info.route.resource
+    agent.metrics.observe_http(request.method, resource.canonical if resource else "unmatched", time.perf_counter() - began)
     response.headers.setdefault("X-Consul-Index", str(agent.store.index))
     response.headers["X-Consul-KnownLeader"] = "true"
     response.headers["X-Consul-LastContact"] = "0"

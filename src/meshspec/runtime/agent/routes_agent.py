@@ -1,10 +1,13 @@
-"""/v1/agent/*: the local agent's services, checks, self and members."""
+"""/v1/agent/*: the local agent's services, checks, self and members, and its lifecycle (reload,
+leave) and telemetry (metrics, monitor: telemetry.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshspec.runtime.agent import VERSION, render
 from meshspec.runtime.agent.acl import AGENT_TOKEN_KINDS
@@ -23,9 +26,11 @@ from meshspec.runtime.agent.filter import compile_filter
 from meshspec.runtime.agent.http import agent_of, blocking_reply, json_reply, read_json
 from meshspec.runtime.agent.routes_catalog import Visible, check_visible
 from meshspec.runtime.agent.store import service_topic
+from meshspec.runtime.agent.telemetry import LEVELS, log_line, state_gauges
 
 routes = web.RouteTableDef()
 CHECK_BUF_SIZE = 4096
+MONITOR_BUFFER = 1024  # log lines a slow monitor client may fall behind by
 
 
 def _ok() -> web.Response:
@@ -257,3 +262,60 @@ async def check_update(request: web.Request) -> web.Response:
     if not isinstance(output, str):
         raise ConsulError(400, "Request decode failed: json: cannot unmarshal into Go struct field checkUpdate.Output of type string")
     return await _ttl_update(request, status, truncate(output, CHECK_BUF_SIZE))
+
+
+# ---- the agent's own lifecycle and telemetry -------------------------------------------------------
+
+
+@routes.put("/v1/agent/reload")
+async def reload(request: web.Request) -> web.Response:
+    """Consul re-reads its configuration files; this agent's settings are its command line, which a
+    running process cannot re-read, so there is nothing to load and the reload changes nothing."""
+    agent = agent_of(request)
+    request["identity"].require("agent", "write", agent.config.node_name)
+    return _ok()
+
+
+@routes.put("/v1/agent/leave")
+async def leave(request: web.Request) -> web.Response:
+    """A graceful leave: the answer goes out, then the agent shuts down as on SIGTERM (its state kept)."""
+    agent = agent_of(request)
+    request["identity"].require("agent", "write", agent.config.node_name)
+    asyncio.get_running_loop().call_later(0.1, agent.leaving.set)
+    return _ok()
+
+
+@routes.get("/v1/agent/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    request["identity"].require("agent", "read", agent.config.node_name)
+    gauges = state_gauges(agent.store)
+    if request.query.get("format") == "prometheus":
+        return web.Response(body=agent.metrics.as_prometheus(gauges), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return json_reply(agent.metrics.as_json(gauges))
+
+
+@routes.get("/v1/agent/monitor")
+async def monitor(request: web.Request) -> web.StreamResponse:
+    """The agent's log lines as they are written, at ?loglevel= and above (?logjson: one JSON object
+    a line), until the client goes or the agent stops."""
+    agent = agent_of(request)
+    request["identity"].require("agent", "read", agent.config.node_name)
+    name = request.query.get("loglevel", "info").lower()
+    if name not in LEVELS:
+        raise ConsulError(400, f"Unknown log level: {name}")
+    as_json = "logjson" in request.query
+    queue: asyncio.Queue = asyncio.Queue(maxsize=MONITOR_BUFFER)
+    stream = (queue, LEVELS[name])
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    agent.log_streams.streams.add(stream)
+    try:
+        while not agent.leaving.is_set():
+            record = await queue.get()
+            await response.write(log_line(record, as_json).encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        agent.log_streams.streams.discard(stream)
+    return response

@@ -142,19 +142,113 @@ async def catalog_node(request: web.Request) -> web.Response:
 
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    passing_only = "passing" in request.query and request.query["passing"].lower() not in ("0", "false")
+    name = request.match_info["name"]
 
     def build():
-        entries = [render.service_entry(agent, s) for s in _instances(request, request.match_info["name"])]
-        entries += [{"Node": catalog.node_view(d), "Service": render.node_service(s), "Checks": catalog.checks_of(d, s["ID"])}
-                    for d, s in _external(request, request.match_info["name"])]
-        if passing_only:
-            entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
-        return entries
+        return _health_entries(request, [(None, s) for s in _instances(request, name)] + _external(request, name))
 
     interest, compute = _service_compute(request, build)
     return await blocking_reply(request, interest, compute)
+
+
+# ---- Connect: the proxies and native instances that serve a service, and its gateways --------------
+
+# A proxy's health lives on its own service's topic, whatever its name: watch every service and check.
+CONNECT_TOPICS = ("services", "checks", "nodechecks", "config")
+
+
+def serves_over_connect(service: dict[str, Any], name: str) -> bool:
+    """A Connect proxy for `name`, or an instance of `name` that speaks Connect natively."""
+    if service["Kind"] == "connect-proxy":
+        return (service["Proxy"] or {}).get("DestinationServiceName") == name
+    return service["Service"] == name and bool((service["Connect"] or {}).get("Native"))
+
+
+def _all_instances(request: web.Request, keep: Callable[[dict[str, Any]], bool]) -> list[tuple[dict | None, dict]]:
+    """(external node document or None for this agent's node, service) of every instance `keep` wants."""
+    agent, wanted = agent_of(request), _tags(request)
+    tagged = [(None, s) for _, s in sorted(agent.store.services.items())]
+    tagged += [(d, s) for _, d in sorted(agent.store.catalog_nodes.items()) for _, s in sorted(d["Services"].items())]
+    return [(d, s) for d, s in tagged if keep(s) and wanted <= {t.lower() for t in s["Tags"]}]
+
+
+def _health_entries(request: web.Request, found: list[tuple[dict | None, dict]]) -> list[dict[str, Any]]:
+    agent = agent_of(request)
+    entries = [render.service_entry(agent, s) if d is None else
+               {"Node": catalog.node_view(d), "Service": render.node_service(s), "Checks": catalog.checks_of(d, s["ID"])}
+               for d, s in found]
+    if "passing" in request.query and request.query["passing"].lower() not in ("0", "false"):
+        entries = [e for e in entries if all(c["Status"] == "passing" for c in e["Checks"])]
+    return entries
+
+
+async def _connect_reply(request: web.Request, build: Callable[[], list[Any]], read_name: str) -> web.Response:
+    agent = agent_of(request)
+
+    def compute():
+        items, filtered = _readable(request, build(), lambda _: request["identity"].can("service", "read", read_name))
+        return agent.store.topic_index(*CONNECT_TOPICS), items, filtered
+
+    return await blocking_reply(request, on_topics(*CONNECT_TOPICS), compute)
+
+
+@routes.get("/v1/catalog/connect/{name}")
+async def catalog_connect(request: web.Request) -> web.Response:
+    agent, name = agent_of(request), request.match_info["name"]
+    return await _connect_reply(request, lambda: [
+        render.catalog_service(render.node(agent) if d is None else catalog.node_view(d), s)
+        for d, s in _all_instances(request, lambda s: serves_over_connect(s, name))], name)
+
+
+@routes.get("/v1/health/connect/{name}")
+async def health_connect(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    return await _connect_reply(request, lambda: _health_entries(
+        request, _all_instances(request, lambda s: serves_over_connect(s, name))), name)
+
+
+def gateway_services(agent, gateway: str) -> list[dict[str, Any]]:
+    """What an ingress or terminating gateway's config entry routes, as Consul's GatewayService list."""
+    found = []
+    for kind in ("ingress-gateway", "terminating-gateway"):
+        stored = agent.store.config_entries.get(f"{kind}/{gateway}")
+        entry = {str(k).lower(): v for k, v in (stored or {}).get("Entry", {}).items()}
+        listeners = ((entry.get("listeners") or []) if kind == "ingress-gateway"
+                     else [{"services": entry.get("services") or []}])
+        for listener in listeners:
+            at = {str(k).lower(): v for k, v in listener.items()}
+            for raw in at.get("services") or []:
+                svc = {str(k).lower(): v for k, v in raw.items()}
+                ingress = kind == "ingress-gateway"
+                found.append({
+                    "Gateway": {"Name": gateway}, "Service": {"Name": str(svc.get("name") or "")}, "GatewayKind": kind,
+                    "Port": int(at.get("port") or 0) if ingress else 0,
+                    "Protocol": str(at.get("protocol") or "tcp") if ingress else "",
+                    "Hosts": list(svc.get("hosts") or []) if ingress else None,
+                    **{k: "" if ingress else str(svc.get(k.lower()) or "") for k in ("CAFile", "CertFile", "KeyFile", "SNI")},
+                    "FromWildcard": ingress and svc.get("name") == "*",
+                    "CreateIndex": stored["CreateIndex"], "ModifyIndex": stored["ModifyIndex"]})
+    return found
+
+
+@routes.get("/v1/catalog/gateway-services/{name}")
+async def catalog_gateway_services(request: web.Request) -> web.Response:
+    agent, gateway = agent_of(request), request.match_info["name"]
+    return await _connect_reply(request, lambda: gateway_services(agent, gateway), gateway)
+
+
+@routes.get("/v1/health/ingress/{name}")
+async def health_ingress(request: web.Request) -> web.Response:
+    """The instances of every ingress gateway whose entry routes `name` (or every service, `*`)."""
+    agent, name = agent_of(request), request.match_info["name"]
+
+    def build() -> list[dict[str, Any]]:
+        gateways = {key.split("/", 1)[1] for key in agent.store.config_entries if key.startswith("ingress-gateway/")}
+        routing = {g for g in gateways if any(s["Service"]["Name"] in (name, "*") for s in gateway_services(agent, g))}
+        return _health_entries(request, _all_instances(
+            request, lambda s: s["Kind"] == "ingress-gateway" and s["Service"] in routing))
+
+    return await _connect_reply(request, build, name)
 
 
 @routes.get("/v1/health/checks/{name}")
