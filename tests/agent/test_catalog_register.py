@@ -96,3 +96,18 @@ def test_catalog_writes_need_node_and_service_write(make_agent):
         esm.catalog.register("rds-2", "10.9.9.8")
     with pytest.raises(consul.ACLPermissionDenied):
         esm.catalog.register("rds-1", "10.9.9.9", service={"Service": "cache", "Port": 1})
+
+
+def test_node_services_lists_a_nodes_services_the_token_may_read(make_agent):
+    agent = make_agent(token=TOKEN)
+    c = agent.client(token=TOKEN)
+    c.agent.service.register("web", service_id="web-1", port=1)
+    c.agent.service.register("db", service_id="db-1", port=2)
+    answer = requests.get(f"http://{agent.address}/v1/catalog/node-services/test-node", headers={"X-Consul-Token": TOKEN},
+                          timeout=5).json()
+    assert answer["Node"]["Node"] == "test-node" and [s["ID"] for s in answer["Services"]] == ["db-1", "web-1"]
+    web_reader = client_with_rules(agent, TOKEN, "web-reader", 'service "web" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+    seen = requests.get(f"http://{agent.address}/v1/catalog/node-services/test-node",
+                        headers={"X-Consul-Token": web_reader.token}, timeout=5)
+    assert [s["ID"] for s in seen.json()["Services"]] == ["web-1"] and seen.headers.get("X-Consul-Results-Filtered-By-ACLs") == "true"
+    assert list(web_reader.catalog.node("test-node")[1]["Services"]) == ["web-1"]

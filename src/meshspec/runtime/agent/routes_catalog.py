@@ -119,10 +119,10 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     return await blocking_reply(request, on_topics("nodes"), compute)
 
 
-@routes.get("/v1/catalog/node/{node}")
-async def catalog_node(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    node_name = request.match_info["node"]
+def _node_and_services(request: web.Request, shape: Callable[[list[dict[str, Any]]], Any]):
+    """A blocking read of one node and the services on it the token may read, `shape`d (a map by ID,
+    or a list); null for a node that does not exist or may not be read."""
+    agent, node_name = agent_of(request), request.match_info["node"]
 
     def compute():
         index = agent.store.topic_index("nodes", "services")
@@ -131,13 +131,22 @@ async def catalog_node(request: web.Request) -> web.Response:
             return index, None, False
         if not request["identity"].can("node", "read", node_name):
             return index, None, True
-        if external is not None:
-            services = {sid: render.node_service(s) for sid, s in sorted(external["Services"].items())}
-            return index, {"Node": catalog.node_view(external), "Services": services}, False
-        services = {sid: render.node_service(s) for sid, s in sorted(agent.store.services.items())}
-        return index, {"Node": render.node(agent), "Services": services}, False
+        node, services = ((catalog.node_view(external), external["Services"]) if external is not None
+                          else (render.node(agent), agent.store.services))
+        readable = [s for _, s in sorted(services.items()) if request["identity"].can("service", "read", s["Service"])]
+        return index, {"Node": node, "Services": shape([render.node_service(s) for s in readable])}, len(readable) < len(services)
 
-    return await blocking_reply(request, on_topics("nodes", "services"), compute)
+    return blocking_reply(request, on_topics("nodes", "services"), compute)
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def catalog_node(request: web.Request) -> web.Response:
+    return await _node_and_services(request, lambda services: {s["ID"]: s for s in services})
+
+
+@routes.get("/v1/catalog/node-services/{node}")
+async def catalog_node_services(request: web.Request) -> web.Response:
+    return await _node_and_services(request, list)
 
 
 @routes.get("/v1/health/service/{name}")
