@@ -75,6 +75,8 @@ def test_writing_an_entry_needs_what_its_kind_configures(make_agent):
     ("service-resolver", {"Failover": {"v2": {"Service": "c"}}}, 500, 'Bad Failover["v2"]: not a valid subset'),
     ("service-splitter", {"Splits": [{"Weight": 60}, {"Weight": 30, "Service": "b"}]}, 500, "must be 100, not 90.00"),
     ("service-router", {"Routes": []}, 500, 'uses a protocol "tcp" that does not permit advanced routing'),
+    ("ingress-gateway", {"Listeners": [], "Lisenters": []}, 400, 'invalid config key "Lisenters"'),
+    ("sameness-group", {}, 400, "sameness-groups are an enterprise-only feature"),
 ])
 def test_an_entry_consul_would_refuse_is_refused_and_not_stored(agent, kind, entry, status, message):
     answer = requests.put(f"http://{agent.address}/v1/config", json={"Kind": kind, "Name": "web", **entry}, timeout=5)

@@ -1,11 +1,11 @@
 """Config entries checked as Consul checks them before it stores one. Pure.
 
-For the kinds the agent reads itself (service-defaults, -resolver, -router, -splitter,
-proxy-defaults, mesh): the keys each kind has (in Consul's CamelCase or snake_case; anything else
-is Consul's `invalid config key`), a resolver's timeouts, subset names, default subset, failover
-subsets and redirect; a splitter's weights that sum to 100; and, for a router or a splitter, a
-protocol that permits them (an HTTP-family one, from service-defaults or proxy-defaults). The
-other kinds (gateways, routes, exported services, ...) are kept as written, with their Kind and Name.
+Every kind: the top-level keys it has (in Consul's CamelCase or snake_case; anything else is
+Consul's `invalid config key`); sameness groups are Consul Enterprise's. The kinds the agent reads
+itself are checked further: a resolver's timeouts, subset names, default subset, failover subsets
+and redirect; a splitter's weights that sum to 100; and, for a router or a splitter, a protocol
+that permits them (an HTTP-family one, from service-defaults or proxy-defaults). The keys nested
+inside (a gateway's listeners, a route's rules) are kept as written (README).
 """
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ KEYS = {
     "service-router": {"routes"},
     "service-splitter": {"splits"},
     "mesh": {"transparentproxy", "allowenablingpermissivemutualtls", "tls", "http", "peering", "validateclusters"},
+    "service-intentions": {"sources", "jwt"},
+    "ingress-gateway": {"tls", "listeners", "defaults"},
+    "terminating-gateway": {"services"},
+    "exported-services": {"services"},
+    "api-gateway": {"listeners", "status"},
+    "http-route": {"parents", "rules", "hostnames", "status"},
+    "tcp-route": {"parents", "services", "status"},
+    "jwt-provider": {"jsonwebkeyset", "issuer", "audiences", "locations", "forwarding", "clockskewseconds",
+                     "cacheconfig"},
+    "inline-certificate": {"certificate", "privatekey"},
+    "file-system-certificate": {"certificate", "privatekey"},
 }
+ENTERPRISE_KINDS = {"sameness-group": "sameness-groups"}
 SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
@@ -49,8 +61,8 @@ def _decode_error(problems: list[str]) -> ConsulError:
 
 def check_entry(kind: str, name: str, body: dict[str, Any], lookup: Lookup) -> None:
     """Raise Consul's error for an entry it would refuse to store."""
-    if kind not in KEYS:
-        return
+    if kind in ENTERPRISE_KINDS:
+        raise ConsulError(400, f"Request decoding failed: {ENTERPRISE_KINDS[kind]} are an enterprise-only feature")
     unknown = [k for k in body if _key(k) not in COMMON | KEYS[kind]]
     if unknown:
         raise _decode_error([f'invalid config key "{k}"' for k in unknown])

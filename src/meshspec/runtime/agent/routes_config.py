@@ -18,7 +18,7 @@ from aiohttp import web
 
 from meshspec.common.durations import parse_duration
 from meshspec.runtime.agent.blocking import on_topics
-from meshspec.runtime.agent.config_entries import check_entry
+from meshspec.runtime.agent.config_entries import ENTERPRISE_KINDS, KEYS, check_entry
 from meshspec.runtime.agent.core import Agent
 from meshspec.runtime.agent.discovery_chain import compile_chain
 from meshspec.runtime.agent.errors import ConsulError
@@ -28,9 +28,7 @@ from meshspec.runtime.agent.routes_intentions import ACTIONS, put_intention, ran
 routes = web.RouteTableDef()
 SERVICE_KINDS = ("service-defaults", "service-resolver", "service-router", "service-splitter")
 INTENTIONS = "service-intentions"
-KINDS = (*SERVICE_KINDS, INTENTIONS, "proxy-defaults", "mesh", "ingress-gateway", "terminating-gateway",
-         "exported-services", "sameness-group", "api-gateway", "http-route", "tcp-route", "jwt-provider",
-         "inline-certificate", "file-system-certificate")
+KINDS = (*KEYS, *ENTERPRISE_KINDS)
 FIXED_NAMES = {"proxy-defaults": "global", "mesh": "mesh"}
 
 
