@@ -30,6 +30,7 @@ if in_containers:
 else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
+    instances.users(name="System users", names=mesh.users)  # in the docker runtime, the images hold them
 consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
 consul.token_files(name="Program tokens", token=token, wanted=mesh.program_tokens)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,

@@ -8,7 +8,7 @@ import httpx
 from pytest_bdd import parsers, then, when
 
 from meshspec.render.haproxy import backend_name
-from tests.bdd.mesh_target import McpSession, result_text
+from tests.bdd.mesh_target import McpSession, result_text, wait_for
 
 
 @when(parsers.parse('I open an MCP session with "{service}" through the proxy'))
@@ -60,3 +60,21 @@ def _(world):
     response = world.session._post({"jsonrpc": "2.0", "id": 99, "method": "tools/list", "params": {}})
     world.session = None
     assert response.status_code == 404, f"tools/list on the ended session: HTTP {response.status_code}"
+
+
+@then(parsers.parse('the task finishes with the output "{text}"'))
+def _(world, text):
+    assert not world.last.get("isError"), result_text(world.last)
+    task_id = world.last["structuredContent"]["task_id"]
+    done = wait_for(lambda: (s := world.session.call("task_status", {"task_id": task_id})["structuredContent"])["state"]
+                    in ("succeeded", "failed", "timed_out", "cancelled") and s, 15)
+    assert done and done["state"] == "succeeded", done
+    output = world.session.call("task_output", {"task_id": task_id})["structuredContent"]
+    assert output["stdout"].strip() == text, output
+
+
+@then(parsers.parse('the tool call is refused with "{text}"'))
+def _(world, text):
+    assert world.last.get("isError") and text in result_text(world.last), world.last
+    listed = world.session.call("list_tasks", {"limit": 1000})["structuredContent"]["tasks"]
+    assert not [t for t in listed if t["command"][0] in ("sh", "/usr/bin/id", "python3")], "a refused task was queued"

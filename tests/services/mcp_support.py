@@ -30,6 +30,11 @@ from tests.agent.conftest import free_port, wait_until
 PYTHON = Path(sys.executable).parent / "python"
 READY_TIMEOUT = 20.0
 
+#: How the tests start the task runner: as root (these tests run as root; the mesh runs it as its own
+#: user) and allowed only what the tests run, including two programs that do not exist.
+TASK_RUNNER_ARGS = ["--allow-root", *(a for program in ("python3", "echo", "true", "definitely-not-a-program-xyz",
+                                                        "/nonexistent/bin/tool") for a in ("--allow", program))]
+
 #: module:function of each server's Typer command.
 COMMANDS = {
     "mcp-http": "meshspec.runtime.services.mcp_http:mcp_http_command",

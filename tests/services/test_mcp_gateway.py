@@ -21,7 +21,16 @@ from mcp import Client
 
 from meshspec.runtime.probes.mcp import probe_mcp
 from tests.agent.conftest import MESHSPEC, AgentProcess, free_port, wait_until
-from tests.services.mcp_support import Origin, call, list_tools, origin, start_mcp_server, structured, text_of  # noqa: F401  (fixtures)
+from tests.services.mcp_support import (  # noqa: F401  (fixtures)
+    TASK_RUNNER_ARGS,
+    Origin,
+    call,
+    list_tools,
+    origin,
+    start_mcp_server,
+    structured,
+    text_of,
+)
 
 pytestmark = pytest.mark.integration
 TOKEN = "gateway-test-management-token"
@@ -61,7 +70,7 @@ def mesh(agent, start_mcp_server, tmp_path: Path):
     """Agent + http + claude-task-runner registered and passing + the gateway (direct mode)."""
     client = agent.client(token=TOKEN)
     http = start_mcp_server("mcp-http", wait=False)
-    runner = start_mcp_server("mcp-task-runner", ["--data-dir", str(tmp_path / "runner")], wait=False)
+    runner = start_mcp_server("mcp-task-runner", ["--data-dir", str(tmp_path / "runner"), *TASK_RUNNER_ARGS], wait=False)
     http.wait_ready(), runner.wait_ready()
     register(client, "http", http.port)
     register(client, "claude-task-runner", runner.port)

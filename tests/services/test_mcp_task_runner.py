@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -12,11 +15,12 @@ import pytest
 
 from meshspec.runtime.probes.mcp import probe_mcp
 from tests.agent.conftest import wait_until
-from tests.services.mcp_support import ServerProcess, call, start_mcp_server, structured, text_of  # noqa: F401
+from tests.services.mcp_support import TASK_RUNNER_ARGS, ServerProcess, call, start_mcp_server, structured, text_of  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 PY = "python3"
+MESHSPEC = Path(sys.executable).parent / "meshspec"
 
 
 def submit(server: ServerProcess, code: str, **extra) -> str:
@@ -49,7 +53,7 @@ def alive(pid: int) -> bool:
 def runner(tmp_path_factory) -> ServerProcess:
     """One server for the module (tests leave no task running); max_concurrent 2."""
     logs = tmp_path_factory.mktemp("task-runner")
-    proc = ServerProcess("mcp-task-runner", logs, ["--data-dir", str(logs / "data"), "--max-concurrent", "2"]).start()
+    proc = ServerProcess("mcp-task-runner", logs, ["--data-dir", str(logs / "data"), "--max-concurrent", "2", *TASK_RUNNER_ARGS]).start()
     yield proc
     proc.stop()
 
@@ -146,6 +150,8 @@ def test_list_tasks_newest_first_and_by_state(runner):
     ({"command": ["/nonexistent/bin/tool"]}, "is not an executable file"),
     ({"command": ["true"], "cwd": "/nonexistent-dir"}, "is not a directory"),
     ({"command": ["true"], "timeout_s": -1}, "timeout_s must be more than 0"),
+    ({"command": ["rm", "-rf", "/tmp/x"]}, "command 'rm' is not allowed: this runner runs only"),
+    ({"command": ["/usr/bin/true"]}, "command '/usr/bin/true' is not allowed"),  # as written, not resolved
 ])
 def test_bad_submissions_are_tool_errors(runner, arguments, message):
     result = call(runner.url, "submit_task", arguments)
@@ -160,7 +166,7 @@ def test_unknown_task_is_a_tool_error(runner):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_restart_keeps_history_and_fails_interrupted_tasks(start_mcp_server, tmp_path: Path, sig):
     data = tmp_path / "runner"
-    first = start_mcp_server("mcp-task-runner", ["--data-dir", str(data), "--max-concurrent", "1"])
+    first = start_mcp_server("mcp-task-runner", ["--data-dir", str(data), "--max-concurrent", "1", *TASK_RUNNER_ARGS])
     finished = submit(first, "print('kept')")
     wait_state(first, finished, "succeeded")
     interrupted = submit(first, "import time; time.sleep(60)")
@@ -168,7 +174,7 @@ def test_restart_keeps_history_and_fails_interrupted_tasks(start_mcp_server, tmp
     queued = submit(first, "print('never')")
     first.stop(sig)
 
-    second = start_mcp_server("mcp-task-runner", ["--data-dir", str(data)], port=first.port)
+    second = start_mcp_server("mcp-task-runner", ["--data-dir", str(data), *TASK_RUNNER_ARGS], port=first.port)
     kept = status(second, finished)
     assert (kept["state"], kept["exit_code"]) == ("succeeded", 0)
     assert structured(call(second.url, "task_output", {"task_id": finished}))["stdout"] == "kept\n"
@@ -181,3 +187,35 @@ def test_restart_keeps_history_and_fails_interrupted_tasks(start_mcp_server, tmp
         assert db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 3
     # and the restarted server runs new tasks
     wait_state(second, submit(second, "print(1)"), "succeeded")
+
+
+def test_a_root_runner_without_a_task_user_does_not_start(tmp_path: Path):
+    for extra, message in (([], "refusing to run tasks as root"), (["--task-user", "root"], "is root"),
+                           (["--task-user", "no-such-user-xyz"], "no such user")):
+        refused = subprocess.run([str(MESHSPEC), "serve", "mcp-task-runner", "--data-dir", str(tmp_path), *extra],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+
+
+def test_tasks_run_as_the_task_user(start_mcp_server, tmp_path: Path):
+    """A root runner given --task-user runs each task with that user's ids, groups and home."""
+    runner = start_mcp_server("mcp-task-runner", ["--data-dir", str(tmp_path / "as-user"), "--task-user", "nobody",
+                                                  "--allow", "id", "--allow", "sh"])
+    task = submit_as(runner, ["id", "-u"])
+    assert structured(call(runner.url, "task_output", {"task_id": task}))["stdout"] == f"{pwd.getpwnam('nobody').pw_uid}\n"
+    task = submit_as(runner, ["sh", "-c", "echo $HOME; touch /root/owned-by-a-task"])
+    assert structured(call(runner.url, "task_output", {"task_id": task}))["stdout"] == f"{pwd.getpwnam('nobody').pw_dir}\n"
+    assert not Path("/root/owned-by-a-task").exists()
+
+
+def submit_as(runner: ServerProcess, command: list[str]) -> str:
+    task_id = structured(call(runner.url, "submit_task", {"command": command}))["task_id"]
+    wait_until(lambda: status(runner, task_id)["state"] in ("succeeded", "failed"), 15, interval=0.1)
+    return task_id
+
+
+def test_without_an_allow_list_nothing_runs(start_mcp_server, tmp_path: Path):
+    bare = start_mcp_server("mcp-task-runner", ["--data-dir", str(tmp_path / "bare"), "--allow-root"])
+    result = call(bare.url, "submit_task", {"command": ["true"]})
+    assert result.is_error and "runs only nothing (it was started without --allow)" in text_of(result)
+    assert structured(call(bare.url, "list_tasks", {}))["count"] == 0

@@ -102,3 +102,22 @@ def test_pip_npm_layer_runs_the_recipe_in_the_image_install_dir(services):
     assert install.script() in layer.script
     assert "apt-get" not in layer.script
     assert layer.tag.startswith("meshspec/files:")
+
+
+def test_the_users_a_service_needs_are_a_layer_of_their_own(services):
+    """A user goes on top, so adding one never rebuilds an install; one that a package already made
+    (postgres) is left as it is; a meshspec program's users sit on meshspec's image."""
+    def with_users(service, user=None, system_users=()):
+        process = service.process.model_copy(update={"user": user, "system_users": list(system_users)})
+        return service.model_copy(update={"process": process})
+
+    plain, _ = built_for(services["redis"])
+    with_user, _ = built_for(with_users(services["redis"], user="redis"))
+    assert [i.tag for i in with_user[:-1]] == [i.tag for i in plain]  # the install layer is untouched
+    top = with_user[-1]
+    assert top.parent == plain[-1].tag and top.script.splitlines()[1] == (
+        "id -u redis >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent "
+        "--shell /usr/sbin/nologin redis")
+    agent, _ = built_for(with_users(services["consul"], system_users=["meshspec-tasks"]))
+    assert len(agent) == 1 and agent[0].parent == MESHSPEC.tag and "meshspec-tasks" in agent[0].script
+    assert images.image_for(BASE, MESHSPEC, services["consul"], agent) == agent[0].tag

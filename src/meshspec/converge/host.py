@@ -23,7 +23,7 @@ from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
 from meshspec.render.installs import Recipe, recipe
-from meshspec.render.preparation import Preparation, preparation
+from meshspec.render.preparation import Preparation, preparation, users_of
 from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
 from meshspec.render.registrations import registration
@@ -114,6 +114,11 @@ class HostMesh:
     @property
     def registrations(self) -> list[dict]:
         return [registration(self.plan, i, self.runtime) for i in self.instances]
+
+    @property
+    def users(self) -> list[str]:
+        """The system users this host's programs run as or need."""
+        return sorted({u for s in self.services if s.process for u in users_of(s.process)})
 
     @property
     def token_path(self) -> str:

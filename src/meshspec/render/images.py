@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 
 from meshspec.common.digest import digest
 from meshspec.render.installs import Recipe
+from meshspec.render.preparation import USERADD, users_of
 from meshspec.spec.models import Service
 
 OPT = PurePosixPath("/opt/meshspec")
@@ -149,13 +150,18 @@ def runs_meshspec(service: Service) -> bool:
 def service_images(base: BaseImage, meshspec: Layer, service: Service, recipe: Recipe | None) -> list[Image]:
     """What the service's image is built from, parents first; [] when base or meshspec's image runs it."""
     apt = list(service.process.install.apt) if service.process else []
-    if not (apt or recipe):
-        return []
-    steps = ["set -e", *(_apt_script(apt) if apt else []), *([recipe.script()] if recipe else [])]
-    own = Layer(f"meshspec/{service.name}", base.tag, "\n".join(steps))
-    if not runs_meshspec(service):
-        return [own]
-    return [own, Graft(f"meshspec/{service.name}", own.tag, meshspec.tag, str(OPT / "venv"))]
+    built: list[Image] = []
+    if apt or recipe:
+        steps = ["set -e", *(_apt_script(apt) if apt else []), *([recipe.script()] if recipe else [])]
+        built.append(Layer(f"meshspec/{service.name}", base.tag, "\n".join(steps)))
+        if runs_meshspec(service):
+            built.append(Graft(f"meshspec/{service.name}", built[-1].tag, meshspec.tag, str(OPT / "venv")))
+    users = users_of(service.process) if service.process else []
+    if users:  # a layer of its own: the heavy install above does not rebuild for a user
+        parent = built[-1].tag if built else (meshspec.tag if runs_meshspec(service) else base.tag)
+        made = [f"id -u {shlex.quote(u)} >/dev/null 2>&1 || {shlex.join([*USERADD, u])}" for u in users]
+        built.append(Layer(f"meshspec/{service.name}", parent, "\n".join(["set -e", *made])))
+    return built
 
 
 def image_for(base: BaseImage, meshspec: Layer, service: Service, built: list[Image]) -> str:

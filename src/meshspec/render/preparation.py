@@ -9,6 +9,13 @@ from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan, Runtime
 
 STAMP = ".meshspec-prepared"
+# How the deploy makes a system user the spec names, on a host or in an image: no login, no home.
+USERADD = ("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin")
+
+
+def users_of(process) -> list[str]:
+    """The users a program runs as or needs (`process.user`, `process.system_users`)."""
+    return sorted({*process.system_users, *([process.user] if process.user else [])})
 
 
 @dataclass(frozen=True)

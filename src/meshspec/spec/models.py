@@ -10,7 +10,18 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from meshspec.spec.types import AptPackage, Duration, MetaKey, MetaValue, NpmPin, PipPin, Port, PortName, ServiceName
+from meshspec.spec.types import (
+    AptPackage,
+    Duration,
+    MetaKey,
+    MetaValue,
+    NpmPin,
+    PipPin,
+    Port,
+    PortName,
+    ServiceName,
+    UserName,
+)
 
 Kind = Literal["mcp", "core", "database", "ai", "monitoring"]
 KINDS: tuple[str, ...] = Kind.__args__
@@ -48,7 +59,10 @@ class Process(Strict):
     command: list[str] = Field(min_length=1)
     env: dict[str, str] = {}
     workdir: str | None = None
-    user: str | None = None
+    user: UserName | None = None  # the program runs as this user (made by the deploy when missing)
+    # Users the program needs beside its own (the task runner runs its tasks as one): the deploy
+    # makes each that is missing, on the host or in the service's image, with no login and no home.
+    system_users: list[UserName] = []
     install: Install = Install()
     # Idempotent commands the deploy runs before the first start (e.g. initdb when absent).
     prepare: list[list[str]] = []

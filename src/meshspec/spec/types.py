@@ -42,6 +42,8 @@ ServiceName = Annotated[
     str, _matching(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "a DNS label (lowercase letters, digits, '-'; at most 63)")
 ]
 PortName = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,30}", "a port name (lowercase letters, digits, '_')")]
+UserName = Annotated[str, _matching(r"[a-z_][a-z0-9_-]{0,31}", "a system user's name, as useradd takes it "
+                                                              "(lowercase letters, digits, '_', '-'; up to 32)")]
 PipPin = Annotated[
     str,
     _matching(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[0-9A-Za-z.+!-]+", "a pinned pip requirement 'name==version'"),

@@ -9,12 +9,13 @@ from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
+from pyinfra.facts.server import Users
 
 from meshspec.converge import engine
 from meshspec.converge.facts.files import FileDigests
 from meshspec.converge.facts.stamps import Stamps
 from meshspec.render.containers import ContainerSpec
-from meshspec.render.preparation import STAMP, Preparation
+from meshspec.render.preparation import STAMP, USERADD, Preparation
 
 
 @operation()
@@ -38,6 +39,23 @@ def prepared(root: str, preparations: list[Preparation], containers: dict[str, C
             yield FunctionCommand(engine.run_once, (spec.image, p.script(), spec.volumes), {})
         else:
             yield StringCommand("sh", "-c", shlex.quote(p.script()))
+
+
+@operation()
+def users(names: list[str]):
+    """
+    Make the system users the spec names that the host does not have yet (no login, no home).
+    A user that exists is left as it is: a package's own (postgres) keeps its home and shell.
+
+    + names: the users this host's programs run as or need
+    """
+    existing = host.get_fact(Users) or {}
+    missing = [n for n in names if n not in existing]
+    if not missing:
+        host.noop(f"{len(names)} system users exist")
+        return
+    for name in missing:
+        yield StringCommand(*USERADD, shlex.quote(name))
 
 
 @operation()

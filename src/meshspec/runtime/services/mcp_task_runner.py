@@ -2,7 +2,11 @@
 
 Written with the official ``mcp`` SDK (``MCPServer``), served over Streamable HTTP at ``/mcp`` with
 stateful sessions. A task is one command run as a subprocess: an argv list executed directly, never
-through a shell. Tools:
+through a shell, and only when its program is one the server was started to allow (`--allow
+PROGRAM`, matched exactly as written: `echo` does not allow `/tmp/x/echo`); none is allowed by
+default. Tasks never run as root: a runner started as root runs each task as `--task-user` (its
+uid, its groups, its home, a PATH of the system's), and refuses to start without one unless
+`--allow-root` says the operator means it. Tools:
 
 - ``submit_task(command, timeout_s=60, cwd=None)`` → ``{task_id, state}``; the task is queued and
   starts as soon as fewer than ``max_concurrent`` tasks run;
@@ -25,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import sqlite3
@@ -44,6 +49,7 @@ log = logging.getLogger("meshspec.task_runner")
 STATES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled")
 MAX_TIMEOUT_S = 24 * 3600.0
+TASK_PATH = "/usr/local/bin:/usr/bin:/bin"  # where a task user's programs are found
 DEFAULT_TAIL_BYTES = 64 * 1024
 MAX_TAIL_BYTES = 1024 * 1024
 #: Seconds between SIGTERM and SIGKILL when a task is cancelled or times out.
@@ -169,9 +175,12 @@ def _kill_group(pid: int, sig: int) -> None:
 class TaskRunner:
     """Runs tasks as subprocesses in the server's event loop, at most ``max_concurrent`` at once."""
 
-    def __init__(self, store: TaskStore, max_concurrent: int) -> None:
+    def __init__(self, store: TaskStore, max_concurrent: int, allowed: frozenset[str] = frozenset(),
+                 task_user: pwd.struct_passwd | None = None) -> None:
         self.store = store
         self.max_concurrent = max_concurrent
+        self.allowed = allowed
+        self.task_user = task_user
         self._slots: asyncio.Semaphore | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -180,11 +189,16 @@ class TaskRunner:
     def submit(self, command: list[str], timeout_s: float, cwd: str | None) -> str:
         if not command or not all(isinstance(arg, str) for arg in command) or not command[0]:
             raise ToolError("command must be a non-empty list of strings (argv; no shell)")
+        if command[0] not in self.allowed:
+            log.warning("refused a task running %r: not in the allow-list", command[0])
+            runs = ", ".join(sorted(self.allowed)) if self.allowed else "nothing (it was started without --allow)"
+            raise ToolError(f"command {command[0]!r} is not allowed: this runner runs only {runs}")
         if not 0 < timeout_s <= MAX_TIMEOUT_S:
             raise ToolError(f"timeout_s must be more than 0 and at most {MAX_TIMEOUT_S:g}")
         if cwd is not None and not Path(cwd).is_dir():
             raise ToolError(f"cwd {cwd!r} is not a directory")
-        if shutil.which(command[0], path=None if os.sep in command[0] else os.environ.get("PATH")) is None:
+        search = TASK_PATH if self.task_user else os.environ.get("PATH")
+        if shutil.which(command[0], path=None if os.sep in command[0] else search) is None:
             where = "is not an executable file" if os.sep in command[0] else "is not found on PATH"
             raise ToolError(f"command {command[0]!r} {where}")
         task_id = self.store.add(command, cwd, timeout_s)
@@ -208,13 +222,22 @@ class TaskRunner:
         finally:
             self._cancelled.discard(task_id)
 
+    def _as_task_user(self) -> dict[str, Any]:
+        """What makes a task run as the task user: its ids and groups, and an environment of its own
+        (nothing of the runner's, whose variables may name files only the runner may read)."""
+        user = self.task_user
+        if user is None:
+            return {}
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+                "env": {"HOME": user.pw_dir, "USER": user.pw_name, "LOGNAME": user.pw_name, "PATH": TASK_PATH}}
+
     async def _execute(self, task_id: str, command: list[str], timeout_s: float, cwd: str | None) -> None:
         stdout = open(self.store.output_path(task_id, "stdout"), "wb")
         stderr = open(self.store.output_path(task_id, "stderr"), "wb")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                start_new_session=True)
+                start_new_session=True, **self._as_task_user())
         except OSError as err:
             self.store.finish(task_id, "failed", None, f"cannot start: {err.strerror or err}")
             return
@@ -291,7 +314,8 @@ def _tail(path: Path, limit: int) -> tuple[str, int]:
         return "", 0
 
 
-def build_server(data_dir: Path, max_concurrent: int = 4) -> tuple[MCPServer, TaskRunner]:
+def build_server(data_dir: Path, max_concurrent: int = 4, allowed: frozenset[str] = frozenset(),
+                 task_user: pwd.struct_passwd | None = None) -> tuple[MCPServer, TaskRunner]:
     """The MCP server and its runner; tasks left behind by a previous process are marked failed."""
     if max_concurrent < 1:
         raise ValueError("max_concurrent must be at least 1")
@@ -300,7 +324,7 @@ def build_server(data_dir: Path, max_concurrent: int = 4) -> tuple[MCPServer, Ta
     recovered = store.recover()
     if recovered:
         log.warning("marked %d task(s) left by a previous run as failed", recovered)
-    runner = TaskRunner(store, max_concurrent)
+    runner = TaskRunner(store, max_concurrent, allowed, task_user)
     server = MCPServer(
         "meshspec-task-runner",
         version="1",
@@ -357,9 +381,28 @@ def mcp_task_runner_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     data_dir: Annotated[Path, typer.Option(help="Where the task database and outputs live.")] = Path("."),
     max_concurrent: Annotated[int, typer.Option(min=1, help="Tasks running at once; the rest wait queued.")] = 4,
+    allow: Annotated[list[str] | None, typer.Option(
+        "--allow", help="A program tasks may run, exactly as a task names it (repeat it); none by default.")] = None,
+    task_user: Annotated[str | None, typer.Option(help="Run every task as this user (when the runner is root).")] = None,
+    allow_root: Annotated[bool, typer.Option(help="Run tasks as root when the runner is root and no --task-user "
+                                                  "is given.")] = False,
 ) -> None:
     """Serve the task-runner MCP server on http://HOST:PORT/mcp (Streamable HTTP, stateful)."""
-    server, runner = build_server(data_dir, max_concurrent)
+    user = None
+    if task_user is not None:
+        try:
+            user = pwd.getpwnam(task_user)
+        except KeyError:
+            typer.echo(f"mcp-task-runner: --task-user {task_user}: no such user", err=True)
+            raise typer.Exit(1) from None
+        if user.pw_uid == 0:
+            typer.echo(f"mcp-task-runner: --task-user {task_user} is root", err=True)
+            raise typer.Exit(1)
+    elif os.geteuid() == 0 and not allow_root:
+        typer.echo("mcp-task-runner: refusing to run tasks as root: give --task-user USER (or run the runner as an "
+                   "unprivileged user), or --allow-root", err=True)
+        raise typer.Exit(1)
+    server, runner = build_server(data_dir, max_concurrent, frozenset(allow or ()), user)
     try:
         server.run("streamable-http", host=host, port=port, streamable_http_path="/mcp")
     finally:

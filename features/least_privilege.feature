@@ -1,0 +1,23 @@
+Feature: The task runner never runs a task as root, nor a program it was not allowed
+  claude-task-runner runs any argv its callers send: each task runs as the runner's own task user
+  (meshspec-tasks, made by the deploy), and only programs the spec's allow-list names, exactly as
+  the task names them.
+
+  Background:
+    Given the mesh under test
+
+  Scenario: A task runs as the task user, not as root
+    When I open an MCP session with "claude-task-runner" through the proxy
+    And I call "submit_task" with '{"command": ["id", "-un"]}'
+    Then the task finishes with the output "meshspec-tasks"
+
+  Scenario Outline: A program outside the allow-list is refused and never runs
+    When I open an MCP session with "claude-task-runner" through the proxy
+    And I call "submit_task" with '<arguments>'
+    Then the tool call is refused with "is not allowed: this runner runs only"
+
+    Examples:
+      | arguments                                         |
+      | {"command": ["sh", "-c", "id"]}                   |
+      | {"command": ["/usr/bin/id"]}                      |
+      | {"command": ["python3", "-c", "print(1)"]}        |
