@@ -21,3 +21,8 @@ Feature: The task runner never runs a task as root, nor a program it was not all
       | {"command": ["sh", "-c", "id"]}                   |
       | {"command": ["/usr/bin/id"]}                      |
       | {"command": ["python3", "-c", "print(1)"]}        |
+
+  Scenario: HAProxy's runtime API is a socket only root may open
+    Then the proxy's runtime API is a unix socket of root's, mode 0600
+    And an unprivileged user cannot open the proxy's runtime API
+    And the proxy's runtime API answers root

@@ -82,7 +82,8 @@ class Scratch:
         text = yaml.safe_dump(spec, sort_keys=False)
         key = hashlib.sha256(text.encode()).hexdigest()[:10]
         if key not in self.deployed:
-            root = BASE / f"scratch-{name}-{key}"
+            # short: HAProxy's runtime socket lives under it, and takes a path of 97 characters at most
+            root = BASE / f"s-{key}"
             root.mkdir(parents=True, exist_ok=True)
             spec_path = root / "spec.yaml"
             spec_path.write_text(text)

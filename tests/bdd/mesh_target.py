@@ -120,8 +120,7 @@ class Target:
 
     @property
     def runtime_api(self) -> RuntimeApi:
-        front = proxy_instance(self.plan)
-        return RuntimeApi(f"{front.address}:{front.ports['runtime']}")
+        return RuntimeApi(self.plan.proxy_runtime)
 
     def proxy_servers(self, service: str):
         return self.runtime_api.servers_state(backend_name(service))

@@ -1,7 +1,10 @@
-"""Steps about the registry's tokens: who holds which, and what Consul lets each one do."""
+"""Steps about what each program may do: the registry's tokens (who holds which, what Consul lets
+each one do) and HAProxy's runtime API (who may open it)."""
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 
 import consul
@@ -95,3 +98,27 @@ def _(world, service):
 def _(world):
     _, services = _client(world, None).catalog.services()
     assert services == {}, f"the anonymous token reads {sorted(services)}"
+
+
+# --- HAProxy's runtime API ---------------------------------------------------------------------------
+
+
+@then("the proxy's runtime API is a unix socket of root's, mode 0600")
+def _(world):
+    path = Path(world.target.plan.proxy_runtime)
+    info = path.stat()
+    assert stat.S_ISSOCK(info.st_mode), f"{path} is not a socket"
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600), f"{path}: uid {info.st_uid}, mode {info.st_mode:o}"
+
+
+@then("an unprivileged user cannot open the proxy's runtime API")
+def _(world):
+    connect = f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({world.target.plan.proxy_runtime!r})"
+    tried = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", connect],
+                           capture_output=True, text=True, timeout=30)
+    assert tried.returncode != 0 and "Permission denied" in tried.stderr, tried.stderr
+
+
+@then("the proxy's runtime API answers root")
+def _(world):
+    assert "Name: HAProxy" in world.target.runtime_api.send("show info")

@@ -72,7 +72,7 @@ class HAProxy:
         self.config = Path(self.paths["config"])
         self.log_path = self.config.parent / "haproxy.log"
         self.proc: subprocess.Popen | None = None
-        self.api = RuntimeApi(f"127.0.0.1:{self.proxy.ports['runtime']}")
+        self.api = RuntimeApi(self.plan.proxy_runtime)
 
     @property
     def url(self) -> str:

@@ -214,7 +214,8 @@ def test_haproxy_accepts_a_plan_with_every_policy(plan, tmp_path):
 @needs_haproxy
 def test_haproxy_accepts_the_repository_spec(repo, tmp_path):
     spec = load_spec(repo / "mesh_spec.yaml")
-    plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, str(tmp_path))
+    # the state dir as short as a user's: HAProxy takes a runtime socket path of 97 characters at most
+    plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, "/srv/meshspec")
     result = haproxy_check(render_haproxy(plan), tmp_path / "mesh.cfg")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -353,3 +354,26 @@ def test_haproxy_damps_like_the_checker_with_fall_capped_at_two():
     damped = server_options(Routing(), HealthTiming(success_before_passing=2, failures_before_critical=3))
     assert "rise 2 fall 2" in damped
     assert "rise 1 fall 1" in server_options(Routing(), HealthTiming())
+
+
+def test_the_shipped_runtime_api_is_a_root_only_unix_socket():
+    """No TCP listener anyone on the host could use to disable servers: a socket in the proxy's
+    state dir, mode 0600; the controller is given that path."""
+    shipped = make_plan(load_spec(str(Path(__file__).resolve().parents[2] / "mesh_spec.yaml")), [Host("@local", "127.0.0.1")])
+    socket_path = "/srv/meshspec/instances/mesh-proxy-local-0/runtime.sock"
+    assert shipped.proxy_runtime == socket_path
+    assert f"stats socket {socket_path} mode 600 level admin expose-fd listeners" in render_haproxy(shipped)
+    assert config_shape(shipped)["listen"]["runtime"] == socket_path
+    controller = shipped.instances_of("mesh-controller")[0]
+    argv = [shipped.render(controller, a) for a in shipped.service("mesh-controller").process.command]
+    assert argv[argv.index("--haproxy-runtime") + 1] == socket_path
+
+
+def test_a_state_dir_too_long_for_the_runtime_socket_is_refused_before_any_change():
+    from meshspec.converge.policy import refusal
+    from meshspec.plan import Runtime
+
+    spec = load_spec(str(Path(__file__).resolve().parents[2] / "mesh_spec.yaml"))
+    deep = make_plan(spec, [Host("@local", "127.0.0.1")], 0, "/srv/" + "x" * 80)
+    assert "longer than the 97 characters HAProxy accepts" in refusal(deep, Runtime.PROCESS, ["@local"])
+    assert refusal(make_plan(spec, [Host("@local", "127.0.0.1")]), Runtime.PROCESS, ["@local"]) is None

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from meshspec.plan.hosts import Host
-from meshspec.plan.layout import InstallCache, Layout
+from meshspec.plan.layout import RUNTIME_SOCKET, InstallCache, Layout
 from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
 
@@ -73,6 +73,7 @@ class Plan:
         }
         if self.spec.proxy.service is not None:
             values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
+            values["proxy.runtime"] = self.proxy_runtime
         values |= {f"ports.{name}": port for name, port in inst.ports.items()}
         for dep in self.service(inst.service).depends_on:
             peer = self.instances_of(dep)[0]
@@ -91,6 +92,16 @@ class Plan:
             return self.install_root / service
         process = self.service(service).process
         return self.cache.install_dir(service, process.install if process else Install())
+
+    @property
+    def proxy_runtime(self) -> str:
+        """Where HAProxy's runtime API listens: a unix socket in the proxy's state dir that only its
+        owner (root, as the controller runs) may open; on TCP only when the spec gives the proxy a
+        `runtime` port (anyone on the host can then disable servers through it)."""
+        proxy = self.instances_of(self.spec.proxy.service)[0]
+        if "runtime" in proxy.ports:
+            return f"{proxy.address}:{proxy.ports['runtime']}"
+        return str(self.layout.instance_dir(proxy.id) / RUNTIME_SOCKET)
 
     @property
     def consul_addr(self) -> str:

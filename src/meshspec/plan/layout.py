@@ -65,6 +65,8 @@ class Layout:
         return self.root / "consul" / "tokens" / "checker"
 
 
+RUNTIME_SOCKET = "runtime.sock"  # HAProxy's runtime API, in the proxy instance's directory
+
 # What a deploy creates under the state dir; teardown removes these and nothing else. Installs are
 # not here: they live in the shared InstallCache below, which `make purge` empties.
 OWNED = ("instances", "supervisor", "logs", "consul", "checker")

@@ -311,7 +311,7 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
         "version": 1,
         "listen": {"main": f"{proxy.address}:{proxy.port}",
                    "stats": f"{proxy.address}:{proxy.ports.get(plan.spec.proxy.stats_port_name)}",
-                   "runtime": f"{proxy.address}:{proxy.ports.get('runtime')}"},
+                   "runtime": plan.proxy_runtime},
         "domain": plan.spec.mesh.domain,
         "options": {"client_rate": options.client_rate, "service_rate": options.service_rate,
                     "rate_window": options.rate_window, "spare_slots": options.spare_slots,
@@ -332,9 +332,11 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
     """The whole haproxy.cfg of the plan's proxy instance."""
     proxy = proxy_instance(plan)
     stats_port = proxy.ports.get(plan.spec.proxy.stats_port_name)
-    runtime_port = proxy.ports.get("runtime")
-    if stats_port is None or runtime_port is None:
-        raise ValueError(f"{proxy.service} needs ports.{plan.spec.proxy.stats_port_name} and ports.runtime")
+    if stats_port is None:
+        raise ValueError(f"{proxy.service} needs ports.{plan.spec.proxy.stats_port_name}")
+    runtime = plan.proxy_runtime
+    # mode 600: the socket is its owner's (root, as the controller runs), and only an owner's to open
+    runtime_bind = f"{runtime} mode 600" if runtime.startswith("/") else f"ipv4@{runtime}"
     paths = proxy_paths(plan)
     routed = routed_services(plan)
     shape = config_shape(plan, options)
@@ -351,7 +353,7 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
         ("global", [
             "master-worker",
             f"pidfile {paths['pidfile']}",
-            f"stats socket ipv4@{proxy.address}:{runtime_port} level admin expose-fd listeners",
+            f"stats socket {runtime_bind} level admin expose-fd listeners",
             "stats timeout 2m",
             f"server-state-file {paths['state_file']}",
             f"localpeer {proxy.id}",

@@ -13,7 +13,7 @@ from meshspec.common import nonce
 from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
-MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "meshspec")  # meshspec: the project's own executable
+MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "proxy.runtime", "meshspec")  # meshspec: the project's own executable
 # The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
 # every other service reads its own token, `{consul.token_file}`.
 REGISTRY_NAMES = ("consul.management_token_file",)
@@ -33,7 +33,7 @@ def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     if service.name == spec.consul.service:
         names |= set(REGISTRY_NAMES)
     if spec.proxy.service is None:
-        names.discard("proxy.url")
+        names -= {"proxy.url", "proxy.runtime"}
     names |= {f"ports.{p}" for p in service.ports}
     peers = {s.name: s for s in spec.services if s.name in service.depends_on}
     for dep, peer in peers.items():

@@ -247,7 +247,7 @@ async def serve(controller: Controller, listen: str) -> None:
 
 def controller_command(
     consul: Annotated[str, typer.Option("--consul", envvar="CONSUL_HTTP_ADDR", help="Consul address host:port.")],
-    haproxy_runtime: Annotated[str, typer.Option("--haproxy-runtime", help="HAProxy runtime API host:port.")],
+    haproxy_runtime: Annotated[str, typer.Option("--haproxy-runtime", help="HAProxy runtime API: a unix socket's path, or host:port.")],
     listen: Annotated[str, typer.Option("--listen", help="host:port for GET /health and GET /metrics.")],
     haproxy_config: Annotated[Path, typer.Option("--haproxy-config", help="The rendered haproxy.cfg (its shape "
                                                  "says which services to watch; a changed shape reloads).")],

@@ -1,6 +1,7 @@
-"""A small client for HAProxy's runtime API (the `stats socket`) over TCP: one command per connection.
+"""A small client for HAProxy's runtime API (the `stats socket`), on a unix socket or TCP: one
+command per connection.
 
-    api = RuntimeApi("127.0.0.1:PORT")
+    api = RuntimeApi("/srv/meshspec/instances/mesh-proxy-local-0/runtime.sock")   # or "127.0.0.1:PORT"
     api.servers_state("svc_files")                                  # parsed `show servers state`
     api.command("set server svc_files/spare-1 state ready")         # the controller's diff builds these
 """
@@ -68,19 +69,32 @@ def parse_servers_state(text: str) -> list[ServerState]:
 
 class RuntimeApi:
     def __init__(self, address: str, timeout: float = 5.0) -> None:
-        host, _, port = address.rpartition(":")
-        self.host, self.port, self.timeout = host or "127.0.0.1", int(port), timeout
+        """`address`: a unix socket's path, or host:port."""
+        self.address, self.timeout = address, timeout
+
+    def _connect(self) -> socket.socket:
+        if self.address.startswith("/"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.address)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        host, _, port = self.address.rpartition(":")
+        return socket.create_connection((host or "127.0.0.1", int(port)), timeout=self.timeout)
 
     def send(self, command: str) -> str:
         """Send one command (or several joined by ';'); the reply text."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+            with self._connect() as sock:
                 sock.sendall(command.encode() + b"\n")
                 chunks = []
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
         except OSError as err:
-            raise RuntimeApiError(f"runtime API {self.host}:{self.port}: {err}") from err
+            raise RuntimeApiError(f"runtime API {self.address}: {err}") from err
         return b"".join(chunks).decode(errors="replace")
 
     def command(self, command: str) -> str:
