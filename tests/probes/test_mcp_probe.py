@@ -77,6 +77,18 @@ def test_probe_completes_handshake_lists_all_pages_and_ends_its_session(servers)
 
 
 @pytest.mark.integration
+def test_a_handshake_only_probe_names_the_server_lists_nothing_and_ends_its_session(servers):
+    server = servers["sse"]
+
+    result = probe_mcp(server.url, min_tools=100, list_tools=False)  # min_tools applies to a listing only
+
+    assert result.ok, result.reason
+    assert result.server_name == "probe-test-server" and result.tool_count is None and result.tools == ()
+    assert re.fullmatch(r"probe-test-server protocol 2025-11-25, handshake in \d+ ms", result.reason)
+    assert server.live_sessions() == 0
+
+
+@pytest.mark.integration
 def test_repeated_probes_leak_no_session(servers):
     """The server admits one session at a time: 20 probes in a row pass only if each one ends its session."""
     server = servers["sse"]

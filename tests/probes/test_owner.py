@@ -5,6 +5,8 @@ HTTP 200 to anything, fails every probe kind and is named by pid and command."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshspec.render.probes import HTTP, MCP, REDIS, TCP, Probe
-from meshspec.runtime.probes.owner import Owner, Tracker
+from meshspec.runtime.probes.owner import Listeners, Owner, Tracker, tree
 from meshspec.runtime.probes.protocols import run
 from meshspec.spec.models import RedisProbe
 from tests.probes.conftest import LIE
@@ -80,6 +82,42 @@ def test_a_tracker_remembers_the_tree_and_follows_a_restart(supervised):
     assert first.ok, first.reason
     subprocess.run([*ctl, "restart", PROGRAM], check=True, capture_output=True, timeout=60)
     wait_until(lambda: tracker.check().ok and tracker.check().pid != first.pid, 15, what="the restarted program")
+
+
+def test_a_tracker_given_a_wrong_root_asks_supervisord_and_names_the_program(supervised):
+    owner, _ = supervised
+    verdict = Tracker(owner, root=os.getpid()).check()  # this test's process holds no such port
+    assert verdict.ok and verdict.pid != os.getpid(), verdict.reason
+
+
+def test_the_listeners_table_has_each_listening_socket_by_address_and_inode():
+    with socket.create_server(("127.0.0.1", 0)) as v4, \
+            socket.create_server(("::1", 0), family=socket.AF_INET6) as v6, \
+            socket.create_connection(v4.getsockname()):  # a connected socket is not a listener
+        table = Listeners()
+        assert table.inodes("127.0.0.1", v4.getsockname()[1]) == {os.fstat(v4.fileno()).st_ino}
+        assert table._snapshot(False)[("::1", v6.getsockname()[1])] == {os.fstat(v6.fileno()).st_ino}
+        assert table.inodes("127.0.0.2", v4.getsockname()[1]) == set()
+
+
+def test_a_tree_is_the_root_and_every_descendant():
+    # python -> sh -> two sleeps: children and grandchildren
+    nested = subprocess.Popen([sys.executable, "-c", "import subprocess; subprocess.run(['sh', '-c', 'sleep 30 & sleep 30; wait'])"])
+
+    def parent(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+    try:
+        wait_until(lambda: len(tree(nested.pid)) == 4, 10, what="the shell and its two sleeps started")
+        found = tree(nested.pid)
+        assert found[0] == nested.pid
+        assert [parent(pid) for pid in found[1:]] == [nested.pid, found[1], found[1]]
+    finally:
+        for pid in reversed(tree(nested.pid)[1:]):
+            os.kill(pid, 9)
+        nested.kill()
+        nested.wait()
 
 
 @pytest.mark.parametrize("kind", [HTTP, MCP, TCP, REDIS])

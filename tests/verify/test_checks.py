@@ -28,7 +28,7 @@ from meshspec.verify.checks import (
 )
 from meshspec.verify.output import to_json, to_junit, to_tap
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
-from meshspec.verify.run import CheckResult, VerifyRun, not_routed, verdict_of
+from meshspec.verify.run import CheckResult, VerifyRun, not_routed, same_server, verdict_of
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,6 +184,36 @@ def test_a_service_the_spec_does_not_route_has_no_route_to_check(service, reason
 def test_nothing_is_routed_without_a_proxy_service():
     no_proxy = SPEC.replace("mesh: {name: t}", "mesh: {name: t}\nproxy: {service: null}")
     assert not_routed(_plan(no_proxy), "web") == "the spec declares no proxy service"
+
+
+def _heard(check: str, service: str, status: str, server: str | None) -> CheckResult:
+    subject = service if check == "routable" else f"{service}-local-0"
+    return CheckResult(f"{subject}/{check}", subject, service, check, check, status, f"{server} answered",
+                       "2026-01-02T03:04:05.123+00:00", 1.0, {"server": server})
+
+
+def test_an_mcp_route_passes_when_the_proxy_reaches_the_server_the_instances_are():
+    results = [_heard("healthy", "files", "passed", "secure-filesystem-server"),
+               _heard("routable", "files", "passed", "secure-filesystem-server")]
+    assert same_server(results) == results
+
+
+def test_an_mcp_route_to_another_server_fails_naming_both():
+    results = same_server([_heard("healthy", "github", "passed", "github-mcp-server"),
+                           _heard("healthy", "files", "passed", "secure-filesystem-server"),
+                           _heard("routable", "github", "passed", "secure-filesystem-server")])
+    routed = results[-1]
+    assert routed.status == "failed"
+    assert routed.reason.endswith("answered by 'secure-filesystem-server', but github's instances answer as"
+                                  " 'github-mcp-server'")
+    assert [r.status for r in results[:2]] == ["passed", "passed"]
+
+
+def test_an_mcp_route_cannot_pass_when_no_instance_answered_directly():
+    results = same_server([_heard("healthy", "files", "failed", None),
+                           _heard("routable", "files", "passed", "secure-filesystem-server")])
+    assert results[-1].status == "failed"
+    assert "no instance of files answered directly to compare with" in results[-1].reason
 
 
 @pytest.mark.parametrize(("statuses", "verdict"), [

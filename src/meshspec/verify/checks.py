@@ -194,23 +194,28 @@ class HttpEndpoint:
 
 
 class McpServer:
-    """An MCP server over Streamable HTTP: ``McpServer(url).completes_handshake`` (one probe session)."""
+    """An MCP server over Streamable HTTP: ``McpServer(url).completes_handshake`` (one probe session;
+    ``list_tools=False``: the handshake alone, which names the server)."""
 
-    def __init__(self, url: str, timeout: float = 5.0, min_tools: int = 1) -> None:
-        self.url, self.timeout, self.min_tools = url, timeout, min_tools
+    def __init__(self, url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True) -> None:
+        self.url, self.timeout, self.min_tools, self.list_tools = url, timeout, min_tools, list_tools
 
     @cached_property
     def result(self) -> McpResult:
-        return probe_mcp(self.url, timeout=self.timeout, min_tools=self.min_tools)
+        return probe_mcp(self.url, timeout=self.timeout, min_tools=self.min_tools, list_tools=self.list_tools)
 
     @property
     def completes_handshake(self) -> bool:
-        """initialize + tools/list answered, with at least ``min_tools`` tools."""
+        """initialize answered (and tools/list, with at least ``min_tools`` tools, when listed)."""
         return self.result.ok
 
     @property
     def tool_count(self) -> int | None:
         return self.result.tool_count
+
+    @property
+    def server_name(self) -> str | None:
+        return self.result.server_name
 
     @property
     def reason(self) -> str:
@@ -331,14 +336,16 @@ class Route:
     """A service reached through the mesh proxy: ``Route(proxy_url, "backend-api", "/health").reaches``.
 
     http services: ``<proxy>/svc/<name><path>`` (the service's path prefix) answers 2xx;
-    MCP services (``mcp=True``): ``<proxy>/mcp/<name>`` completes the MCP handshake.
+    MCP services (``mcp=True``): ``<proxy>/mcp/<name>`` completes the MCP handshake, and
+    ``server_name`` is who answered it (the tools are the instance's own probe's to list: through
+    the proxy they cost the most and show nothing more about the route).
     """
 
     def __init__(self, proxy_url: str, service: str, path: str = "/", *, prefix: str | None = None,
-                 mcp: bool = False, min_tools: int = 1, timeout: float = 5.0) -> None:
+                 mcp: bool = False, timeout: float = 5.0) -> None:
         self.proxy_url, self.service, self.path = proxy_url.rstrip("/"), service, path
         self.prefix = (prefix or f"/svc/{service}").rstrip("/")
-        self.mcp, self.min_tools, self.timeout = mcp, min_tools, timeout
+        self.mcp, self.timeout = mcp, timeout
 
     @property
     def url(self) -> str:
@@ -349,14 +356,14 @@ class Route:
     @cached_property
     def _through(self) -> McpServer | HttpEndpoint:
         if self.mcp:
-            server = McpServer(self.url, timeout=self.timeout, min_tools=self.min_tools)
+            server = McpServer(self.url, timeout=self.timeout, list_tools=False)
         else:
             server = HttpEndpoint(self.url, timeout=self.timeout)
         return server
 
     @property
-    def tool_count(self) -> int | None:
-        return self._through.tool_count if isinstance(self._through, McpServer) else None
+    def server_name(self) -> str | None:
+        return self._through.server_name if isinstance(self._through, McpServer) else None
 
     @property
     def http_status(self) -> int | None:

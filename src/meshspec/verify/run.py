@@ -28,6 +28,7 @@ from meshspec.render.checker import CHECKER
 from meshspec.render.containers import ownership
 from meshspec.render.probes import probe
 from meshspec.render.registrations import is_ours, registration
+from meshspec.runtime.probes.owner import Owner, Tracker
 from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 from meshspec.verify.checks import (
@@ -231,15 +232,18 @@ def port_listening(inst: Instance, timeout: float) -> Outcome:
     return outcome(port.is_listening, port.reason, port=inst.port)
 
 
-def healthy(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Outcome:
+def healthy(sources: Sources, plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Outcome:
     """The instance's probe (render.probes), run here once by the code the host's checker runs
     every interval (runtime.probes.protocols)."""
     service = plan.service(inst.service)
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     found = probe(plan, inst, runtime)
+    tracker = None
     if not _is_local(inst):  # whose process holds a port shows only on its own host (its checker proves it)
         found = replace(found, owner=None)
-    result = run_probe(asdict(found), timeout)
+    elif found.owner:  # the pid supervisord (or the engine) gave for the whole mesh in one read
+        tracker = Tracker(Owner(**found.owner), root=Program(sources.supervisor_read(), inst.id).pid)
+    result = run_probe(asdict(found), timeout, tracker)
     return outcome(result.ok, result.output, probe=found.kind, **result.details)
 
 
@@ -286,14 +290,34 @@ def routable(plan: Plan, service_name: str) -> Outcome:
     health = service.health
     url = f"http://{front.address}:{front.port}"
     if health.mcp:
-        route = Route(url, service_name, mcp=True, min_tools=health.mcp.min_tools, timeout=timeout)
+        route = Route(url, service_name, mcp=True, timeout=timeout)
     elif health.http:
         path = plan.render_once(service_name, health.http.first_page.path, **{nonce.NAME: nonce.fresh()})
         route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout)
     else:
         route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout)
-    through = {"tool_count": route.tool_count} if route.mcp else {"http_status": route.http_status}
+    through = {"server": route.server_name} if route.mcp else {"http_status": route.http_status}
     return outcome(route.reaches, route.reason, url=route.url, **through)
+
+
+def same_server(results: list[CheckResult]) -> list[CheckResult]:
+    """An MCP route passes only when the server that answered through the proxy is the one the
+    service's instances are: each `routable` of an MCP service against the names its instances'
+    `healthy` probes heard directly (a proxy that sends /mcp/github to the files server fails here)."""
+    heard: dict[str, set[str]] = {}
+    for r in results:
+        if r.check == "healthy" and r.status == PASSED and r.detail.get("server"):
+            heard.setdefault(r.service, set()).add(r.detail["server"])
+    out = []
+    for r in results:
+        routed = r.detail.get("server") if r.check == "routable" and r.status == PASSED else None
+        own = heard.get(r.service, set())
+        if routed and routed not in own:
+            why = (f"answered by {routed!r}, but {r.service}'s instances answer as {', '.join(map(repr, sorted(own)))}"
+                   if own else f"answered by {routed!r}; no instance of {r.service} answered directly to compare with")
+            r = replace(r, status=FAILED, reason=one_line(f"{r.reason}: {why}", 400))
+        out.append(r)
+    return out
 
 
 def no_extra_registrations(sources: Sources, plan: Plan) -> Outcome:
@@ -357,7 +381,7 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Plann
         out += [
             Planned(inst.id, inst.service, "running", lambda i=inst: program_running(sources, i)),
             Planned(inst.id, inst.service, "listening", lambda i=inst, t=timeout: port_listening(i, t)),
-            Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(plan, i, runtime)),
+            Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(sources, plan, i, runtime)),
             Planned(inst.id, inst.service, "registered", lambda e=expected: registered(sources, e)),
             Planned(inst.id, inst.service, "passing", lambda i=inst: check_passing(sources, i)),
         ]
@@ -397,7 +421,7 @@ def verify(mesh: Mesh, runtime: Runtime = Runtime.PROCESS, spec_path: str = "", 
         # The longest checks start first (a whole exchange through the proxy, then each probe), so
         # the run is not as long as the last one to start plus its own length; results keep the plan's order.
         started_checks = {id(p): pool.submit(_measure, p) for p in sorted(planned, key=lambda p: FIRST.get(p.check, len(FIRST)))}
-        results = [started_checks[id(p)].result() for p in planned]
+        results = same_server([started_checks[id(p)].result() for p in planned])
         reads = {"docker" if runtime.in_containers else "supervisord": sources.supervisor.result(), "consul services": sources.services.result(),
                  "consul checks": sources.checks.result()}
     timing = {name: {"duration_ms": read.duration_ms, "error": read.error or getattr(read.data, "error", None)}

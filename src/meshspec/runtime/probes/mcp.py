@@ -84,19 +84,22 @@ def normalize_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1) -> McpResult:
+def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True) -> McpResult:
     """Run one MCP handshake + tools/list against ``url`` and end the session; never raises for server faults.
 
     + url: the Streamable HTTP endpoint, e.g. ``http://HOST:PORT/mcp`` (a bare ``HOST:PORT`` gets ``/mcp``)
     + timeout: seconds for the whole probe (each request gets what is left)
     + min_tools: the probe fails when the server lists fewer tools
+    + list_tools: False skips tools/list (and min_tools): the handshake alone names the server that
+      answered, which is what a route needs to show; a catalogue of hundreds of tools is most of a
+      probe's cost on both sides
 
     Example: ``probe_mcp(f"http://127.0.0.1:{port}/mcp").ok``
     """
     started = time.monotonic()
     url = normalize_url(url)
     with _client(url) as client:
-        probe = _Probe(url, deadline=started + timeout, timeout=timeout, client=client)
+        probe = _Probe(url, deadline=started + timeout, timeout=timeout, client=client, listed=list_tools)
         failure: ProbeFailed | None = None
         try:
             probe.run()
@@ -198,6 +201,7 @@ class _Probe:
     protocol_version: str | None = None
     server_name: str | None = None
     tools: list[str] = field(default_factory=list)
+    listed: bool = True  # False: the handshake only, no tools/list
     next_id: int = 0
 
     @property
@@ -214,7 +218,7 @@ class _Probe:
             reason=reason,
             protocol_version=self.protocol_version,
             server_name=self.server_name,
-            tool_count=len(self.tools) if self.protocol_version is not None else None,
+            tool_count=len(self.tools) if self.protocol_version is not None and self.listed else None,
             tools=tuple(self.tools),
             elapsed_ms=round((time.monotonic() - started) * 1000, 2),
             step=step,
@@ -222,13 +226,13 @@ class _Probe:
 
     def verdict(self, started: float, min_tools: int, failure: ProbeFailed | None, session: str = "") -> McpResult:
         """The result of a probe that ended, with ``failure`` or without; ``session`` says on which session."""
-        if failure is None and len(self.tools) < min_tools:
+        if failure is None and self.listed and len(self.tools) < min_tools:
             failure = self.fail("tools/list", f"lists {len(self.tools)} tools, fewer than the {min_tools} required")
         if failure is not None:
             return self.result(False, str(failure), started, failure.step)
         elapsed = (time.monotonic() - started) * 1000
-        summary = _one_line(f"{self.server_name} protocol {self.protocol_version}, "
-                            f"{len(self.tools)} tools in {elapsed:.0f} ms{session}")
+        listed = f"{len(self.tools)} tools" if self.listed else "handshake"
+        summary = _one_line(f"{self.server_name} protocol {self.protocol_version}, {listed} in {elapsed:.0f} ms{session}")
         return self.result(True, summary, started, None)
 
     # --- the steps -------------------------------------------------------------------------------
@@ -247,7 +251,8 @@ class _Probe:
         self.server_name = str(info.get("name")) if isinstance(info, dict) and info.get("name") else "unnamed"
 
         self.notify("notifications/initialized")
-        self.list_tools()
+        if self.listed:
+            self.list_tools()
 
     def list_tools(self) -> None:
         """tools/list, following ``nextCursor`` until the last page, into ``self.tools``."""

@@ -129,7 +129,7 @@ def mcp(probe: dict, timeout: float, session: KeptSession | None = None) -> Resu
     else:
         found = session.probe(timeout=timeout, min_tools=probe["min_tools"])
     return Result(found.ok, found.reason, {"tool_count": found.tool_count, "min_tools": probe["min_tools"],
-                                           "protocol_version": found.protocol_version})
+                                           "protocol_version": found.protocol_version, "server": found.server_name})
 
 
 def _where(probe: dict) -> str:
