@@ -1,7 +1,8 @@
-Feature: The task runner never runs a task as root, nor a program it was not allowed
+Feature: The task runner never runs a task as root, nor a program it was not allowed; the proxy's admin surfaces are root's
   claude-task-runner runs any argv its callers send: each task runs as the runner's own task user
   (meshspec-tasks, made by the deploy), and only programs the spec's allow-list names, exactly as
-  the task names them.
+  the task names them. HAProxy's runtime API is a socket only root may open, and its stats page
+  asks for credentials only root may read.
 
   Background:
     Given the mesh under test
@@ -26,3 +27,24 @@ Feature: The task runner never runs a task as root, nor a program it was not all
     Then the proxy's runtime API is a unix socket of root's, mode 0600
     And an unprivileged user cannot open the proxy's runtime API
     And the proxy's runtime API answers root
+
+  Scenario: HAProxy's stats page asks for credentials that only root may read
+    Then the proxy's stats page answers 401 without credentials
+    And the proxy's stats page answers 401 to a wrong password
+    And the proxy's stats page lists the mesh's frontend with the deploy's credentials
+    And the stats credentials are root's, mode 0600, in a directory only root may enter
+    And an unprivileged user cannot read the stats credentials
+
+  Scenario Outline: A service from a Debian package runs as its package's user, not as root
+    Then the process that listens for "<service>" runs as "<user>", not as root
+
+    Examples:
+      | service           | user       |
+      | redis             | redis      |
+      | mariadb           | mysql      |
+      | rabbitmq          | rabbitmq   |
+      | prometheus        | prometheus |
+      | alertmanager      | prometheus |
+      | node-exporter     | prometheus |
+      | postgres-exporter | prometheus |
+      | postgresql        | postgres   |

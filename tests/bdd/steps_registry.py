@@ -1,5 +1,5 @@
 """Steps about what each program may do: the registry's tokens (who holds which, what Consul lets
-each one do) and HAProxy's runtime API (who may open it)."""
+each one do) and HAProxy's admin surfaces (who may open its runtime API, who may read its stats)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import subprocess
 from pathlib import Path
 
 import consul
+import httpx
 import pytest
 from pytest_bdd import parsers, then
 
 from meshspec.common.consul_token import read_token
+from meshspec.plan.layout import STATS_CREDENTIALS
+from meshspec.runtime.probes.owner import Listeners, holder
 
 
 def _token(world, service: str) -> str:
@@ -122,3 +125,65 @@ def _(world):
 @then("the proxy's runtime API answers root")
 def _(world):
     assert "Name: HAProxy" in world.target.runtime_api.send("show info")
+
+
+# --- HAProxy's stats page ----------------------------------------------------------------------------
+
+
+def _stats(world, auth: tuple[str, str] | None) -> httpx.Response:
+    proxy = world.target.plan.instances_of(world.target.plan.spec.proxy.service)[0]
+    url = f"http://{proxy.address}:{proxy.ports[world.target.plan.spec.proxy.stats_port_name]}/stats;csv"
+    return httpx.get(url, auth=auth, trust_env=False, timeout=10)
+
+
+def _stats_credentials(world) -> Path:
+    return Path(world.target.plan.proxy_file(STATS_CREDENTIALS))
+
+
+@then("the proxy's stats page answers 401 without credentials")
+def _(world):
+    answer = _stats(world, None)
+    assert answer.status_code == 401 and "mesh,FRONTEND" not in answer.text, answer.status_code
+
+
+@then("the proxy's stats page answers 401 to a wrong password")
+def _(world):
+    assert _stats(world, ("meshspec", "not-the-password")).status_code == 401
+
+
+@then("the proxy's stats page lists the mesh's frontend with the deploy's credentials")
+def _(world):
+    user, _, password = _stats_credentials(world).read_text().strip().partition(":")
+    answer = _stats(world, (user, password))
+    assert answer.status_code == 200 and "mesh,FRONTEND" in answer.text, answer.text[:200]
+
+
+@then("the stats credentials are root's, mode 0600, in a directory only root may enter")
+def _(world):
+    path = _stats_credentials(world)
+    for found, mode in ((path, 0o600), (path.parent, 0o700)):
+        info = found.stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, mode), f"{found}: uid {info.st_uid}, mode {info.st_mode:o}"
+
+
+@then("an unprivileged user cannot read the stats credentials")
+def _(world):
+    tried = subprocess.run(["runuser", "-u", "nobody", "--", "cat", str(_stats_credentials(world))],
+                           capture_output=True, text=True, timeout=30)
+    assert tried.returncode != 0 and "Permission denied" in tried.stderr, tried.stderr
+
+
+# --- who the programs run as ---------------------------------------------------------------------------
+
+
+@then(parsers.parse('the process that listens for "{service}" runs as "{user}", not as root'))
+def _(world, service, user):
+    inst = world.target.plan.instances_of(service)[0]
+    pid = holder(Listeners().inodes(inst.address, inst.port, fresh=True))
+    assert pid, f"nothing listens at {inst.address}:{inst.port}"
+    with open(f"/proc/{pid}/status") as status:
+        uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])  # the real uid
+    # The name as the process's own root sees it: the host's, or its container image's.
+    with open(f"/proc/{pid}/root/etc/passwd") as passwd:
+        names = {int(fields[2]): fields[0] for fields in (line.split(":") for line in passwd if line.count(":") >= 6)}
+    assert uid != 0 and names.get(uid) == user, f"pid {pid} of {service} runs as uid {uid} ({names.get(uid)})"

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 
 from meshspec.plan import Plan
+from meshspec.plan.layout import STATS_USERS
 from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, render_haproxy
+from meshspec.render.secrets import stats_files
 from meshspec.runtime.proxy.apply import reload_haproxy
 from meshspec.runtime.proxy.controller import Controller
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
@@ -22,6 +24,8 @@ from tests.support import listening, wait_until
 
 BACKEND = Path(__file__).resolve().parent / "backend.py"
 
+
+STATS_PASSWORD = "harness-stats"
 
 def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
     if proc is not None and proc.poll() is None:
@@ -73,6 +77,7 @@ class HAProxy:
         self.log_path = self.config.parent / "haproxy.log"
         self.proc: subprocess.Popen | None = None
         self.api = RuntimeApi(self.plan.proxy_runtime)
+        self.users = Path(self.plan.proxy_file(STATS_USERS))
 
     @property
     def url(self) -> str:
@@ -88,14 +93,17 @@ class HAProxy:
 
     def start(self) -> HAProxy:
         self.write_config()
+        for secret in stats_files(self.plan):  # as the deploy writes them, with a password of the tests'
+            Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            Path(secret.path).write_text(secret.text(STATS_PASSWORD))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config), "-f", str(self.users)],
+                                         stdout=log, stderr=subprocess.STDOUT)
         wait_until(self.api.is_reachable, 10, what="HAProxy runtime API")
         return self
 
     def reload(self) -> str:
-        return reload_haproxy(self.api, Path(self.paths["pidfile"]), Path(self.paths["state_file"]), self.config)
+        return reload_haproxy(self.api, Path(self.paths["pidfile"]), Path(self.paths["state_file"]))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -11,7 +11,14 @@ import pytest
 from meshspec.common.haproxy_shape import read_shape, server_id
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.haproxy import ProxyOptions, backend_name, config_shape, render_haproxy, server_options
+from meshspec.render.haproxy import (
+    ProxyOptions,
+    backend_name,
+    config_shape,
+    render_haproxy,
+    server_options,
+    stats_users,
+)
 from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
 from meshspec.runtime.proxy.runtime_api import ServerState, parse_servers_state
 from meshspec.spec import load_spec
@@ -199,8 +206,11 @@ needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="apt-
 
 
 def haproxy_check(cfg: str, path: Path) -> subprocess.CompletedProcess:
+    """`haproxy -c` of the config with the stats page's userlist beside it, as the proxy loads both."""
     path.write_text(cfg)
-    return subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+    users = path.with_name("users.cfg")
+    users.write_text(stats_users("check-password"))
+    return subprocess.run(["haproxy", "-c", "-f", str(path), "-f", str(users)], capture_output=True, text=True)
 
 
 @needs_haproxy

@@ -139,6 +139,9 @@ def test_bad_input_is_a_clear_4xx_never_a_traceback(backend_api):
         ("POST", f"{API}/proxy", json.dumps({"service": "x", "path": "no-slash"}).encode(), 422, "invalid MeshRequest"),
         ("POST", f"{API}/proxy", json.dumps({"service": "x", "method": "BREW"}).encode(), 422, "invalid MeshRequest"),
         ("POST", f"{API}/proxy", json.dumps({"service": "../x"}).encode(), 422, "invalid MeshRequest"),
+        ("POST", f"{API}/proxy", json.dumps({"service": "x", "path": "/../../mcp/y"}).encode(), 422, "invalid MeshRequest"),
+        ("POST", f"{API}/proxy", json.dumps({"service": "x", "path": "/a/%2E%2e/b?q=1"}).encode(), 422, "invalid MeshRequest"),
+        ("POST", f"{API}/proxy", json.dumps({"service": "x", "path": "/./a"}).encode(), 422, "invalid MeshRequest"),
         ("POST", f"{API}/proxy", json.dumps({"service": "x", "timeout_s": 0}).encode(), 422, "invalid MeshRequest"),
         ("POST", f"{API}/enqueue", json.dumps({"kind": "nope"}).encode(), 422, "unknown job kind 'nope'"),
         ("POST", f"{API}/enqueue", json.dumps({"kind": "sleep", "payload": {"seconds": 999}}).encode(), 422,
@@ -157,6 +160,8 @@ def test_bad_input_is_a_clear_4xx_never_a_traceback(backend_api):
         assert "Traceback" not in resp.text
     problems = httpx.post(backend_api.url + f"{API}/proxy", json={"service": "x", "path": "p"}).json()["problems"]
     assert problems[0]["loc"] == "path"
+    climbs = httpx.post(backend_api.url + f"{API}/proxy", json={"service": "x", "path": "/a/%2e%2e/b"}).json()["problems"]
+    assert climbs[0]["loc"] == "path" and "no '.' or '..' segment" in climbs[0]["msg"]
 
 
 def test_enqueue_records_the_job_and_publishes_it_persistently(start_service, deps_env, rabbitmq):

@@ -1,4 +1,5 @@
-"""The programs' Consul tokens as render.acl plans them, read back with the agent's own rule parser."""
+"""The programs' Consul tokens as render.acl plans them, read back with the agent's own rule parser,
+and the secret files a host keeps (render.secrets)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
+from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import description_prefix, host_tokens, mesh_tokens, service_rules
+from meshspec.render.secrets import host_secret_files
 from meshspec.runtime.agent.acl import parse_rules
 from meshspec.spec import load_spec, parse_spec
 
@@ -70,3 +73,25 @@ def test_every_host_keeps_its_own_checker_token_and_the_registry_holds_them_all(
     plan = make_plan(spec, hosts)
     names = [t.name for t in mesh_tokens(plan)]
     assert len([n for n in names if "checker" in n]) == len({i.host.label for i in plan.instances})
+
+
+# --- the host's secret files (render.secrets) -----------------------------------------------------
+
+
+def test_the_proxy_s_host_keeps_the_stats_page_s_userlist_and_credentials_beside_the_tokens():
+    plan = shipped()
+    files = {f.path: f for f in host_secret_files(plan, "local", plan.instances)}
+    users, credentials = files[plan.proxy_file(STATS_USERS)], files[plan.proxy_file(STATS_CREDENTIALS)]
+    assert users.name == credentials.name  # one secret, in HAProxy's form and in curl -u's
+    assert users.name not in {t.name for t in mesh_tokens(plan)}  # and no token's
+    assert credentials.text("s3cret") == "meshspec:s3cret\n"
+    assert "userlist meshspec-stats\n    user meshspec insecure-password s3cret\n" in users.text("s3cret")
+    assert {str(plan.layout.service_token_file(s.name)) for s in plan.spec.services} <= set(files)
+    assert all(Path(path).parent.name in ("tokens", "stats") for path in files)  # 0700 directories
+
+
+def test_a_host_without_the_proxy_keeps_no_stats_credentials():
+    plan = shipped()
+    others = [i for i in plan.instances if i.service != plan.spec.proxy.service]
+    paths = {f.path for f in host_secret_files(plan, "local", others)}
+    assert plan.proxy_file(STATS_USERS) not in paths and plan.proxy_file(STATS_CREDENTIALS) not in paths

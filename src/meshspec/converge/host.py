@@ -18,7 +18,7 @@ from meshspec.converge.mesh import BIN_DIR, load_mesh
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
-from meshspec.render.acl import RegistryToken, description_prefix, host_tokens, mesh_tokens
+from meshspec.render.acl import RegistryToken, description_prefix, mesh_tokens
 from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
@@ -27,6 +27,7 @@ from meshspec.render.preparation import Preparation, preparation, users_of
 from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
 from meshspec.render.registrations import registration
+from meshspec.render.secrets import SecretFile, host_secret_files
 from meshspec.spec import SpecInvalid
 
 __all__ = ["BIN_DIR", "HostMesh", "this_host"]
@@ -125,9 +126,10 @@ class HostMesh:
         return str(self.layout.consul_token_file)
 
     @property
-    def program_tokens(self) -> list[RegistryToken]:
-        """The Consul tokens whose files this host keeps: its checker's and its services'."""
-        return host_tokens(self.plan, self.host_label, self.instances)
+    def secret_files(self) -> list[SecretFile]:
+        """The secret files this host keeps: its checker's and its services' Consul tokens, and the
+        stats page's credentials if it runs the proxy."""
+        return host_secret_files(self.plan, self.host_label, self.instances)
 
     @property
     def mesh_tokens(self) -> list[RegistryToken]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from meshspec.plan.hosts import Host
-from meshspec.plan.layout import RUNTIME_SOCKET, InstallCache, Layout
+from meshspec.plan.layout import RUNTIME_SOCKET, STATS_CREDENTIALS, STATS_USERS, InstallCache, Layout
 from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
 
@@ -74,6 +74,8 @@ class Plan:
         if self.spec.proxy.service is not None:
             values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
             values["proxy.runtime"] = self.proxy_runtime
+            values["proxy.stats_users"] = self.proxy_file(STATS_USERS)
+            values["proxy.stats_credentials"] = self.proxy_file(STATS_CREDENTIALS)
         values |= {f"ports.{name}": port for name, port in inst.ports.items()}
         for dep in self.service(inst.service).depends_on:
             peer = self.instances_of(dep)[0]
@@ -101,7 +103,11 @@ class Plan:
         proxy = self.instances_of(self.spec.proxy.service)[0]
         if "runtime" in proxy.ports:
             return f"{proxy.address}:{proxy.ports['runtime']}"
-        return str(self.layout.instance_dir(proxy.id) / RUNTIME_SOCKET)
+        return self.proxy_file(RUNTIME_SOCKET)
+
+    def proxy_file(self, name: str) -> str:
+        """A file of the proxy's own, in its (first) instance's directory."""
+        return str(self.layout.instance_dir(self.instances_of(self.spec.proxy.service)[0].id) / name)
 
     @property
     def consul_addr(self) -> str:

@@ -66,6 +66,11 @@ class Layout:
 
 
 RUNTIME_SOCKET = "runtime.sock"  # HAProxy's runtime API, in the proxy instance's directory
+# The stats page's credentials, in a 0700 directory of the proxy instance's, both 0600 (the deploy
+# writes them): HAProxy's userlist (a config file of its own, loaded with a second -f, so
+# haproxy.cfg holds no secret), and the same password as `user:password` for whoever reads the page.
+STATS_USERS = "stats/users.cfg"
+STATS_CREDENTIALS = "stats/credentials"
 
 # What a deploy creates under the state dir; teardown removes these and nothing else. Installs are
 # not here: they live in the shared InstallCache below, which `make purge` empties.

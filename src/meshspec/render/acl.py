@@ -40,7 +40,8 @@ def _rules(*grants: tuple[str, str, str]) -> Rules:
     return rules
 
 
-def _policy_name(plan: Plan, holder: str) -> str:
+def policy_name(plan: Plan, holder: str) -> str:
+    """A name of this mesh's (a token's policy's, and what its secret is derived from)."""
     return _NOT_IN_POLICY_NAME.sub("-", f"meshspec-{plan.spec.mesh.name}-{holder}")[:128]
 
 
@@ -57,14 +58,14 @@ def service_rules(plan: Plan, service: str) -> Rules:
 
 
 def service_token(plan: Plan, service: str) -> RegistryToken:
-    return RegistryToken(_policy_name(plan, f"service-{service}"), f"{description_prefix(plan)}service {service}",
+    return RegistryToken(policy_name(plan, f"service-{service}"), f"{description_prefix(plan)}service {service}",
                          service_rules(plan, service), str(plan.layout.service_token_file(service)))
 
 
 def checker_token(plan: Plan, host_label: str, instances: list[Instance]) -> RegistryToken:
     """The checker updates the TTL check of each instance on its host: Consul asks service:write."""
     writes = [("service", name, "write") for name in sorted({i.service for i in instances})]
-    return RegistryToken(_policy_name(plan, f"checker-{host_label}"), f"{description_prefix(plan)}checker of {host_label}",
+    return RegistryToken(policy_name(plan, f"checker-{host_label}"), f"{description_prefix(plan)}checker of {host_label}",
                          _rules(*writes, ("node_prefix", "", "read")), str(plan.layout.checker_token_file))
 
 

@@ -51,6 +51,11 @@ PIDFILE = "haproxy.pid"
 HEALTH_INTER_MS = 5_000
 FASTINTER_MS = 250
 MAX_FALL = 2
+#: The stats page asks HTTP Basic credentials of this userlist, which `stats_users` renders into a
+#: file of its own (the plan's `proxy.stats_users`, 0600, loaded with a second -f): haproxy.cfg
+#: stays free of secrets and is rendered from the plan alone.
+STATS_USERLIST = "meshspec-stats"
+STATS_USER = "meshspec"
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,12 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
     return shape
 
 
+def stats_users(password: str) -> str:
+    """The stats page's userlist: the text of `proxy.stats_users` (the deploy derives the password)."""
+    return (f"# The credentials of the stats page of haproxy.cfg, written by meshspec's deploy: do not edit.\n"
+            f"userlist {STATS_USERLIST}\n    user {STATS_USER} insecure-password {password}\n")
+
+
 def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
     """The whole haproxy.cfg of the plan's proxy instance."""
     proxy = proxy_instance(plan)
@@ -402,6 +413,7 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             "monitor-uri /healthz",
             "stats enable",
             "stats uri /stats",
+            f'stats http-request auth realm "meshspec stats" unless {{ http_auth({STATS_USERLIST}) }}',
             "stats refresh 5s",
             "stats show-legends",
             "no log",

@@ -32,6 +32,7 @@ class Probe:
     after: tuple[dict, ...] = ()
     eventually: bool = False  # http: read again until `contains` shows, within the timeout
     token_file: str | None = None  # http: the requests carry the Consul token this file holds, read as it runs
+    credentials_file: str | None = None  # http: the requests carry the `user:password` this file holds (Basic)
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -68,7 +69,8 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
                  for which in ("before", "after")}
         return Probe(HTTP, base + text(http.path), http.method, {k: text(v) for k, v in http.headers.items()},
                      text(http.body), text(http.contains), owner=owner, eventually=http.eventually,
-                     token_file=str(plan.layout.service_token_file(inst.service)) if http.consul_token else None, **steps)
+                     token_file=str(plan.layout.service_token_file(inst.service)) if http.consul_token else None,
+                     credentials_file=text(http.credentials), **steps)
     if health.mcp:
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:

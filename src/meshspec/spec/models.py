@@ -141,6 +141,10 @@ class HttpProbe(Strict):
     # reads from the service's token file as it runs, so the secret is in no checks file or
     # registration: the registry's reads are default-deny.
     consul_token: bool = False
+    # A file holding `user:password` (curl -u's form), sent as HTTP Basic credentials; whoever runs
+    # the probe reads it as it runs, so the secret is in no checks file (HAProxy's stats page:
+    # `{proxy.stats_credentials}`).
+    credentials: str | None = None
 
     @property
     def first_page(self) -> HttpStep | HttpProbe:

@@ -13,7 +13,8 @@ from meshspec.common import nonce
 from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
-MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", "proxy.url", "proxy.runtime", "meshspec")  # meshspec: the project's own executable
+PROXY_NAMES = ("proxy.url", "proxy.runtime", "proxy.stats_users", "proxy.stats_credentials")
+MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "meshspec")  # meshspec: the project's own executable
 # The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
 # every other service reads its own token, `{consul.token_file}`.
 REGISTRY_NAMES = ("consul.management_token_file",)
@@ -33,7 +34,7 @@ def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     if service.name == spec.consul.service:
         names |= set(REGISTRY_NAMES)
     if spec.proxy.service is None:
-        names -= {"proxy.url", "proxy.runtime"}
+        names -= set(PROXY_NAMES)
     names |= {f"ports.{p}" for p in service.ports}
     peers = {s.name: s for s in spec.services if s.name in service.depends_on}
     for dep, peer in peers.items():
@@ -69,6 +70,8 @@ def probe_texts(service: Service) -> Iterable[tuple[tuple, str]]:
         yield from ((at + (name,), text) for name in ("body", "contains") if (text := getattr(r, name)) is not None)
 
     yield from request(here, probe)
+    if probe.credentials is not None:
+        yield here + ("credentials",), probe.credentials
     for which in ("before", "after"):
         for i, step in enumerate(getattr(probe, which)):
             yield from request(here + (which, i), step)

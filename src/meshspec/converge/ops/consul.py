@@ -29,6 +29,7 @@ from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.registry import Registry
 from meshspec.render.acl import RegistryToken
 from meshspec.render.registrations import differences, is_ours
+from meshspec.render.secrets import SecretFile
 
 UNREACHABLE = (requests.exceptions.RequestException, consul.ConsulException)
 
@@ -66,22 +67,23 @@ def derived_ids(management: str, name: str) -> tuple[str, str]:
 
 
 @operation()
-def token_files(token: SharedFact, wanted: list[RegistryToken]):
+def secret_files(token: SharedFact, wanted: list[SecretFile]):
     """
-    Keep each program's Consul token in its file (mode 0600, in a 0700 directory).
+    Keep each secret file of this host (mode 0600, in a 0700 directory): the programs' Consul
+    tokens, the stats page's credentials.
 
     + token: the management token file's contents, read once per run
-    + wanted: the tokens of this host's programs
+    + wanted: the host's secret files (render.secrets)
     """
     management = read_token(token)
     if management is None:  # only in a --dry run before the first deploy: "Consul token" makes it
-        host.noop("the token files follow the management token, which this run makes")
+        host.noop("the secret files follow the management token, which this run makes")
         return
-    texts = [(t.path, derived_ids(management, t.name)[1] + "\n") for t in wanted]
+    texts = [(f.path, f.text(derived_ids(management, f.name)[1])) for f in wanted]
     current = host.get_fact(FileDigests, paths=[path for path, _ in texts])
     stale = [(path, text) for path, text in texts if current.get(path) != sha256(text.encode()).hexdigest()]
     if not stale:
-        host.noop(f"{len(wanted)} token files are in place")
+        host.noop(f"{len(wanted)} secret files are in place")
         return
     for parent in sorted({str(PurePosixPath(path).parent) for path, _ in stale}):
         yield StringCommand("mkdir", "-p", shlex.quote(parent))

@@ -1,7 +1,8 @@
 """The controller's side effects on HAProxy: runtime-API commands, and hitless reloads.
 
 Reloads (the only time HAProxy re-reads haproxy.cfg) happen when the shape embedded in
-haproxy.cfg differs from the one HAProxy runs: validate the file with `haproxy -c`, dump
+haproxy.cfg differs from the one HAProxy runs: validate the files the master will re-read (the
+`-f` of its own command line: haproxy.cfg and the stats page's userlist) with `haproxy -c`, dump
 `show servers state` into the server-state file (so addresses and states of all servers
 survive), SIGUSR2 the master (listeners are handed over, old workers finish their connections,
 stick tables move over through the `peers` section), wait for the new worker.
@@ -24,22 +25,28 @@ class ReloadError(Exception):
     pass
 
 
-def validate_config(config: Path) -> None:
+def master_configs(master: int) -> list[str]:
+    """The config files HAProxy's master loads: each `-f` of its command line, in order."""
+    with open(f"/proc/{master}/cmdline", "rb") as cmdline:
+        argv = cmdline.read().decode().split("\0")
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"]
+
+
+def validate_config(configs: list[str]) -> None:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    check = subprocess.run([haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    files = [arg for config in configs for arg in ("-f", config)]
+    check = subprocess.run([haproxy, "-c", "-q", *files], capture_output=True, text=True, timeout=30)
     if check.returncode != 0:
-        raise ReloadError(f"{config} is invalid: {(check.stdout + check.stderr).strip()[-2000:]}")
+        raise ReloadError(f"{' + '.join(configs)} is invalid: {(check.stdout + check.stderr).strip()[-2000:]}")
 
 
-def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, config: Path | None = None,
-                   timeout: float = 10.0) -> str:
-    """Hitless reload: validate, save server state, SIGUSR2 the master, wait for the new worker.
-    Returns the new worker's pid."""
-    if config is not None:
-        validate_config(config)
+def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, timeout: float = 10.0) -> str:
+    """Hitless reload: validate what the master will re-read, save server state, SIGUSR2 the
+    master, wait for the new worker. Returns the new worker's pid."""
+    master = int(pidfile.read_text().split()[0])
+    validate_config(master_configs(master))
     old = api.info().get("Pid")
     state_file.write_text(api.send("show servers state"))
-    master = int(pidfile.read_text().split()[0])
     os.kill(master, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -144,7 +144,7 @@ class Controller:
             self.metrics.errors.labels("reload").inc()
             return False
         try:
-            reload_haproxy(self.api, self.pidfile, self.state_file, self.config)
+            reload_haproxy(self.api, self.pidfile, self.state_file)
         except (ReloadError, RuntimeApiError, OSError, ValueError) as err:
             self.metrics.errors.labels("reload").inc()
             self.last_error = f"reload: {err}"

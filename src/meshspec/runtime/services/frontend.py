@@ -30,7 +30,9 @@ class Frontend:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_get("/", self.index)
         app.router.add_static("/static/", STATIC, show_index=False)
-        app.router.add_route("*", "/api/{tail:.*}", self.forward)
+        # The page only reads: GET (and HEAD) are forwarded, nothing that writes (backend-api's
+        # relay through the mesh and its job queue are no status page's to offer).
+        app.router.add_get("/api/{tail:.*}", self.forward)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 
@@ -43,11 +45,11 @@ class Frontend:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def forward(self, request: web.Request) -> web.Response:
-        """`/api/...` → backend-api's `/api/...`, method, query, headers and body kept."""
+        """GET `/api/...` → backend-api's `/api/...`, query and headers kept."""
         url = f"{self.api_url}{request.rel_url.path_qs}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
-            async with self.session.request(request.method, url, headers=headers, data=await request.read(),
+            async with self.session.request(request.method, url, headers=headers,
                                             allow_redirects=False, timeout=API_TIMEOUT) as resp:
                 body = await resp.read()
                 out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}

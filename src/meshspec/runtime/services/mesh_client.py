@@ -13,6 +13,7 @@ import json
 import re
 import time
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -70,6 +71,11 @@ class MeshRequest(BaseModel):
     def _path(cls, value: str) -> str:
         if not value.startswith("/") or any(c in value for c in "\r\n\t #") or "\\" in value:
             raise ValueError("must start with '/' and contain no whitespace, '#' or '\\'")
+        # A dot segment would climb out of the service's prefix (`/svc/web/../../mcp/other`, which
+        # clients normalize before sending): the request would reach a service it does not name.
+        segments = unquote(value.split("?", 1)[0]).split("/")
+        if any(s in (".", "..") for s in segments):
+            raise ValueError("must contain no '.' or '..' segment (plain or %-encoded)")
         return value
 
 
