@@ -35,16 +35,22 @@ Feature: The task runner never runs a task as root, nor a program it was not all
     And the stats credentials are root's, mode 0600, in a directory only root may enter
     And an unprivileged user cannot read the stats credentials
 
-  Scenario Outline: A service from a Debian package runs as its package's user, not as root
+  Scenario Outline: A program runs as the user of its trust level, not as root
     Then the process that listens for "<service>" runs as "<user>", not as root
 
     Examples:
-      | service           | user       |
-      | redis             | redis      |
-      | mariadb           | mysql      |
-      | rabbitmq          | rabbitmq   |
-      | prometheus        | prometheus |
-      | alertmanager      | prometheus |
-      | node-exporter     | prometheus |
-      | postgres-exporter | prometheus |
-      | postgresql        | postgres   |
+      | service           | user           |
+      | redis             | redis          |
+      | mariadb           | mysql          |
+      | rabbitmq          | rabbitmq       |
+      | prometheus        | prometheus     |
+      | alertmanager      | prometheus     |
+      | node-exporter     | prometheus     |
+      | postgres-exporter | prometheus     |
+      | postgresql        | postgres       |
+      | files             | meshspec-mcp   |
+      | github            | meshspec-mcp   |
+      | http-fetch        | meshspec-mcp   |
+      | playwright-mcp    | meshspec-mcp   |
+      | chromadb          | meshspec-store |
+      | phoenix           | meshspec-store |

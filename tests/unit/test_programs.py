@@ -7,7 +7,7 @@ from supervisor.options import ServerOptions
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.programs import program, revision, supervisord_conf
+from meshspec.render.programs import launch, program, revision, supervisord_conf
 from meshspec.spec import parse_spec
 
 SPEC = """
@@ -54,11 +54,19 @@ def test_every_instance_is_one_program(loaded):
     assert sorted(programs) == sorted(i.id for i in plan.instances)
 
 
-def test_command_and_env_survive_quotes_commas_and_percent_signs(loaded):
+def test_command_and_env_survive_quotes_commas_and_percent_signs(loaded, tmp_path):
     _, programs = loaded
     argv = shlex.split(programs["api-local-0"].command)
-    assert argv == ["/usr/bin/env", "GREETING=it's \"quoted\", with, commas", "RATE=50%",
+    home = f"HOME={tmp_path}/instances/api-local-0"  # it runs as its own user: HOME is its directory
+    assert argv == ["/usr/bin/env", "GREETING=it's \"quoted\", with, commas", home, "RATE=50%",
                     "python3", "-c", "print('100% done, it said \"hi\"')", "9000"]
+
+
+def test_a_program_of_root_keeps_its_home_and_the_spec_s_home_wins():
+    plan = make_plan(parse_spec(SPEC), [Host("@local", "127.0.0.1")])
+    assert "HOME" not in launch(plan, plan.instances_of("mesh-proxy")[0]).env  # no user: supervisord's own
+    named = make_plan(parse_spec(SPEC.replace('RATE: "50%"}', 'RATE: "50%", HOME: /srv/h}')), [Host("@local", "127.0.0.1")])
+    assert launch(named, named.instances_of("api")[0]).env["HOME"] == "/srv/h"
 
 
 def test_stop_settings_and_user_come_from_the_spec(loaded, tmp_path):

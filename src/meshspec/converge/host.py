@@ -79,7 +79,8 @@ class HostMesh:
     def debian_packages(self) -> list[str]:
         if self.runtime.in_containers:
             return list(DOCKER_HOST_PACKAGES)
-        return sorted({p for s in self.services if s.process for p in s.process.install.apt})
+        venvs = ["python3-venv"] if any(r.pip for r in self.recipes) else []  # VENV_PYTHON's venv module
+        return sorted({*venvs, *(p for s in self.services if s.process for p in s.process.install.apt)})
 
     @property
     def cache_dir(self) -> str:

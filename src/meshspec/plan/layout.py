@@ -79,10 +79,15 @@ OWNED = ("instances", "supervisor", "logs", "consul", "checker")
 FORMER = ("install",)
 
 
+#: The interpreter of every venv of the install cache: Debian's, which every user may run (a pyenv
+#: under /root, mode 0700, is root's alone), so a program from an install can run as its own user.
+VENV_PYTHON = "/usr/bin/python3"
+
+
 def install_key(install: Install) -> str:
     """The digest of an install's recipe as the spec declares it: `after` with its {install_dir}
-    unsubstituted, since the directory's name is made of this digest."""
-    return digest([install.pip, install.npm, *([install.after] if install.after else [])])
+    unsubstituted, since the directory's name is made of this digest; and the venv's interpreter."""
+    return digest([VENV_PYTHON, install.pip, install.npm, *([install.after] if install.after else [])])
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from meshspec.common.digest import digest
+from meshspec.plan.layout import VENV_PYTHON
 from meshspec.spec.models import Install
 from meshspec.spec.placeholders import render
 
@@ -35,14 +36,14 @@ class Recipe:
 
     @property
     def hash(self) -> str:
-        return digest([self.pip, self.npm, *([self.after] if self.after else [])])
+        return digest([VENV_PYTHON, self.pip, self.npm, *([self.after] if self.after else [])])
 
     def script(self) -> str:
         """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
         d = shlex.quote(self.install_dir)
         steps = ["set -e", "started=$(date +%s)", f"rm -rf {d}", f"mkdir -p {d}"]
         if self.pip:
-            steps += [f"python3 -m venv {d}/venv",
+            steps += [f"{VENV_PYTHON} -m venv {d}/venv",
                       f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
         if self.npm:
             steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]

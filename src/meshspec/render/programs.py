@@ -54,10 +54,17 @@ class Launch:
 
 
 def launch(plan: Plan, inst: Instance) -> Launch:
+    """A program that runs as its own user gets the instance's directory, which the deploy gives
+    that user, as its HOME unless the spec names one: supervisord passes root's on to every user,
+    and caches, cookies and dotfiles go to HOME."""
     process = plan.service(inst.service).process
     render = partial(plan.render, inst)
-    workdir = render(process.workdir) if process.workdir else str(plan.layout.instance_dir(inst.id))
-    return Launch([render(a) for a in process.command], {k: render(v) for k, v in sorted(process.env.items())}, workdir)
+    instance_dir = str(plan.layout.instance_dir(inst.id))
+    workdir = render(process.workdir) if process.workdir else instance_dir
+    env = {k: render(v) for k, v in process.env.items()}
+    if process.user and "HOME" not in env:
+        env["HOME"] = instance_dir
+    return Launch([render(a) for a in process.command], dict(sorted(env.items())), workdir)
 
 
 def program(plan: Plan, inst: Instance) -> Program:
