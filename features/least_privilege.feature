@@ -54,3 +54,6 @@ Feature: The task runner never runs a task as root, nor a program it was not all
       | playwright-mcp    | meshspec-mcp   |
       | chromadb          | meshspec-store |
       | phoenix           | meshspec-store |
+
+  Scenario: HAProxy's workers, which parse every request, do not run as root
+    Then HAProxy's master runs as root and every worker of it as "haproxy"

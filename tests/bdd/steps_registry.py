@@ -14,6 +14,7 @@ from pytest_bdd import parsers, then
 
 from meshspec.common.consul_token import read_token
 from meshspec.plan.layout import STATS_CREDENTIALS
+from meshspec.render.haproxy import proxy_paths
 from meshspec.runtime.probes.owner import Listeners, holder
 
 
@@ -176,14 +177,27 @@ def _(world):
 # --- who the programs run as ---------------------------------------------------------------------------
 
 
+def _user_of(pid: int) -> str | None:
+    """Who `pid` runs as (its real uid), named as the process's own root sees it: the host's
+    /etc/passwd, or its container image's."""
+    with open(f"/proc/{pid}/status") as status:
+        uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
+    with open(f"/proc/{pid}/root/etc/passwd") as passwd:
+        names = {int(fields[2]): fields[0] for fields in (line.split(":") for line in passwd if line.count(":") >= 6)}
+    return names.get(uid, f"uid {uid}")
+
+
 @then(parsers.parse('the process that listens for "{service}" runs as "{user}", not as root'))
 def _(world, service, user):
     inst = world.target.plan.instances_of(service)[0]
     pid = holder(Listeners().inodes(inst.address, inst.port, fresh=True))
     assert pid, f"nothing listens at {inst.address}:{inst.port}"
-    with open(f"/proc/{pid}/status") as status:
-        uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])  # the real uid
-    # The name as the process's own root sees it: the host's, or its container image's.
-    with open(f"/proc/{pid}/root/etc/passwd") as passwd:
-        names = {int(fields[2]): fields[0] for fields in (line.split(":") for line in passwd if line.count(":") >= 6)}
-    assert uid != 0 and names.get(uid) == user, f"pid {pid} of {service} runs as uid {uid} ({names.get(uid)})"
+    assert _user_of(pid) == user, f"pid {pid} of {service} runs as {_user_of(pid)}"
+
+
+@then(parsers.parse('HAProxy\'s master runs as root and every worker of it as "{user}"'))
+def _(world, user):
+    master = int(Path(proxy_paths(world.target.plan)["pidfile"]).read_text().split()[0])
+    workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    assert _user_of(master) == "root" and workers, f"master {master} runs as {_user_of(master)}; workers {workers}"
+    assert {pid: _user_of(pid) for pid in workers} == {pid: user for pid in workers}

@@ -55,6 +55,7 @@ MAX_FALL = 2
 #: file of its own (the plan's `proxy.stats_users`, 0600, loaded with a second -f): haproxy.cfg
 #: stays free of secrets and is rendered from the plan alone.
 STATS_USERLIST = "meshspec-stats"
+WORKER_USER = "haproxy"  # made by Debian's haproxy package
 STATS_USER = "meshspec"
 
 
@@ -363,6 +364,11 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
     sections: list[tuple[str, list[str]]] = [
         ("global", [
             "master-worker",
+            # The workers, which parse every request, drop to Debian's haproxy user; the master
+            # stays root: it read the stats userlist and binds the runtime socket (root's, 0600),
+            # and re-executes itself on reload.
+            f"user {WORKER_USER}",
+            f"group {WORKER_USER}",
             f"pidfile {paths['pidfile']}",
             f"stats socket {runtime_bind} level admin expose-fd listeners",
             "stats timeout 2m",
