@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from meshspec.converge import builds, engine
+from meshspec.converge.source import source_digest, source_root
 from meshspec.render import images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,18 +69,18 @@ def converge(env: dict) -> tuple[float, float]:
 def image_build() -> tuple[float, float]:
     """(cold, cached) seconds to build the base and meshspec's layer from their recipes."""
     base = images.BaseImage(node=builds.host_node())
-    layer = images.meshspec_layer(base, builds.source_digest(builds.source_root()))
+    layer = images.meshspec_layer(base, source_digest(source_root()))
     bench_base = f"meshspec-bench/base:{base.tag.split(':')[1]}"
     bench_layer = images.Layer("meshspec-bench/meshspec", bench_base, layer.script, layer.inputs)
     client = engine.client(timeout=builds.BUILD_TIMEOUT)
     try:
         started = time.perf_counter()
         builds.build_base(base, tag=bench_base)
-        builds.build_layer(bench_layer, builds.source_root())
+        builds.build_layer(bench_layer, source_root())
         cold = time.perf_counter() - started
         started = time.perf_counter()
         builds.build_base(base, tag=bench_base)
-        builds.build_layer(bench_layer, builds.source_root())
+        builds.build_layer(bench_layer, source_root())
         return cold, time.perf_counter() - started
     finally:
         for tag in (bench_layer.tag, bench_base):

@@ -31,7 +31,7 @@ else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
     instances.users(name="System users", names=mesh.users)  # in the docker runtime, the images hold them
-consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token)
+consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token, owner=mesh.token_owner)
 consul.secret_files(name="Secret files", token=token, wanted=mesh.secret_files)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=built.containers_by_instance if in_containers else None)

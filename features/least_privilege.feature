@@ -18,10 +18,10 @@ Feature: The task runner never runs a task as root, nor a program it was not all
     Then the tool call is refused with "is not allowed: this runner runs only"
 
     Examples:
-      | arguments                                         |
-      | {"command": ["sh", "-c", "id"]}                   |
-      | {"command": ["/usr/bin/id"]}                      |
-      | {"command": ["python3", "-c", "print(1)"]}        |
+      | arguments                                  |
+      | {"command": ["sh", "-c", "id"]}            |
+      | {"command": ["/usr/bin/id"]}               |
+      | {"command": ["python3", "-c", "print(1)"]} |
 
   Scenario: HAProxy's runtime API is a socket only root may open
     Then the proxy's runtime API is a unix socket of root's, mode 0600
@@ -39,21 +39,42 @@ Feature: The task runner never runs a task as root, nor a program it was not all
     Then the process that listens for "<service>" runs as "<user>", not as root
 
     Examples:
-      | service           | user           |
-      | redis             | redis          |
-      | mariadb           | mysql          |
-      | rabbitmq          | rabbitmq       |
-      | prometheus        | prometheus     |
-      | alertmanager      | prometheus     |
-      | node-exporter     | prometheus     |
-      | postgres-exporter | prometheus     |
-      | postgresql        | postgres       |
-      | files             | meshspec-mcp   |
-      | github            | meshspec-mcp   |
-      | http-fetch        | meshspec-mcp   |
-      | playwright-mcp    | meshspec-mcp   |
-      | chromadb          | meshspec-store |
-      | phoenix           | meshspec-store |
+      | service            | user           |
+      | redis              | redis          |
+      | mariadb            | mysql          |
+      | rabbitmq           | rabbitmq       |
+      | prometheus         | prometheus     |
+      | alertmanager       | prometheus     |
+      | node-exporter      | prometheus     |
+      | postgres-exporter  | prometheus     |
+      | postgresql         | postgres       |
+      | files              | meshspec-mcp   |
+      | github             | meshspec-mcp   |
+      | http-fetch         | meshspec-mcp   |
+      | playwright-mcp     | meshspec-mcp   |
+      | chromadb           | meshspec-store |
+      | phoenix            | meshspec-store |
+      | frontend           | meshspec-app   |
+      | embeddings         | meshspec-app   |
+      | semantic-search    | meshspec-app   |
+      | http               | meshspec-mcp   |
+      | language-server    | meshspec-mcp   |
+      | claude-task-runner | meshspec-tasks |
+
+  # meshspec's programs that read a secret file (a Consul token) run as their own users on a host; in
+  # the docker runtime their containers run as root, since the token file they mount is the host's
+  # root's (README, "Least privilege").
+  @process
+  Scenario Outline: A program that holds a Consul token runs as its own user, and reads only its own token
+    Then the process that listens for "<service>" runs as "<user>", not as root
+    And of the mesh's secret files "<user>" can read only "<file>"
+
+    Examples:
+      | service     | user              | file                              |
+      | consul      | meshspec-registry | consul/management-token           |
+      | backend-api | meshspec-api      | consul/tokens/service-backend-api |
+      | task-worker | meshspec-worker   | consul/tokens/service-task-worker |
+      | mcp-gateway | meshspec-gateway  | consul/tokens/service-mcp-gateway |
 
   Scenario: HAProxy's workers, which parse every request, do not run as root
     Then HAProxy's master runs as root and every worker of it as "haproxy"

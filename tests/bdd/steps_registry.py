@@ -195,6 +195,20 @@ def _(world, service, user):
     assert _user_of(pid) == user, f"pid {pid} of {service} runs as {_user_of(pid)}"
 
 
+@then(parsers.parse('of the mesh\'s secret files "{user}" can read only "{file}"'))
+def _(world, user, file):
+    """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens and the stats
+    page's credentials."""
+    root = Path(world.target.plan.layout.root)
+    secrets = sorted(str(p) for p in [*(root / "consul").rglob("*"), *Path(_stats_credentials(world)).parent.glob("*")]
+                     if p.is_file())
+    assert len(secrets) > 40, secrets  # every service's token, the checker's, the management token, the stats files
+    tried = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", 'for f; do cat -- "$f" >/dev/null 2>&1 && echo "$f"; done',
+                            "sh", *secrets], capture_output=True, text=True, timeout=60)
+    readable = [str(Path(line).relative_to(root)) for line in tried.stdout.split()]
+    assert readable == [file], f"{user} can read {readable}"
+
+
 @then(parsers.parse('HAProxy\'s master runs as root and every worker of it as "{user}"'))
 def _(world, user):
     master = int(Path(proxy_paths(world.target.plan)["pidfile"]).read_text().split()[0])

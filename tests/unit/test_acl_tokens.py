@@ -11,6 +11,7 @@ from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
 from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import description_prefix, host_tokens, mesh_tokens, service_rules
+from meshspec.render.containers import container_user
 from meshspec.render.secrets import host_secret_files
 from meshspec.runtime.agent.acl import parse_rules
 from meshspec.spec import load_spec, parse_spec
@@ -87,7 +88,7 @@ def test_the_proxy_s_host_keeps_the_stats_page_s_userlist_and_credentials_beside
     assert credentials.text("s3cret") == "meshspec:s3cret\n"
     assert "userlist meshspec-stats\n    user meshspec insecure-password s3cret\n" in users.text("s3cret")
     assert {str(plan.layout.service_token_file(s.name)) for s in plan.spec.services} <= set(files)
-    assert all(Path(path).parent.name in ("tokens", "stats") for path in files)  # 0700 directories
+    assert all(Path(path).parent.name in ("tokens", "stats") for path in files)  # directories only root lists
 
 
 def test_a_host_without_the_proxy_keeps_no_stats_credentials():
@@ -95,3 +96,30 @@ def test_a_host_without_the_proxy_keeps_no_stats_credentials():
     others = [i for i in plan.instances if i.service != plan.spec.proxy.service]
     paths = {f.path for f in host_secret_files(plan, "local", others)}
     assert plan.proxy_file(STATS_USERS) not in paths and plan.proxy_file(STATS_CREDENTIALS) not in paths
+
+
+def test_a_token_file_is_its_reader_s_only_where_the_program_reads_it_and_runs_as_a_user():
+    plan = shipped()
+    owners = {f.path: f.owner for f in host_secret_files(plan, "local", plan.instances)}
+    token = plan.layout.service_token_file
+    assert owners[str(token("backend-api"))] == "meshspec-api"  # MESH_CONSUL_TOKEN_FILE in its environment
+    assert owners[str(token("mcp-gateway"))] == "meshspec-gateway"  # --token-file in its command
+    assert owners[str(token("mesh-controller"))] is None  # reads it, but runs as root
+    assert owners[str(token("frontend"))] is None  # runs as meshspec-app, never reads its token
+    assert owners[str(plan.layout.checker_token_file)] is None
+    assert owners[plan.proxy_file(STATS_CREDENTIALS)] is None
+    readers = [o for o in owners.values() if o]
+    assert len(readers) == len(set(readers))  # no user reads two secrets
+
+
+def test_in_the_docker_runtime_every_secret_file_is_root_s():
+    plan = shipped()
+    assert not any(f.owner for f in host_secret_files(plan, "local", plan.instances, owned=False))
+
+
+def test_a_program_that_reads_a_secret_file_runs_as_root_in_its_container_and_others_as_their_users():
+    plan = shipped()
+    assert container_user(plan, "backend-api") is None  # its token file is the host's root's there
+    assert container_user(plan, "consul") is None  # the management token
+    assert container_user(plan, "frontend") == "meshspec-app"
+    assert container_user(plan, "claude-task-runner") == "meshspec-tasks"

@@ -20,9 +20,8 @@ import click
 from docker.types import Mount
 from pyinfra.api import OperationError
 
-import meshspec
-from meshspec.common.digest import digest_bytes
 from meshspec.converge.engine import client, has_image
+from meshspec.converge.source import source_files
 from meshspec.render.images import APT_LISTS_MOUNT, SOURCE_MOUNT, BaseImage, Graft, Layer, Node
 
 BUILD_TIMEOUT = 1800  # seconds: the largest install (torch) takes minutes on a busy machine
@@ -130,21 +129,6 @@ def build_graft(graft: Graft) -> None:
         target.remove(force=True)
 
 
-def source_root() -> Path:
-    """meshspec's source tree (the docker runtime installs meshspec in its image from it)."""
-    root = Path(meshspec.__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file():
-        raise SystemExit(f"the docker runtime builds meshspec's image from its source tree, not found above "
-                         f"{meshspec.__file__}: install meshspec from a checkout (make venv)")
-    return root
-
-
-def source_digest(root: Path) -> str:
-    """What meshspec's image depends on. Not the README: it only feeds the package's description."""
-    return digest_bytes(b"".join(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0"
-                                 for path in source_files(root) if path.name != "README.md"))
-
-
 def host_node() -> Node | None:
     """This host's Node.js, which the base image carries (None: no node, no npm installs)."""
     found = shutil.which("node")
@@ -152,12 +136,6 @@ def host_node() -> Node | None:
         return None
     version = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     return Node(os.path.realpath(found), version)
-
-
-def source_files(root: Path) -> list[Path]:
-    """meshspec's source as its image installs it: pyproject, README, the package."""
-    package = sorted(p for p in (root / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    return [root / "pyproject.toml", root / "README.md", *package]
 
 
 def _stage_source(root: Path, into: Path) -> str:

@@ -17,17 +17,18 @@ from meshspec.common.consul_token import TOKEN_ENV
 from meshspec.converge.mesh import BIN_DIR, load_mesh
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry
+from meshspec.converge.source import source_root
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
 from meshspec.render.acl import RegistryToken, description_prefix, mesh_tokens
 from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
-from meshspec.render.installs import Recipe, recipe
+from meshspec.render.installs import Recipe, meshspec_recipe, recipe
 from meshspec.render.preparation import Preparation, preparation, users_of
 from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
 from meshspec.render.registrations import registration
-from meshspec.render.secrets import SecretFile, host_secret_files
+from meshspec.render.secrets import MANAGEMENT_TOKEN_FILE, SecretFile, host_secret_files, reads_secret
 from meshspec.spec import SpecInvalid
 
 __all__ = ["BIN_DIR", "HostMesh", "this_host"]
@@ -89,9 +90,12 @@ class HostMesh:
 
     @property
     def recipes(self) -> list[Recipe]:
-        """The process runtime's installs, each in its directory of the install cache."""
+        """The process runtime's installs, each in its directory of the install cache: meshspec's
+        own first (the programs of meshspec's services run it), then the services'."""
+        own = meshspec_recipe(str(self.plan.cache.meshspec_dir(self.plan.meshspec_build)), str(source_root()),
+                              self.plan.meshspec_build)
         found = (recipe(s.name, str(self.plan.install_dir(s.name)), s.process.install) for s in self.services if s.process)
-        return [r for r in found if r]
+        return [own, *(r for r in found if r)]
 
     @property
     def preparations(self) -> list[Preparation]:
@@ -130,7 +134,17 @@ class HostMesh:
     def secret_files(self) -> list[SecretFile]:
         """The secret files this host keeps: its checker's and its services' Consul tokens, and the
         stats page's credentials if it runs the proxy."""
-        return host_secret_files(self.plan, self.host_label, self.instances)
+        return host_secret_files(self.plan, self.host_label, self.instances, owned=not self.runtime.in_containers)
+
+    @property
+    def token_owner(self) -> str | None:
+        """Who owns the management token file besides root: the registry's user, when this host runs
+        the embedded agent as a process (in the docker runtime its container runs as root)."""
+        consul = self.plan.spec.consul.service
+        if self.runtime.in_containers or not reads_secret(self.plan, consul, MANAGEMENT_TOKEN_FILE) or \
+                consul not in {i.service for i in self.instances}:
+            return None
+        return self.plan.service(consul).process.user
 
     @property
     def mesh_tokens(self) -> list[RegistryToken]:

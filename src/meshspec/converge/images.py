@@ -12,6 +12,7 @@ from pathlib import Path
 
 from meshspec.converge import builds
 from meshspec.converge.host import HostMesh
+from meshspec.converge.source import source_digest, source_root
 from meshspec.render import images
 from meshspec.render.containers import INSTANCE_LABEL, ContainerSpec, container_spec
 from meshspec.render.installs import recipe
@@ -55,5 +56,5 @@ def plan_images(mesh: HostMesh, node: images.Node | None, source_root: Path, sou
 
 def image_plan(mesh: HostMesh) -> ImagePlan:
     """Reads this host's Node.js (a subprocess) and hashes meshspec's source tree, then plans."""
-    root = builds.source_root()
-    return plan_images(mesh, builds.host_node(), root, builds.source_digest(root))
+    root = source_root()
+    return plan_images(mesh, builds.host_node(), root, source_digest(root))

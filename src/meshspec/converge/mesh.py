@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-import meshspec
 from meshspec import settings
-from meshspec.common.digest import digest_bytes
 from meshspec.converge.registry import Registry
+from meshspec.converge.source import installed_build
 from meshspec.plan import Host, Plan, Runtime, make_plan
+from meshspec.plan.layout import InstallCache
 from meshspec.render import images
 from meshspec.spec import load_spec
 
-# meshspec, meshspec-checker, supervisord and supervisorctl: beside the running Python.
+# The deploy's meshspec-checker, supervisord and supervisorctl, which run as root: beside the
+# running Python. The programs' meshspec is an install of its own (load_mesh).
 BIN_DIR = str(Path(sys.executable).parent)
 
 
@@ -32,21 +33,16 @@ def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: st
               runtime: Runtime = Runtime.PROCESS, cache_dir: str | None = None) -> Mesh:
     """Raises SpecInvalid for a bad spec. `consul_addr`: a real Consul's address, or None for the embedded agent.
     With the docker runtime, meshspec and the installs are where the images hold them; with the
-    process runtime, installs are in the host's install cache `cache_dir` (default: settings')."""
+    process runtime, installs are in the host's install cache `cache_dir` (default: settings'),
+    meshspec's own among them (this deploy's source, installed by the deploy)."""
     spec = load_spec(spec_path, port_offset=port_offset)
+    cache_dir, build = cache_dir or settings.cache_dir(), installed_build()
     places = ({"meshspec_bin": images.MESHSPEC_BIN, "install_root": str(images.INSTALL_ROOT)}
-              if Runtime(runtime).in_containers else {"meshspec_bin": f"{BIN_DIR}/meshspec"})
+              if Runtime(runtime).in_containers else
+              {"meshspec_bin": str(InstallCache(PurePosixPath(cache_dir)).meshspec_dir(build) / "venv/bin/meshspec")})
     plan = make_plan(spec, hosts, port_offset, state_dir, external_consul=consul_addr,
-                     cache_dir=cache_dir or settings.cache_dir(), meshspec_build=installed_build(), **places)
+                     cache_dir=cache_dir, meshspec_build=build, **places)
     return Mesh(plan, Registry.from_addr(plan.consul_addr, embedded=consul_addr is None))
-
-
-def installed_build() -> str:
-    """A digest of the meshspec package this Python runs (its modules, as installed or checked out):
-    the programs it starts (meshspec's own services, the checker) restart when it changes."""
-    package = Path(meshspec.__file__).parent
-    return digest_bytes(b"".join(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes()
-                                 for path in sorted(package.rglob("*.py"))))
 
 
 def configured_mesh() -> Mesh:

@@ -142,7 +142,7 @@ def make_plan(
 
     With `external_consul` (a real Consul's address) the spec's consul service is not planned.
     `meshspec_bin` and `install_root` say where meshspec and the installs are where instances run
-    (beside the deploy's Python, or inside the docker runtime's images); without `install_root`,
+    (meshspec's own install in the install cache, or inside the docker runtime's images); without `install_root`,
     installs are in the host's install cache `cache_dir`, shared by every mesh of the host.
     """
     if not hosts:

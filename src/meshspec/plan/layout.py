@@ -99,3 +99,7 @@ class InstallCache:
 
     def install_dir(self, service: str, install: Install) -> PurePosixPath:
         return self.root / f"{service}-{install_key(install)}"
+
+    def meshspec_dir(self, build: str) -> PurePosixPath:
+        """meshspec itself, installed from the source whose digest is `build` (render.installs.meshspec_recipe)."""
+        return self.root / f"meshspec-{build}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan
 from meshspec.render.programs import Launch, launch, revision
+from meshspec.render.secrets import MANAGEMENT_TOKEN_FILE, TOKEN_FILE, reads_secret
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 LABEL = "meshspec"  # label prefix: meshspec.managed-by, meshspec.state-dir, ...
@@ -93,6 +94,16 @@ def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     return mounts
 
 
+def container_user(plan: Plan, service: str) -> str | None:
+    """The process's user, but root for a program that reads a secret file: the container mounts
+    the host's file, root's (its user's id in the image is not the host's), so the container is
+    its only fence there."""
+    process = plan.service(service).process
+    if process is None or any(reads_secret(plan, service, p) for p in (TOKEN_FILE, MANAGEMENT_TOKEN_FILE)):
+        return None
+    return process.user
+
+
 def container_spec(plan: Plan, inst: Instance, image: str) -> ContainerSpec:
     """With a process, the container runs its launch (container.command overrides the argv); a
     container-only service runs its image's own command unless container.command is given."""
@@ -108,7 +119,7 @@ def container_spec(plan: Plan, inst: Instance, image: str) -> ContainerSpec:
         # the revision carries the digest of the files the process reads, as for supervisord
         "environment": {**run.env, "MESHSPEC_REVISION": revision(plan, inst)},
         "working_dir": run.workdir,
-        "user": process.user if process else None,
+        "user": container_user(plan, inst.service),
         "volumes": volumes(plan, inst),
         "pid_host": bool(box and box.pid == "host"),
         "nano_cpus": int(box.cpus * 1e9) if box and box.cpus else None,

@@ -33,18 +33,29 @@ class Recipe:
     pip: tuple[str, ...]
     npm: tuple[str, ...]
     after: tuple[tuple[str, ...], ...] = ()  # rendered: {install_dir} substituted
+    # A source tree copied into the install and installed from there (pip builds in the tree it is
+    # given: the copy keeps a user's checkout clean), and the digest of its content.
+    source: str = ""
+    source_digest: str = ""
 
     @property
     def hash(self) -> str:
-        return digest([VENV_PYTHON, self.pip, self.npm, *([self.after] if self.after else [])])
+        return digest([VENV_PYTHON, self.pip, self.npm, *([self.after] if self.after else []),
+                       *([self.source_digest] if self.source_digest else [])])
 
     def script(self) -> str:
         """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
         d = shlex.quote(self.install_dir)
         steps = ["set -e", "started=$(date +%s)", f"rm -rf {d}", f"mkdir -p {d}"]
+        if self.source:
+            src = shlex.quote(self.source)
+            steps += [f"mkdir -p {d}/source/src", f"cp {src}/pyproject.toml {src}/README.md {d}/source/",
+                      f"cp -r {src}/src/meshspec {d}/source/src/"]
         if self.pip:
             steps += [f"{VENV_PYTHON} -m venv {d}/venv",
                       f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
+        if self.source:
+            steps += [f"rm -rf {d}/source"]
         if self.npm:
             steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]
         steps += [f"(cd {d} && {shlex.join(argv)})" for argv in self.after]
@@ -82,6 +93,14 @@ def recipe(service: str, install_dir: str, install: Install) -> Recipe | None:
         return None
     after = tuple(tuple(render(a, {"install_dir": install_dir}) for a in argv) for argv in install.after)
     return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm), after)
+
+
+def meshspec_recipe(install_dir: str, source_root: str, source_digest: str) -> Recipe:
+    """meshspec itself, as the process runtime's programs run it: in a venv of Debian's Python,
+    which every user may run (the deploy's own venv may use an interpreter only root can reach),
+    installed from a copy of the source tree whose digest names it."""
+    return Recipe("meshspec", install_dir, (f"{install_dir}/source",), (), source=source_root,
+                  source_digest=source_digest)
 
 
 def installed(output: list[str]) -> tuple[bool, int | None]:

@@ -1,5 +1,5 @@
 """The secret files a host keeps (each 0600): every program's Consul token, and the stats page's
-credentials on the host that runs the proxy.
+credentials on the host that runs the proxy. Each is root's, or the user's whose program reads it.
 
 Pure: which files, and each one's text around its secret. The secrets are not here: the deploy
 derives each from the management token by its `name` (converge.ops.consul.derived_ids), so a lost
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
-from meshspec.render.acl import host_tokens, policy_name
+from meshspec.render.acl import host_tokens, policy_name, service_token
 from meshspec.render.haproxy import STATS_USER, stats_users
 
 SECRET = "{secret}"
+TOKEN_FILE = "{consul.token_file}"  # the placeholder that names a service's own token file
+MANAGEMENT_TOKEN_FILE = "{consul.management_token_file}"  # the registry's alone
 
 
 @dataclass(frozen=True)
@@ -23,19 +25,38 @@ class SecretFile:
     path: str
     name: str  # what its secret is derived from: files of one name hold the same secret
     form: str = SECRET + "\n"  # the file's text, SECRET where the secret goes
+    owner: str | None = None  # who may read it besides root: the user of the program that reads it
 
     def text(self, secret: str) -> str:
         return self.form.replace(SECRET, secret)
 
 
-def host_secret_files(plan: Plan, host_label: str, instances: list[Instance]) -> list[SecretFile]:
+def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], owned: bool = True) -> list[SecretFile]:
     """The secret files of a host: its programs' tokens, and the stats page's two files where the
-    proxy's instance runs (HAProxy's userlist, and `user:password` for curl -u and the probe)."""
-    files = [SecretFile(t.path, t.name) for t in host_tokens(plan, host_label, instances)]
+    proxy's instance runs (HAProxy's userlist, and `user:password` for curl -u and the probe).
+    `owned`: give each token file to its reader; False where the programs' users are an image's
+    (the docker runtime), whose ids the host does not know: then every file is root's."""
+    services = sorted({i.service for i in instances})
+    readers = {service_token(plan, s).path: token_reader(plan, s) for s in services} if owned else {}
+    files = [SecretFile(t.path, t.name, owner=readers.get(t.path)) for t in host_tokens(plan, host_label, instances)]
     proxy = plan.spec.proxy.service
     if proxy is not None and plan.instances_of(proxy)[0] in instances:
         files += stats_files(plan)
     return files
+
+
+def reads_secret(plan: Plan, service: str, placeholder: str = TOKEN_FILE) -> bool:
+    """Whether a service's program names the secret file `placeholder` stands for (its command or
+    environment): its own token file by default."""
+    process = plan.service(service).process
+    return process is not None and any(placeholder in text for text in [*process.command, *process.env.values()])
+
+
+def token_reader(plan: Plan, service: str) -> str | None:
+    """The user who may read a service's token file: the one its program runs as, if the program
+    reads it; nobody but root otherwise, as for a program that never reads its token."""
+    process = plan.service(service).process
+    return process.user if process is not None and reads_secret(plan, service) else None
 
 
 def stats_files(plan: Plan) -> list[SecretFile]:

@@ -17,6 +17,18 @@ class FileDigests(FactBase):
         return {path: digest for digest, path in (line.split(None, 1) for line in output if line.strip())}
 
 
+class FileOwners(FactBase):
+    """{path: owner's name} of those of `paths` that exist, in one command."""
+
+    default = dict
+
+    def command(self, paths: list[str]) -> str:
+        return f"stat -c '%U %n' -- {' '.join(shlex.quote(p) for p in paths)} 2>/dev/null; true"
+
+    def process(self, output):
+        return {path: owner for owner, path in (line.split(None, 1) for line in output if line.strip())}
+
+
 class MissingDirectories(FactBase):
     """Those of `paths` that are not directories, in one command."""
 

@@ -24,7 +24,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.common.consul_token import token_in
-from meshspec.converge.facts.files import FileDigests
+from meshspec.converge.facts.files import FileDigests, FileOwners
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.registry import Registry
 from meshspec.render.acl import RegistryToken
@@ -40,21 +40,26 @@ def read_token(token: SharedFact | str) -> str | None:
 
 
 @operation()
-def token(path: str, value: str | None = None):
+def token(path: str, value: str | None = None, owner: str | None = None):
     """
-    Keep the mesh's Consul token in `path` (mode 0600).
+    Keep the mesh's Consul token in `path` (mode 0600, root's or `owner`'s).
 
     + path: the token file
     + value: a given token (a real Consul's); None: a random one, made once and kept
+    + owner: the user of the registry's program, which reads it; None: root alone
 
-    Example: ``consul.token(path="/srv/meshspec/consul/management-token")``
+    Example: ``consul.token(path="/srv/meshspec/consul/management-token", owner="meshspec-registry")``
     """
     current = read_token(path)
+    wanted_owner = owner or "root"
+    # 0711: nobody but root lists it; a program passes through to its own token file below it
+    yield from files.directory._inner(path=str(PurePosixPath(path).parent), mode="711")
     if current and (value is None or current == value):
-        host.noop("the Consul token is in place")
+        if host.get_fact(FileOwners, paths=[path]).get(path) != wanted_owner:
+            yield StringCommand("chown", shlex.quote(wanted_owner), shlex.quote(path))
         return
-    yield from files.directory._inner(path=str(PurePosixPath(path).parent), mode="700")
-    yield from files.put._inner(src=StringIO((value or str(uuid.uuid4())) + "\n"), dest=path, mode="600")
+    yield from files.put._inner(src=StringIO((value or str(uuid.uuid4())) + "\n"), dest=path, mode="600",
+                                user=wanted_owner)
 
 
 def derived_ids(management: str, name: str) -> tuple[str, str]:
@@ -69,8 +74,8 @@ def derived_ids(management: str, name: str) -> tuple[str, str]:
 @operation()
 def secret_files(token: SharedFact, wanted: list[SecretFile]):
     """
-    Keep each secret file of this host (mode 0600, in a 0700 directory): the programs' Consul
-    tokens, the stats page's credentials.
+    Keep each secret file of this host, mode 0600, root's or its reader's (the user of the program
+    that reads it), in a directory only root may list (0700, or 0711 where a reader must pass).
 
     + token: the management token file's contents, read once per run
     + wanted: the host's secret files (render.secrets)
@@ -79,18 +84,25 @@ def secret_files(token: SharedFact, wanted: list[SecretFile]):
     if management is None:  # only in a --dry run before the first deploy: "Consul token" makes it
         host.noop("the secret files follow the management token, which this run makes")
         return
-    texts = [(f.path, f.text(derived_ids(management, f.name)[1])) for f in wanted]
-    current = host.get_fact(FileDigests, paths=[path for path, _ in texts])
-    stale = [(path, text) for path, text in texts if current.get(path) != sha256(text.encode()).hexdigest()]
-    if not stale:
+    texts = {f.path: f.text(derived_ids(management, f.name)[1]) for f in wanted}
+    owners = {f.path: f.owner or "root" for f in wanted}
+    digests = host.get_fact(FileDigests, paths=list(texts))
+    current_owners = host.get_fact(FileOwners, paths=list(texts))
+    stale = [path for path, text in texts.items() if digests.get(path) != sha256(text.encode()).hexdigest()]
+    moved = [path for path in texts if path not in stale and current_owners.get(path) != owners[path]]
+    if not stale and not moved:
         host.noop(f"{len(wanted)} secret files are in place")
         return
-    for parent in sorted({str(PurePosixPath(path).parent) for path, _ in stale}):
+    passed = {str(PurePosixPath(f.path).parent) for f in wanted if f.owner}
+    for parent in sorted({str(PurePosixPath(path).parent) for path in [*stale, *moved]}):
         yield StringCommand("mkdir", "-p", shlex.quote(parent))
-        yield StringCommand("chmod", "700", shlex.quote(parent))  # before any secret is in it
-    for path, text in stale:
-        yield FileUploadCommand(StringIO(text), path)
+        yield StringCommand("chmod", "711" if parent in passed else "700", shlex.quote(parent))  # before any secret is in it
+    for path in stale:
+        yield StringCommand("sh", "-c", shlex.quote(f"umask 077 && : > {shlex.quote(path)}"))  # 0600 before it holds anything
+        yield FileUploadCommand(StringIO(texts[path]), path)
         yield StringCommand("chmod", "600", shlex.quote(path))
+    for path in [*stale, *moved]:  # last: an upload over SSH replaces the file
+        yield StringCommand("chown", shlex.quote(owners[path]), shlex.quote(path))
 
 
 def _put_policy(registry: Registry, management: str, policy_id: str | None, wanted: RegistryToken) -> None:
