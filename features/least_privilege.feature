@@ -1,8 +1,8 @@
-Feature: The task runner never runs a task as root, nor a program it was not allowed; the proxy's admin surfaces are root's
+Feature: Nothing runs as root that need not; the task runner runs only allowed programs; the proxy's admin surfaces are the controller's
   claude-task-runner runs any argv its callers send: each task runs as the runner's own task user
   (meshspec-tasks, made by the deploy), and only programs the spec's allow-list names, exactly as
-  the task names them. HAProxy's runtime API is a socket only root may open, and its stats page
-  asks for credentials only root may read.
+  the task names them. HAProxy's runtime API and master CLI are sockets only the controller's user
+  may open, and its stats page asks for credentials only root may read.
 
   Background:
     Given the mesh under test
@@ -23,16 +23,24 @@ Feature: The task runner never runs a task as root, nor a program it was not all
       | {"command": ["/usr/bin/id"]}               |
       | {"command": ["python3", "-c", "print(1)"]} |
 
-  Scenario: HAProxy's runtime API is a socket only root may open
-    Then the proxy's runtime API is a unix socket of root's, mode 0600
+  Scenario: HAProxy's runtime API and master CLI are sockets only the controller's user may open
+    Then the proxy's runtime API and master CLI are unix sockets of "meshspec-proxy", mode 0600
     And an unprivileged user cannot open the proxy's runtime API
     And the proxy's runtime API answers root
+
+  @process
+  Scenario: The controller's user drives HAProxy without root
+    Then "meshspec-proxy" reads HAProxy's servers through its runtime API and its processes through its master CLI
+
+  Scenario: The controller reloads HAProxy through its master CLI when haproxy.cfg's shape changes
+    When haproxy.cfg's shape changes, then changes back
+    Then the controller reloaded HAProxy twice, and reports both HAProxy and Consul reachable
 
   Scenario: HAProxy's stats page asks for credentials that only root may read
     Then the proxy's stats page answers 401 without credentials
     And the proxy's stats page answers 401 to a wrong password
     And the proxy's stats page lists the mesh's frontend with the deploy's credentials
-    And the stats credentials are root's, mode 0600, in a directory only root may enter
+    And the stats credentials are root's, mode 0600, in a directory only root may list
     And an unprivileged user cannot read the stats credentials
 
   Scenario Outline: A program runs as the user of its trust level, not as root
@@ -67,14 +75,15 @@ Feature: The task runner never runs a task as root, nor a program it was not all
   @process
   Scenario Outline: A program that holds a Consul token runs as its own user, and reads only its own token
     Then the process that listens for "<service>" runs as "<user>", not as root
-    And of the mesh's secret files "<user>" can read only "<file>"
+    And of the mesh's secret files "<user>" can read only "<files>"
 
     Examples:
-      | service     | user              | file                              |
-      | consul      | meshspec-registry | consul/management-token           |
-      | backend-api | meshspec-api      | consul/tokens/service-backend-api |
-      | task-worker | meshspec-worker   | consul/tokens/service-task-worker |
-      | mcp-gateway | meshspec-gateway  | consul/tokens/service-mcp-gateway |
+      | service         | user              | files                                                                               |
+      | consul          | meshspec-registry | consul/management-token                                                             |
+      | backend-api     | meshspec-api      | consul/tokens/service-backend-api                                                   |
+      | task-worker     | meshspec-worker   | consul/tokens/service-task-worker                                                   |
+      | mcp-gateway     | meshspec-gateway  | consul/tokens/service-mcp-gateway                                                   |
+      | mesh-controller | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/stats/users.cfg |
 
   Scenario: HAProxy's workers, which parse every request, do not run as root
     Then HAProxy's master runs as root and every worker of it as "haproxy"

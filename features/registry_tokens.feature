@@ -9,7 +9,7 @@ Feature: Every program holds its own registry token
 
   Scenario: Only the registry is given the management token
     Then of the mesh's processes only the registry names the management token file
-    And no process of the mesh carries a token in its command line or environment
+    And no process of the mesh carries a secret in its command line or environment
 
   Scenario Outline: A service's token cannot change another service's registration
     Then the token of "<service>" is refused the deregistration of "<other>" with 403

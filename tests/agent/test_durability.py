@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import stat
 import threading
 
 import consul
@@ -87,3 +89,19 @@ def test_sigkill_during_a_stream_of_transactions_keeps_each_whole_or_absent(make
         keys_of[n] = keys_of.get(n, 0) + 1
     assert all(count == 8 for count in keys_of.values()), {n: c for n, c in keys_of.items() if c != 8}
     assert set(acknowledged) <= set(keys_of), sorted(set(acknowledged) - set(keys_of))
+
+
+def test_the_store_that_holds_every_token_s_secret_is_the_agent_s_alone(make_agent, tmp_path):
+    """Its data dir 0700, the database and SQLite's -wal and -shm 0600, also for a data dir an older
+    agent left readable by everyone."""
+    agent = make_agent(token="tok")
+    agent.client(token="tok").acl.token.create(secret_id="11111111-2222-4333-8444-555555555555", description="x")
+    agent.kill()
+    os.chmod(agent.data_dir, 0o755)
+    for path in agent.data_dir.glob("state.db*"):
+        os.chmod(path, 0o644)
+    agent.start()
+    agent.client(token="tok").kv.put("after", "restart")
+    assert stat.S_IMODE(agent.data_dir.stat().st_mode) == 0o700
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in agent.data_dir.glob("state.db*")}
+    assert "state.db-wal" in files and set(files.values()) == {0o600}, files

@@ -3,19 +3,24 @@ each one do) and HAProxy's admin surfaces (who may open its runtime API, who may
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import consul
 import httpx
 import pytest
-from pytest_bdd import parsers, then
+from pytest_bdd import parsers, then, when
 
 from meshspec.common.consul_token import read_token
-from meshspec.plan.layout import STATS_CREDENTIALS
+from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
+from meshspec.plan.layout import MASTER_SOCKET, STATS_CREDENTIALS
 from meshspec.render.haproxy import proxy_paths
 from meshspec.runtime.probes.owner import Listeners, holder
+from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
+from tests.support import wait_until
 
 
 def _token(world, service: str) -> str:
@@ -51,16 +56,61 @@ def _(world):
     assert not others, f"processes other than the registry name the management token file: {others}"
 
 
-@then("no process of the mesh carries a token in its command line or environment")
-def _(world):
+def _secrets(world) -> set[str]:
+    """Every secret the deploy made for the mesh, read from its files: the management token, each
+    program's token, the stats page's password."""
     layout = world.target.plan.layout
     secrets = {read_token(layout.consul_token_file)} | {_token(world, s.name) for s in world.target.plan.spec.services}
+    secrets |= {_stats_credentials(world).read_text().strip().partition(":")[2]}
+    assert None not in secrets and "" not in secrets and len(secrets) > len(world.target.plan.spec.services)
+    return secrets
+
+
+def _holding(paths: list[str], secrets: set[str]) -> list[str]:
+    """Those of `paths` that hold any of `secrets` (grep -F, patterns from a 0600 file)."""
+    with tempfile.NamedTemporaryFile("w", prefix="meshspec-secrets-") as patterns:
+        patterns.write("\n".join(sorted(secrets)) + "\n")
+        patterns.flush()
+        found = subprocess.run(["xargs", "-0", "-r", "grep", "-lsF", "-f", patterns.name, "--"], input="\0".join(paths),
+                               capture_output=True, text=True, timeout=300)
+    return found.stdout.split()
+
+
+@then("no process of the mesh carries a secret in its command line or environment")
+def _(world):
+    secrets = _secrets(world)
     processes = _mesh_processes(world)
     # most instances run a process that names the state dir (its data dir, a config): finding few
     # means the search looked in the wrong place, and a clean result would prove nothing
     assert len(processes) >= len(world.target.plan.spec.services) // 2, f"only {len(processes)} processes of the mesh were found"
     leaks = {pid: cmd[:160] for pid, (cmd, env) in processes.items() if any(s in cmd or s in env for s in secrets)}
-    assert not leaks, f"processes carry a token in their command line or environment: {leaks}"
+    assert not leaks, f"processes carry a secret in their command line or environment: {leaks}"
+
+
+@then("no file under the mesh's state dir that is not 0600, and no container log, holds a secret")
+def _(world):
+    """The logs (supervisord's and each program's), rendered configs, databases of the services:
+    every file of the state dir another user might read, whatever its mode says of its dir."""
+    root = Path(world.target.state_dir)
+    files = [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+             and stat.S_IMODE(p.stat().st_mode) != 0o600]
+    assert len(files) > 100, f"only {len(files)} files under {root}"  # the logs alone are more
+    logs = [str(p) for p in Path("/var/lib/docker/containers").glob("*/*-json.log")] \
+        if Path("/var/lib/docker/containers").is_dir() else []
+    leaks = _holding(files + logs, _secrets(world))
+    assert not leaks, f"files others may read hold a secret: {leaks}"
+
+
+@then("the registry's catalog, health, agent and KV answers hold no secret")
+def _(world):
+    c = world.target.consul()
+    answers = [c.catalog.services(), c.catalog.nodes(), c.health.state("any"), c.agent.services(), c.agent.checks(),
+               c.kv.get("", recurse=True)]
+    answers += [c.catalog.service(name) for name in answers[0][1]]
+    text = json.dumps(answers, default=str)
+    assert len(answers[0][1]) >= len(world.target.plan.spec.services), "the catalog misses services"
+    leaks = sorted(s[:8] + "..." for s in _secrets(world) if s in text)
+    assert not leaks, f"the registry's answers hold secrets: {leaks}"
 
 
 @then(parsers.parse('the token of "{service}" is refused the deregistration of "{other}" with 403'))
@@ -107,12 +157,32 @@ def _(world):
 # --- HAProxy's runtime API ---------------------------------------------------------------------------
 
 
-@then("the proxy's runtime API is a unix socket of root's, mode 0600")
-def _(world):
-    path = Path(world.target.plan.proxy_runtime)
-    info = path.stat()
-    assert stat.S_ISSOCK(info.st_mode), f"{path} is not a socket"
-    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600), f"{path}: uid {info.st_uid}, mode {info.st_mode:o}"
+def _proxy_master(world) -> int:
+    return int(Path(proxy_paths(world.target.plan)["pidfile"]).read_text().split()[0])
+
+
+@then(parsers.parse('the proxy\'s runtime API and master CLI are unix sockets of "{user}", mode 0600'))
+def _(world, user):
+    """The owner named as HAProxy's own root names it (the host's /etc/passwd, or its image's)."""
+    plan = world.target.plan
+    for path in (Path(plan.proxy_runtime), Path(plan.proxy_file(MASTER_SOCKET))):
+        info = path.stat()
+        assert stat.S_ISSOCK(info.st_mode), f"{path} is not a socket"
+        owner = _name_of(info.st_uid, _proxy_master(world))
+        assert (owner, stat.S_IMODE(info.st_mode)) == (user, 0o600), f"{path}: {owner}, mode {info.st_mode:o}"
+
+
+@then(parsers.parse('"{user}" reads HAProxy\'s servers through its runtime API and its processes through its master CLI'))
+def _(world, user):
+    plan = world.target.plan
+    ask = ("import socket, sys\n"
+           "for path, command in ((sys.argv[1], b'show servers state\\n'), (sys.argv[2], b'show proc\\n')):\n"
+           "    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(command); s.shutdown(socket.SHUT_WR)\n"
+           "    print(b''.join(iter(lambda: s.recv(65536), b'')).decode())\n")
+    tried = subprocess.run(["runuser", "-u", user, "--", "/usr/bin/python3", "-c", ask, plan.proxy_runtime,
+                            plan.proxy_file(MASTER_SOCKET)], capture_output=True, text=True, timeout=30)
+    assert tried.returncode == 0, tried.stderr
+    assert "# be_id be_name srv_id" in tried.stdout and f"{_proxy_master(world)}" in tried.stdout, tried.stdout[:500]
 
 
 @then("an unprivileged user cannot open the proxy's runtime API")
@@ -159,12 +229,14 @@ def _(world):
     assert answer.status_code == 200 and "mesh,FRONTEND" in answer.text, answer.text[:200]
 
 
-@then("the stats credentials are root's, mode 0600, in a directory only root may enter")
+@then("the stats credentials are root's, mode 0600, in a directory only root may list")
 def _(world):
     path = _stats_credentials(world)
-    for found, mode in ((path, 0o600), (path.parent, 0o700)):
-        info = found.stat()
-        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, mode), f"{found}: uid {info.st_uid}, mode {info.st_mode:o}"
+    file, directory = path.stat(), path.parent.stat()
+    assert (file.st_uid, stat.S_IMODE(file.st_mode)) == (0, 0o600), f"{path}: uid {file.st_uid}, mode {file.st_mode:o}"
+    # 0700, or 0711 where the controller's user passes to the userlist beside it (process runtime)
+    assert directory.st_uid == 0 and stat.S_IMODE(directory.st_mode) in (0o700, 0o711), \
+        f"{path.parent}: uid {directory.st_uid}, mode {directory.st_mode:o}"
 
 
 @then("an unprivileged user cannot read the stats credentials")
@@ -182,6 +254,11 @@ def _user_of(pid: int) -> str | None:
     /etc/passwd, or its container image's."""
     with open(f"/proc/{pid}/status") as status:
         uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
+    return _name_of(uid, pid)
+
+
+def _name_of(uid: int, pid: int) -> str:
+    """The name of `uid` in the /etc/passwd of process `pid`'s root."""
     with open(f"/proc/{pid}/root/etc/passwd") as passwd:
         names = {int(fields[2]): fields[0] for fields in (line.split(":") for line in passwd if line.count(":") >= 6)}
     return names.get(uid, f"uid {uid}")
@@ -195,8 +272,8 @@ def _(world, service, user):
     assert _user_of(pid) == user, f"pid {pid} of {service} runs as {_user_of(pid)}"
 
 
-@then(parsers.parse('of the mesh\'s secret files "{user}" can read only "{file}"'))
-def _(world, user, file):
+@then(parsers.parse('of the mesh\'s secret files "{user}" can read only "{files}"'))
+def _(world, user, files):
     """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens and the stats
     page's credentials."""
     root = Path(world.target.plan.layout.root)
@@ -206,12 +283,57 @@ def _(world, user, file):
     tried = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", 'for f; do cat -- "$f" >/dev/null 2>&1 && echo "$f"; done',
                             "sh", *secrets], capture_output=True, text=True, timeout=60)
     readable = [str(Path(line).relative_to(root)) for line in tried.stdout.split()]
-    assert readable == [file], f"{user} can read {readable}"
+    assert readable == sorted(f.strip() for f in files.split(",")), f"{user} can read {readable}"
 
 
 @then(parsers.parse('HAProxy\'s master runs as root and every worker of it as "{user}"'))
 def _(world, user):
-    master = int(Path(proxy_paths(world.target.plan)["pidfile"]).read_text().split()[0])
+    master = _proxy_master(world)
     workers = [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
     assert _user_of(master) == "root" and workers, f"master {master} runs as {_user_of(master)}; workers {workers}"
     assert {pid: _user_of(pid) for pid in workers} == {pid: user for pid in workers}
+
+
+# --- reloads without root ----------------------------------------------------------------------------
+
+
+def _master_reloads(world) -> int:
+    """The master's reload count, from its CLI (`show proc`: `<pid> master <reloads> [failed: n] ...`);
+    -1 while the master re-executes itself (its CLI is bound again)."""
+    try:
+        reply = RuntimeApi(world.target.plan.proxy_file(MASTER_SOCKET)).send("show proc")
+    except RuntimeApiError:
+        return -1
+    return int(next(line.split()[2] for line in reply.splitlines() if " master " in f" {line} "))
+
+
+def _reloaded(world, before: int, loaded: str) -> None:
+    """Until the master counts one more reload and the controller wrote the shape HAProxy loaded."""
+    shape_file = Path(proxy_paths(world.target.plan)["state_file"]).with_name(LOADED_SHAPE)
+    wait_until(lambda: _master_reloads(world) == before + 1 and shape_file.read_text().strip() == loaded, 30,
+               what=f"reload {before + 1} of HAProxy's master, to shape {loaded}")
+
+
+@when("haproxy.cfg's shape changes, then changes back")
+def _(world):
+    """Only the shape line's hash differs: the config HAProxy loads stays valid and the same, and
+    the controller must reload for each change, through the master CLI, as its own user."""
+    config = Path(proxy_paths(world.target.plan)["config"])
+    text = config.read_text()
+    original = read_shape(text)["hash"]
+    changed = f"{original}-bdd"
+    world.reloads_before = _master_reloads(world)
+    try:
+        config.write_text(text.replace(f'"hash":"{original}"', f'"hash":"{changed}"', 1))
+        _reloaded(world, world.reloads_before, changed)
+    finally:
+        config.write_text(text)
+    _reloaded(world, world.reloads_before + 1, original)
+
+
+@then("the controller reloaded HAProxy twice, and reports both HAProxy and Consul reachable")
+def _(world):
+    assert _master_reloads(world) == world.reloads_before + 2
+    controller = world.target.plan.instances_of("mesh-controller")[0]
+    health = httpx.get(f"http://{controller.address}:{controller.port}/health", trust_env=False, timeout=10)
+    assert '"haproxy": true, "consul": true' in health.text, health.text

@@ -1,4 +1,4 @@
-"""Real processes for the data-plane tests and the bench: HAProxy (`haproxy -W -db -f cfg`), backend
+"""Real processes for the data-plane tests and the bench: HAProxy (`haproxy -W -db -S master.sock -f cfg`), backend
 HTTP servers, and the controller running in a thread. Everything on 127.0.0.1, killed by PID."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import httpx
 from meshspec.plan import Plan
 from meshspec.plan.layout import STATS_USERS
 from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, render_haproxy
+from meshspec.render.preparation import USERADD, users_of
 from meshspec.render.secrets import stats_files
 from meshspec.runtime.proxy.apply import reload_haproxy
 from meshspec.runtime.proxy.controller import Controller
@@ -26,6 +27,15 @@ BACKEND = Path(__file__).resolve().parent / "backend.py"
 
 
 STATS_PASSWORD = "harness-stats"
+
+def proxy_users(plan: Plan) -> None:
+    """The system users the plan's HAProxy hands its sockets to, made as the deploy makes them (a
+    fresh machine has none before its first deploy)."""
+    process = plan.service(plan.spec.proxy.service).process
+    for user in users_of(process) if process else []:
+        if subprocess.run(["id", "-u", user], capture_output=True).returncode != 0:
+            subprocess.run([*USERADD, user], check=True, capture_output=True)
+
 
 def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
     if proc is not None and proc.poll() is None:
@@ -92,12 +102,14 @@ class HAProxy:
         self.config.write_text(render_haproxy(plan or self.plan, options or self.options))
 
     def start(self) -> HAProxy:
+        proxy_users(self.plan)
         self.write_config()
         for secret in stats_files(self.plan):  # as the deploy writes them, with a password of the tests'
             Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             Path(secret.path).write_text(secret.text(STATS_PASSWORD))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config), "-f", str(self.users)],
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-S", self.plan.proxy_master_bind,
+                                          "-f", str(self.config), "-f", str(self.users)],
                                          stdout=log, stderr=subprocess.STDOUT)
         wait_until(self.api.is_reachable, 10, what="HAProxy runtime API")
         return self

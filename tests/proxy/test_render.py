@@ -19,11 +19,13 @@ from meshspec.render.haproxy import (
     server_options,
     stats_users,
 )
+from meshspec.runtime.proxy.apply import ReloadError, master_cli
 from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
 from meshspec.runtime.proxy.runtime_api import ServerState, parse_servers_state
 from meshspec.spec import load_spec
 from meshspec.spec.models import HealthTiming, Routing
 from meshspec.spec.resolve import effective_health_timing
+from tests.proxy.harness import proxy_users
 from tests.proxy.meshes import make_mesh, service
 
 PROXY = (42100, 42101, 42102)
@@ -226,6 +228,7 @@ def test_haproxy_accepts_the_repository_spec(repo, tmp_path):
     spec = load_spec(repo / "mesh_spec.yaml")
     # the state dir as short as a user's: HAProxy takes a runtime socket path of 97 characters at most
     plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, "/srv/meshspec")
+    proxy_users(plan)  # HAProxy gives its sockets to the controller's user, by name
     result = haproxy_check(render_haproxy(plan), tmp_path / "mesh.cfg")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -366,13 +369,19 @@ def test_haproxy_damps_like_the_checker_with_fall_capped_at_two():
     assert "rise 1 fall 1" in server_options(Routing(), HealthTiming())
 
 
-def test_the_shipped_runtime_api_is_a_root_only_unix_socket():
-    """No TCP listener anyone on the host could use to disable servers: a socket in the proxy's
-    state dir, mode 0600; the controller is given that path."""
+def test_the_shipped_runtime_api_and_master_cli_are_unix_sockets_of_the_controller_s_user():
+    """No TCP listener anyone on the host could use to disable servers: sockets in the proxy's
+    state dir, mode 0600, the controller's user's; the controller is given the runtime API's path
+    (and finds the master CLI in the master's command line)."""
     shipped = make_plan(load_spec(str(Path(__file__).resolve().parents[2] / "mesh_spec.yaml")), [Host("@local", "127.0.0.1")])
     socket_path = "/srv/meshspec/instances/mesh-proxy-local-0/runtime.sock"
     assert shipped.proxy_runtime == socket_path
-    assert f"stats socket {socket_path} mode 600 level admin expose-fd listeners" in render_haproxy(shipped)
+    assert (f"stats socket {socket_path} mode 600 user meshspec-proxy level admin expose-fd listeners"
+            in render_haproxy(shipped))
+    proxy = shipped.instances_of("mesh-proxy")[0]
+    haproxy_argv = [shipped.render(proxy, a) for a in shipped.service("mesh-proxy").process.command]
+    assert master_cli(haproxy_argv) == "/srv/meshspec/instances/mesh-proxy-local-0/master.sock"
+    assert haproxy_argv[haproxy_argv.index("-S") + 1].endswith("master.sock,mode,600,user,meshspec-proxy")
     assert config_shape(shipped)["listen"]["runtime"] == socket_path
     controller = shipped.instances_of("mesh-controller")[0]
     argv = [shipped.render(controller, a) for a in shipped.service("mesh-controller").process.command]
@@ -387,3 +396,9 @@ def test_a_state_dir_too_long_for_the_runtime_socket_is_refused_before_any_chang
     deep = make_plan(spec, [Host("@local", "127.0.0.1")], 0, "/srv/" + "x" * 80)
     assert "longer than the 97 characters HAProxy accepts" in refusal(deep, Runtime.PROCESS, ["@local"])
     assert refusal(make_plan(spec, [Host("@local", "127.0.0.1")]), Runtime.PROCESS, ["@local"]) is None
+
+
+def test_a_master_without_its_cli_socket_is_a_reload_error_that_shows_its_command_line():
+    with pytest.raises(ReloadError, match="without a master CLI socket"):
+        master_cli(["/usr/sbin/haproxy", "-W", "-db", "-f", "/x/haproxy.cfg"])
+    assert master_cli(["haproxy", "-S", "/x/master.sock", "-f", "c"]) == "/x/master.sock"

@@ -12,6 +12,7 @@ from meshspec.plan.hosts import Host
 from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import description_prefix, host_tokens, mesh_tokens, service_rules
 from meshspec.render.containers import container_user
+from meshspec.render.preparation import preparation
 from meshspec.render.secrets import host_secret_files
 from meshspec.runtime.agent.acl import parse_rules
 from meshspec.spec import load_spec, parse_spec
@@ -104,12 +105,13 @@ def test_a_token_file_is_its_reader_s_only_where_the_program_reads_it_and_runs_a
     token = plan.layout.service_token_file
     assert owners[str(token("backend-api"))] == "meshspec-api"  # MESH_CONSUL_TOKEN_FILE in its environment
     assert owners[str(token("mcp-gateway"))] == "meshspec-gateway"  # --token-file in its command
-    assert owners[str(token("mesh-controller"))] is None  # reads it, but runs as root
+    assert owners[str(token("mesh-controller"))] == "meshspec-proxy"
+    assert owners[str(token("mesh-proxy"))] is None  # HAProxy runs as root and never reads it
     assert owners[str(token("frontend"))] is None  # runs as meshspec-app, never reads its token
     assert owners[str(plan.layout.checker_token_file)] is None
     assert owners[plan.proxy_file(STATS_CREDENTIALS)] is None
-    readers = [o for o in owners.values() if o]
-    assert len(readers) == len(set(readers))  # no user reads two secrets
+    readers = [o for path, o in owners.items() if o and path != plan.proxy_file(STATS_USERS)]
+    assert len(readers) == len(set(readers))  # no two programs' users read one token
 
 
 def test_in_the_docker_runtime_every_secret_file_is_root_s():
@@ -123,3 +125,18 @@ def test_a_program_that_reads_a_secret_file_runs_as_root_in_its_container_and_ot
     assert container_user(plan, "consul") is None  # the management token
     assert container_user(plan, "frontend") == "meshspec-app"
     assert container_user(plan, "claude-task-runner") == "meshspec-tasks"
+
+
+def test_the_controller_s_user_gets_haproxy_s_sockets_the_userlist_and_the_files_a_reload_writes():
+    """What a controller running without root needs, each made its user's: HAProxy hands it both
+    sockets (haproxy.cfg's `stats socket ... user`, `-S ...,user,`), the deploy its state files
+    (the proxy's preparation) and the stats userlist it validates before a reload."""
+    plan = shipped()
+    assert plan.proxy_controller_user == "meshspec-proxy"
+    assert plan.proxy_master_bind.endswith("/master.sock,mode,600,user,meshspec-proxy")
+    proxy = plan.instances_of("mesh-proxy")[0]
+    script = preparation(plan, proxy).script()
+    assert "chown meshspec-proxy" in script and "/server-state" in script and "/loaded-shape" in script
+    assert "chown" not in preparation(plan, plan.instances_of("redis")[0]).script().replace("chown -R redis", "")
+    owners = {f.path: f.owner for f in host_secret_files(plan, "local", plan.instances)}
+    assert owners[plan.proxy_file(STATS_USERS)] == "meshspec-proxy" and owners[plan.proxy_file(STATS_CREDENTIALS)] is None

@@ -12,6 +12,9 @@ import json
 import zlib
 
 SHAPE_MARKER = "# meshspec-shape: "
+# Beside the server-state file: the hash of the shape HAProxy last loaded, which the controller
+# writes after each reload (the deploy makes both files the controller's user's).
+LOADED_SHAPE = "loaded-shape"
 
 
 def shape_line(shape: dict) -> str:

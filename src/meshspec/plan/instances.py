@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from meshspec.plan.hosts import Host
-from meshspec.plan.layout import RUNTIME_SOCKET, STATS_CREDENTIALS, STATS_USERS, InstallCache, Layout
+from meshspec.plan.layout import MASTER_SOCKET, RUNTIME_SOCKET, STATS_CREDENTIALS, STATS_USERS, InstallCache, Layout
 from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
 
@@ -74,6 +74,7 @@ class Plan:
         if self.spec.proxy.service is not None:
             values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
             values["proxy.runtime"] = self.proxy_runtime
+            values["proxy.master"] = self.proxy_master_bind
             values["proxy.stats_users"] = self.proxy_file(STATS_USERS)
             values["proxy.stats_credentials"] = self.proxy_file(STATS_CREDENTIALS)
         values |= {f"ports.{name}": port for name, port in inst.ports.items()}
@@ -98,12 +99,26 @@ class Plan:
     @property
     def proxy_runtime(self) -> str:
         """Where HAProxy's runtime API listens: a unix socket in the proxy's state dir that only its
-        owner (root, as the controller runs) may open; on TCP only when the spec gives the proxy a
+        owner (the controller's user) may open; on TCP only when the spec gives the proxy a
         `runtime` port (anyone on the host can then disable servers through it)."""
         proxy = self.instances_of(self.spec.proxy.service)[0]
         if "runtime" in proxy.ports:
             return f"{proxy.address}:{proxy.ports['runtime']}"
         return self.proxy_file(RUNTIME_SOCKET)
+
+    @property
+    def proxy_controller_user(self) -> str | None:
+        """The user HAProxy gives its sockets to: the controller's program's (None: root's)."""
+        name = self.spec.proxy.controller
+        process = self.service(name).process if name and any(s.name == name for s in self.spec.services) else None
+        return process.user if process else None
+
+    @property
+    def proxy_master_bind(self) -> str:
+        """HAProxy's `-S` argument: its master CLI (reloads) on a unix socket in the proxy's state
+        dir, mode 0600, the controller's user's."""
+        user = self.proxy_controller_user
+        return f"{self.proxy_file(MASTER_SOCKET)},mode,600" + (f",user,{user}" if user else "")
 
     def proxy_file(self, name: str) -> str:
         """A file of the proxy's own, in its (first) instance's directory."""

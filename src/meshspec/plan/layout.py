@@ -66,6 +66,7 @@ class Layout:
 
 
 RUNTIME_SOCKET = "runtime.sock"  # HAProxy's runtime API, in the proxy instance's directory
+MASTER_SOCKET = "master.sock"  # HAProxy's master CLI (reloads), beside it
 # The stats page's credentials, in a 0700 directory of the proxy instance's, both 0600 (the deploy
 # writes them): HAProxy's userlist (a config file of its own, loaded with a second -f, so
 # haproxy.cfg holds no secret), and the same password as `user:password` for whoever reads the page.

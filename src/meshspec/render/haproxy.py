@@ -347,8 +347,9 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
     if stats_port is None:
         raise ValueError(f"{proxy.service} needs ports.{plan.spec.proxy.stats_port_name}")
     runtime = plan.proxy_runtime
-    # mode 600: the socket is its owner's (root, as the controller runs), and only an owner's to open
-    runtime_bind = f"{runtime} mode 600" if runtime.startswith("/") else f"ipv4@{runtime}"
+    # mode 600: only its owner may open the socket, the controller's user (HAProxy's master binds it as root)
+    owner = f" user {plan.proxy_controller_user}" if plan.proxy_controller_user else ""
+    runtime_bind = f"{runtime} mode 600{owner}" if runtime.startswith("/") else f"ipv4@{runtime}"
     paths = proxy_paths(plan)
     routed = routed_services(plan)
     shape = config_shape(plan, options)
@@ -365,8 +366,8 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
         ("global", [
             "master-worker",
             # The workers, which parse every request, drop to Debian's haproxy user; the master
-            # stays root: it read the stats userlist and binds the runtime socket (root's, 0600),
-            # and re-executes itself on reload.
+            # stays root: it binds the sockets and hands them to the controller's user, and
+            # re-executes itself on reload.
             f"user {WORKER_USER}",
             f"group {WORKER_USER}",
             f"pidfile {paths['pidfile']}",

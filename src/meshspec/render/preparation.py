@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from meshspec.common.digest import digest
+from meshspec.common.haproxy_shape import LOADED_SHAPE
 from meshspec.plan import Instance, Plan, Runtime
+from meshspec.render.haproxy import proxy_paths
 
 STAMP = ".meshspec-prepared"
 # How the deploy makes a system user the spec names, on a host or in an image: no login, no home.
@@ -44,4 +47,16 @@ class Preparation:
 def preparation(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Preparation:
     process = plan.service(inst.service).process
     commands = tuple(tuple(plan.render(inst, a) for a in argv) for argv in process.prepare)
-    return Preparation(inst.id, str(plan.layout.instance_dir(inst.id)), process.user, commands, runtime)
+    return Preparation(inst.id, str(plan.layout.instance_dir(inst.id)), process.user,
+                       commands + _controller_state(plan, inst), runtime)
+
+
+def _controller_state(plan: Plan, inst: Instance) -> tuple[tuple[str, ...], ...]:
+    """In the proxy's directory (root's), the files the controller writes at each reload, made its
+    user's: the server state (HAProxy's master reads it as root) and the shape HAProxy loaded."""
+    user = plan.proxy_controller_user
+    if not user or inst.service != plan.spec.proxy.service or inst.replica != 0:
+        return ()
+    state = PurePosixPath(proxy_paths(plan)["state_file"])
+    files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE))])
+    return (("sh", "-c", f"touch {files} && chown {shlex.quote(user)} {files}"),)

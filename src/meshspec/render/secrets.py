@@ -41,7 +41,7 @@ def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], ow
     files = [SecretFile(t.path, t.name, owner=readers.get(t.path)) for t in host_tokens(plan, host_label, instances)]
     proxy = plan.spec.proxy.service
     if proxy is not None and plan.instances_of(proxy)[0] in instances:
-        files += stats_files(plan)
+        files += stats_files(plan, plan.proxy_controller_user if owned else None)
     return files
 
 
@@ -59,8 +59,9 @@ def token_reader(plan: Plan, service: str) -> str | None:
     return process.user if process is not None and reads_secret(plan, service) else None
 
 
-def stats_files(plan: Plan) -> list[SecretFile]:
-    """HAProxy's userlist of the stats page, and the same password as `user:password`."""
+def stats_files(plan: Plan, controller_user: str | None = None) -> list[SecretFile]:
+    """HAProxy's userlist of the stats page (the controller's user's: it validates the files HAProxy
+    will re-read before a reload), and the same password as `user:password` (root's: the checker's)."""
     name = policy_name(plan, "haproxy-stats")
-    return [SecretFile(plan.proxy_file(STATS_USERS), name, stats_users(SECRET)),
+    return [SecretFile(plan.proxy_file(STATS_USERS), name, stats_users(SECRET), owner=controller_user),
             SecretFile(plan.proxy_file(STATS_CREDENTIALS), name, f"{STATS_USER}:{SECRET}\n")]

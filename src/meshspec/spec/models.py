@@ -89,8 +89,8 @@ class Container(Strict):
     command: list[str] | None = None
     cpus: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, ge=16)
-    # "host": share the host's process IDs, for a process that signals another container's by pid
-    # (mesh-controller reloads HAProxy with SIGUSR2 to the master named in its pidfile).
+    # "host": share the host's process IDs, for a process that reads another container's by pid
+    # (mesh-controller reads the command line of the HAProxy master named in its pidfile).
     pid: Literal["container", "host"] = "container"
 
     @model_validator(mode="after")
@@ -338,6 +338,9 @@ class ConsulSettings(Strict):
 
 class ProxySettings(Strict):
     service: ServiceName | None = "mesh-proxy"  # null: a mesh without a data plane
+    # The service whose program drives HAProxy (runtime API, reloads through the master CLI): HAProxy
+    # gives both sockets to its program's user, so it needs no root. null: they are root's.
+    controller: ServiceName | None = None
     stats_port_name: PortName = "stats"
 
 

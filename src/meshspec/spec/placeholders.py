@@ -13,7 +13,7 @@ from meshspec.common import nonce
 from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
-PROXY_NAMES = ("proxy.url", "proxy.runtime", "proxy.stats_users", "proxy.stats_credentials")
+PROXY_NAMES = ("proxy.url", "proxy.runtime", "proxy.master", "proxy.stats_users", "proxy.stats_credentials")
 MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "meshspec")  # meshspec: the project's own executable
 # The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
 # every other service reads its own token, `{consul.token_file}`.

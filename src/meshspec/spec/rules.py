@@ -106,16 +106,31 @@ def _cycles(ctx: Context):
 
 
 def mesh_roles(ctx: Context):
-    for key in ("consul", "proxy"):
-        role = getattr(ctx.spec, key).service
+    for key, field in (("consul", "service"), ("proxy", "service"), ("proxy", "controller")):
+        role = getattr(getattr(ctx.spec, key), field)
         if role is not None and role not in ctx.declared:
-            yield (key, "service"), f"names no declared service {role!r}"
+            yield (key, field), f"names no declared service {role!r}"
+    yield from _controller_user(ctx)
     stats = ctx.spec.proxy.stats_port_name
     for at, s in ctx.services():
         if s.name == ctx.spec.proxy.service and stats not in s.ports:
             written = "stats_port_name" in ctx.spec.proxy.model_fields_set
             where = ("proxy", "stats_port_name") if written else at + ("ports",)
             yield where, f"service {s.name!r} declares no port {stats!r} under ports (the proxy's stats listener)"
+
+
+def _controller_user(ctx: Context):
+    """HAProxy hands its sockets to the controller's user by name, so where HAProxy runs (the host,
+    or its image) that user must exist: the proxy's process names it in system_users."""
+    proxy, controller = ctx.spec.proxy.service, ctx.spec.proxy.controller
+    services = {s.name: (at, s) for at, s in ctx.services()}
+    if proxy not in services or controller not in services:
+        return
+    user = services[controller][1].process.user if services[controller][1].process else None
+    at, service = services[proxy]
+    if user and service.process and user not in service.process.system_users:
+        yield at + ("process", "system_users"), (f"must list {user!r}, the user of the proxy's controller "
+                                                 f"{controller!r}: HAProxy gives it its sockets")
 
 
 def run_method(ctx: Context):

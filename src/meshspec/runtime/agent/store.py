@@ -63,9 +63,21 @@ def session_topic(session_id: str) -> str:
     return f"session:{session_id}"
 
 
+def private(data_dir: Path) -> None:
+    """The store holds every ACL token's SecretID: its directory and files are the agent's alone
+    (0700, 0600), as Consul keeps its data dir, and so is whatever SQLite creates later (its -wal
+    and -shm files take the database's mode)."""
+    data_dir.chmod(0o700)
+    for path in data_dir.glob("state.db*"):
+        path.chmod(0o600)
+    if not (data_dir / "state.db").exists():
+        (data_dir / "state.db").touch(mode=0o600)
+
+
 class Store:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private(data_dir)
         self._db = sqlite3.connect(data_dir / "state.db", isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -4,15 +4,14 @@ Reloads (the only time HAProxy re-reads haproxy.cfg) happen when the shape embed
 haproxy.cfg differs from the one HAProxy runs: validate the files the master will re-read (the
 `-f` of its own command line: haproxy.cfg and the stats page's userlist) with `haproxy -c`, dump
 `show servers state` into the server-state file (so addresses and states of all servers
-survive), SIGUSR2 the master (listeners are handed over, old workers finish their connections,
-stick tables move over through the `peers` section), wait for the new worker.
+survive), send `reload` to the master CLI (the `-S` socket of its command line; what SIGUSR2
+does, without root: listeners are handed over, old workers finish their connections, stick
+tables move over through the `peers` section), wait for the new worker.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,11 +24,23 @@ class ReloadError(Exception):
     pass
 
 
-def master_configs(master: int) -> list[str]:
-    """The config files HAProxy's master loads: each `-f` of its command line, in order."""
+def master_argv(master: int) -> list[str]:
     with open(f"/proc/{master}/cmdline", "rb") as cmdline:
-        argv = cmdline.read().decode().split("\0")
+        return cmdline.read().decode().split("\0")
+
+
+def master_configs(argv: list[str]) -> list[str]:
+    """The config files HAProxy's master loads: each `-f` of its command line, in order."""
     return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-f"]
+
+
+def master_cli(argv: list[str]) -> str:
+    """The master CLI's unix socket: the path of the first `-S` of its command line (before its
+    bind options: `path,mode,600,user,x`)."""
+    found = [argv[i + 1].split(",", 1)[0] for i, arg in enumerate(argv[:-1]) if arg == "-S"]
+    if not found or not found[0].startswith("/"):
+        raise ReloadError(f"HAProxy's master runs without a master CLI socket (-S /path): {' '.join(argv)}")
+    return found[0]
 
 
 def validate_config(configs: list[str]) -> None:
@@ -41,13 +52,14 @@ def validate_config(configs: list[str]) -> None:
 
 
 def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, timeout: float = 10.0) -> str:
-    """Hitless reload: validate what the master will re-read, save server state, SIGUSR2 the
-    master, wait for the new worker. Returns the new worker's pid."""
+    """Hitless reload: validate what the master will re-read, save server state, `reload` through
+    the master CLI, wait for the new worker. Returns the new worker's pid."""
     master = int(pidfile.read_text().split()[0])
-    validate_config(master_configs(master))
+    argv = master_argv(master)
+    validate_config(master_configs(argv))
     old = api.info().get("Pid")
     state_file.write_text(api.send("show servers state"))
-    os.kill(master, signal.SIGUSR2)
+    RuntimeApi(master_cli(argv), api.timeout).send("reload")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -57,7 +69,7 @@ def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, timeout: fl
         except RuntimeApiError:
             pass
         time.sleep(0.05)
-    raise ReloadError(f"no new HAProxy worker within {timeout}s after SIGUSR2 to {master}")
+    raise ReloadError(f"no new HAProxy worker within {timeout}s after `reload` to master {master}")
 
 
 def apply_changes(api: RuntimeApi, changes: list[Change]) -> tuple[list[Change], list[tuple[Change, RuntimeApiError]]]:

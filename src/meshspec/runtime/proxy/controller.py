@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshspec.common.consul_token import read_token
 from meshspec.common.durations import parse_duration
-from meshspec.common.haproxy_shape import read_shape
+from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
 from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
@@ -69,7 +69,7 @@ class Controller:
         paths = self.shape.get("paths", {})
         self.pidfile = pidfile or (Path(paths["pidfile"]) if "pidfile" in paths else None)
         self.state_file = state_file or (Path(paths["state_file"]) if "state_file" in paths else None)
-        self.loaded_file = (self.state_file.parent / "loaded-shape") if self.state_file else None
+        self.loaded_file = (self.state_file.parent / LOADED_SHAPE) if self.state_file else None
         self.drain_grace, self.wait, self.resync = drain_grace, wait, resync
         self.metrics = Metrics(registry or CollectorRegistry())
         self.endpoints: dict[str, list[Endpoint]] = {}
@@ -85,7 +85,7 @@ class Controller:
         self.synced = asyncio.Event()
 
     def _initial_loaded_hash(self) -> str | None:
-        if self.loaded_file and self.loaded_file.exists():
+        if self.loaded_file and self.loaded_file.exists() and self.loaded_file.read_text().strip():
             return self.loaded_file.read_text().strip()
         if self.pidfile and self.pidfile.exists() and self.config.stat().st_mtime > self.pidfile.stat().st_mtime:
             return None  # written after HAProxy started: reload on the first tick

@@ -90,6 +90,7 @@ class RuntimeApi:
         try:
             with self._connect() as sock:
                 sock.sendall(command.encode() + b"\n")
+                sock.shutdown(socket.SHUT_WR)  # no more commands: the master CLI answers, then closes
                 chunks = []
                 while chunk := sock.recv(65536):
                     chunks.append(chunk)
