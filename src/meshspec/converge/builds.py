@@ -6,10 +6,12 @@ What to build comes from meshspec.render.images; this module only builds what th
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -121,12 +123,25 @@ def build_graft(graft: Graft) -> None:
     target = engine.containers.create(graft.parent, ["true"])
     try:
         stream, _ = source.get_archive(graft.path)
+        target.put_archive("/", _directories(os.path.dirname(graft.path)))  # the engine extracts only into a directory that exists
         target.put_archive(os.path.dirname(graft.path), b"".join(stream))
         repository, tag = graft.tag.split(":")
         target.commit(repository=repository, tag=tag, changes=['CMD ["/bin/bash"]'], message=f"meshspec graft of {graft.path}")
     finally:
         source.remove(force=True)
         target.remove(force=True)
+
+
+def _directories(path: str) -> bytes:
+    """A tar of `path`'s directories (0755, root's), each ancestor first."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        parts = [p for p in path.strip("/").split("/") if p]
+        for depth in range(1, len(parts) + 1):
+            entry = tarfile.TarInfo("/".join(parts[:depth]))
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(entry)
+    return data.getvalue()
 
 
 def host_node() -> Node | None:
