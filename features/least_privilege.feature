@@ -47,43 +47,47 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
     Then the process that listens for "<service>" runs as "<user>", not as root
 
     Examples:
-      | service            | user           |
-      | redis              | redis          |
-      | mariadb            | mysql          |
-      | rabbitmq           | rabbitmq       |
-      | prometheus         | prometheus     |
-      | alertmanager       | prometheus     |
-      | node-exporter      | prometheus     |
-      | postgres-exporter  | prometheus     |
-      | postgresql         | postgres       |
-      | files              | meshspec-mcp   |
-      | github             | meshspec-mcp   |
-      | http-fetch         | meshspec-mcp   |
-      | playwright-mcp     | meshspec-mcp   |
-      | chromadb           | meshspec-store |
-      | phoenix            | meshspec-store |
-      | frontend           | meshspec-app   |
-      | embeddings         | meshspec-app   |
-      | semantic-search    | meshspec-app   |
-      | http               | meshspec-mcp   |
-      | language-server    | meshspec-mcp   |
-      | claude-task-runner | meshspec-tasks |
+      | service            | user              |
+      | redis              | redis             |
+      | mariadb            | mysql             |
+      | rabbitmq           | rabbitmq          |
+      | prometheus         | prometheus        |
+      | alertmanager       | prometheus        |
+      | node-exporter      | prometheus        |
+      | postgres-exporter  | meshspec-exporter |
+      | postgresql         | postgres          |
+      | files              | meshspec-mcp      |
+      | github             | meshspec-mcp      |
+      | http-fetch         | meshspec-mcp      |
+      | playwright-mcp     | meshspec-mcp      |
+      | chromadb           | meshspec-store    |
+      | phoenix            | meshspec-store    |
+      | frontend           | meshspec-app      |
+      | embeddings         | meshspec-app      |
+      | semantic-search    | meshspec-app      |
+      | http               | meshspec-mcp      |
+      | language-server    | meshspec-mcp      |
+      | claude-task-runner | meshspec-tasks    |
 
-  # meshspec's programs that read a secret file (a Consul token) run as their own users on a host; in
-  # the docker runtime their containers run as root, since the token file they mount is the host's
-  # root's (README, "Least privilege").
+  # The programs that read a secret file (a Consul token, a backing service's password) run as
+  # their own users on a host; in the docker runtime a container whose program reads one runs as
+  # root, since the file it mounts is the host's root's (README, "Least privilege").
   @process
-  Scenario Outline: A program that holds a Consul token runs as its own user, and reads only its own token
+  Scenario Outline: A program that holds a secret runs as its own user, and reads only its own secrets
     Then the process that listens for "<service>" runs as "<user>", not as root
     And of the mesh's secret files "<user>" can read only "<files>"
 
     Examples:
-      | service         | user              | files                                                                               |
-      | consul          | meshspec-registry | consul/management-token                                                             |
-      | backend-api     | meshspec-api      | consul/tokens/service-backend-api                                                   |
-      | task-worker     | meshspec-worker   | consul/tokens/service-task-worker                                                   |
-      | mcp-gateway     | meshspec-gateway  | consul/tokens/service-mcp-gateway                                                   |
-      | mesh-controller | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/stats/users.cfg |
+      | service           | user              | files                                                                                                    |
+      | consul            | meshspec-registry | consul/management-token                                                                                  |
+      | backend-api       | meshspec-api      | consul/tokens/service-backend-api, secrets/postgresql/backend-api, secrets/rabbitmq/backend-api          |
+      | task-worker       | meshspec-worker   | consul/tokens/service-task-worker, secrets/postgresql/task-worker, secrets/rabbitmq/task-worker          |
+      | mcp-gateway       | meshspec-gateway  | consul/tokens/service-mcp-gateway                                                                        |
+      | mesh-controller   | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/stats/users.cfg                      |
+      | rabbitmq          | rabbitmq          | secrets/rabbitmq/rabbitmq                                                                                |
+      | postgres-exporter | meshspec-exporter | secrets/postgresql/postgres-exporter                                                                     |
+      | postgresql        | postgres          | nothing                                                                                                  |
+      | mariadb           | mysql             | nothing                                                                                                  |
 
   Scenario: HAProxy's workers, which parse every request, do not run as root
     Then HAProxy's master runs as root and every worker of it as "haproxy"

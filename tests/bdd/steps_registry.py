@@ -58,10 +58,12 @@ def _(world):
 
 def _secrets(world) -> set[str]:
     """Every secret the deploy made for the mesh, read from its files: the management token, each
-    program's token, the stats page's password."""
+    program's token, the stats page's password, the backing services' passwords."""
     layout = world.target.plan.layout
     secrets = {read_token(layout.consul_token_file)} | {_token(world, s.name) for s in world.target.plan.spec.services}
     secrets |= {_stats_credentials(world).read_text().strip().partition(":")[2]}
+    secrets |= {Path(layout.probe_credentials_file(s.name)).read_text().strip().partition(":")[2]
+                for s in world.target.plan.spec.services if s.credentials}
     assert None not in secrets and "" not in secrets and len(secrets) > len(world.target.plan.spec.services)
     return secrets
 
@@ -274,16 +276,17 @@ def _(world, service, user):
 
 @then(parsers.parse('of the mesh\'s secret files "{user}" can read only "{files}"'))
 def _(world, user, files):
-    """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens and the stats
-    page's credentials."""
+    """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens, the stats
+    page's credentials, the backing services' passwords ("nothing": none of them)."""
     root = Path(world.target.plan.layout.root)
-    secrets = sorted(str(p) for p in [*(root / "consul").rglob("*"), *Path(_stats_credentials(world)).parent.glob("*")]
-                     if p.is_file())
+    secrets = sorted(str(p) for p in [*(root / "consul").rglob("*"), *Path(_stats_credentials(world)).parent.glob("*"),
+                                      *(root / "secrets").rglob("*")] if p.is_file())
     assert len(secrets) > 40, secrets  # every service's token, the checker's, the management token, the stats files
     tried = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", 'for f; do cat -- "$f" >/dev/null 2>&1 && echo "$f"; done',
                             "sh", *secrets], capture_output=True, text=True, timeout=60)
     readable = [str(Path(line).relative_to(root)) for line in tried.stdout.split()]
-    assert readable == sorted(f.strip() for f in files.split(",")), f"{user} can read {readable}"
+    wanted = [] if files == "nothing" else sorted(f.strip() for f in files.split(","))
+    assert readable == wanted, f"{user} can read {readable}"
 
 
 @then(parsers.parse('HAProxy\'s master runs as root and every worker of it as "{user}"'))

@@ -7,10 +7,14 @@ import hashlib
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
+import pymysql
 from pytest_bdd import parsers, then
+
+from meshspec.runtime.probes import protocols
 
 HTTP = httpx.Client(trust_env=False, timeout=60)
 
@@ -25,13 +29,39 @@ def _addr(world, service: str) -> tuple[str, int]:
     return inst.address, inst.port
 
 
+def _login(world, service: str) -> tuple[str, str]:
+    """(user, password) of the service's credentials, from its probe's file (root's: as the checker)."""
+    held = Path(world.target.plan.layout.probe_credentials_file(service)).read_text().strip()
+    user, _, password = held.partition(":")
+    return user, password
+
+
+# The probe each service's health runs, with the login a step gives it: the refusal is the server's.
+PROBES = {"postgresql": (protocols.postgres, {"database": "postgres", "query": "SELECT 1"}),
+          "rabbitmq": (protocols.amqp, {"vhost": "/"}),
+          "mariadb": (protocols.mysql, {"query": "SELECT 1"})}
+REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied")
+
+
+@then(parsers.parse('"{service}" refuses a login as "{user}" with {password}'))
+def _(world, service, user, password):
+    host, port = _addr(world, service)
+    given = {"no password": None, "a wrong password": "not-" + _login(world, service)[1]}.get(password)
+    if password.startswith("the password "):
+        given = password.removeprefix("the password ")
+    run, options = PROBES[service]
+    result = run({"address": host, "port": port, "options": {**options, "user": user, "password": given}}, 10)
+    assert not result.ok and any(r in result.output for r in REFUSED), result.output
+
+
 @then("PostgreSQL stores a row and returns it")
 def _(world):
     host, port = _addr(world, "postgresql")
     token = uuid.uuid4().hex
 
     async def round_trip():
-        conn = await asyncpg.connect(host=host, port=port, user="postgres", database="postgres")
+        user, password = _login(world, "postgresql")
+        conn = await asyncpg.connect(host=host, port=port, user=user, password=password, database="postgres")
         try:
             await conn.execute("CREATE TEMP TABLE bdd_rows (token text)")
             await conn.execute("INSERT INTO bdd_rows VALUES ($1)", token)
@@ -46,10 +76,17 @@ def _(world):
 def _(world):
     host, port = _addr(world, "mariadb")
     token = uuid.uuid4().hex
-    sql = f"CREATE TEMPORARY TABLE test.bdd_rows (token TEXT); INSERT INTO test.bdd_rows VALUES ('{token}'); SELECT token FROM test.bdd_rows;"
-    out = subprocess.run(["mariadb", "-h", host, "-P", str(port), "-u", "root", "-N", "-e",
-                          "CREATE DATABASE IF NOT EXISTS test; " + sql], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0 and out.stdout.strip() == token, out.stdout + out.stderr
+    user, password = _login(world, "mariadb")
+    conn = pymysql.connect(host=host, port=port, user=user, password=password, ssl_disabled=True, autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            for statement in ("CREATE DATABASE IF NOT EXISTS test", "CREATE TEMPORARY TABLE test.bdd_rows (token TEXT)"):
+                cursor.execute(statement)
+            cursor.execute("INSERT INTO test.bdd_rows VALUES (%s)", (token,))
+            cursor.execute("SELECT token FROM test.bdd_rows")
+            assert cursor.fetchone() == (token,)
+    finally:
+        conn.close()
 
 
 @then("Redis stores a key and returns it")

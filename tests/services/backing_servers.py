@@ -38,8 +38,18 @@ def _log_tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
 
 
+def _password_file(root: Path) -> Path:
+    """A fresh password in a 0600 file, as the deploy gives a service's dependents theirs."""
+    held = root / "password"
+    held.write_text(uuid.uuid4().hex + "\n")
+    held.chmod(0o600)
+    return held
+
+
 class PostgresServer:
-    """`initdb` + `postgres` in a tmp dir, run as user postgres when we are root (postgres refuses root)."""
+    """`initdb` + `postgres` in a tmp dir, run as user postgres when we are root (postgres refuses root).
+    TCP logins by password (scram), as the shipped spec's PostgreSQL: `url` carries it, `account_url`
+    and `password_file` are what the services are given."""
 
     def __init__(self) -> None:
         if not (_pg_bin("initdb") and _pg_bin("postgres")):
@@ -52,18 +62,26 @@ class PostgresServer:
         if self.user:
             pw = pwd.getpwnam(self.user)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.password_file = _password_file(self.root)
+        if self.user:  # initdb reads it as postgres
+            os.chown(self.password_file, pw.pw_uid, pw.pw_gid)
         self.proc: subprocess.Popen | None = None
 
     @property
-    def url(self) -> str:
+    def account_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return self.account_url.replace("postgres@", f"postgres:{self.password_file.read_text().strip()}@", 1)
 
     def _run(self, cmd: list[str], **kw) -> subprocess.Popen:
         return subprocess.Popen(cmd, user=self.user, group=self.user, cwd=self.root, **kw)
 
     def init(self) -> PostgresServer:
-        proc = self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                          "-E", "UTF8", "--no-sync"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth-host=scram-sha-256",
+                          "--auth-local=peer", f"--pwfile={self.password_file}", "-E", "UTF8", "--no-sync"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out.decode(errors="replace")
         return self
@@ -97,7 +115,8 @@ class PostgresServer:
 
 
 class RabbitServer:
-    """`rabbitmq-server` with its node, mnesia, logs, cookie (tmp HOME) and epmd all private to the test."""
+    """`rabbitmq-server` with its node, mnesia, logs, cookie (tmp HOME) and epmd all private to the test,
+    and one account, `meshspec`, made from a config file as the shipped spec's (no guest)."""
 
     def __init__(self) -> None:
         if not os.path.exists(RABBITMQ_SERVER):
@@ -115,12 +134,22 @@ class RabbitServer:
                     "HOME": str(home), "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
                     "RABBITMQ_NODENAME": self.node, "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
                     "RABBITMQ_LOG_BASE": str(self.root / "log"), "RABBITMQ_DIST_PORT": str(self.dist_port),
-                    "ERL_EPMD_PORT": str(self.epmd_port)}
+                    "ERL_EPMD_PORT": str(self.epmd_port), "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq.conf")}
+        self.password_file = _password_file(self.root)
+        (self.root / "rabbitmq.conf").write_text(f"default_user = meshspec\ndefault_pass = {self._password}\n")
         self.proc: subprocess.Popen | None = None
 
     @property
+    def _password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    @property
+    def account_url(self) -> str:
+        return f"amqp://meshspec@127.0.0.1:{self.port}/"
+
+    @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return f"amqp://meshspec:{self._password}@127.0.0.1:{self.port}/"
 
     def launch(self) -> RabbitServer:
         """Start the broker without waiting (it boots in seconds: do something else meanwhile)."""
@@ -278,7 +307,10 @@ def start_service(service_logs) -> Iterator:
 
 @pytest.fixture(scope="session")
 def deps_env(postgres, rabbitmq, mesh_agent) -> dict[str, str]:
-    return {"MESH_CONSUL_ADDR": mesh_agent.address, "MESH_AMQP_URL": rabbitmq.url, "MESH_DATABASE_URL": postgres.url}
+    """The services' environment as the shipped spec gives it: accounts in the URLs, passwords in files."""
+    return {"MESH_CONSUL_ADDR": mesh_agent.address,
+            "MESH_AMQP_URL": rabbitmq.account_url, "MESH_AMQP_PASSWORD_FILE": str(rabbitmq.password_file),
+            "MESH_DATABASE_URL": postgres.account_url, "MESH_DATABASE_PASSWORD_FILE": str(postgres.password_file)}
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,9 @@ class Plan:
             values["proxy.stats_users"] = self.proxy_file(STATS_USERS)
             values["proxy.stats_credentials"] = self.proxy_file(STATS_CREDENTIALS)
         values |= {f"ports.{name}": port for name, port in inst.ports.items()}
+        if credentials := self.service(inst.service).credentials:
+            values["credentials.user"] = credentials.user
+            values["credentials.file"] = self.layout.credentials_file(inst.service, inst.service)
         for dep in self.service(inst.service).depends_on:
             peer = self.instances_of(dep)[0]
             values |= {
@@ -87,6 +90,9 @@ class Plan:
                 f"services.{dep}.state_dir": self.layout.instance_dir(peer.id),
             }
             values |= {f"services.{dep}.ports.{name}": port for name, port in peer.ports.items()}
+            if credentials := self.service(dep).credentials:
+                values[f"services.{dep}.user"] = credentials.user
+                values[f"services.{dep}.password_file"] = self.layout.credentials_file(dep, inst.service)
         return values
 
     def install_dir(self, service: str) -> PurePosixPath:

@@ -59,6 +59,16 @@ class Layout:
         """The service's own Consul token (render.acl says what it may do)."""
         return self.root / "consul" / "tokens" / f"service-{service}"
 
+    def credentials_file(self, service: str, reader: str) -> PurePosixPath:
+        """The password of `service`'s credentials as the program of `reader` reads it: the service's
+        own file (reader == service), or a dependent's copy."""
+        return self.root / "secrets" / service / reader
+
+    def probe_credentials_file(self, service: str) -> PurePosixPath:
+        """`user:password` of `service`'s credentials, root's: its probe logs in with them. Beside the
+        readers' files (a dot: no service is named so)."""
+        return self.root / "secrets" / service / ".probe"
+
     @property
     def checker_token_file(self) -> PurePosixPath:
         """The host's checker's Consul token: it updates the checks of this host's instances."""
@@ -75,7 +85,7 @@ STATS_CREDENTIALS = "stats/credentials"
 
 # What a deploy creates under the state dir; teardown removes these and nothing else. Installs are
 # not here: they live in the shared InstallCache below, which `make purge` empties.
-OWNED = ("instances", "supervisor", "logs", "consul", "checker")
+OWNED = ("instances", "supervisor", "logs", "consul", "checker", "secrets")
 # Where earlier versions kept the mesh's own installs, under the state dir: teardown removes it too.
 FORMER = ("install",)
 

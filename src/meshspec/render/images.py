@@ -142,7 +142,7 @@ def runs_meshspec(service: Service) -> bool:
     process = service.process
     if process is None:
         return False
-    texts = [*process.command, *process.env.values(), *(a for argv in process.prepare for a in argv),
+    texts = [*process.command, *process.env.values(), *(a for argv, _ in process.prepare_argvs() for a in argv),
              *(service.health.command or [])]
     return any("{meshspec}" in t for t in texts)
 

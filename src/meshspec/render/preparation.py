@@ -28,10 +28,12 @@ class Preparation:
     user: str | None
     commands: tuple[tuple[str, ...], ...]
     runtime: Runtime = Runtime.PROCESS  # a new runtime prepares again: its users' ids may differ (an image's postgres)
+    # The file each command reads on its stdin, or None: one per command when any is given.
+    stdins: tuple[str | None, ...] = ()
 
     @property
     def hash(self) -> str:
-        return digest([self.user, self.commands, self.runtime])
+        return digest([self.user, self.commands, self.runtime] + ([self.stdins] if any(self.stdins) else []))
 
     def script(self) -> str:
         d = shlex.quote(self.directory)
@@ -39,16 +41,27 @@ class Preparation:
         if self.user:
             steps.append(f"chown -R {shlex.quote(self.user)} {d}")
         as_user = ["runuser", "-u", self.user, "--"] if self.user else []
-        steps += [f"cd {d} && {shlex.join([*as_user, *argv])}" for argv in self.commands]
+        for argv, stdin in zip(self.commands, self.stdins or [None] * len(self.commands)):
+            if stdin:
+                # root opens the secret and pipes it to the user, who need not be able to open it;
+                # the user's own `cat` passes it on through a pipe of the user's, since a command
+                # may reopen its stdin as /dev/stdin (initdb --pwfile) and a pipe root made is root's.
+                relay = [*as_user, "sh", "-c", 'cat | "$@"', "sh"] if self.user else []
+                steps.append(f"cd {d} && cat {shlex.quote(stdin)} | {shlex.join([*relay, *argv])}")
+            else:
+                steps.append(f"cd {d} && {shlex.join([*as_user, *argv])}")
         steps.append(f"echo {self.hash} > {d}/{STAMP}")
         return "\n".join(steps)
 
 
 def preparation(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Preparation:
     process = plan.service(inst.service).process
-    commands = tuple(tuple(plan.render(inst, a) for a in argv) for argv in process.prepare)
-    return Preparation(inst.id, str(plan.layout.instance_dir(inst.id)), process.user,
-                       commands + _controller_state(plan, inst), runtime)
+    steps = process.prepare_argvs()
+    commands = tuple(tuple(plan.render(inst, a) for a in argv) for argv, _ in steps)
+    stdins = tuple(plan.render(inst, stdin) if stdin else None for _, stdin in steps)
+    controller = _controller_state(plan, inst)
+    return Preparation(inst.id, str(plan.layout.instance_dir(inst.id)), process.user, commands + controller, runtime,
+                       stdins + (None,) * len(controller) if any(stdins) else ())
 
 
 def _controller_state(plan: Plan, inst: Instance) -> tuple[tuple[str, ...], ...]:

@@ -17,6 +17,8 @@ HTTP, MCP, TCP, COMMAND = "http", "mcp", "tcp", "command"
 POSTGRES, MYSQL, REDIS, AMQP = "postgres", "mysql", "redis", "amqp"
 #: Probes that speak a protocol to address:port, with the probe's own settings as `options`.
 PROTOCOLS = (TCP, POSTGRES, MYSQL, REDIS, AMQP)
+#: Those whose session logs in: with the service's credentials when it has them.
+LOGINS = (POSTGRES, MYSQL, AMQP)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,9 @@ class Probe:
     after: tuple[dict, ...] = ()
     eventually: bool = False  # http: read again until `contains` shows, within the timeout
     token_file: str | None = None  # http: the requests carry the Consul token this file holds, read as it runs
-    credentials_file: str | None = None  # http: the requests carry the `user:password` this file holds (Basic)
+    # http: the requests carry the `user:password` this file holds (Basic); the PROTOCOLS: the session
+    # logs in with them (the service's credentials), in place of the options' user and password
+    credentials_file: str | None = None
     min_tools: int = 0  # mcp: tools/list must list at least this many
     address: str | None = None  # the PROTOCOLS
     port: int | None = None  # the PROTOCOLS
@@ -75,7 +79,9 @@ def probe(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) -> Pro
         return Probe(MCP, base + health.mcp.path, min_tools=health.mcp.min_tools, owner=owner)
     if health.probe in PROTOCOLS:
         options = getattr(health, health.probe).model_dump()
-        return Probe(health.probe, address=inst.address, port=inst.port, options=options, owner=owner)
+        logs_in = plan.service(inst.service).credentials and health.probe in LOGINS
+        return Probe(health.probe, address=inst.address, port=inst.port, options=options, owner=owner,
+                     credentials_file=str(plan.layout.probe_credentials_file(inst.service)) if logs_in else None)
     return Probe(COMMAND, argv=tuple(plan.render(inst, a) for a in health.command), container=inside, owner=owner)
 
 

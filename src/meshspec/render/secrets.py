@@ -1,5 +1,7 @@
-"""The secret files a host keeps (each 0600): every program's Consul token, and the stats page's
-credentials on the host that runs the proxy. Each is root's, or the user's whose program reads it.
+"""The secret files a host keeps (each 0600): every program's Consul token, the stats page's
+credentials on the host that runs the proxy, and the passwords of the services' credentials (the
+service's own file, its dependents' copies, its probe's). Each is root's, or the user's whose
+program reads it.
 
 Pure: which files, and each one's text around its secret. The secrets are not here: the deploy
 derives each from the management token by its `name` (converge.ops.consul.derived_ids), so a lost
@@ -14,10 +16,12 @@ from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import host_tokens, policy_name, service_token
 from meshspec.render.haproxy import STATS_USER, stats_users
+from meshspec.spec.models import PASSWORD
 
 SECRET = "{secret}"
 TOKEN_FILE = "{consul.token_file}"  # the placeholder that names a service's own token file
 MANAGEMENT_TOKEN_FILE = "{consul.management_token_file}"  # the registry's alone
+OWN_CREDENTIALS_FILE = "{credentials.file}"  # a service's own credentials, in their form
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,52 @@ def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], ow
     proxy = plan.spec.proxy.service
     if proxy is not None and plan.instances_of(proxy)[0] in instances:
         files += stats_files(plan, plan.proxy_controller_user if owned else None)
+    return files + credentials_files(plan, services, owned)
+
+
+def password_placeholder(service: str) -> str:
+    """The placeholder a dependent's program names its copy of `service`'s password with."""
+    return f"{{services.{service}.password_file}}"
+
+
+def credentials_files(plan: Plan, services: list[str], owned: bool = True) -> list[SecretFile]:
+    """The files of the credentials of `services` (those of a host), and of the services they
+    depend on that their programs read: each service's own file in its form, for its program and
+    prepare steps, and its probe's `user:password` (root's: the checker's and verify's); a
+    dependent's copy of the password, the dependent's program's user's."""
+    files = []
+    for name in services:
+        service = plan.service(name)
+        if service.credentials:
+            form = service.credentials.form.replace(PASSWORD, SECRET)
+            owner = service.process.user if owned and reads_secret(plan, name, OWN_CREDENTIALS_FILE) else None
+            files += [SecretFile(str(plan.layout.credentials_file(name, name)), _password_name(plan, name), form, owner),
+                      SecretFile(str(plan.layout.probe_credentials_file(name)), _password_name(plan, name),
+                                 f"{service.credentials.user}:{SECRET}\n")]
+        for dep in service.depends_on:
+            if plan.service(dep).credentials and reads_secret(plan, name, password_placeholder(dep)):
+                files.append(SecretFile(str(plan.layout.credentials_file(dep, name)), _password_name(plan, dep),
+                                        owner=service.process.user if owned else None))
     return files
+
+
+def runtime_placeholders(plan: Plan, service: str) -> list[str]:
+    """The placeholders of the secret files a service's program may name: its token (the
+    management token too, for the registry), its own credentials file, its dependencies' passwords."""
+    deps = [password_placeholder(d) for d in plan.service(service).depends_on if plan.service(d).credentials]
+    return [TOKEN_FILE, MANAGEMENT_TOKEN_FILE, OWN_CREDENTIALS_FILE, *deps]
+
+
+def credentials_paths(plan: Plan, service: str) -> list[str]:
+    """The credentials files a service's program or its prepare steps read: its own, if it has
+    credentials, and its copies of its dependencies' passwords that its program names."""
+    own = [str(plan.layout.credentials_file(service, service))] if plan.service(service).credentials else []
+    return own + [str(plan.layout.credentials_file(d, service)) for d in plan.service(service).depends_on
+                  if plan.service(d).credentials and reads_secret(plan, service, password_placeholder(d))]
+
+
+def _password_name(plan: Plan, service: str) -> str:
+    return policy_name(plan, f"{service}-password")
 
 
 def reads_secret(plan: Plan, service: str, placeholder: str = TOKEN_FILE) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from meshspec.spec.types import (
     AptPackage,
@@ -55,6 +55,15 @@ ConfigName = Literal["haproxy", "prometheus", "prometheus-rules", "alertmanager"
 CONFIG_NAMES: tuple[str, ...] = ConfigName.__args__
 
 
+class PrepareStep(Strict):
+    """A prepare command that reads a secret file on its standard input, through a pipe that root
+    opens: the command runs as the service's user, who need not be able to open the file (in the
+    docker runtime the file is root's), and the secret is never in its argv."""
+
+    run: list[str] = Field(min_length=1)
+    stdin: str
+
+
 class Process(Strict):
     command: list[str] = Field(min_length=1)
     env: dict[str, str] = {}
@@ -64,8 +73,9 @@ class Process(Strict):
     # makes each that is missing, on the host or in the service's image, with no login and no home.
     system_users: list[UserName] = []
     install: Install = Install()
-    # Idempotent commands the deploy runs before the first start (e.g. initdb when absent).
-    prepare: list[list[str]] = []
+    # Idempotent commands the deploy runs before the first start (e.g. initdb when absent): an
+    # argv, or {run: argv, stdin: secret file}.
+    prepare: list[list[str] | PrepareStep] = []
     # Run under meshspec-reaper: descendants that leave the program's process group (mcp-proxy
     # starts its server in a session of its own) are ended when the program stops.
     reap: bool = False
@@ -73,6 +83,10 @@ class Process(Strict):
     files: dict[str, ConfigName] = {}
     stop_signal: Literal["TERM", "HUP", "INT", "QUIT", "KILL", "USR1", "USR2"] = "TERM"  # supervisord's set
     stop_timeout: Duration = 10_000
+
+    def prepare_argvs(self) -> list[tuple[list[str], str | None]]:
+        """Each prepare command as (argv, the file it reads on stdin or None)."""
+        return [(p.run, p.stdin) if isinstance(p, PrepareStep) else (p, None) for p in self.prepare]
 
 
 class Build(Strict):
@@ -186,7 +200,8 @@ class RedisProbe(Strict):
 
 class AmqpProbe(Strict):
     """An AMQP 0-9-1 connection opened (protocol header, Start/Tune/Open) on `vhost`, then closed.
-    RabbitMQ's guest account answers on loopback only, which is where the checker runs."""
+    RabbitMQ's guest account answers on loopback only, which is where the checker runs. As for every
+    protocol probe, a service with `credentials` is probed with them instead of `user`/`password`."""
 
     user: str = "guest"
     password: str = "guest"
@@ -303,6 +318,29 @@ class RegistryAccess(Strict):
     read: Literal["depends_on", "all"] = "depends_on"
 
 
+PASSWORD = "{password}"  # where a credentials form puts the password
+
+
+class Credentials(Strict):
+    """An account of the service's whose password the deploy makes for the mesh (derived from the
+    management token, like the program tokens: never stored twice, one tells nothing of another).
+    The password reaches programs only as 0600 files of their users': the service's own,
+    `{credentials.file}`, in `form`; a dependent's, `{services.<name>.password_file}`, the password
+    alone; the probe's (root's), `user:password`. A protocol probe of the service logs in with it."""
+
+    user: UserName
+    # The text of the service's own file, {password} in place of the password: the form its server
+    # reads (an init SQL, a config line). By default the password alone on one line.
+    form: str = Field(default=PASSWORD + "\n", min_length=1)
+
+    @field_validator("form")
+    @classmethod
+    def _holds_password(cls, form: str) -> str:
+        if PASSWORD not in form:
+            raise ValueError(f"must hold {PASSWORD}, where the password goes")
+        return form
+
+
 class Service(Strict):
     name: ServiceName
     kind: Kind
@@ -319,6 +357,7 @@ class Service(Strict):
     routing: Routing = Routing()
     metrics: Metrics | None = None
     registry: RegistryAccess = RegistryAccess()
+    credentials: Credentials | None = None
 
 
 class MeshSettings(Strict):

@@ -19,6 +19,10 @@ MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "me
 # every other service reads its own token, `{consul.token_file}`.
 REGISTRY_NAMES = ("consul.management_token_file",)
 PEER_FIELDS = ("address", "port", "url", "state_dir")
+# A service with credentials: its own file (in its form) and its account; a dependent's copy of the
+# password and the account (Credentials).
+CREDENTIALS_NAMES = ("credentials.file", "credentials.user")
+PEER_CREDENTIALS_FIELDS = ("password_file", "user")
 
 
 def fields_of(text: str) -> list[str]:
@@ -36,10 +40,14 @@ def valid_names(spec: MeshSpec, service: Service) -> set[str]:
     if spec.proxy.service is None:
         names -= set(PROXY_NAMES)
     names |= {f"ports.{p}" for p in service.ports}
+    if service.credentials:
+        names |= set(CREDENTIALS_NAMES)
     peers = {s.name: s for s in spec.services if s.name in service.depends_on}
     for dep, peer in peers.items():
         names |= {f"services.{dep}.{f}" for f in PEER_FIELDS}
         names |= {f"services.{dep}.ports.{p}" for p in peer.ports}
+        if peer.credentials:
+            names |= {f"services.{dep}.{f}" for f in PEER_CREDENTIALS_FIELDS}
     return names
 
 
@@ -86,8 +94,11 @@ def templated_texts(service: Service) -> Iterable[tuple[tuple, str]]:
         if p.workdir:
             yield ("process", "workdir"), p.workdir
         yield from ((("process", "files", path), path) for path in p.files)
-        for i, cmd in enumerate(p.prepare):
-            yield from ((("process", "prepare", i, j), t) for j, t in enumerate(cmd))
+        for i, (argv, stdin) in enumerate(p.prepare_argvs()):
+            at = ("process", "prepare", i) + (("run",) if stdin is not None else ())
+            yield from (((*at, j), t) for j, t in enumerate(argv))
+            if stdin is not None:
+                yield ("process", "prepare", i, "stdin"), stdin
     if service.container and service.container.command:
         yield from ((("container", "command", i), t) for i, t in enumerate(service.container.command))
     if service.health.command:

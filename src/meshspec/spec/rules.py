@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from meshspec.common import nonce
 from meshspec.spec.models import RESERVED_META, MeshSpec, Service
 from meshspec.spec.placeholders import (
+    CREDENTIALS_NAMES,
     INSTALL_NAMES,
+    PEER_CREDENTIALS_FIELDS,
     PROBE_NAMES,
     REGISTRY_NAMES,
     fields_of,
@@ -158,6 +160,8 @@ def placeholders(ctx: Context):
                 hint = ""
                 if name.startswith("services.") and name.split(".")[1] not in s.depends_on:
                     hint = f" (add {name.split('.')[1]!r} to depends_on to use it)"
+                elif name in CREDENTIALS_NAMES or name.split(".")[-1] in PEER_CREDENTIALS_FIELDS:
+                    hint = f" (only a service with `credentials` has it{'' if name in CREDENTIALS_NAMES else ': give them to ' + repr(name.split('.')[1])})"
                 elif name in REGISTRY_NAMES:
                     hint = (f" (only the registry, {ctx.spec.consul.service!r}, holds the management token;"
                             " a service reads its own, {consul.token_file})")

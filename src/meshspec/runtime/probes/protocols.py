@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -120,6 +120,21 @@ def _credentials(path: str) -> tuple[str, str]:
     return user, password
 
 
+def _logs_in(run: Callable[[dict, float, str, str | None], Result]) -> Callable[[dict, float], Result]:
+    """A protocol probe that logs in, given its user and password: its service's credentials, read
+    as it runs (never kept in the checks file), or the probe's own options."""
+    @wraps(run)
+    def logged_in(probe: dict, timeout: float) -> Result:
+        if not probe.get("credentials_file"):
+            return run(probe, timeout, probe["options"]["user"], probe["options"].get("password"))
+        try:
+            user, password = _credentials(probe["credentials_file"])
+        except (OSError, ValueError) as err:
+            return _failed(f"reading the credentials from {probe['credentials_file']}", err)
+        return run(probe, timeout, user, password)
+    return logged_in
+
+
 def _read(probe: dict, response: httpx.Response | Result, fill: Fill) -> Result:
     """The verdict on one request of the probe (its own, or a step): 2xx, and the text it must contain."""
     if isinstance(response, Result):
@@ -158,13 +173,14 @@ def tcp(probe: dict, timeout: float) -> Result:
         return Result(False, f"nothing listens at {_where(probe)} ({what})")
 
 
-def postgres(probe: dict, timeout: float) -> Result:
+@_logs_in
+def postgres(probe: dict, timeout: float, user: str, password: str | None) -> Result:
     import asyncpg  # imported by the probes that use it: a checker of HTTP services pays nothing
 
     opts = probe["options"]
 
     async def session() -> tuple[Any, str]:
-        conn = await asyncpg.connect(host=probe["address"], port=probe["port"], user=opts["user"],
+        conn = await asyncpg.connect(host=probe["address"], port=probe["port"], user=user, password=password,
                                      database=opts["database"], timeout=timeout, ssl=False)
         try:
             value = await conn.fetchval(opts["query"], timeout=timeout)
@@ -180,15 +196,16 @@ def postgres(probe: dict, timeout: float) -> Result:
     return Result(True, f"PostgreSQL {version} at {_where(probe)} answered {opts['query']!r}: {value!r}")
 
 
-def mysql(probe: dict, timeout: float) -> Result:
+@_logs_in
+def mysql(probe: dict, timeout: float, user: str, password: str | None) -> Result:
     import pymysql
 
     opts = probe["options"]
     try:
         # Plain TCP, as the PostgreSQL probe: pymysql's default (TLS if the server offers it) builds
         # a TLS context per connection, loading the CA bundle (12% of the checker's CPU).
-        conn = pymysql.connect(host=probe["address"], port=probe["port"], user=opts["user"], connect_timeout=timeout,
-                               read_timeout=timeout, write_timeout=timeout, ssl_disabled=True)
+        conn = pymysql.connect(host=probe["address"], port=probe["port"], user=user, password=password or "",
+                               connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout, ssl_disabled=True)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(opts["query"])
@@ -216,13 +233,14 @@ def redis(probe: dict, timeout: float) -> Result:
     return Result(ok, f"redis at {_where(probe)} answered PING with {'PONG' if ok else repr(pong)}")
 
 
-def amqp(probe: dict, timeout: float) -> Result:
+@_logs_in
+def amqp(probe: dict, timeout: float, user: str, password: str | None) -> Result:
     import aiormq
     from yarl import URL
 
     opts = probe["options"]
-    url = URL.build(scheme="amqp", host=probe["address"], port=probe["port"], user=opts["user"],
-                    password=opts["password"], path="/" + opts["vhost"].lstrip("/"))
+    url = URL.build(scheme="amqp", host=probe["address"], port=probe["port"], user=user,
+                    password=password, path="/" + opts["vhost"].lstrip("/"))
 
     async def session() -> dict:
         conn = await aiormq.connect(url)

@@ -31,6 +31,7 @@ from meshspec.runtime.services.jobs import (
     Unavailable,
     UnknownKind,
     parse_payload,
+    with_password,
 )
 from meshspec.runtime.services.mesh_client import (
     STATUS_ORDER,
@@ -263,7 +264,9 @@ def backend_api_command(
     token_file: Annotated[Optional[Path], typer.Option("--token-file", envvar="MESH_CONSUL_TOKEN_FILE", help="File holding the Consul token.")] = None,
     proxy: Annotated[Optional[str], typer.Option("--proxy", envvar="MESH_PROXY_URL", help="Mesh proxy URL; without it requests go straight to Consul instances.")] = None,
     amqp: Annotated[str, typer.Option("--amqp", envvar="MESH_AMQP_URL", help="RabbitMQ URL.")] = "amqp://guest:guest@127.0.0.1/",
+    amqp_password_file: Annotated[Optional[str], typer.Option("--amqp-password-file", envvar="MESH_AMQP_PASSWORD_FILE", help="File holding the RabbitMQ password.")] = None,
     database: Annotated[str, typer.Option("--database", envvar="MESH_DATABASE_URL", help="PostgreSQL URL.")] = "postgresql://postgres@127.0.0.1/postgres",
+    database_password_file: Annotated[Optional[str], typer.Option("--database-password-file", envvar="MESH_DATABASE_PASSWORD_FILE", help="File holding the PostgreSQL password.")] = None,
     queue: Annotated[str, typer.Option("--queue", envvar="MESH_JOBS_QUEUE", help="The jobs queue.")] = DEFAULT_QUEUE,
 ) -> None:
     """Serve the mesh API (services, topology, health, proxy, jobs)."""
@@ -272,6 +275,11 @@ def backend_api_command(
         token = read_token(token_file)
     except OSError as exc:
         typer.echo(f"backend-api: cannot read the token file: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        amqp, database = with_password(amqp, amqp_password_file), with_password(database, database_password_file)
+    except OSError as exc:
+        typer.echo(f"backend-api: cannot read a password file: {exc}", err=True)
         raise typer.Exit(1) from None
     config = Config(consul_addr=consul, consul_token=token, proxy_url=proxy or None, amqp_url=amqp,
                     database_url=database, queue=queue)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import aio_pika
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yarl import URL
 
 from meshspec.runtime.services.mesh_client import MeshRequest
 
@@ -107,6 +108,15 @@ class Job(BaseModel):
 # ------------------------------------------------------------------------------- postgres --
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def with_password(url: str, password_file: str | None) -> str:
+    """`url` with the password its file holds (the first line): the spec's URLs name the account,
+    the password comes from a 0600 file of the program's user, so it is in no argv or environment."""
+    if not password_file:
+        return url
+    with open(password_file) as held:
+        return str(URL(url).with_password(held.readline().strip()))
 
 
 class JobStore:

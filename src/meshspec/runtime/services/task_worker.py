@@ -35,6 +35,7 @@ from meshspec.runtime.services.jobs import (
     UnknownKind,
     decode_message,
     parse_payload,
+    with_password,
 )
 from meshspec.runtime.services.mesh_client import ConsulReader, MeshError, MeshRequest, MeshRouter
 
@@ -228,7 +229,9 @@ def task_worker_command(
     host: Annotated[str, typer.Option("--host", help="Address of the /health and /metrics server.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port of the /health and /metrics server.")] = 8081,
     amqp: Annotated[str, typer.Option("--amqp", envvar="MESH_AMQP_URL", help="RabbitMQ URL.")] = "amqp://guest:guest@127.0.0.1/",
+    amqp_password_file: Annotated[Optional[str], typer.Option("--amqp-password-file", envvar="MESH_AMQP_PASSWORD_FILE", help="File holding the RabbitMQ password.")] = None,
     database: Annotated[str, typer.Option("--database", envvar="MESH_DATABASE_URL", help="PostgreSQL URL.")] = "postgresql://postgres@127.0.0.1/postgres",
+    database_password_file: Annotated[Optional[str], typer.Option("--database-password-file", envvar="MESH_DATABASE_PASSWORD_FILE", help="File holding the PostgreSQL password.")] = None,
     queue: Annotated[str, typer.Option("--queue", envvar="MESH_JOBS_QUEUE", help="The jobs queue.")] = DEFAULT_QUEUE,
     prefetch: Annotated[int, typer.Option("--prefetch", envvar="MESH_WORKER_PREFETCH", min=1, max=1000, help="Jobs run at once.")] = 8,
     consul: Annotated[Optional[str], typer.Option("--consul", envvar="MESH_CONSUL_ADDR", help="Consul address, for mesh-request jobs.")] = None,
@@ -241,6 +244,11 @@ def task_worker_command(
         token = read_token(token_file)
     except OSError as exc:
         typer.echo(f"task-worker: cannot read the token file: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        amqp, database = with_password(amqp, amqp_password_file), with_password(database, database_password_file)
+    except OSError as exc:
+        typer.echo(f"task-worker: cannot read a password file: {exc}", err=True)
         raise typer.Exit(1) from None
     config = WorkerConfig(amqp_url=amqp, database_url=database, queue=queue, prefetch=prefetch,
                           consul_addr=consul or None, consul_token=token, proxy_url=proxy or None)
