@@ -43,6 +43,7 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
     And the stats credentials are root's, mode 0600, in a directory only root may list
     And an unprivileged user cannot read the stats credentials
 
+  # In both runtimes; the programs that read a secret file are in the outline after it.
   Scenario Outline: A program runs as the user of its trust level, not as root
     Then the process that listens for "<service>" runs as "<user>", not as root
 
@@ -50,13 +51,12 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | service            | user              |
       | redis              | redis             |
       | mariadb            | mysql             |
-      | rabbitmq           | rabbitmq          |
       | prometheus         | prometheus        |
       | alertmanager       | prometheus        |
       | node-exporter      | prometheus        |
-      | postgres-exporter  | meshspec-exporter |
       | postgresql         | postgres          |
       | files              | meshspec-mcp      |
+      | ruv-swarm          | meshspec-mcp      |
       | github             | meshspec-mcp      |
       | http-fetch         | meshspec-mcp      |
       | playwright-mcp     | meshspec-mcp      |
