@@ -14,6 +14,13 @@ def test_durations_without_a_unit_are_refused(bad):
         parse_duration(bad)
 
 
+@pytest.mark.parametrize("long", ["2562048h", "9" * 400 + "s"])  # the second is infinite as a float (the fuzzer's find)
+def test_durations_longer_than_consul_reads_are_refused(long):
+    assert parse_duration("2562047h") == 2562047 * 3_600_000
+    with pytest.raises(ValueError, match="longer than the longest duration Consul reads, 2562047h"):
+        parse_duration(long)
+
+
 @pytest.mark.parametrize(("ms", "text"), [(1500, "1500ms"), (2000, "2s"), (60_000, "1m"), (7_200_000, "2h"), (0, "0ms")])
 def test_durations_format_to_the_shortest_exact_unit(ms, text):
     assert format_duration(ms) == text

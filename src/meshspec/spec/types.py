@@ -10,12 +10,18 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from meshspec.common import durations
 
 _DURATION = re.compile(r"^\d+(ms|s|m|h)$")  # the spec's durations: a whole number of one unit
+# Go's longest duration (int64 nanoseconds, about 2562047h): Consul and HAProxy read none longer.
+_MAX_MS = (2**63 - 1) // 1_000_000
 
 
 def parse_duration(value: object) -> int:
     """'500ms' | '2s' | '1m' | '1h' -> milliseconds. Bare numbers are refused: their unit is a guess."""
     if isinstance(value, str) and _DURATION.match(value):
-        return round(durations.parse_duration(value) * 1000)
+        seconds = durations.parse_duration(value)
+        if seconds * 1000 > _MAX_MS:  # also the digits a float makes infinite
+            shown = value if len(value) <= 24 else f"{value[:10]}...{value[-4:]} ({len(value)} characters)"
+            raise ValueError(f"{shown!r} is longer than the longest duration Consul reads, {_MAX_MS // 3_600_000}h")
+        return round(seconds * 1000)
     raise ValueError(f"expected a duration like '500ms', '2s', '1m' or '1h', got {value!r}")
 
 
