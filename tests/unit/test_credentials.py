@@ -67,7 +67,8 @@ def test_a_prepare_step_gets_the_password_through_a_pipe_root_opens():
     own = plan.layout.credentials_file("postgresql", "postgresql")
     assert f"cat {own} | runuser -u postgres -- sh -c 'cat | \"$@\"' sh sh -c " in script
     assert "--auth-host=scram-sha-256 --auth-local=peer --pwfile=/dev/stdin" in script
-    assert "trust" not in script
+    assert "--auth=trust" not in script
+    assert "trusts every login" in script  # a data dir made with trust is refused by name
     plain = preparation(plan, plan.instances_of("redis")[0]).script()
     assert "cat " not in plain and "|" not in plain
 
