@@ -82,8 +82,8 @@ class ContainerSpec:
 
 def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     """The instance's own state, its dependencies' (sockets, rendered files), its service's Consul
-    token and credentials files and no other; the registry also gets the management token and the engine's socket, to run
-    docker checks."""
+    token and credentials files and no other; the registry also gets the management token and the
+    engine's socket, to run docker checks."""
     layout, service = plan.layout, plan.service(inst.service)
     mounts = {str(layout.instance_dir(inst.id)): "rw"}
     mounts |= {str(layout.instance_dir(plan.instances_of(dep)[0].id)): "rw" for dep in service.depends_on}

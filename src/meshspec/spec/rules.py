@@ -160,8 +160,10 @@ def placeholders(ctx: Context):
                 hint = ""
                 if name.startswith("services.") and name.split(".")[1] not in s.depends_on:
                     hint = f" (add {name.split('.')[1]!r} to depends_on to use it)"
-                elif name in CREDENTIALS_NAMES or name.split(".")[-1] in PEER_CREDENTIALS_FIELDS:
-                    hint = f" (only a service with `credentials` has it{'' if name in CREDENTIALS_NAMES else ': give them to ' + repr(name.split('.')[1])})"
+                elif name in CREDENTIALS_NAMES:
+                    hint = " (only a service with `credentials` has it)"
+                elif name.startswith("services.") and name.split(".")[-1] in PEER_CREDENTIALS_FIELDS:
+                    hint = f" (only a service with `credentials` has it: give them to {name.split('.')[1]!r})"
                 elif name in REGISTRY_NAMES:
                     hint = (f" (only the registry, {ctx.spec.consul.service!r}, holds the management token;"
                             " a service reads its own, {consul.token_file})")
