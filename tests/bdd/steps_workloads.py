@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +15,7 @@ import httpx
 import pymysql
 from pytest_bdd import parsers, then
 
+from meshspec.render.probes import probe
 from meshspec.runtime.probes import protocols
 
 HTTP = httpx.Client(trust_env=False, timeout=60)
@@ -36,21 +38,18 @@ def _login(world, service: str) -> tuple[str, str]:
     return user, password
 
 
-# The probe each service's health runs, with the login a step gives it: the refusal is the server's.
-PROBES = {"postgresql": (protocols.postgres, {"database": "postgres", "query": "SELECT 1"}),
-          "rabbitmq": (protocols.amqp, {"vhost": "/"}),
-          "mariadb": (protocols.mysql, {"query": "SELECT 1"})}
-REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied")
+REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied")  # each server's own refusal
 
 
 @then(parsers.parse('"{service}" refuses a login as "{user}" with {password}'))
 def _(world, service, user, password):
-    host, port = _addr(world, service)
-    given = {"no password": None, "a wrong password": "not-" + _login(world, service)[1]}.get(password)
-    if password.startswith("the password "):
-        given = password.removeprefix("the password ")
-    run, options = PROBES[service]
-    result = run({"address": host, "port": port, "options": {**options, "user": user, "password": given}}, 10)
+    """The service's own probe, as the plan renders it, logging in as `user` with the password the
+    step names in place of the deploy's credentials: the refusal must be the server's."""
+    rendered = asdict(probe(world.target.plan, world.target.instances_of(service)[0]))
+    wrong = {"no password": None, "a wrong password": "not-" + _login(world, service)[1]}
+    given = wrong[password] if password in wrong else password.removeprefix("the password ")
+    rendered |= {"credentials_file": None, "options": {**rendered["options"], "user": user, "password": given}}
+    result = protocols.KINDS[rendered["kind"]](rendered, 10)
     assert not result.ok and any(r in result.output for r in REFUSED), result.output
 
 
