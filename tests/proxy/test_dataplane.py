@@ -305,8 +305,15 @@ def test_mcp_sessions_survive_reloads_and_replica_changes(mesh, mcp_python):  # 
                 if status != 200:
                     failures.append((step, status))
 
+        def handed_over() -> None:
+            # Checked before any request: roundrobin alone would send the first sessions back to
+            # the replicas that made them, so answers alone cannot tell a lost table from a kept one.
+            pinned = set(re.findall(r" key=(\S+)", mesh.proxy.api.send("show table svc_mcpx")))
+            assert set(sessions) <= pinned, f"the reload dropped {len(set(sessions) - pinned)} MCP sessions"
+
         use_all("before")
         mesh.proxy.reload()
+        handed_over()
         use_all("after reload")
 
         third = start_mcp(free_port()).wait_listening()
@@ -321,6 +328,7 @@ def test_mcp_sessions_survive_reloads_and_replica_changes(mesh, mcp_python):  # 
         wait_until(lambda: mesh.server("svc_mcpx", planned[0].id).admin == "drain", 1, what="drain")
         use_all("replica removed")
         mesh.proxy.reload()
+        handed_over()
         use_all("second reload")
         fresh = [mcp_open(client, url) for _ in range(4)]
         sessions += fresh

@@ -21,7 +21,12 @@ from meshspec.render.haproxy import (
 )
 from meshspec.runtime.proxy.apply import ReloadError, master_cli
 from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
-from meshspec.runtime.proxy.runtime_api import ServerState, parse_servers_state
+from meshspec.runtime.proxy.runtime_api import (
+    PEERS_RESYNC_FINISHED,
+    ServerState,
+    parse_peers_flags,
+    parse_servers_state,
+)
 from meshspec.spec import load_spec
 from meshspec.spec.models import HealthTiming, Routing
 from meshspec.spec.resolve import effective_health_timing
@@ -359,6 +364,16 @@ def test_parse_servers_state():
             "4 b 2 spare1 127.0.0.1 2 12 1 1 0 1 0 0 8 0 0 0 - 4444 - 0 0 - - 0\n")
     [row] = parse_servers_state(text)
     assert (row.backend, row.name, row.id, row.port, row.admin) == ("b", "spare1", 2, 4444, "drain")
+
+
+def test_parse_peers_flags_reads_each_section_header_not_its_peers():
+    text = ("0x55c1d9e2d690: [04/Dec/2026:21:32:48] id=mesh disabled=0 flags=0x11 resync_timeout=4s task_calls=37\n"
+            "  0x55c1d9e357c0: id=mesh-proxy-local-0(local,inactive) addr=unix:0 last_status=NONE\n"
+            "        flags=0x0\n"
+            "0x55c1d9e2d700: [04/Dec/2026:21:32:48] id=other disabled=0 flags=0x103 resync_timeout=<PAST>\n")
+    flags = parse_peers_flags(text)
+    assert flags == {"mesh": 0x11, "other": 0x103}
+    assert [f & PEERS_RESYNC_FINISHED == PEERS_RESYNC_FINISHED for f in flags.values()] == [False, True]
 
 
 def test_haproxy_damps_like_the_checker_with_fall_capped_at_two():

@@ -7,6 +7,13 @@ haproxy.cfg differs from the one HAProxy runs: validate the files the master wil
 survive), send `reload` to the master CLI (the `-S` socket of its command line; what SIGUSR2
 does, without root: listeners are handed over, old workers finish their connections, stick
 tables move over through the `peers` section), wait for the new worker.
+
+The stick tables (MCP sessions, rate counters) move only from a worker whose own resync is over:
+one that was taught by its predecessor is at once, one that was not (the first after a start, or
+after a failed hand-over) gives up waiting after HAProxy's resync timeouts, 5 s for the old process
+and 5 s for remote peers. A worker reloaded before that exits without teaching, and every session
+it held lands on whatever server the balance picks. So a reload first waits for the running
+worker's resync, and returns once the new worker holds the tables.
 """
 
 from __future__ import annotations
@@ -22,6 +29,24 @@ from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
 
 class ReloadError(Exception):
     pass
+
+
+# HAProxy's two resync timeouts (2 x PEER_RESYNC_TIMEOUT, 5 s each) plus slack.
+RESYNC_TIMEOUT = 12.0
+
+
+def wait_resynced(api: RuntimeApi, who: str, timeout: float = RESYNC_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if api.peers_resynced():
+                return
+        except RuntimeApiError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ReloadError(f"{who}'s peers section did not finish its resync within {timeout}s "
+                              "(`show peers` flags): its stick tables would not survive a reload")
+        time.sleep(0.05)
 
 
 def master_argv(master: int) -> list[str]:
@@ -52,11 +77,13 @@ def validate_config(configs: list[str]) -> None:
 
 
 def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, timeout: float = 10.0) -> str:
-    """Hitless reload: validate what the master will re-read, save server state, `reload` through
-    the master CLI, wait for the new worker. Returns the new worker's pid."""
+    """Hitless reload: validate what the master will re-read, wait for the running worker's resync,
+    save server state, `reload` through the master CLI, wait for the new worker and its stick
+    tables. Returns the new worker's pid."""
     master = int(pidfile.read_text().split()[0])
     argv = master_argv(master)
     validate_config(master_configs(argv))
+    wait_resynced(api, "the running HAProxy worker")
     old = api.info().get("Pid")
     state_file.write_text(api.send("show servers state"))
     RuntimeApi(master_cli(argv), api.timeout).send("reload")
@@ -65,6 +92,7 @@ def reload_haproxy(api: RuntimeApi, pidfile: Path, state_file: Path, timeout: fl
         try:
             pid = api.info().get("Pid")
             if pid and pid != old:
+                wait_resynced(api, f"the new HAProxy worker {pid}")
                 return pid
         except RuntimeApiError:
             pass

@@ -16,6 +16,11 @@ ADMF_FMAINT, ADMF_IMAINT, ADMF_CMAINT, ADMF_FDRAIN, ADMF_IDRAIN, ADMF_RMAINT = 0
 ADMF_MAINT = ADMF_FMAINT | ADMF_IMAINT | ADMF_RMAINT  # CMAINT only records "disabled in the config"
 ADMF_DRAIN = ADMF_FDRAIN | ADMF_IDRAIN
 OP_STOPPED, OP_STARTING, OP_RUNNING, OP_STOPPING = 0, 1, 2, 3
+# peers section flags (HAProxy 2.6 src/peers.c): both set = the process's own resync is over, either
+# taught by the old process or given up after its timeouts. Only then does it teach its stick tables
+# to the next process when it is reloaded; before, it exits without handing them over.
+PEERS_F_RESYNC_LOCAL, PEERS_F_RESYNC_REMOTE = 0x01, 0x02
+PEERS_RESYNC_FINISHED = PEERS_F_RESYNC_LOCAL | PEERS_F_RESYNC_REMOTE
 
 
 class RuntimeApiError(Exception):
@@ -65,6 +70,19 @@ def parse_servers_state(text: str) -> list[ServerState]:
             admin_state=int(row["srv_admin_state"]), weight=int(row["srv_uweight"]),
         ))
     return rows
+
+
+def parse_peers_flags(text: str) -> dict[str, int]:
+    """Each peers section's `flags` in `show peers`: its header lines are `0x..: [date] id=NAME
+    disabled=0 flags=0x11 ...` (the peers under it start with whitespace)."""
+    sections = {}
+    for line in text.splitlines():
+        if line[:1].isspace():
+            continue
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        if "id" in fields and "flags" in fields:
+            sections[fields["id"]] = int(fields["flags"], 16)
+    return sections
 
 
 class RuntimeApi:
@@ -122,6 +140,12 @@ class RuntimeApi:
             if sep:
                 out[key.strip()] = value.strip()
         return out
+
+    def peers_resynced(self) -> bool:
+        """Whether every peers section of the answering process finished its resync (True when it
+        has none)."""
+        flags = parse_peers_flags(self.send("show peers"))
+        return all(f & PEERS_RESYNC_FINISHED == PEERS_RESYNC_FINISHED for f in flags.values())
 
     def is_reachable(self) -> bool:
         try:
