@@ -13,7 +13,7 @@ from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.stamps import Stamps
 from meshspec.converge.host import BIN_DIR, this_host
 from meshspec.converge.images import image_plan
-from meshspec.converge.ops import consul, docker, health, instances, packages, supervisor
+from meshspec.converge.ops import consul, docker, health, instances, packages, supervisor, tls
 from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
@@ -36,6 +36,7 @@ consul.secret_files(name="Secret files", token=token, wanted=mesh.secret_files)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=built.containers_by_instance if in_containers else None)
 instances.files(name="Rendered files", wanted=mesh.files)
+tls.proxy_certificate(name="Proxy certificate", token=token, wanted=mesh.proxy_certificate)
 # supervisord runs the host's checker in both runtimes, and the instances in the process runtime.
 # Only now: a switch from the process runtime keeps serving while the images build.
 supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
@@ -48,6 +49,8 @@ if in_containers:
 consul.answering(name="Consul answers", registry=mesh.registry, token=token)
 consul.acl_tokens(name="Program tokens in Consul", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
                   wanted=mesh.mesh_tokens)
+consul.intentions(name="Intentions", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
+                  wanted=mesh.intentions)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)

@@ -69,7 +69,8 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | language-server    | meshspec-mcp      |
       | claude-task-runner | meshspec-tasks    |
 
-  # The programs that read a secret file (a Consul token, a backing service's password) run as
+  # The programs that read a secret file (a Consul token, a backing service's password, the mesh
+  # CA's key, the proxy's certificate and key) run as
   # their own users on a host; in the docker runtime a container whose program reads one runs as
   # root, since the file it mounts is the host's root's (README, "Least privilege").
   @process
@@ -79,11 +80,11 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
 
     Examples:
       | service           | user              | files                                                                                                    |
-      | consul            | meshspec-registry | consul/management-token                                                                                  |
+      | consul            | meshspec-registry | consul/management-token, secrets/.connect-ca/ca.pem, secrets/.connect-ca/key.pem                         |
       | backend-api       | meshspec-api      | consul/tokens/service-backend-api, secrets/postgresql/backend-api, secrets/rabbitmq/backend-api          |
       | task-worker       | meshspec-worker   | consul/tokens/service-task-worker, secrets/postgresql/task-worker, secrets/rabbitmq/task-worker          |
       | mcp-gateway       | meshspec-gateway  | consul/tokens/service-mcp-gateway                                                                        |
-      | mesh-controller   | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/stats/users.cfg                      |
+      | mesh-controller   | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/edge/consumers.map, instances/mesh-proxy-local-0/stats/users.cfg, instances/mesh-proxy-local-0/tls/ca.pem, instances/mesh-proxy-local-0/tls/certificate.pem |
       | rabbitmq          | rabbitmq          | secrets/rabbitmq/rabbitmq                                                                                |
       | postgres-exporter | meshspec-exporter | secrets/postgresql/postgres-exporter                                                                     |
       | postgresql        | postgres          | nothing                                                                                                  |

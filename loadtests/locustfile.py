@@ -34,6 +34,7 @@ from meshspec.common import nonce  # noqa: E402
 from meshspec.converge.mesh import configured_mesh  # noqa: E402
 from meshspec.render.haproxy import proxy_instance, routed_services  # noqa: E402
 from meshspec.spec.resolve import path_prefix  # noqa: E402
+from meshspec.verify.run import edge_headers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,10 +66,12 @@ def _mesh_routes():
             # object only its own before-step stored).
             page = plan.render_once(service.name, service.health.http.first_page.path, **{nonce.NAME: "locust"})
             http_paths[service.name] = path_prefix(service, routing).rstrip("/") + page
-    return f"http://{front.address}:{front.port}", http_paths, [s for s in MCP_CALLS if s in mcp_services]
+    return (f"http://{front.address}:{front.port}", http_paths, [s for s in MCP_CALLS if s in mcp_services],
+            edge_headers(plan))
 
 
-PROXY_URL, HTTP_PATHS, MCP_SERVICES = _mesh_routes()
+# EDGE: the operator's API key, which the proxy's edge asks of every request (where the spec has consumers)
+PROXY_URL, HTTP_PATHS, MCP_SERVICES, EDGE = _mesh_routes()
 
 
 @events.init_command_line_parser.add_listener
@@ -101,6 +104,7 @@ class HttpServiceUser(HttpUser):
     wait_time = between(0.05, 0.3)
 
     def on_start(self):
+        self.client.headers.update(EDGE)
         names = list(HTTP_PATHS)
         random.shuffle(names)
         self.order = itertools.cycle(names)
@@ -117,6 +121,9 @@ class McpSessionUser(HttpUser):
     host = PROXY_URL
     weight = 1
     wait_time = between(0.1, 0.5)
+
+    def on_start(self):
+        self.client.headers.update(EDGE)
 
     @task
     def session(self):

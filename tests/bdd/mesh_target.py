@@ -27,7 +27,7 @@ from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
 from meshspec.render.haproxy import backend_name, config_shape, proxy_instance
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
 from meshspec.verify.checks import Supervisor
-from meshspec.verify.run import CheckResult, VerifyRun, _measure, _start_sources, planned_checks, verify
+from meshspec.verify.run import CheckResult, VerifyRun, _measure, _start_sources, edge_headers, planned_checks, verify
 from tests.integration.meshrun import BIN, REPO, Run
 from tests.integration.meshrun import Mesh as MeshRun
 
@@ -117,6 +117,11 @@ class Target:
     def proxy_url(self) -> str:
         front = proxy_instance(self.plan)
         return f"http://{front.address}:{front.port}"
+
+    @property
+    def edge_headers(self) -> dict[str, str]:
+        """The operator's API key, which the proxy's edge asks of every caller (verify's own)."""
+        return edge_headers(self.plan)
 
     @property
     def runtime_api(self) -> RuntimeApi:

@@ -13,7 +13,8 @@ from tests.bdd.mesh_target import McpSession, result_text, wait_for
 
 @when(parsers.parse('I open an MCP session with "{service}" through the proxy'))
 def _(world, service):
-    world.session = McpSession(f"{world.target.proxy_url}/mcp/{service}", httpx.Client(trust_env=False, timeout=30))
+    world.session = McpSession(f"{world.target.proxy_url}/mcp/{service}",
+                               httpx.Client(trust_env=False, timeout=30, headers=world.target.edge_headers))
     world.session.open()
     world.counters["service"] = service
 

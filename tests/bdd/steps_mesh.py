@@ -44,13 +44,16 @@ def _(world, scratch_meshes, services, n, service):
 
 
 def subset(spec_path: str, services: str, replicas: dict[str, int]) -> dict:
-    """The spec with only the named services (and their mesh-wide sections), some of them scaled."""
+    """The spec with only the named services (and their mesh-wide sections, and the intentions
+    between them), some of them scaled."""
     spec = yaml.safe_load(Path(spec_path).read_text())
     names = [s.strip() for s in services.split(",")]
     spec["services"] = [s | ({"replicas": replicas[s["name"]]} if s["name"] in replicas else {})
                         for s in spec["services"] if s["name"] in names]
     missing = set(names) - {s["name"] for s in spec["services"]}
     assert not missing, f"not services of {spec_path}: {', '.join(sorted(missing))}"
+    # the intentions between the services kept (an intention names a declared service, or *)
+    spec["intentions"] = [i for i in spec.get("intentions") or [] if {i["source"], i["destination"]} <= {*names, "*"}]
     return spec
 
 

@@ -56,11 +56,25 @@ def _(world):
     assert not others, f"processes other than the registry name the management token file: {others}"
 
 
+def _proxy_certificate(world) -> Path:
+    return Path(proxy_paths(world.target.plan)["certificate"])
+
+
+def _private_key_lines(path: Path) -> set[str]:
+    """The base64 lines of the private key in a PEM file (its certificates are public)."""
+    pem = path.read_text()
+    start, end = pem.index("PRIVATE KEY-----"), pem.rindex("-----END")
+    return {line for line in pem[start:end].splitlines()[1:] if len(line) >= 32}
+
+
 def _secrets(world) -> set[str]:
     """Every secret the deploy made for the mesh, read from its files: the management token, each
-    program's token, the stats page's password, the backing services' passwords."""
+    program's token, the stats page's password, the backing services' passwords, the consumers' API
+    keys; and the private keys of the mesh CA and of the proxy's certificate (which the controller rotates)."""
     layout = world.target.plan.layout
     secrets = {read_token(layout.consul_token_file)} | {_token(world, s.name) for s in world.target.plan.spec.services}
+    secrets |= _private_key_lines(Path(layout.connect_ca_key_file)) | _private_key_lines(_proxy_certificate(world))
+    secrets |= {Path(layout.consumer_key_file(c.name)).read_text().strip() for c in world.target.plan.spec.consumers}
     secrets |= {_stats_credentials(world).read_text().strip().partition(":")[2]}
     secrets |= {Path(layout.probe_credentials_file(s.name)).read_text().strip().partition(":")[2]
                 for s in world.target.plan.spec.services if s.credentials}
@@ -276,11 +290,14 @@ def _(world, service, user):
 
 @then(parsers.parse('of the mesh\'s secret files "{user}" can read only "{files}"'))
 def _(world, user, files):
-    """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens, the stats
-    page's credentials, the backing services' passwords ("nothing": none of them)."""
+    """Tried as `user` itself (runuser), on every file of the mesh's secrets: the tokens, the mesh
+    CA, the stats page's credentials, the proxy's certificate and key, the backing services'
+    passwords ("nothing": none of them)."""
     root = Path(world.target.plan.layout.root)
     secrets = sorted(str(p) for p in [*(root / "consul").rglob("*"), *Path(_stats_credentials(world)).parent.glob("*"),
-                                      *(root / "secrets").rglob("*")] if p.is_file())
+                                      *_proxy_certificate(world).parent.glob("*"), *(root / "secrets").rglob("*"),
+                                      *Path(proxy_paths(world.target.plan)["consumers"]).parent.glob("*")]
+                     if p.is_file())
     assert len(secrets) > 40, secrets  # every service's token, the checker's, the management token, the stats files
     tried = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", 'for f; do cat -- "$f" >/dev/null 2>&1 && echo "$f"; done',
                             "sh", *secrets], capture_output=True, text=True, timeout=60)

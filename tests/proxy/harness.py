@@ -4,6 +4,7 @@ HTTP servers, and the controller running in a thread. Everything on 127.0.0.1, k
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import httpx
 
+from meshspec.common.connect_certs import service_uri
 from meshspec.plan import Plan
 from meshspec.plan.layout import STATS_USERS
-from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, render_haproxy
+from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, proxy_paths, render_haproxy
+from meshspec.render.mesh_ca import ca_certificate_pem, ca_key_pem, certificate_pem
 from meshspec.render.preparation import USERADD, users_of
-from meshspec.render.secrets import stats_files
+from meshspec.render.secrets import edge_files, stats_files
 from meshspec.runtime.proxy.apply import reload_haproxy
 from meshspec.runtime.proxy.controller import Controller
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
@@ -27,6 +30,28 @@ BACKEND = Path(__file__).resolve().parent / "backend.py"
 
 
 STATS_PASSWORD = "harness-stats"
+CA_SECRET = "harness-mesh-ca"  # what the deploy derives the mesh CA from (the management token's HMAC)
+
+
+def write_proxy_files(plan: Plan, ca_secret: str = CA_SECRET) -> None:
+    """The files HAProxy loads that the deploy writes before it starts: for an mTLS listener the mesh
+    CA (certificate and key), the proxy's first certificate and the intentions map, empty (the
+    controller fills it); and the consumers map, where the spec declares consumers."""
+    domain, proxy = plan.spec.mesh.name, plan.spec.proxy.service
+    files = {plan.layout.connect_ca_file: ca_certificate_pem(ca_secret, domain),
+             plan.layout.connect_ca_key_file: ca_key_pem(ca_secret),
+             Path(proxy_paths(plan)["ca"]): ca_certificate_pem(ca_secret, domain),
+             Path(proxy_paths(plan)["certificate"]): certificate_pem(
+                 ca_secret, domain, proxy, service_uri(domain, plan.spec.consul.datacenter, proxy),
+                 dt.datetime.now(dt.timezone.utc))}
+    for path, text in files.items():
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        Path(path).chmod(0o600)
+    Path(proxy_paths(plan)["intentions"]).touch()
+    for secret in edge_files(plan, proxy_here=True):
+        Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(secret.path).write_text(secret.text(ca_secret))
 
 def proxy_users(plan: Plan) -> None:
     """The system users the plan's HAProxy hands its sockets to, made as the deploy makes them (a
@@ -104,6 +129,8 @@ class HAProxy:
     def start(self) -> HAProxy:
         proxy_users(self.plan)
         self.write_config()
+        if config_shape(self.plan, self.options)["certificate"] and not Path(self.paths["certificate"]).exists():
+            write_proxy_files(self.plan)  # an mTLS listener loads them: as the deploy writes them before HAProxy starts
         for secret in stats_files(self.plan):  # as the deploy writes them, with a password of the tests'
             Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             Path(secret.path).write_text(secret.text(STATS_PASSWORD))

@@ -48,10 +48,12 @@ def service(name: str, port: int, replicas: int = 1, routing: dict | None = None
 
 
 def make_mesh(services: list[dict], proxy_ports: tuple[int, int, int], state_dir: Path | str,
-              consul: str = "127.0.0.1:1", defaults: dict | None = None) -> Plan:
+              consul: str = "127.0.0.1:1", defaults: dict | None = None, mtls: int | None = None) -> Plan:
+    """`mtls`: the port of the proxy's mTLS listener (none without)."""
     main, stats, runtime = proxy_ports
     proxy = {"name": "mesh-proxy", "kind": "core", "description": "HAProxy", "port": main,
-             "ports": {"stats": stats, "runtime": runtime}, "health": {"http": {"path": "/healthz"}},
+             "ports": {"stats": stats, "runtime": runtime, **({"mtls": mtls} if mtls else {})},
+             "health": {"http": {"path": "/healthz"}},
              "routing": {"enabled": False}}
     spec = MeshSpec.model_validate({
         "version": 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from meshspec.render.haproxy import (
     ProxyOptions,
     backend_name,
     config_shape,
+    proxy_paths,
     render_haproxy,
     server_options,
     stats_users,
@@ -30,7 +32,7 @@ from meshspec.runtime.proxy.runtime_api import (
 from meshspec.spec import load_spec
 from meshspec.spec.models import HealthTiming, Routing
 from meshspec.spec.resolve import effective_health_timing
-from tests.proxy.harness import proxy_users
+from tests.proxy.harness import proxy_users, write_proxy_files
 from tests.proxy.meshes import make_mesh, service
 
 PROXY = (42100, 42101, 42102)
@@ -229,12 +231,15 @@ def test_haproxy_accepts_a_plan_with_every_policy(plan, tmp_path):
 
 
 @needs_haproxy
-def test_haproxy_accepts_the_repository_spec(repo, tmp_path):
+def test_haproxy_accepts_the_repository_spec(repo):
     spec = load_spec(repo / "mesh_spec.yaml")
     # the state dir as short as a user's: HAProxy takes a runtime socket path of 97 characters at most
-    plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, "/srv/meshspec")
-    proxy_users(plan)  # HAProxy gives its sockets to the controller's user, by name
-    result = haproxy_check(render_haproxy(plan), tmp_path / "mesh.cfg")
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="ms-") as root:
+        plan = make_plan(spec, [Host("@local", "127.0.0.1")], 0, root)
+        proxy_users(plan)  # HAProxy gives its sockets to the controller's user, by name
+        write_proxy_files(plan)
+        assert f"ssl crt {proxy_paths(plan)['certificate']}" in render_haproxy(plan)
+        result = haproxy_check(render_haproxy(plan), Path(root) / "mesh.cfg")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

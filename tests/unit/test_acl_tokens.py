@@ -90,7 +90,8 @@ def test_the_proxy_s_host_keeps_the_stats_page_s_userlist_and_credentials_beside
     assert "userlist meshspec-stats\n    user meshspec insecure-password s3cret\n" in users.text("s3cret")
     assert {str(plan.layout.service_token_file(s.name)) for s in plan.spec.services} <= set(files)
     # directories only root lists
-    assert all(Path(path).parent.name in ("tokens", "stats") or Path(path).parent.parent.name == "secrets" for path in files)
+    assert all(Path(path).parent.name in ("tokens", "stats", "edge") or Path(path).parent.parent.name == "secrets"
+               for path in files)
 
 
 def test_a_host_without_the_proxy_keeps_no_stats_credentials():

@@ -32,6 +32,7 @@ PURE = {"spec", "plan", "render"}
 # Libraries that talk to the world: processes, sockets, HTTP, Consul, Docker, pyinfra, supervisord.
 IO_LIBRARIES = {"os", "subprocess", "socket", "shutil", "tempfile", "signal", "threading", "asyncio", "http",
                 "urllib", "xmlrpc", "httpx", "requests", "aiohttp", "consul", "docker", "pyinfra", "supervisor"}
+PURE_MODULES = {"urllib.parse"}  # string functions (quoting, splitting URLs) in an I/O package
 
 
 def part_of(module: str) -> str:
@@ -99,7 +100,7 @@ def impure_imports(tree: dict[str, set[str]]) -> list[str]:
                 continue
             seen.add(current)
             for name in tree[current]:
-                if name.split(".")[0] in IO_LIBRARIES:
+                if name.split(".")[0] in IO_LIBRARIES and name not in PURE_MODULES:
                     via = "" if current == module else f" (through {current})"
                     out.append(f"{module} reaches {name}{via}")
                 todo += [n for n in tree[current] if n.startswith("meshspec.")]

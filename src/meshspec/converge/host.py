@@ -24,11 +24,19 @@ from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
 from meshspec.render.installs import Recipe, meshspec_recipe, recipe
+from meshspec.render.intentions import intention_entries
 from meshspec.render.preparation import Preparation, preparation, users_of
 from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
 from meshspec.render.registrations import registration
-from meshspec.render.secrets import MANAGEMENT_TOKEN_FILE, SecretFile, host_secret_files, reads_secret
+from meshspec.render.secrets import (
+    MANAGEMENT_TOKEN_FILE,
+    ProxyCertificate,
+    SecretFile,
+    host_secret_files,
+    proxy_certificate,
+    reads_secret,
+)
 from meshspec.spec import SpecInvalid
 
 __all__ = ["BIN_DIR", "HostMesh", "this_host"]
@@ -137,6 +145,10 @@ class HostMesh:
         return host_secret_files(self.plan, self.host_label, self.instances, owned=not self.runtime.in_containers)
 
     @property
+    def proxy_certificate(self) -> ProxyCertificate | None:
+        return proxy_certificate(self.plan, self.instances, owned=not self.runtime.in_containers)
+
+    @property
     def token_owner(self) -> str | None:
         """Who owns the management token file besides root: the registry's user, when this host runs
         the embedded agent as a process (in the docker runtime its container runs as root)."""
@@ -150,6 +162,10 @@ class HostMesh:
     def mesh_tokens(self) -> list[RegistryToken]:
         """Every program token of the mesh, which its registry holds."""
         return mesh_tokens(self.plan)
+
+    @property
+    def intentions(self) -> list[dict]:
+        return intention_entries(self.plan)
 
     @property
     def token_prefix(self) -> str:

@@ -69,10 +69,15 @@ class Plan:
             "consul.addr": self.consul_addr,
             "consul.token_file": self.layout.service_token_file(inst.service),
             "consul.management_token_file": self.layout.consul_token_file,
+            "consul.ca_file": self.layout.connect_ca_file,
+            "consul.ca_key_file": self.layout.connect_ca_key_file,
             "meshspec": self.meshspec_bin,
         }
         if self.spec.proxy.service is not None:
-            values["proxy.url"] = f"http://{_host_port(self.instances_of(self.spec.proxy.service)[0])}"
+            proxy = self.instances_of(self.spec.proxy.service)[0]
+            values["proxy.url"] = f"http://{_host_port(proxy)}"
+            if (mtls := proxy.ports.get(self.spec.proxy.mtls_port_name)) is not None:
+                values["proxy.mtls_url"] = f"https://{_host_port(proxy, mtls)}"
             values["proxy.runtime"] = self.proxy_runtime
             values["proxy.master"] = self.proxy_master_bind
             values["proxy.stats_users"] = self.proxy_file(STATS_USERS)
@@ -144,8 +149,8 @@ class Plan:
         return self.render(self.instances_of(service)[0], text, **more)
 
 
-def _host_port(inst: Instance) -> str:
-    return f"{inst.address}:{inst.port}"
+def _host_port(inst: Instance, port: int | None = None) -> str:
+    return f"{inst.address}:{inst.port if port is None else port}"
 
 
 def make_plan(

@@ -55,6 +55,21 @@ class Layout:
         """The management token: the registry's own, and the deploy's and verify's (the operator's)."""
         return self.root / "consul" / "management-token"
 
+    @property
+    def connect_ca_file(self) -> PurePosixPath:
+        """The mesh CA's certificate (the registry's Connect CA root), which the deploy derives from
+        the management token; beside it, its key, which only the registry's program reads. Among the
+        services' secrets, in a directory of their own (a dot: no service is named so)."""
+        return self.root / "secrets" / ".connect-ca" / "ca.pem"
+
+    @property
+    def connect_ca_key_file(self) -> PurePosixPath:
+        return self.root / "secrets" / ".connect-ca" / "key.pem"
+
+    def consumer_key_file(self, consumer: str) -> PurePosixPath:
+        """A consumer's API key, root's: the operator hands it to whoever calls as that consumer."""
+        return self.root / "secrets" / ".consumers" / consumer
+
     def service_token_file(self, service: str) -> PurePosixPath:
         """The service's own Consul token (render.acl says what it may do)."""
         return self.root / "consul" / "tokens" / f"service-{service}"
@@ -82,6 +97,15 @@ MASTER_SOCKET = "master.sock"  # HAProxy's master CLI (reloads), beside it
 # haproxy.cfg holds no secret), and the same password as `user:password` for whoever reads the page.
 STATS_USERS = "stats/users.cfg"
 STATS_CREDENTIALS = "stats/credentials"
+# The proxy's certificate and key for its mTLS listener (one PEM, as HAProxy's `crt` reads it), 0600,
+# the controller's user's: the controller rotates it from the registry's Connect CA.
+PROXY_CERTIFICATE = "tls/certificate.pem"
+# Beside it, the mesh CA's certificate, its mTLS listener's `ca-file`: a copy the controller's user
+# reads too (it checks what HAProxy will load before each reload), where the registry's is the registry's.
+PROXY_CA = "tls/ca.pem"
+# The consumers' keys as the edge listener looks them up (their SHA-256 -> the consumer), 0600, the
+# controller's user's (it validates what HAProxy will load): no key itself is in it.
+PROXY_CONSUMERS = "edge/consumers.map"
 
 # What a deploy creates under the state dir; teardown removes these and nothing else. Installs are
 # not here: they live in the shared InstallCache below, which `make purge` empties.

@@ -54,7 +54,11 @@ def service_rules(plan: Plan, service: str) -> Rules:
     spec = plan.service(service)
     reads = ([("service_prefix", "", "read")] if spec.registry.read == "all"
              else [("service", dep, "read") for dep in sorted(set(spec.depends_on) - {service})])
-    return _rules(("service", service, "write"), *reads, ("node_prefix", "", "read"))
+    # The proxy's controller holds the proxy's identity too: it fetches the proxy's certificate from
+    # the Connect CA (which asks service:write on the service it names) and rotates it in HAProxy.
+    drives = ([("service", plan.spec.proxy.service, "write")]
+              if service == plan.spec.proxy.controller and plan.spec.proxy.service else [])
+    return _rules(("service", service, "write"), *drives, *reads, ("node_prefix", "", "read"))
 
 
 def service_token(plan: Plan, service: str) -> RegistryToken:

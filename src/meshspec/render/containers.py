@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan
 from meshspec.render.programs import Launch, launch, revision
-from meshspec.render.secrets import credentials_paths, reads_secret, runtime_placeholders
+from meshspec.render.secrets import CA_KEY_FILE, credentials_paths, reads_secret, runtime_placeholders
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 LABEL = "meshspec"  # label prefix: meshspec.managed-by, meshspec.state-dir, ...
@@ -83,7 +83,7 @@ class ContainerSpec:
 def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     """The instance's own state, its dependencies' (sockets, rendered files), its service's Consul
     token and credentials files and no other; the registry also gets the management token and the
-    engine's socket, to run docker checks."""
+    engine's socket, to run docker checks, and the mesh CA."""
     layout, service = plan.layout, plan.service(inst.service)
     mounts = {str(layout.instance_dir(inst.id)): "rw"}
     mounts |= {str(layout.instance_dir(plan.instances_of(dep)[0].id)): "rw" for dep in service.depends_on}
@@ -92,6 +92,8 @@ def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     if inst.service == plan.spec.consul.service:
         mounts[str(layout.consul_token_file)] = "ro"
         mounts[DOCKER_SOCKET] = "rw"
+        mounts |= {str(path): "ro" for path in (layout.connect_ca_file, layout.connect_ca_key_file)
+                   if reads_secret(plan, inst.service, CA_KEY_FILE)}
     return mounts
 
 

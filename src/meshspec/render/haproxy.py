@@ -36,6 +36,7 @@ from meshspec.common import nonce
 from meshspec.common.digest import digest, digest_text
 from meshspec.common.haproxy_shape import server_id, shape_line
 from meshspec.plan import Instance, Plan
+from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS
 from meshspec.spec.models import HealthTiming, Routing, Service
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
@@ -43,6 +44,7 @@ PEERS = "mesh"
 CLIENT_TABLE = "rate_client"
 SERVICE_TABLE = "rate_service"
 STATE_FILE = "server-state"
+INTENTIONS_MAP = "intentions.map"
 PIDFILE = "haproxy.pid"
 #: HAProxy's own check of each server, a liveness check beside the checker's proof. Every 5 s, not
 #: 2 s: a check that does real work (an inference for the embeddings service) cost the idle mesh
@@ -110,7 +112,66 @@ def proxy_paths(plan: Plan) -> dict[str, str]:
         "config": str(state / "haproxy.cfg"),
         "pidfile": str(state / PIDFILE),
         "state_file": str(state / STATE_FILE),
+        "certificate": plan.proxy_file(PROXY_CERTIFICATE),
+        "intentions": str(state / INTENTIONS_MAP),
+        "consumers": plan.proxy_file(PROXY_CONSUMERS),
+        "ca": plan.proxy_file(PROXY_CA),
     }
+
+
+def edge_lines(plan: Plan) -> list[str]:
+    """On the edge listener (not TLS), where the spec declares consumers: a request must carry a
+    consumer's API key (`X-API-Key`), looked up by its SHA-256 in the consumers map (the deploy's;
+    no key itself is in it), else 401. The key goes no further than the proxy; the service learns the
+    consumer as X-Mesh-Consumer, which no client can set itself."""
+    lines = ["http-request del-header X-Mesh-Consumer"]
+    if not plan.spec.consumers:
+        return lines
+    consumers = proxy_paths(plan)["consumers"]
+    return [
+        f"http-request set-var(txn.consumer) req.hdr(x-api-key),sha2(256),hex,lower,map({consumers}) "
+        "unless { ssl_fc }",
+        "http-request deny deny_status 401 content-type text/plain string "
+        "\"an API key of a consumer of the mesh is required (X-API-Key)\" "
+        "unless { ssl_fc } || { var(txn.consumer) -m found }",
+        "http-request del-header X-API-Key",
+        *lines,
+        "http-request set-header X-Mesh-Consumer %[var(txn.consumer)] unless { ssl_fc }",
+    ]
+
+
+def intention_lines(plan: Plan) -> list[str]:
+    """On the mTLS listener, the registry's intentions decide: the map the controller keeps
+    (`<caller>/<service>` -> allow|deny, every routed service for every caller an intention names,
+    and `*/<service>` for any other caller) answers for the caller's certificate and the service the
+    route chose. Anything but allow, a caller the map misses included, is denied with 403 (counted
+    in the frontend's denied requests) and a one-line reason."""
+    if plan.spec.proxy.mtls_port_name not in proxy_instance(plan).ports:
+        return []
+    intentions = proxy_paths(plan)["intentions"]
+    return [
+        "http-request set-var(txn.caller) ssl_c_s_dn(CN) if { ssl_fc }",
+        f"http-request set-var(txn.intention) var(txn.caller),concat(/,txn.svc),map({intentions}) if {{ ssl_fc }}",
+        f"http-request set-var(txn.intention) str(*/),concat(,txn.svc),map({intentions}) "
+        "if { ssl_fc } !{ var(txn.intention) -m found }",
+        "http-request deny deny_status 403 content-type text/plain lf-string "
+        "\"intention denies %[var(txn.caller)] -> %[var(txn.svc)]\" if { ssl_fc } !{ var(txn.intention) -m str allow }",
+    ]
+
+
+def mtls_lines(plan: Plan) -> list[str]:
+    """The service-facing listener, where the proxy has one: TLS that requires a client certificate
+    issued by the mesh CA, in the same frontend as the edge listener (one set of routes). The caller's
+    service (its certificate's CN, which the CA sets to the service its URI names) reaches the
+    service as X-Mesh-Caller, which no client can set itself."""
+    proxy = proxy_instance(plan)
+    port = proxy.ports.get(plan.spec.proxy.mtls_port_name)
+    lines = ["http-request del-header X-Mesh-Caller"]
+    if port is None:
+        return lines
+    paths = proxy_paths(plan)
+    return [f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
+            *lines, "http-request set-header X-Mesh-Caller %[ssl_c_s_dn(CN)] if { ssl_fc }"]
 
 
 # --- policies -------------------------------------------------------------------------------------
@@ -316,6 +377,7 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
     shape = {
         "version": 1,
         "listen": {"main": f"{proxy.address}:{proxy.port}",
+                   "mtls": proxy.ports.get(plan.spec.proxy.mtls_port_name),
                    "stats": f"{proxy.address}:{proxy.ports.get(plan.spec.proxy.stats_port_name)}",
                    "runtime": plan.proxy_runtime},
         "domain": plan.spec.mesh.domain,
@@ -325,6 +387,12 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
                     "log_target": options.log_target, "session_ttl": options.session_ttl},
         "backends": backends,
         "paths": proxy_paths(plan),
+        # The certificate of the mTLS listener, which the controller rotates (None: no such listener).
+        "certificate": ({"service": proxy.service, "path": proxy_paths(plan)["certificate"]}
+                        if plan.spec.proxy.mtls_port_name in proxy.ports else None),
+        "consumers": [c.name for c in plan.spec.consumers],  # the map HAProxy loads at start: a reload for a new one
+        # The intentions map the controller keeps (None: no mTLS listener, no caller identity).
+        "intentions": proxy_paths(plan)["intentions"] if plan.spec.proxy.mtls_port_name in proxy.ports else None,
         "needs_reload": ["listeners", "backends", "policies (balance, weights, timeouts, retries, checks, "
                          "breaker, affinity)", "rate limits", "logging"],
         "runtime_only": ["server membership (spare slots, add/del server)", "server addresses and ports",
@@ -400,6 +468,8 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             f"store http_req_rate({options.rate_window}s) peers {PEERS}"]),
         ("frontend mesh", [
             f"bind {proxy.address}:{proxy.port}",
+            *mtls_lines(plan),
+            *edge_lines(plan),
             "monitor-uri /healthz",
             # W3C trace context: the request id doubles as the trace id when the client sent none.
             "unique-id-format %[uuid(4),regsub(-,,g)]",
@@ -412,6 +482,7 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             *rate_lines(routed, options),
             "http-request return status 404 content-type text/plain string \"no such service\" "
             "unless { var(txn.svc) -m found }",
+            *intention_lines(plan),
             *use_rules,
         ]),
         ("frontend stats", [

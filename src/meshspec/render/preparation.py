@@ -65,11 +65,13 @@ def preparation(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) 
 
 
 def _controller_state(plan: Plan, inst: Instance) -> tuple[tuple[str, ...], ...]:
-    """In the proxy's directory (root's), the files the controller writes at each reload, made its
-    user's: the server state (HAProxy's master reads it as root) and the shape HAProxy loaded."""
+    """In the proxy's directory (root's), the files the controller writes, made its user's: the
+    server state (HAProxy's master reads it as root at each reload), the shape HAProxy loaded, and
+    the intentions map (empty until the controller fills it: until then the mTLS listener denies)."""
     user = plan.proxy_controller_user
     if not user or inst.service != plan.spec.proxy.service or inst.replica != 0:
         return ()
-    state = PurePosixPath(proxy_paths(plan)["state_file"])
-    files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE))])
+    paths = proxy_paths(plan)
+    state = PurePosixPath(paths["state_file"])
+    files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE)), paths["intentions"]])
     return (("sh", "-c", f"touch {files} && chown {shlex.quote(user)} {files}"),)

@@ -10,18 +10,25 @@ file is rewritten the same, no second secret is stored, and one secret tells not
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from hashlib import sha256
 
+from meshspec.common.connect_certs import service_uri
 from meshspec.plan import Instance, Plan
-from meshspec.plan.layout import STATS_CREDENTIALS, STATS_USERS
+from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS, STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import host_tokens, policy_name, service_token
 from meshspec.render.haproxy import STATS_USER, stats_users
+from meshspec.render.mesh_ca import ca_certificate_pem, ca_key_pem
 from meshspec.spec.models import PASSWORD
 
 SECRET = "{secret}"
 TOKEN_FILE = "{consul.token_file}"  # the placeholder that names a service's own token file
 MANAGEMENT_TOKEN_FILE = "{consul.management_token_file}"  # the registry's alone
 OWN_CREDENTIALS_FILE = "{credentials.file}"  # a service's own credentials, in their form
+CA_FILE, CA_KEY_FILE = "{consul.ca_file}", "{consul.ca_key_file}"  # the mesh CA's, the registry's
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,10 @@ class SecretFile:
     name: str  # what its secret is derived from: files of one name hold the same secret
     form: str = SECRET + "\n"  # the file's text, SECRET where the secret goes
     owner: str | None = None  # who may read it besides root: the user of the program that reads it
+    make: Callable[[str], str] | None = None  # the text made from the secret, where `form` cannot say it
 
     def text(self, secret: str) -> str:
-        return self.form.replace(SECRET, secret)
+        return self.make(secret) if self.make else self.form.replace(SECRET, secret)
 
 
 def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], owned: bool = True) -> list[SecretFile]:
@@ -44,9 +52,11 @@ def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], ow
     readers = {service_token(plan, s).path: token_reader(plan, s) for s in services} if owned else {}
     files = [SecretFile(t.path, t.name, owner=readers.get(t.path)) for t in host_tokens(plan, host_label, instances)]
     proxy = plan.spec.proxy.service
-    if proxy is not None and plan.instances_of(proxy)[0] in instances:
+    proxy_here = proxy is not None and plan.instances_of(proxy)[0] in instances
+    if proxy_here:
         files += stats_files(plan, plan.proxy_controller_user if owned else None)
-    return files + credentials_files(plan, services, owned)
+    return (files + credentials_files(plan, services, owned) + connect_ca_files(plan, services, owned)
+            + edge_files(plan, proxy_here, owned))
 
 
 def password_placeholder(service: str) -> str:
@@ -79,7 +89,7 @@ def runtime_placeholders(plan: Plan, service: str) -> list[str]:
     """The placeholders of the secret files a service's program may name: its token (the
     management token too, for the registry), its own credentials file, its dependencies' passwords."""
     deps = [password_placeholder(d) for d in plan.service(service).depends_on if plan.service(d).credentials]
-    return [TOKEN_FILE, MANAGEMENT_TOKEN_FILE, OWN_CREDENTIALS_FILE, *deps]
+    return [TOKEN_FILE, MANAGEMENT_TOKEN_FILE, OWN_CREDENTIALS_FILE, CA_FILE, CA_KEY_FILE, *deps]
 
 
 def credentials_paths(plan: Plan, service: str) -> list[str]:
@@ -106,6 +116,78 @@ def token_reader(plan: Plan, service: str) -> str | None:
     reads it; nobody but root otherwise, as for a program that never reads its token."""
     process = plan.service(service).process
     return process.user if process is not None and reads_secret(plan, service) else None
+
+
+def connect_ca_files(plan: Plan, services: list[str], owned: bool = True) -> list[SecretFile]:
+    """The mesh CA (render.mesh_ca), certificate and key, where the registry's program reads them:
+    its user's, or root's. (The proxy's copy of the certificate is kept with its own certificate.)"""
+    registry = plan.spec.consul.service
+    if registry not in services:
+        return []
+    owner = plan.service(registry).process.user if owned else None
+    name = connect_ca_name(plan)
+    wanted = [(CA_FILE, SecretFile(str(plan.layout.connect_ca_file), name, owner=owner,
+                                   make=partial(ca_certificate_pem, trust_domain=plan.spec.mesh.name))),
+              (CA_KEY_FILE, SecretFile(str(plan.layout.connect_ca_key_file), name, owner=owner, make=ca_key_pem))]
+    return [file for placeholder, file in wanted if reads_secret(plan, registry, placeholder)]
+
+
+def consumer_key(secret: str, consumer: str) -> str:
+    """A consumer's API key: one secret of the mesh's, keyed by the consumer (HMAC), so the map and
+    every key file follow from it and one key tells nothing of another."""
+    return hmac.new(secret.encode(), f"consumer/{consumer}".encode(), sha256).hexdigest()
+
+
+def consumers_map(secret: str, consumers: tuple[str, ...]) -> str:
+    """The edge listener's map: each consumer's key's SHA-256 (hex) -> the consumer."""
+    return "".join(f"{sha256(consumer_key(secret, c).encode()).hexdigest()} {c}\n" for c in consumers)
+
+
+def edge_files(plan: Plan, proxy_here: bool, owned: bool = True) -> list[SecretFile]:
+    """Where the spec declares consumers: each consumer's key, root's (the operator's to hand out),
+    and, on the proxy's host, the map of their hashes (the controller's user's)."""
+    if not plan.spec.consumers:
+        return []
+    name, consumers = policy_name(plan, "edge-keys"), tuple(c.name for c in plan.spec.consumers)
+    files = [SecretFile(str(plan.layout.consumer_key_file(c)), name, make=partial(_key_line, consumer=c))
+             for c in consumers]
+    if proxy_here:
+        files.append(SecretFile(plan.proxy_file(PROXY_CONSUMERS), name, owner=plan.proxy_controller_user if owned else None,
+                                make=partial(consumers_map, consumers=consumers)))
+    return files
+
+
+def _key_line(secret: str, consumer: str) -> str:
+    return consumer_key(secret, consumer) + "\n"
+
+
+def connect_ca_name(plan: Plan) -> str:
+    return policy_name(plan, "connect-ca")
+
+
+@dataclass(frozen=True)
+class ProxyCertificate:
+    """The proxy's certificate for its mTLS listener, which HAProxy needs before it starts: the
+    deploy issues one with the mesh CA where there is none still good; the controller rotates it."""
+    path: str
+    ca_path: str  # the mesh CA's certificate beside it (the listener's ca-file)
+    ca_name: str  # the mesh CA's secret's name
+    trust_domain: str
+    service: str
+    uri: str
+    owner: str | None  # the controller's user, who rewrites it; None: root's
+
+
+def proxy_certificate(plan: Plan, instances: list[Instance], owned: bool = True) -> ProxyCertificate | None:
+    """The proxy's certificate, on the host that runs the proxy, where it has an mTLS listener."""
+    proxy = plan.spec.proxy.service
+    if proxy is None or plan.instances_of(proxy)[0] not in instances or \
+            plan.spec.proxy.mtls_port_name not in plan.instances_of(proxy)[0].ports:
+        return None
+    return ProxyCertificate(plan.proxy_file(PROXY_CERTIFICATE), plan.proxy_file(PROXY_CA), connect_ca_name(plan),
+                            plan.spec.mesh.name, proxy,
+                            service_uri(plan.spec.mesh.name, plan.spec.consul.datacenter, proxy),
+                            plan.proxy_controller_user if owned else None)
 
 
 def stats_files(plan: Plan, controller_user: str | None = None) -> list[SecretFile]:

@@ -381,6 +381,35 @@ class ProxySettings(Strict):
     # gives both sockets to its program's user, so it needs no root. null: they are root's.
     controller: ServiceName | None = None
     stats_port_name: PortName = "stats"
+    # The proxy's port by this name, where it has one, is the service-facing listener: TLS that
+    # requires a client certificate of the mesh CA (the registry's Connect CA).
+    mtls_port_name: PortName = "mtls"
+    # The consumer whose key meshspec's own tools (verify, the acceptance suites, the load tests)
+    # present at the edge, where the spec declares consumers.
+    operator: ServiceName | None = "operator"
+
+
+WILDCARD = "*"
+
+
+class Intention(Strict):
+    """Consul's intention: whether `source` may call `destination` (service names, or * for any).
+    Where several match a call, the most specific wins. The deploy adds an allow for each service's
+    `depends_on` and a deny of * to *, each unless the spec states that pair itself."""
+
+    source: ServiceName | Literal["*"]
+    destination: ServiceName | Literal["*"]
+    action: Literal["allow", "deny"]
+    description: str = Field(default="", max_length=200)
+
+
+class Consumer(Strict):
+    """A caller from outside the mesh (a user's script, the load tests, an IDE's MCP client). Where the
+    spec declares any, the proxy's edge listener answers only requests with a consumer's API key
+    (`X-API-Key`), which the deploy derives and keeps in a 0600 file; anything else gets 401."""
+
+    name: ServiceName
+    description: str = Field(default="", max_length=200)
 
 
 class Defaults(Strict):
@@ -395,3 +424,5 @@ class MeshSpec(Strict):
     proxy: ProxySettings = ProxySettings()
     defaults: Defaults = Defaults()
     services: list[Service] = Field(min_length=1)
+    intentions: list[Intention] = []
+    consumers: list[Consumer] = []

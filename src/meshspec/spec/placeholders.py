@@ -14,10 +14,12 @@ from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
 PROXY_NAMES = ("proxy.url", "proxy.runtime", "proxy.master", "proxy.stats_users", "proxy.stats_credentials")
+MTLS_URL = "proxy.mtls_url"
 MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "meshspec")  # meshspec: the project's own executable
 # The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
-# every other service reads its own token, `{consul.token_file}`.
-REGISTRY_NAMES = ("consul.management_token_file",)
+# every other service reads its own token, `{consul.token_file}`. So are the mesh CA's files, which its
+# Connect CA signs with.
+REGISTRY_NAMES = ("consul.management_token_file", "consul.ca_file", "consul.ca_key_file")
 PEER_FIELDS = ("address", "port", "url", "state_dir")
 # A service with credentials: its own file (in its form) and its account; a dependent's copy of the
 # password and the account (Credentials).
@@ -39,6 +41,8 @@ def valid_names(spec: MeshSpec, service: Service) -> set[str]:
         names |= set(REGISTRY_NAMES)
     if spec.proxy.service is None:
         names -= set(PROXY_NAMES)
+    elif any(s.name == spec.proxy.service and spec.proxy.mtls_port_name in s.ports for s in spec.services):
+        names.add(MTLS_URL)  # the proxy's mTLS listener, where it has one
     names |= {f"ports.{p}" for p in service.ports}
     if service.credentials:
         names |= set(CREDENTIALS_NAMES)

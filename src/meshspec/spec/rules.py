@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from meshspec.common import nonce
-from meshspec.spec.models import RESERVED_META, MeshSpec, Service
+from meshspec.spec.models import RESERVED_META, WILDCARD, MeshSpec, Service
 from meshspec.spec.placeholders import (
     CREDENTIALS_NAMES,
     INSTALL_NAMES,
@@ -165,8 +165,8 @@ def placeholders(ctx: Context):
                 elif name.startswith("services.") and name.split(".")[-1] in PEER_CREDENTIALS_FIELDS:
                     hint = f" (only a service with `credentials` has it: give them to {name.split('.')[1]!r})"
                 elif name in REGISTRY_NAMES:
-                    hint = (f" (only the registry, {ctx.spec.consul.service!r}, holds the management token;"
-                            " a service reads its own, {consul.token_file})")
+                    hint = (f" (only the registry, {ctx.spec.consul.service!r}, holds the management token and"
+                            " the mesh CA; a service reads its own token, {consul.token_file})")
                 yield at + path, f"unknown placeholder {{{name}}}{hint}; valid: {', '.join(sorted(valid))}"
 
 
@@ -275,7 +275,32 @@ def metrics_port(ctx: Context):
             yield at + ("metrics", "port"), _no_such_port(s, s.metrics.port)
 
 
-RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy, routing_policy)
+def intentions(ctx: Context):
+    seen: set[tuple[str, str]] = set()
+    for i, intention in enumerate(ctx.spec.intentions):
+        for end in ("source", "destination"):
+            name = getattr(intention, end)
+            if name != WILDCARD and name not in ctx.declared:
+                yield ("intentions", i, end), f"unknown service {name!r}; declared: {', '.join(sorted(ctx.declared))}, or *"
+        pair = (intention.source, intention.destination)
+        if pair in seen:
+            yield ("intentions", i), f"{pair[0]} -> {pair[1]} is stated twice (one intention per source and destination)"
+        seen.add(pair)
+
+
+def consumers(ctx: Context):
+    names = [c.name for c in ctx.spec.consumers]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            yield ("consumers", i, "name"), f"consumer {name!r} is declared twice"
+    operator = ctx.spec.proxy.operator
+    if names and operator is not None and operator not in names:
+        yield ("proxy", "operator"), (f"{operator!r} is no consumer; declared: {', '.join(sorted(set(names)))} "
+                                      "(meshspec's own tools present its key at the edge), or null")
+
+
+RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy,
+         routing_policy, intentions, consumers)
 
 
 def check(ctx: Context) -> list[tuple[tuple, str]]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
+import tempfile
 import xmlrpc.client
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import httpx
+from cryptography import x509
 from supervisor.xmlrpc import SupervisorTransport
 
 from meshspec.render.registrations import differences
@@ -193,16 +196,89 @@ class HttpEndpoint:
         return f"{self.method} {self.url} answered HTTP {status}"
 
 
+@dataclass(frozen=True)
+class TlsExchange:
+    """One request over TLS: the status line HAProxy answered, the certificate it showed, or the error."""
+
+    status: int | None = None
+    server_uris: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class MtlsListener:
+    """A listener that requires client certificates: ``MtlsListener(...).admits_the_mesh`` (a request
+    with a certificate of the mesh CA is answered), ``.refuses_strangers`` (one without is not)."""
+
+    def __init__(self, address: str, port: int, roots_pem: str, leaf: tuple[str, str], path: str = "/healthz",
+                 timeout: float = 2.0) -> None:
+        self.address, self.port, self.roots_pem, self.leaf = address, port, roots_pem, leaf
+        self.path, self.timeout = path, timeout
+
+    def _exchange(self, with_certificate: bool) -> TlsExchange:
+        # The proxy is known by its certificate's SPIFFE URI, not a host name: the chain to the mesh
+        # CA is checked here, the URI by the caller.
+        context = ssl.create_default_context(cadata=self.roots_pem)
+        context.check_hostname = False
+        try:
+            if with_certificate:
+                with tempfile.TemporaryDirectory() as keys:  # 0700: load_cert_chain reads files only
+                    cert, key = Path(keys, "leaf.crt"), Path(keys, "leaf.key")
+                    cert.write_text(self.leaf[0])
+                    key.touch(mode=0o600)
+                    key.write_text(self.leaf[1])
+                    context.load_cert_chain(cert, key)
+            with socket.create_connection((self.address, self.port), timeout=self.timeout) as raw, \
+                    context.wrap_socket(raw) as tls:
+                peer = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+                uris = tuple(peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                             .get_values_for_type(x509.UniformResourceIdentifier))
+                tls.sendall(f"GET {self.path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n".encode())
+                first = tls.recv(64).split(b"\r\n", 1)[0].split()  # TLS 1.3: a refusal arrives here
+            status = int(first[1]) if len(first) > 1 and first[1].isdigit() else None
+            return TlsExchange(status, uris, None if status else f"no HTTP status line: {first!r}")
+        except (OSError, ValueError, x509.ExtensionNotFound) as err:
+            return TlsExchange(error=one_line(err) or type(err).__name__)
+
+    @cached_property
+    def with_certificate(self) -> TlsExchange:
+        return self._exchange(True)
+
+    @cached_property
+    def without_certificate(self) -> TlsExchange:
+        return self._exchange(False)
+
+    @property
+    def admits_the_mesh(self) -> bool:
+        return self.with_certificate.status == 200
+
+    @property
+    def refuses_strangers(self) -> bool:
+        return self.without_certificate.status is None
+
+    @property
+    def reason(self) -> str:
+        where = f"{self.address}:{self.port}"
+        mesh, stranger = self.with_certificate, self.without_certificate
+        admitted = (f"with a mesh certificate GET {self.path} answered {mesh.status} by {', '.join(mesh.server_uris) or '?'}"
+                    if mesh.status else f"with a mesh certificate: {mesh.error}")
+        refused = (f"without one: refused ({stranger.error})" if stranger.status is None
+                   else f"without one: answered HTTP {stranger.status}")
+        return f"{where}: {admitted}; {refused}"
+
+
 class McpServer:
     """An MCP server over Streamable HTTP: ``McpServer(url).completes_handshake`` (one probe session;
     ``list_tools=False``: the handshake alone, which names the server)."""
 
-    def __init__(self, url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True,
+                 headers: dict[str, str] | None = None) -> None:
         self.url, self.timeout, self.min_tools, self.list_tools = url, timeout, min_tools, list_tools
+        self.headers = headers
 
     @cached_property
     def result(self) -> McpResult:
-        return probe_mcp(self.url, timeout=self.timeout, min_tools=self.min_tools, list_tools=self.list_tools)
+        return probe_mcp(self.url, timeout=self.timeout, min_tools=self.min_tools, list_tools=self.list_tools,
+                         headers=self.headers)
 
     @property
     def completes_handshake(self) -> bool:
@@ -342,10 +418,10 @@ class Route:
     """
 
     def __init__(self, proxy_url: str, service: str, path: str = "/", *, prefix: str | None = None,
-                 mcp: bool = False, timeout: float = 5.0) -> None:
+                 mcp: bool = False, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
         self.proxy_url, self.service, self.path = proxy_url.rstrip("/"), service, path
         self.prefix = (prefix or f"/svc/{service}").rstrip("/")
-        self.mcp, self.timeout = mcp, timeout
+        self.mcp, self.timeout, self.headers = mcp, timeout, headers or {}
 
     @property
     def url(self) -> str:
@@ -356,9 +432,9 @@ class Route:
     @cached_property
     def _through(self) -> McpServer | HttpEndpoint:
         if self.mcp:
-            server = McpServer(self.url, timeout=self.timeout, list_tools=False)
+            server = McpServer(self.url, timeout=self.timeout, list_tools=False, headers=self.headers)
         else:
-            server = HttpEndpoint(self.url, timeout=self.timeout)
+            server = HttpEndpoint(self.url, headers=self.headers, timeout=self.timeout)
         return server
 
     @property

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from meshspec.common import nonce
+from meshspec.common.connect_certs import service_uri
 from meshspec.common.consul_token import read_token
 from meshspec.converge.mesh import Mesh
 from meshspec.plan import Instance, Plan, Runtime
@@ -33,6 +34,7 @@ from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 from meshspec.verify.checks import (
     Check,
+    MtlsListener,
     Port,
     Program,
     Registration,
@@ -58,6 +60,7 @@ INSTANCE_CHECKS = {
 }
 SERVICE_CHECKS = {"routable": "reachable through the proxy"}
 MESH_CHECKS = {
+    "mtls": "service-facing listener admits the mesh alone",
     "no-extra-registrations": "no undeclared registration",
     "no-extra-programs": "no undeclared program",
     "counts": "counts agree",
@@ -281,6 +284,15 @@ def not_routed(plan: Plan, service_name: str) -> str | None:
     return None
 
 
+def edge_headers(plan: Plan) -> dict[str, str]:
+    """What meshspec's own tools send at the proxy's edge: the operator consumer's API key, where the
+    spec declares consumers (from its 0600 file; the operator runs them as root); nothing otherwise."""
+    operator = plan.spec.proxy.operator
+    if not plan.spec.consumers or operator is None:
+        return {}
+    return {"X-API-Key": Path(plan.layout.consumer_key_file(operator)).read_text().strip()}
+
+
 def routable(plan: Plan, service_name: str) -> Outcome:
     proxy = plan.spec.proxy.service
     service = plan.service(service_name)
@@ -288,14 +300,17 @@ def routable(plan: Plan, service_name: str) -> Outcome:
     front = plan.instances_of(proxy)[0]
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     health = service.health
-    url = f"http://{front.address}:{front.port}"
+    try:
+        url, headers = f"http://{front.address}:{front.port}", edge_headers(plan)
+    except OSError as err:
+        return outcome(False, f"the operator's API key for the proxy's edge: {one_line(err)}")
     if health.mcp:
-        route = Route(url, service_name, mcp=True, timeout=timeout)
+        route = Route(url, service_name, mcp=True, timeout=timeout, headers=headers)
     elif health.http:
         path = plan.render_once(service_name, health.http.first_page.path, **{nonce.NAME: nonce.fresh()})
-        route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout)
+        route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
     else:
-        route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout)
+        route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
     through = {"server": route.server_name} if route.mcp else {"http_status": route.http_status}
     return outcome(route.reaches, route.reason, url=route.url, **through)
 
@@ -343,6 +358,30 @@ def no_extra_programs(sources: Sources, plan: Plan) -> Outcome:
     return outcome(not extra, reason, programs=len(supervisor.states), unexpected=extra)
 
 
+VERIFY_IDENTITY = "meshspec-verify"  # the service verify's certificate names (no service of a mesh is so named)
+
+
+def mtls(mesh: Mesh, timeout: float) -> Outcome:
+    """The proxy's mTLS listener, as a caller of the mesh reaches it (a certificate the registry's
+    Connect CA issued) and as a stranger does (none): the first is answered by the proxy, whose
+    certificate chains to the registry's roots and names the proxy; the second is refused."""
+    plan = mesh.plan
+    proxy = plan.instances_of(plan.spec.proxy.service)[0]
+    ca = mesh.registry.client(read_token(plan.layout.consul_token_file, missing_ok=True), timeout).agent.connect.ca
+    try:
+        roots, leaf = ca.roots(), ca.leaf(VERIFY_IDENTITY)
+    except Exception as err:  # a registry that does not answer is a finding, not a crash
+        return outcome(False, f"the registry's Connect CA does not answer: {one_line(err) or type(err).__name__}")
+    listener = MtlsListener(proxy.address, proxy.ports[plan.spec.proxy.mtls_port_name],
+                            "".join(r["RootCert"] for r in roots["Roots"]), (leaf["CertPEM"], leaf["PrivateKeyPEM"]),
+                            timeout=timeout)
+    expected = (service_uri(roots["TrustDomain"], plan.spec.consul.datacenter, proxy.service),)
+    named = listener.with_certificate.server_uris == expected
+    reason = listener.reason + ("" if named or not listener.with_certificate.server_uris
+                                else f"; the proxy's certificate should name {expected[0]}")
+    return outcome(listener.admits_the_mesh and listener.refuses_strangers and named, reason)
+
+
 def counts(sources: Sources, plan: Plan) -> Outcome:
     """Planned = running = registered = passing, each counted over the plan's instances."""
     ids = [i.id for i in plan.instances]
@@ -388,6 +427,9 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Plann
     for service in plan.spec.services:
         if plan.instances_of(service.name) and not_routed(plan, service.name) is None:
             out.append(Planned(service.name, service.name, "routable", lambda n=service.name: routable(plan, n)))
+    proxy = plan.spec.proxy.service
+    if proxy and plan.instances_of(proxy) and plan.spec.proxy.mtls_port_name in plan.instances_of(proxy)[0].ports:
+        out.append(Planned(MESH, None, "mtls", lambda: mtls(mesh, 2.0)))
     out += [
         Planned(MESH, None, "no-extra-registrations", lambda: no_extra_registrations(sources, plan)),
         Planned(MESH, None, "no-extra-programs", lambda: no_extra_programs(sources, plan)),

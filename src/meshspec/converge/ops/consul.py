@@ -192,6 +192,49 @@ def acl_tokens(registry: Registry, token: SharedFact, prefix: str, wanted: list[
         host.noop(f"{len(wanted)} program tokens hold their policies in Consul")
 
 
+def _sources(entry: dict) -> list[tuple[str, str, str]]:
+    return sorted((s.get("Name", ""), s.get("Action", ""), s.get("Description", "")) for s in entry.get("Sources") or [])
+
+
+def _put_intentions(registry: Registry, management: str, entry: dict) -> None:
+    registry.client(management).config.set("service-intentions", entry["Name"], {"Sources": entry["Sources"]})
+
+
+def _delete_intentions(registry: Registry, management: str, destination: str) -> None:
+    registry.client(management).config.delete("service-intentions", destination)
+
+
+@operation()
+def intentions(registry: Registry, token: SharedFact, prefix: str, wanted: list[dict]):
+    """
+    Keep the mesh's intentions in Consul, one service-intentions config entry per destination
+    (render.intentions), and remove this mesh's entries for destinations the spec no longer names.
+
+    + registry: where Consul is
+    + token: the management token file's contents, read once per run
+    + prefix: how the descriptions of this mesh's intentions begin
+    + wanted: the service-intentions entries
+    """
+    management = read_token(token)
+    try:
+        current = {e["Name"]: e for e in registry.client(management).config.list("service-intentions")}
+    except UNREACHABLE:  # a --dry run before the agent exists
+        current = {}
+    changes = 0
+    for entry in wanted:
+        if entry["Name"] not in current or _sources(current[entry["Name"]]) != _sources(entry):
+            changes += 1
+            yield FunctionCommand(_put_intentions, (registry, management, entry), {})
+    names = {e["Name"] for e in wanted}
+    for name, entry in sorted(current.items()):
+        ours = entry.get("Sources") and all((s.get("Description") or "").startswith(prefix) for s in entry["Sources"])
+        if name not in names and ours:
+            changes += 1
+            yield FunctionCommand(_delete_intentions, (registry, management, name), {})
+    if not changes:
+        host.noop(f"{sum(len(e['Sources']) for e in wanted)} intentions on {len(wanted)} destinations are in Consul")
+
+
 def _wait_answering(registry: Registry, token_value: str | None, timeout: float) -> None:
     client = registry.client(token_value, timeout=2)
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from meshspec.runtime.agent import (
     routes_auth,
     routes_catalog,
     routes_config,
+    routes_connect_ca,
     routes_event,
     routes_intentions,
     routes_kv,
@@ -35,8 +36,8 @@ def make_app(agent: Agent) -> web.Application:
     app[AGENT_KEY] = agent
     app[WAKE_CACHE] = WakeCache()
     app[routes_event.EVENTS] = routes_event.EventLog()
-    for module in (routes_acl, routes_agent, routes_auth, routes_catalog, routes_config, routes_event, routes_intentions, routes_kv,
-                   routes_operator, routes_session, routes_snapshot, routes_txn):
+    for module in (routes_acl, routes_agent, routes_auth, routes_catalog, routes_config, routes_connect_ca, routes_event,
+                   routes_intentions, routes_kv, routes_operator, routes_session, routes_snapshot, routes_txn):
         app.add_routes(module.routes)
     return app
 
@@ -69,9 +70,9 @@ async def _until_signalled(agent: Agent, config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "meshspec agent ready: http://%s:%d node=%s datacenter=%s acl=%s index=%d",
+        "meshspec agent ready: http://%s:%d node=%s datacenter=%s acl=%s index=%d trust_domain=%s ca_root=%s",
         config.bind, config.port, config.node_name, config.datacenter,
-        "enabled" if agent.acl.enabled else "disabled", agent.store.index,
+        "enabled" if agent.acl.enabled else "disabled", agent.store.index, agent.ca.trust_domain, agent.ca.root_id,
     )
     signalled = asyncio.ensure_future(stop.wait())
     left = asyncio.ensure_future(agent.leaving.wait())

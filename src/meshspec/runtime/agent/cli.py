@@ -38,6 +38,22 @@ def agent_command(
     token_max_expiration_ttl: Annotated[
         str, typer.Option("--acl-token-max-expiration-ttl", help="Longest lifetime a token may be given (Consul's default).")
     ] = "24h",
+    ca_cert: Annotated[
+        Optional[Path],
+        typer.Option("--ca-cert", help="The Connect CA's root certificate (PEM), with --ca-key; without both, the agent "
+                                       "generates a CA and keeps it in --data-dir."),
+    ] = None,
+    ca_key: Annotated[
+        Optional[Path], typer.Option("--ca-key", help="The Connect CA's private key (PEM, EC or RSA), with --ca-cert.")
+    ] = None,
+    trust_domain: Annotated[
+        Optional[str],
+        typer.Option("--trust-domain", help="SPIFFE trust domain of Connect certificates (default: the CA root's, "
+                                            "else <cluster ID>.consul as Consul's)."),
+    ] = None,
+    leaf_cert_ttl: Annotated[
+        str, typer.Option("--leaf-cert-ttl", help="Lifetime of the Connect leaf certificates (Consul's default).")
+    ] = "72h",
 ) -> None:
     """Run a single-node agent that speaks Consul's HTTP API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,17 +70,29 @@ def agent_command(
             raise typer.Exit(1)
     try:
         lifetimes = parse_duration(token_min_expiration_ttl), parse_duration(token_max_expiration_ttl)
+        leaf_lifetime = parse_duration(leaf_cert_ttl)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if leaf_lifetime < 1:
+        raise typer.BadParameter(f"--leaf-cert-ttl {leaf_cert_ttl}: a leaf must live at least 1s")
+    if (ca_cert is None) != (ca_key is None):
+        raise typer.BadParameter("give both --ca-cert and --ca-key, or neither")
+    # aiohttp and cryptography are imported only when the agent actually runs
+    from meshspec.common.connect_certs import valid_trust_domain
+    from meshspec.runtime.agent.app import serve
+    from meshspec.runtime.agent.connect_ca import CAError
+
+    if trust_domain is not None and not valid_trust_domain(trust_domain):
+        raise typer.BadParameter(f"--trust-domain {trust_domain!r}: a SPIFFE trust domain has only lowercase letters, "
+                                 "digits, dots, dashes and underscores")
     config = Config(
         data_dir=data_dir, node_name=node_name or socket.gethostname(), datacenter=datacenter, bind=bind,
         port=port, token=token or None, enable_script_checks=enable_script_checks,
         token_min_expiration_ttl=lifetimes[0], token_max_expiration_ttl=lifetimes[1],
+        ca_cert=ca_cert, ca_key=ca_key, trust_domain=trust_domain, leaf_cert_ttl=leaf_lifetime,
     )
-    from meshspec.runtime.agent.app import serve  # aiohttp is imported only when the agent actually runs
-
     try:
         asyncio.run(serve(config))
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, CAError) as exc:
         typer.echo(f"meshspec agent: cannot start: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshspec.common.connect_certs import DEFAULT_LEAF_TTL
 from meshspec.runtime.agent.acl import Acl
 from meshspec.runtime.agent.blocking import Hub
 from meshspec.runtime.agent.checks import Runners
+from meshspec.runtime.agent.connect_ca import Leaves, open_ca
 from meshspec.runtime.agent.definitions import parse_check
 from meshspec.runtime.agent.errors import ConsulError, not_found
 from meshspec.runtime.agent.sessions import SERF_CHECK_ID, Sessions
@@ -41,6 +44,13 @@ class Config:
     # Consul's acl.token_min_expiration_ttl and token_max_expiration_ttl, in seconds
     token_min_expiration_ttl: float = 60.0
     token_max_expiration_ttl: float = 24 * 3600.0
+    # The Connect CA: the operator's root and key (Consul's ca_config root_cert and private_key),
+    # else one the agent generates into data_dir; the SPIFFE trust domain (default: the root's, else
+    # `<cluster ID>.consul`); the leaves' lifetime in seconds (Consul's leaf_cert_ttl).
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    trust_domain: str | None = None
+    leaf_cert_ttl: float = DEFAULT_LEAF_TTL
 
     @property
     def advertise(self) -> str:
@@ -73,6 +83,9 @@ class Agent:
         self.hub = Hub()
         self.store.listeners.append(self.hub.notify)
         self.acl = Acl(config.token, self.store)
+        self.ca = open_ca(config.data_dir, config.ca_cert, config.ca_key, config.trust_domain, self.store.take_index,
+                          dt.datetime.now(dt.timezone.utc))
+        self.leaves = Leaves(self.ca, config.datacenter, config.leaf_cert_ttl, self.store.take_index)
         self.runners = Runners(self.report)
         self.sessions = Sessions(self.store, self._check_status)
         self.critical_since: dict[str, float] = {}

@@ -177,8 +177,8 @@ async def delete(request: web.Request) -> web.Response:
 @routes.post("/v1/discovery-chain/{service}")
 async def discovery_chain(request: web.Request) -> web.Response:
     """The chain as Consul compiles it in this datacenter (a POST's body overrides protocol, connect
-    timeout, mesh gateway mode); its SNI names use this agent's trust domain, `<node ID>.consul`
-    (no Connect CA here to name the cluster)."""
+    timeout, mesh gateway mode); its SNI names use the trust domain `<node ID>.consul` (not yet the
+    Connect CA's, which Consul's use)."""
     agent = agent_of(request)
     service = request.match_info["service"]
     raw = await request.read() if request.method == "POST" else b""

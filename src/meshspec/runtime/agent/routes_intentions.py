@@ -44,10 +44,16 @@ def ranked(intentions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(intentions, key=lambda i: (-i["Precedence"], i["SourceName"], i["DestinationName"]))
 
 
-def decide(intentions: list[dict[str, Any]], source: str, destination: str, default_allow: bool) -> bool:
-    """Whether `source` may call `destination`: the action of the most specific matching intention."""
+def deciding(intentions: list[dict[str, Any]], source: str, destination: str) -> dict[str, Any] | None:
+    """The intention that decides whether `source` may call `destination`: the most specific matching one."""
     found = ranked([i for i in intentions if matches(i, source, destination)])
-    return found[0]["Action"] == "allow" if found else default_allow
+    return found[0] if found else None
+
+
+def decide(intentions: list[dict[str, Any]], source: str, destination: str, default_allow: bool) -> bool:
+    """Whether `source` may call `destination`: the action of the deciding intention, else the default."""
+    found = deciding(intentions, source, destination)
+    return found["Action"] == "allow" if found else default_allow
 
 
 def _pair(request: web.Request) -> tuple[str, str]:
@@ -82,7 +88,7 @@ def _action(fields: dict[str, Any]) -> str:
     return action
 
 
-def _described(intention: dict[str, Any]) -> str:
+def described(intention: dict[str, Any]) -> str:
     """As Consul's Intention.String() names one in its errors."""
     return (f"{intention['SourceName']} => {intention['DestinationName']} (ID: {intention['ID']}, "
             f"Precedence: {intention['Precedence']}, Action: {intention['Action'].upper()})")
@@ -192,7 +198,7 @@ async def create(request: web.Request) -> web.Response:
     request["identity"].require("intention", "write", destination)
     action = _action(fields)
     if (old := _find(agent, source, destination)) is not None:
-        raise ConsulError(500, f"duplicate intention found: {_described(old)}")
+        raise ConsulError(500, f"duplicate intention found: {described(old)}")
     made = put_intention(agent, source, destination, action, str(fields.get("description") or ""),
                          dict(fields.get("meta") or {}))
     return json_reply({"ID": made["ID"]})
@@ -216,7 +222,7 @@ async def update_by_id(request: web.Request) -> web.Response:
     request["identity"].require("intention", "write", destination)
     action = _action(fields)
     if (other := _find(agent, source, destination)) is not None and other["ID"] != current["ID"]:
-        raise ConsulError(500, f"duplicate intention found: {_described(other)}")
+        raise ConsulError(500, f"duplicate intention found: {described(other)}")
     agent.store.doc_put("intentions", {
         **current, "SourceName": source, "DestinationName": destination, "Action": action,
         "Precedence": precedence(source, destination), "Description": str(fields.get("description") or ""),

@@ -162,6 +162,15 @@ class Store:
         for listener in self.listeners:
             listener(topics)
 
+    def take_index(self) -> int:
+        """The next index, committed with nothing else and waking no watcher: the stamp of a change
+        kept outside the tables (a Connect root or leaf), durable and never handed out twice, as
+        Consul's CA provider takes a Raft index for each certificate it signs."""
+        index = self.index + 1
+        self._commit(index, [], set())
+        self._publish(index, set())
+        return index
+
     def topic_index(self, *topics: str) -> int:
         """The index a blocking query on `topics` reports: the last write that touched any of them."""
         return max([self.topics.get(t, 1) for t in topics] + [1])

@@ -84,7 +84,8 @@ def normalize_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True) -> McpResult:
+def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bool = True,
+              headers: dict[str, str] | None = None) -> McpResult:
     """Run one MCP handshake + tools/list against ``url`` and end the session; never raises for server faults.
 
     + url: the Streamable HTTP endpoint, e.g. ``http://HOST:PORT/mcp`` (a bare ``HOST:PORT`` gets ``/mcp``)
@@ -93,12 +94,13 @@ def probe_mcp(url: str, timeout: float = 5.0, min_tools: int = 1, list_tools: bo
     + list_tools: False skips tools/list (and min_tools): the handshake alone names the server that
       answered, which is what a route needs to show; a catalogue of hundreds of tools is most of a
       probe's cost on both sides
+    + headers: sent with every request (the proxy's edge asks a consumer's `X-API-Key`)
 
     Example: ``probe_mcp(f"http://127.0.0.1:{port}/mcp").ok``
     """
     started = time.monotonic()
     url = normalize_url(url)
-    with _client(url) as client:
+    with _client(url, headers) as client:
         probe = _Probe(url, deadline=started + timeout, timeout=timeout, client=client, listed=list_tools)
         failure: ProbeFailed | None = None
         try:
@@ -174,12 +176,12 @@ class KeptSession:
 MIN_FRESH_SECONDS = 0.5
 
 
-def _client(url: str) -> httpx.Client:
+def _client(url: str, headers: dict[str, str] | None = None) -> httpx.Client:
     # Building a verifying TLS context costs ~20 ms: plain http needs none, https reuses one.
     verify = _tls_context() if urlsplit(url).scheme == "https" else False
     # Idle connections are dropped after a second: a server closes its own after a few (uvicorn: 5 s),
     # and a probe that came back 10 s later must not race that close on a stale connection.
-    return httpx.Client(trust_env=False, follow_redirects=False, verify=verify,
+    return httpx.Client(trust_env=False, follow_redirects=False, verify=verify, headers=headers,
                         limits=httpx.Limits(keepalive_expiry=1.0))
 
 

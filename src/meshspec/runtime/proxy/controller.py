@@ -31,9 +31,11 @@ from meshspec.common.consul_token import read_token
 from meshspec.common.durations import parse_duration
 from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
 from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
+from meshspec.runtime.proxy.certificates import keep_certificate
+from meshspec.runtime.proxy.intentions import install_map, intention_map
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
-from meshspec.runtime.proxy.watch import watch
+from meshspec.runtime.proxy.watch import FIRST_BACKOFF, MAX_BACKOFF, blocking_get, watch
 
 log = logging.getLogger("meshspec.controller")
 
@@ -56,6 +58,10 @@ class Metrics:
                                 registry=registry)
         self.last_sync = Gauge("meshspec_controller_last_sync_timestamp_seconds", "Last successful sync",
                                registry=registry)
+        self.certificates = Counter("meshspec_controller_certificates_installed_total",
+                                    "Proxy certificates rotated into HAProxy", registry=registry)
+        self.intention_changes = Counter("meshspec_controller_intention_map_changes_total",
+                                         "Entries of HAProxy's intentions map changed", registry=registry)
 
 
 class Controller:
@@ -83,6 +89,12 @@ class Controller:
         self.haproxy_ok = False
         self.last_error = ""
         self.synced = asyncio.Event()
+        self.rotating: dict | None = None  # the shape's certificate being rotated, and its task
+        self.rotation: asyncio.Task | None = None
+        self.certificate_until: str | None = None  # the installed proxy certificate's ValidBefore
+        self.intentions: list[dict] | None = None  # the registry's, as last read (None: not yet)
+        self.intentions_watch: asyncio.Task | None = None
+        self.installed_map: dict[str, str] | None = None
 
     def _initial_loaded_hash(self) -> str | None:
         if self.loaded_file and self.loaded_file.exists() and self.loaded_file.read_text().strip():
@@ -120,6 +132,68 @@ class Controller:
         for service in set(self.watchers) - self.services:
             self.watchers.pop(service).cancel()
             self.endpoints.pop(service, None)
+
+    def _certificate_installed(self, valid_before: str) -> None:
+        self.certificate_until = valid_before
+        self.metrics.certificates.inc()
+
+    def _certificate_failed(self, err: Exception) -> None:
+        self.metrics.errors.labels("certificate").inc()
+        self.last_error = f"proxy certificate: {err}"
+        log.warning("proxy certificate: %s", err)
+
+    def _sync_rotation(self, session: aiohttp.ClientSession) -> None:
+        """Rotate the proxy's certificate while haproxy.cfg has an mTLS listener (as the shape says)."""
+        wanted = self.shape.get("certificate")
+        if wanted == self.rotating:
+            return
+        if self.rotation:
+            self.rotation.cancel()
+        self.rotating, self.rotation = wanted, None
+        if wanted:
+            self.rotation = asyncio.create_task(keep_certificate(
+                session, self.consul, wanted["service"], Path(wanted["path"]), self.api, self.wait,
+                self._certificate_installed, self._certificate_failed))
+
+    async def _watch_intentions(self, session: aiohttp.ClientSession) -> None:
+        index, backoff = 0, FIRST_BACKOFF
+        while True:
+            try:
+                index, body = await blocking_get(session, f"{self.consul}/v1/connect/intentions", index, self.wait)
+                self.intentions, backoff = body or [], FIRST_BACKOFF
+                self.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # keep the map HAProxy has; retry
+                self.metrics.errors.labels("intentions").inc()
+                self.last_error = f"intentions: {err}"
+                log.warning("intentions watch: %s", err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _sync_intentions_watch(self, session: aiohttp.ClientSession) -> None:
+        """Watch the registry's intentions while haproxy.cfg enforces them (an mTLS listener)."""
+        if self.shape.get("intentions") and self.intentions_watch is None:
+            self.intentions_watch = asyncio.create_task(self._watch_intentions(session))
+
+    def apply_intentions(self) -> None:
+        """HAProxy's intentions map, made to match the registry's intentions for the routed services."""
+        path = self.shape.get("intentions")
+        if not path or self.intentions is None:
+            return
+        wanted = intention_map(self.intentions, self.services)
+        if wanted == self.installed_map:
+            return
+        try:
+            changed = install_map(self.api, Path(path), wanted)
+        except (RuntimeApiError, OSError) as err:
+            self.metrics.errors.labels("intentions").inc()
+            self.last_error = f"intentions map: {err}"
+            log.error("intentions map: %s", err)
+            return
+        self.installed_map = wanted
+        self.metrics.intention_changes.inc(changed)
+        log.info("intentions map: %d entries, %d changed", len(wanted), changed)
 
     # --- reload when the shape changed ---------------------------------------------------------
 
@@ -199,6 +273,8 @@ class Controller:
             try:
                 while True:
                     self._sync_watchers(session)
+                    self._sync_rotation(session)
+                    self._sync_intentions_watch(session)
                     try:
                         await asyncio.wait_for(self.wake.wait(), self.resync)
                     except asyncio.TimeoutError:
@@ -206,9 +282,10 @@ class Controller:
                     self.wake.clear()
                     await asyncio.to_thread(self.check_config)
                     await asyncio.to_thread(self.sync)
+                    await asyncio.to_thread(self.apply_intentions)
                     self.synced.set()
             finally:
-                for task in self.watchers.values():
+                for task in [*self.watchers.values(), *(t for t in (self.rotation, self.intentions_watch) if t)]:
                     task.cancel()
 
     # --- HTTP ----------------------------------------------------------------------------------
@@ -217,7 +294,8 @@ class Controller:
         return {"status": "ok" if self.haproxy_ok else "haproxy unreachable",
                 "haproxy": self.haproxy_ok, "consul": self.consul_ok,
                 "services": len(self.services), "known": len(self.endpoints),
-                "shape": self.loaded_hash, "last_error": self.last_error}
+                "shape": self.loaded_hash, "certificate_until": self.certificate_until,
+                "last_error": self.last_error}
 
     def app(self) -> web.Application:
         async def health(_: web.Request) -> web.Response:

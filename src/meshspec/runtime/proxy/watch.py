@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -18,20 +19,24 @@ from meshspec.runtime.proxy.reconcile import Endpoint, parse_health
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 5.0  # seconds between retries while Consul fails
 
 
+async def blocking_get(session: aiohttp.ClientSession, url: str, index: int, wait: str) -> tuple[int, Any]:
+    """One Consul blocking query: its X-Consul-Index and JSON body (raises unless HTTP 200)."""
+    timeout = aiohttp.ClientTimeout(total=parse_duration(wait) + 10)
+    async with session.get(url, params={"index": str(index), "wait": wait}, timeout=timeout) as response:
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:200]}")
+        return int(response.headers.get("X-Consul-Index", "0") or 0), await response.json(content_type=None)
+
+
 async def watch(session: aiohttp.ClientSession, consul: str, service: str, wait: str, mesh: str | None,
                 on_result: Callable[[str, int, list[Endpoint]], None],
                 on_error: Callable[[str, Exception], None]) -> None:
     """Watch `service` until cancelled. `consul`: base URL; `wait`: the blocking wait ("30s")."""
     index, backoff = 0, FIRST_BACKOFF
     url = f"{consul}/v1/health/service/{service}"
-    timeout = aiohttp.ClientTimeout(total=parse_duration(wait) + 10)
     while True:
         try:
-            async with session.get(url, params={"index": str(index), "wait": wait}, timeout=timeout) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:200]}")
-                new_index = int(response.headers.get("X-Consul-Index", "0") or 0)
-                body = await response.json(content_type=None)
+            new_index, body = await blocking_get(session, url, index, wait)
             index = new_index if new_index >= index else 0  # an index going backwards resets (Consul's rule)
             backoff = FIRST_BACKOFF
             on_result(service, index, parse_health(body or [], mesh))

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from meshspec.common.consul_token import read_token
+from meshspec.runtime.services.identity import MeshIdentity, mesh_identity
 from meshspec.runtime.services.jobs import (
     DEFAULT_QUEUE,
     EnqueueRequest,
@@ -119,8 +120,9 @@ async def timed(check: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ handlers --
 class BackendApi:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, identity: MeshIdentity | None = None) -> None:
         self.config = config
+        self.identity = identity
         self.store = JobStore(config.database_url)
         self.queue = JobQueue(config.amqp_url, config.queue)
         self.session: aiohttp.ClientSession | None = None
@@ -142,10 +144,15 @@ class BackendApi:
     async def _lifecycle(self, app: web.Application):
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200), auto_decompress=False)
         self.consul = ConsulReader(self.session, self.config.consul_addr, self.config.consul_token)
-        self.router = MeshRouter(self.session, self.consul, self.config.proxy_url)
+        self.router = MeshRouter(self.session, self.consul, self.config.proxy_url,
+                                 tls=self.identity.context if self.identity else None)
+        if self.identity:
+            self.identity.start()
         self.queue.start()
         await self.store.start(wait_s=2.0)
         yield
+        if self.identity:
+            await self.identity.close()
         await self.queue.close()
         await self.store.close()
         await self.session.close()
@@ -157,7 +164,8 @@ class BackendApi:
         deps = dict(zip(names, states))
         ok = all(s["ok"] for s in states)
         body = {"status": "ok" if ok else "degraded", "dependencies": deps,
-                "routing": "proxy" if self.config.proxy_url else "consul"}
+                "routing": "proxy" if self.config.proxy_url else "consul",
+                "identity": self.identity.status if self.identity else None}
         return web.json_response(body, status=200 if ok else 503)
 
     async def _consul_ping(self) -> dict[str, Any]:
@@ -263,6 +271,7 @@ def backend_api_command(
     consul: Annotated[str, typer.Option("--consul", envvar="MESH_CONSUL_ADDR", help="Consul address, host:port or URL.")] = "127.0.0.1:8500",
     token_file: Annotated[Optional[Path], typer.Option("--token-file", envvar="MESH_CONSUL_TOKEN_FILE", help="File holding the Consul token.")] = None,
     proxy: Annotated[Optional[str], typer.Option("--proxy", envvar="MESH_PROXY_URL", help="Mesh proxy URL; without it requests go straight to Consul instances.")] = None,
+    service: Annotated[Optional[str], typer.Option("--service", envvar="MESH_SERVICE", help="The service whose certificate it presents to an https (mTLS) --proxy.")] = None,
     amqp: Annotated[str, typer.Option("--amqp", envvar="MESH_AMQP_URL", help="RabbitMQ URL.")] = "amqp://guest:guest@127.0.0.1/",
     amqp_password_file: Annotated[Optional[str], typer.Option("--amqp-password-file", envvar="MESH_AMQP_PASSWORD_FILE", help="File holding the RabbitMQ password.")] = None,
     database: Annotated[str, typer.Option("--database", envvar="MESH_DATABASE_URL", help="PostgreSQL URL.")] = "postgresql://postgres@127.0.0.1/postgres",
@@ -283,7 +292,12 @@ def backend_api_command(
         raise typer.Exit(1) from None
     config = Config(consul_addr=consul, consul_token=token, proxy_url=proxy or None, amqp_url=amqp,
                     database_url=database, queue=queue)
-    web.run_app(BackendApi(config).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=5,
+    try:
+        identity = mesh_identity(consul, token, service, proxy)
+    except ValueError as exc:
+        typer.echo(f"backend-api: {exc}", err=True)
+        raise typer.Exit(2) from None
+    web.run_app(BackendApi(config, identity).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=5,
                 handler_cancellation=True)
 
 

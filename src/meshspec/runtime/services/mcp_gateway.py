@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import consul
+import httpx2
 import typer
 import uvicorn
 from anyio.abc import TaskGroup
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
 from mcp.server.lowlevel.server import ServerRequestContext
 from mcp.shared.exceptions import MCPError
@@ -47,6 +51,7 @@ from mcp_types import (
 )
 
 from meshspec.common.consul_token import read_token
+from meshspec.runtime.services.identity import MeshIdentity, mesh_identity
 
 log = logging.getLogger("meshspec.mcp_gateway")
 
@@ -79,6 +84,10 @@ def upstream_tool_name(service: str, tool: str) -> str:
 # Upstream sessions
 
 
+# The SDK's own HTTP client timeouts (create_mcp_http_client): 30 s, and 300 s to read a held stream.
+MCP_HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+
 class UpstreamSession:
     """One long-lived MCP client session to ``url``, owned by a task in the gateway's task group.
 
@@ -86,9 +95,10 @@ class UpstreamSession:
     session lives inside a dedicated owner task; calls from request handlers go through it.
     """
 
-    def __init__(self, url: str, tasks: TaskGroup) -> None:
+    def __init__(self, url: str, tasks: TaskGroup, tls: ssl.SSLContext | None = None) -> None:
         self.url = url
         self._tasks = tasks
+        self.tls = tls  # the gateway's mesh identity, for the proxy's mTLS listener
         self._client: Client | None = None
         self._close: anyio.Event | None = None
         self._lock = anyio.Lock()
@@ -111,9 +121,14 @@ class UpstreamSession:
     async def _own(self, ready: anyio.Event, close: anyio.Event, box: dict[str, Any]) -> None:
         client: Client | None = None
         try:
-            client = Client(self.url, mode="legacy", cache=None, client_info=CLIENT_INFO,
-                            read_timeout_seconds=CALL_TIMEOUT_S)
-            async with client:
+            async with AsyncExitStack() as stack:
+                server: Any = self.url
+                if self.tls:  # the proxy's mTLS listener: the SDK's transport over a client that presents the identity
+                    http = await stack.enter_async_context(httpx2.AsyncClient(verify=self.tls, timeout=MCP_HTTP_TIMEOUT))
+                    server = streamable_http_client(self.url, http_client=http)
+                client = Client(server, mode="legacy", cache=None, client_info=CLIENT_INFO,
+                                read_timeout_seconds=CALL_TIMEOUT_S)
+                await stack.enter_async_context(client)
                 box["client"] = client
                 ready.set()
                 await close.wait()
@@ -209,9 +224,10 @@ class Gateway:
     """Discovery, tool catalogue and call forwarding; ``run`` is the watch loop."""
 
     def __init__(self, consul_client: consul.Consul, proxy: str | None = None,
-                 refresh_s: float = DEFAULT_REFRESH_S) -> None:
+                 refresh_s: float = DEFAULT_REFRESH_S, identity: MeshIdentity | None = None) -> None:
         self.consul = consul_client
         self.proxy = proxy.rstrip("/") if proxy else None
+        self.identity = identity  # presented to an mTLS proxy
         self.refresh_s = refresh_s
         self.upstreams: dict[str, Upstream] = {}
         self.tasks: TaskGroup | None = None
@@ -265,7 +281,7 @@ class Gateway:
             if current is not None:
                 current.session.reset()
             log.info("upstream %s at %s", name, url)
-            self.upstreams[name] = Upstream(name, instances, url, UpstreamSession(url, self.tasks),
+            self.upstreams[name] = Upstream(name, instances, url, UpstreamSession(url, self.tasks, self.identity.context if self.identity else None),
                                             tools=current.tools if current else [])
         await self.list_all()
 
@@ -396,10 +412,14 @@ async def serve(gateway: Gateway, host: str, port: int) -> None:
     app = build_server(gateway).streamable_http_app(streamable_http_path="/mcp", host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
+    if gateway.identity:
+        gateway.identity.start()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(gateway.run, tasks, name="catalogue watch")
         await server.serve()
         tasks.cancel_scope.cancel()
+    if gateway.identity:
+        await gateway.identity.close()
 
 
 def consul_client(address: str, token: str | None) -> consul.Consul:
@@ -432,12 +452,19 @@ def mcp_gateway_command(
                                                    "Without it, straight to a passing instance.")] = None,
     refresh: Annotated[float, typer.Option(help="Seconds a Consul watch waits before re-reading anyway.")]
     = DEFAULT_REFRESH_S,
+    service: Annotated[str | None, typer.Option(help="The service whose certificate it presents to an https "
+                                                     "(mTLS) --proxy.", envvar="MESH_SERVICE")] = None,
 ) -> None:
     """Serve one MCP endpoint on http://HOST:PORT/mcp federating the mesh's MCP tools as <service>.<tool>."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "mcp", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    gateway = Gateway(consul_client(consul, token_from(token_file)), proxy=proxy, refresh_s=refresh)
+    token = token_from(token_file)
+    try:
+        identity = mesh_identity(consul, token, service, proxy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    gateway = Gateway(consul_client(consul, token), proxy=proxy, refresh_s=refresh, identity=identity)
     anyio.run(serve, gateway, host, port)
 
 

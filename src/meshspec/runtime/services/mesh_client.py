@@ -11,6 +11,7 @@ import base64
 import itertools
 import json
 import re
+import ssl
 import time
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -176,11 +177,14 @@ def describe_instance(entry: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- routing --
 class MeshRouter:
-    """Sends MeshRequests: via the proxy when `proxy_url` is set, else to a passing Consul instance."""
+    """Sends MeshRequests: via the proxy when `proxy_url` is set, else to a passing Consul instance.
+    `tls`: what the proxy's mTLS listener (an https `proxy_url`) is called with: the service's mesh
+    identity (identity.MeshIdentity.context)."""
 
     def __init__(self, session: aiohttp.ClientSession, consul: ConsulReader | None,
-                 proxy_url: str | None = None, max_body: int = 4 * 1024 * 1024) -> None:
+                 proxy_url: str | None = None, max_body: int = 4 * 1024 * 1024, tls: ssl.SSLContext | None = None) -> None:
         self.session = session
+        self.tls = tls
         self.consul = consul
         self.proxy_url = proxy_url.rstrip("/") if proxy_url else None
         self.max_body = max_body
@@ -216,7 +220,7 @@ class MeshRouter:
         try:
             async with self.session.request(
                 req.method, route.url, headers=headers, data=data, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=req.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=req.timeout_s), **({"ssl": self.tls} if self.tls else {}),
             ) as resp:
                 raw = await resp.content.read(self.max_body + 1)
                 if len(raw) > self.max_body:

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ValidationError
 
 from meshspec.common.consul_token import read_token
+from meshspec.runtime.services.identity import MeshIdentity, mesh_identity
 from meshspec.runtime.services.jobs import (
     DEFAULT_QUEUE,
     MAX_SLEEP_S,
@@ -71,8 +72,9 @@ class Metrics:
 
 
 class TaskWorker:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, identity: MeshIdentity | None = None) -> None:
         self.config = config
+        self.identity = identity
         self.store = JobStore(config.database_url)
         self.metrics = Metrics()
         self.counts = {"done": 0, "failed": 0, "duplicate": 0, "rejected": 0}
@@ -214,10 +216,15 @@ class TaskWorker:
         self.session = aiohttp.ClientSession(auto_decompress=False)
         consul = (ConsulReader(self.session, self.config.consul_addr, self.config.consul_token)
                   if self.config.consul_addr else None)
-        self.router = MeshRouter(self.session, consul, self.config.proxy_url)
+        identity = self.identity
+        self.router = MeshRouter(self.session, consul, self.config.proxy_url, tls=identity.context if identity else None)
+        if identity:
+            identity.start()
         await self.store.start(wait_s=2.0)
         self._consume_task = asyncio.create_task(self.consume_forever())
         yield
+        if identity:
+            await identity.close()
         self._consume_task.cancel()
         if self._connection is not None:
             await self._close_connection()
@@ -237,6 +244,7 @@ def task_worker_command(
     consul: Annotated[Optional[str], typer.Option("--consul", envvar="MESH_CONSUL_ADDR", help="Consul address, for mesh-request jobs.")] = None,
     token_file: Annotated[Optional[Path], typer.Option("--token-file", envvar="MESH_CONSUL_TOKEN_FILE", help="File holding the Consul token.")] = None,
     proxy: Annotated[Optional[str], typer.Option("--proxy", envvar="MESH_PROXY_URL", help="Mesh proxy URL, for mesh-request jobs.")] = None,
+    service: Annotated[Optional[str], typer.Option("--service", envvar="MESH_SERVICE", help="The service whose certificate it presents to an https (mTLS) --proxy.")] = None,
 ) -> None:
     """Run jobs from the jobs queue; results go to PostgreSQL."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -252,7 +260,12 @@ def task_worker_command(
         raise typer.Exit(1) from None
     config = WorkerConfig(amqp_url=amqp, database_url=database, queue=queue, prefetch=prefetch,
                           consul_addr=consul or None, consul_token=token, proxy_url=proxy or None)
-    web.run_app(TaskWorker(config).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
+    try:
+        identity = mesh_identity(consul, token, service, proxy)
+    except ValueError as exc:
+        typer.echo(f"task-worker: {exc}", err=True)
+        raise typer.Exit(2) from None
+    web.run_app(TaskWorker(config, identity).app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Who may call whom: the mesh's intentions, as the deploy writes them to the registry.
+
+Deny by default: a `* -> *` deny; an allow from each service to each service it `depends_on`; and
+the spec's own `intentions`, which win over both for the pairs they state. Each destination's
+intentions go to the registry as one `service-intentions` config entry (Consul's way of writing
+them: its sources are the destination's intentions, and only they), so a second deploy converges
+them; every description begins with the mesh's prefix, which is how the deploy knows its own.
+
+Pure: the plan in, Consul's JSON out. The proxy enforces them (runtime.proxy.intentions).
+"""
+
+from __future__ import annotations
+
+from meshspec.plan import Plan
+from meshspec.render.acl import description_prefix
+from meshspec.spec.models import WILDCARD, Intention
+
+
+def mesh_intentions(plan: Plan) -> list[Intention]:
+    stated = {(i.source, i.destination): i for i in plan.spec.intentions}
+    derived = [Intention(source=s.name, destination=dep, action="allow", description=f"{s.name} depends on {dep}")
+               for s in plan.spec.services for dep in s.depends_on]
+    derived.append(Intention(source=WILDCARD, destination=WILDCARD, action="deny", description="deny by default"))
+    wanted = dict(stated)
+    for intention in derived:
+        wanted.setdefault((intention.source, intention.destination), intention)
+    return sorted(wanted.values(), key=lambda i: (i.destination, i.source))
+
+
+def intention_entries(plan: Plan) -> list[dict]:
+    """One service-intentions config entry per destination, as PUT /v1/config takes it."""
+    prefix = description_prefix(plan)
+    entries: dict[str, dict] = {}
+    for i in mesh_intentions(plan):
+        entry = entries.setdefault(i.destination, {"Kind": "service-intentions", "Name": i.destination, "Sources": []})
+        entry["Sources"].append({"Name": i.source, "Action": i.action, "Description": prefix + (i.description or i.action)})
+    return list(entries.values())

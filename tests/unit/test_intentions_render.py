@@ -1,0 +1,53 @@
+"""Intentions: the ones the deploy writes (render.intentions) and the map the controller keeps in
+HAProxy from the registry's (runtime.proxy.intentions). Pure."""
+
+from __future__ import annotations
+
+from meshspec.render.acl import description_prefix
+from meshspec.render.intentions import intention_entries, mesh_intentions
+from meshspec.runtime.proxy.intentions import intention_map, map_commands, parse_map
+from tests.unit.test_acl_tokens import shipped
+
+
+def registry_form(source: str, destination: str, action: str) -> dict:
+    precedence = {(False, False): 9, (True, False): 8, (False, True): 6, (True, True): 5}[(source == "*", destination == "*")]
+    return {"SourceName": source, "DestinationName": destination, "Action": action, "Precedence": precedence}
+
+
+def test_deny_by_default_each_dependency_allowed_and_the_spec_s_own_win():
+    plan = shipped()
+    wanted = {(i.source, i.destination): i.action for i in mesh_intentions(plan)}
+    assert wanted[("*", "*")] == "deny"
+    assert wanted[("frontend", "backend-api")] == "allow"  # frontend depends_on backend-api
+    assert wanted[("mcp-gateway", "*")] == "allow"  # stated in the spec
+    assert ("frontend", "postgresql") not in wanted
+    assert len(wanted) == sum(len(s.depends_on) for s in plan.spec.services) + len(plan.spec.intentions) + 1
+
+
+def test_one_config_entry_per_destination_each_source_described_as_the_mesh_s():
+    plan = shipped()
+    entries = {e["Name"]: e for e in intention_entries(plan)}
+    assert entries["*"]["Kind"] == "service-intentions"
+    assert {s["Name"]: s["Action"] for s in entries["*"]["Sources"]} == {
+        "*": "deny", "mcp-gateway": "allow", "backend-api": "allow", "task-worker": "allow"}
+    assert all(s["Description"].startswith(description_prefix(plan)) for e in entries.values() for s in e["Sources"])
+
+
+def test_the_map_takes_the_most_specific_intention_and_denies_where_none_matches():
+    intentions = [registry_form("*", "*", "deny"), registry_form("gw", "*", "allow"), registry_form("gw", "db", "deny"),
+                  registry_form("*", "web", "allow"), registry_form("web", "api", "allow")]
+    decisions = intention_map(intentions, {"api", "db", "web"})
+    assert decisions == {
+        "gw/api": "allow", "gw/db": "deny", "gw/web": "allow",  # gw -> db, exact, beats gw -> *
+        "web/api": "allow", "web/db": "deny", "web/web": "allow",  # * -> web beats * -> *
+        "*/api": "deny", "*/db": "deny", "*/web": "allow",  # any caller no intention names
+    }
+    assert intention_map([], {"api"}) == {"*/api": "deny"}  # no intention at all: the ACL default, deny
+
+
+def test_the_map_changes_entry_by_entry():
+    shown = "0x55d0c2f0a8d0 gw/api allow\n0x55d0c2f0a9e0 */api deny\n0x55d0c2f0aaf0 old/api allow\n"
+    current = parse_map(shown)
+    assert current == {"gw/api": "allow", "*/api": "deny", "old/api": "allow"}
+    assert map_commands("/m.map", current, {"gw/api": "deny", "*/api": "deny", "new/api": "allow"}) == [
+        "set map /m.map gw/api deny", "add map /m.map new/api allow", "del map /m.map old/api"]
