@@ -5,11 +5,15 @@ the controller rotating the proxy's certificate, a real backend. All on 127.0.0.
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +40,7 @@ from tests.support import free_port, wait_until
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("haproxy") is None, reason="apt-get install haproxy")]
 
+REPO = Path(__file__).resolve().parents[2]
 LEAF_TTL = "4s"  # the agent renews at half-life: a rotation every 2 s
 CALLER = "web-client"
 
@@ -218,6 +223,24 @@ def test_rotations_under_load_drop_no_request_and_survive_a_reload(tls_mesh):
             assert on_disk != first_served  # and that is a rotated one
             return
     pytest.fail("a rotation came between every reload and its handshake")
+
+
+def test_a_rotation_under_locust_load_drops_no_request(tls_mesh, tmp_path):
+    """loadtests/mtls.py (Locust, kept-alive and new connections) through the mTLS listener while the
+    controller rotates the proxy's certificate every 2 s: every answer is the backend's own."""
+    ca, (cert, key) = tls_mesh.plan.layout.connect_ca_file, tls_mesh.client_cert
+    env = {**os.environ, "MESH_CA": str(ca), "MESH_CLIENT_CERT": cert, "MESH_CLIENT_KEY": key,
+           "MESH_PATH": "/svc/web/load", "MESH_EXPECT": '"web-local-0"'}
+    installed = tls_mesh.controller.metrics.certificates._value.get()
+    run = subprocess.run([str(Path(sys.executable).parent / "locust"), "-f", str(REPO / "loadtests" / "mtls.py"),
+                          "--headless", "-u", "6", "-r", "6", "-t", "7s", "--stop-timeout", "3", "--only-summary",
+                          "--host", f"https://{tls_mesh.mtls[0]}:{tls_mesh.mtls[1]}", "--csv", str(tmp_path / "run")],
+                         env=env, capture_output=True, text=True, timeout=60)
+    rotations = tls_mesh.controller.metrics.certificates._value.get() - installed
+    total = next(row for row in csv.DictReader(open(tmp_path / "run_stats.csv")) if row["Name"] == "Aggregated")
+    print(f"\nLocust: {total['Request Count']} requests, {total['Failure Count']} failed, {rotations:.0f} rotations")
+    assert run.returncode == 0 and total["Failure Count"] == "0", run.stderr[-2000:]
+    assert int(total["Request Count"]) > 100 and rotations >= 2
 
 
 def test_intentions_decide_on_the_caller_s_certificate_and_follow_the_registry_at_runtime(tls_mesh):
