@@ -112,14 +112,14 @@ def main() -> None:
         backend = subprocess.Popen(["haproxy", "-db", "-f", str(root / "backend.cfg")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         plan = make_mesh([service("echo", backend_port, 1)], (free_port(), free_port(), free_port()), root / "state",
-                         mtls=free_port())
+                         mtls=free_port(), defaults={"routing": {"rate_limit": 0}}, proxy={"rate_limits": {"client": 0}})
         write_proxy_files(plan)
         # what the controller would keep there from the registry: the bench's caller may call echo
         Path(proxy_paths(plan)["intentions"]).write_text(f"{CALLER}/echo allow\n")
         client = root / "client.pem"
         client.write_text(certificate_pem(CA_SECRET, plan.spec.mesh.name, CALLER,
                                           service_uri(plan.spec.mesh.name, "dc1", CALLER), dt.datetime.now(dt.timezone.utc)))
-        proxy = HAProxy(plan, ProxyOptions(client_rate=0, service_rate=0, log_target="127.0.0.1:9"))
+        proxy = HAProxy(plan, ProxyOptions(log_target="127.0.0.1:9"))
         ports = {"plain_port": free_port(), "mtls_port": free_port(), "proxy_port": proxy.proxy.port,
                  "proxy_mtls_port": proxy.proxy.ports["mtls"]}
         (root / "sidecar.cfg").write_text(SIDECAR_CFG.format(**ports, client=client, ca=plan.layout.connect_ca_file))

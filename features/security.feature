@@ -25,6 +25,18 @@ Feature: The mesh's secrets stay in their 0600 files
     Then a caller with a certificate the registry issued for "frontend" reaches "backend-api" through the mTLS listener
     And a caller with a certificate the registry issued for "frontend" is denied "postgres-exporter" by the intentions, with 403 and the reason
 
+  # Tool intentions decide one MCP tool, read from each request's JSON-RPC body: only backend-api
+  # and the operator may make claude-task-runner run a program (mesh_spec.yaml). The ide consumer
+  # may use its other tools; mcp-gateway, which calls it for whoever reaches the gateway, may not.
+  Scenario: The proxy denies an MCP tool its tool intentions leave out, with 403 and the reason
+    When I open an MCP session with "claude-task-runner" through the proxy as the consumer "ide"
+    Then calling "submit_task" with '{"command": ["true"]}' gets 403 and "tool intention denies ide -> claude-task-runner.submit_task"
+    When I call "list_tasks" with '{"limit": 1}'
+    Then the tool result contains "count"
+    When I open an MCP session with "mcp-gateway" through the proxy
+    And I call "claude-task-runner.submit_task" with '{"command": ["id"]}'
+    Then the tool result is an error that contains "tool intention denies mcp-gateway -> claude-task-runner.submit_task"
+
   # Callers from outside the mesh (consumers in the spec) present an API key at the proxy's edge
   # listener; the deploy derives each and keeps it 0600 (README, "Clients at the edge").
   Scenario: The proxy's edge answers only a consumer's API key

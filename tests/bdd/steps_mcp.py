@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 from pytest_bdd import parsers, then, when
@@ -13,10 +14,29 @@ from tests.bdd.mesh_target import McpSession, result_text, wait_for
 
 @when(parsers.parse('I open an MCP session with "{service}" through the proxy'))
 def _(world, service):
+    open_session(world, service, world.target.edge_headers)
+
+
+@when(parsers.parse('I open an MCP session with "{service}" through the proxy as the consumer "{consumer}"'))
+def _(world, service, consumer):
+    key = Path(world.target.plan.layout.consumer_key_file(consumer)).read_text().strip()
+    open_session(world, service, {"X-API-Key": key})
+
+
+def open_session(world, service: str, headers: dict[str, str]) -> None:
     world.session = McpSession(f"{world.target.proxy_url}/mcp/{service}",
-                               httpx.Client(trust_env=False, timeout=30, headers=world.target.edge_headers))
+                               httpx.Client(trust_env=False, timeout=30, headers=headers))
     world.session.open()
     world.counters["service"] = service
+
+
+@then(parsers.parse("calling \"{tool}\" with '{arguments}' gets {status:d} and \"{reason}\""))
+def _(world, tool, arguments, status, reason):
+    world.session.next_id += 1
+    answer = world.session._post({"jsonrpc": "2.0", "id": world.session.next_id, "method": "tools/call",
+                                  "params": {"name": tool, "arguments": json.loads(arguments)}})
+    assert answer.headers.get("content-type") == "application/json", answer.text  # a JSON-RPC error
+    assert (answer.status_code, answer.json()["error"]["message"]) == (status, reason)
 
 
 @then("the server issued a session id")
@@ -39,6 +59,11 @@ def _(world, tool, arguments):
 @then(parsers.parse('the tool result contains "{text}"'))
 def _(world, text):
     assert not world.last.get("isError") and text in result_text(world.last), world.last
+
+
+@then(parsers.parse('the tool result is an error that contains "{text}"'))
+def _(world, text):
+    assert world.last.get("isError") and text in result_text(world.last), world.last
 
 
 @then("the proxy pins the session to one instance of the service")

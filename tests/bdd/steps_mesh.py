@@ -52,8 +52,10 @@ def subset(spec_path: str, services: str, replicas: dict[str, int]) -> dict:
                         for s in spec["services"] if s["name"] in names]
     missing = set(names) - {s["name"] for s in spec["services"]}
     assert not missing, f"not services of {spec_path}: {', '.join(sorted(missing))}"
-    # the intentions between the services kept (an intention names a declared service, or *)
-    spec["intentions"] = [i for i in spec.get("intentions") or [] if {i["source"], i["destination"]} <= {*names, "*"}]
+    # the intentions between the services kept (an intention names a declared service, or *; a tool
+    # intention's source may be a consumer)
+    kept = {*names, "*", *(c["name"] for c in spec.get("consumers") or [])}
+    spec["intentions"] = [i for i in spec.get("intentions") or [] if {i["source"], i["destination"]} <= kept]
     return spec
 
 

@@ -48,8 +48,10 @@ def service(name: str, port: int, replicas: int = 1, routing: dict | None = None
 
 
 def make_mesh(services: list[dict], proxy_ports: tuple[int, int, int], state_dir: Path | str,
-              consul: str = "127.0.0.1:1", defaults: dict | None = None, mtls: int | None = None) -> Plan:
-    """`mtls`: the port of the proxy's mTLS listener (none without)."""
+              consul: str = "127.0.0.1:1", defaults: dict | None = None, mtls: int | None = None,
+              **top: list[dict]) -> Plan:
+    """`mtls`: the port of the proxy's mTLS listener (none without); `top`: further top-level keys of
+    the spec (intentions, consumers)."""
     main, stats, runtime = proxy_ports
     proxy = {"name": "mesh-proxy", "kind": "core", "description": "HAProxy", "port": main,
              "ports": {"stats": stats, "runtime": runtime, **({"mtls": mtls} if mtls else {})},
@@ -60,5 +62,6 @@ def make_mesh(services: list[dict], proxy_ports: tuple[int, int, int], state_dir
         "mesh": {"name": "testmesh", "domain": "mesh", "replica_port_step": 1},
         "defaults": defaults or {},
         "services": [proxy, *services],
+        **top,
     })
     return make_plan(spec, [LOCAL], 0, str(state_dir), external_consul=consul)

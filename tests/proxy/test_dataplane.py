@@ -10,12 +10,13 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
-from meshspec.render.haproxy import ProxyOptions, backend_name
+from meshspec.render.haproxy import backend_name
 from meshspec.runtime.proxy.controller import Controller
 from meshspec.spec.resolve import effective_routing
 from tests.agent.conftest import AgentProcess
@@ -30,7 +31,9 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("haproxy") is None, reason="apt-get install haproxy")]
 
 TTL_PASSING = {"TTL": "10m", "Status": "passing"}
-OPTIONS = ProxyOptions(client_rate=5_000, service_rate=0, rate_window=1, service_rates={"limited": 5})
+# Rate limits over a 1 s window: "limited" 5 a second, every other service none; each client 5,000.
+LIMITS = {"defaults": {"routing": {"rate_limit": 0}}, "proxy": {"rate_limits": {"window": "1s", "client": 5_000}}}
+
 
 
 class Mesh:
@@ -83,13 +86,15 @@ def mesh(tmp_path_factory):
         service("lc", free_block(2), 2, {"lb": {"policy": "least_conn"}}),
         service("hh", free_block(3), 3, {"lb": {"policy": "hash", "hash_on": {"header": "X-User"}}}),
         service("brk", free_block(2), 2, {"circuit_breaker": {"errors": 3, "cooldown": "2s"}}),
-        service("limited", free_block(1), 1),
+        service("limited", free_block(1), 1, {"rate_limit": 5}),
         service("mcpx", free_block(3), 2, {"affinity": "mcp_session"}, {"mcp": {}}, kind="mcp"),
     ]
-    plan = make_mesh(services, (free_port(), free_port(), free_port()), root / "state", consul=agent.address)
+    replan = partial(make_mesh, proxy_ports=(free_port(), free_port(), free_port()), state_dir=root / "state",
+                     consul=agent.address, **LIMITS)
+    plan = replan(services)
     m = Mesh(root, agent)
-    m.plan = plan
-    m.proxy = HAProxy(plan, OPTIONS)
+    m.plan, m.services, m.replan = plan, services, replan
+    m.proxy = HAProxy(plan)
     m.controller = Controller(agent.address, m.proxy.api, Path("/dev/null"), resync=0.2)  # replaced below
     m.thread = None
     try:
@@ -389,8 +394,8 @@ def test_prefix_mcp_and_host_routes_and_stats(mesh):
 def test_controller_reloads_hitlessly_when_the_shape_changes(mesh):
     old_pid = mesh.proxy.api.info()["Pid"]
     reloads = mesh.controller.metrics.reloads._value.get()
-    mesh.proxy.write_config(options=ProxyOptions(client_rate=5_000, service_rate=0, rate_window=1,
-                                                 service_rates={"limited": 6}))
+    services = [{**s, "routing": {"rate_limit": 6}} if s["name"] == "limited" else s for s in mesh.services]
+    mesh.proxy.write_config(plan=mesh.replan(services))
     wait_until(lambda: mesh.proxy.api.info().get("Pid") != old_pid, 5, what="reload by the controller")
     wait_until(lambda: mesh.controller.metrics.reloads._value.get() == reloads + 1, 2, what="reload counted")
     assert len(spread(mesh, "/svc/rr/", 6)) == 3

@@ -12,15 +12,7 @@ import pytest
 from meshspec.common.haproxy_shape import read_shape, server_id
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.render.haproxy import (
-    ProxyOptions,
-    backend_name,
-    config_shape,
-    proxy_paths,
-    render_haproxy,
-    server_options,
-    stats_users,
-)
+from meshspec.render.haproxy import backend_name, config_shape, proxy_paths, render_haproxy, server_options, stats_users
 from meshspec.runtime.proxy.apply import ReloadError, master_cli
 from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
 from meshspec.runtime.proxy.runtime_api import (
@@ -167,16 +159,34 @@ def test_trace_context_request_id_and_json_log(plan):
 
 
 def test_rate_limits_answer_429_with_retry_after(tmp_path):
-    plan = make_mesh(EVERY_POLICY, PROXY, tmp_path)
-    front = section(render_haproxy(plan, ProxyOptions(client_rate=5, service_rate=50, rate_window=2,
-                                                      service_rates={"rr": 7})), "frontend mesh")
-    assert "http-request track-sc0 src table rate_client" in front
-    assert any("status 429" in line and "hdr Retry-After 2" in line and "sc_http_req_rate(0) gt 10" in line
-               for line in front)
+    services = [{**s, "routing": {**s["routing"], "rate_limit": 7}} if s["name"] == "rr" else s for s in EVERY_POLICY]
+    plan = make_mesh(services, PROXY, tmp_path, defaults={"routing": {"rate_limit": 50}},
+                     proxy={"rate_limits": {"window": "2s", "client": 5}},
+                     consumers=[{"name": "ci", "rate_limit": 100}, {"name": "ide"}])
+    front = section(render_haproxy(plan), "frontend mesh")
+    assert "http-request track-sc0 var(txn.who) table rate_client" in front
+    assert ('http-request return status 429 content-type text/plain string "rate limited (client)" hdr Retry-After 2 '
+            'if !{ var(txn.consumer) -m str ci } { sc_http_req_rate(0) gt 10 }') in front
+    assert any("(consumer ci)" in line and "!{ ssl_fc } { var(txn.consumer) -m str ci } { sc_http_req_rate(0) gt 200 }"
+               in line for line in front)
     assert any("{ var(txn.svc) -m str rr } { sc_http_req_rate(1) gt 14 }" in line for line in front)
     assert any("{ var(txn.svc) -m str lc } { sc_http_req_rate(1) gt 100 }" in line for line in front)
-    off = section(render_haproxy(plan, ProxyOptions(client_rate=0, service_rate=0)), "frontend mesh")
-    assert not any("429" in line for line in off)
+    assert not any("track-sc2" in line for line in front)  # no tool limits, no tool counter
+    off = make_mesh(EVERY_POLICY, PROXY, tmp_path, defaults={"routing": {"rate_limit": 0}},
+                    proxy={"rate_limits": {"client": 0}})
+    assert not any("429" in line for line in section(render_haproxy(off), "frontend mesh"))
+
+
+def test_a_tool_rate_limit_counts_the_tool_the_proxy_read_from_the_body(tmp_path):
+    mcp = service("m", 9300, 1, {"tool_rate_limits": {"run": 3}}, {"mcp": {}}, kind="mcp")
+    front = section(render_haproxy(make_mesh([mcp], PROXY, tmp_path)), "frontend mesh")
+    assert "http-request set-var(txn.mcp_tool) req.body,json_query('$.params.name') if { var(txn.svc) -m str m } " \
+           "{ var(txn.mcp_method) -m str tools/call }" in front
+    assert "http-request track-sc2 var(txn.svc),concat(/,txn.mcp_tool) table rate_tool if { var(txn.mcp_tool) -m found }" in front
+    assert any('"rate limited (tool run)"' in line and "{ var(txn.svc) -m str m } { var(txn.mcp_tool) -m str run } "
+               "{ sc_http_req_rate(2) gt 30 }" in line for line in front)
+    at = {what: next(i for i, line in enumerate(front) if what in line) for what in ("track-sc2", "set-var(txn.mcp_tool)")}
+    assert at["track-sc2"] > at["set-var(txn.mcp_tool)"]
 
 
 def test_listeners_runtime_api_and_stats(plan):
@@ -224,7 +234,7 @@ def haproxy_check(cfg: str, path: Path) -> subprocess.CompletedProcess:
 
 @needs_haproxy
 def test_haproxy_accepts_a_plan_with_every_policy(plan, tmp_path):
-    result = haproxy_check(render_haproxy(plan, ProxyOptions(service_rates={"rr": 3})), tmp_path / "h.cfg")
+    result = haproxy_check(render_haproxy(plan), tmp_path / "h.cfg")
     assert result.returncode == 0, result.stdout + result.stderr
     alerts = [line for line in (result.stdout + result.stderr).splitlines() if "ALERT" in line]
     assert alerts == []

@@ -3,8 +3,11 @@ HAProxy from the registry's (runtime.proxy.intentions). Pure."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshspec.render.acl import description_prefix
-from meshspec.render.intentions import intention_entries, mesh_intentions
+from meshspec.render.haproxy import config_shape, render_haproxy
+from meshspec.render.intentions import ToolPolicy, intention_entries, mesh_intentions, tool_policies
 from meshspec.runtime.proxy.intentions import intention_map, map_commands, parse_map
 from tests.unit.test_acl_tokens import shipped
 
@@ -21,7 +24,8 @@ def test_deny_by_default_each_dependency_allowed_and_the_spec_s_own_win():
     assert wanted[("frontend", "backend-api")] == "allow"  # frontend depends_on backend-api
     assert wanted[("mcp-gateway", "*")] == "allow"  # stated in the spec
     assert ("frontend", "postgresql") not in wanted
-    assert len(wanted) == sum(len(s.depends_on) for s in plan.spec.services) + len(plan.spec.intentions) + 1
+    stated = [i for i in plan.spec.intentions if i.tool is None]  # tool intentions stay out of the registry
+    assert len(wanted) == sum(len(s.depends_on) for s in plan.spec.services) + len(stated) + 1
 
 
 def test_one_config_entry_per_destination_each_source_described_as_the_mesh_s():
@@ -31,6 +35,26 @@ def test_one_config_entry_per_destination_each_source_described_as_the_mesh_s():
     assert {s["Name"]: s["Action"] for s in entries["*"]["Sources"]} == {
         "*": "deny", "mcp-gateway": "allow", "backend-api": "allow", "task-worker": "allow"}
     assert all(s["Description"].startswith(description_prefix(plan)) for e in entries.values() for s in e["Sources"])
+
+
+def test_tool_intentions_group_by_service_and_tool():
+    plan = shipped()
+    assert tool_policies(plan) == [ToolPolicy("claude-task-runner", "submit_task", allow=("backend-api", "operator"),
+                                              deny=(), others="deny")]
+    assert all("Permissions" not in s for e in intention_entries(plan) for s in e["Sources"])
+
+
+def test_the_proxy_reads_the_tool_only_where_tool_intentions_name_the_service():
+    plan = shipped()
+    config = render_haproxy(plan)
+    assert config.count("wait-for-body") == 1
+    assert "wait-for-body time 2s if { var(txn.svc) -m str claude-task-runner } METH_POST" in config
+    assert ('"message":"tool intention denies %[var(txn.who)] -> claude-task-runner.submit_task"}}\' if { var(txn.svc) '
+            '-m str claude-task-runner } { var(txn.mcp_tool) -m str submit_task } !{ var(txn.who) -m str backend-api operator }'
+            in config)
+    # a change of a tool intention is a change of the shape, which the controller reloads for
+    spec = plan.spec.model_copy(update={"intentions": plan.spec.intentions[:-1]})
+    assert config_shape(plan)["hash"] != config_shape(dataclasses.replace(plan, spec=spec))["hash"]
 
 
 def test_the_map_takes_the_most_specific_intention_and_denies_where_none_matches():

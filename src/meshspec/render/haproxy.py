@@ -29,20 +29,24 @@ Circuit breaker: `observe layer7 error-limit N on-error mark-down` opens it afte
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 from meshspec.common import nonce
 from meshspec.common.digest import digest, digest_text
 from meshspec.common.haproxy_shape import server_id, shape_line
+from meshspec.common.jsonrpc import FORBIDDEN, HEADER_MISMATCH, INVALID_REQUEST
 from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS
+from meshspec.render.intentions import tool_policies
 from meshspec.spec.models import HealthTiming, Routing, Service
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
 PEERS = "mesh"
 CLIENT_TABLE = "rate_client"
 SERVICE_TABLE = "rate_service"
+TOOL_TABLE = "rate_tool"
 STATE_FILE = "server-state"
 INTENTIONS_MAP = "intentions.map"
 PIDFILE = "haproxy.pid"
@@ -65,19 +69,13 @@ STATS_USER = "meshspec"
 class ProxyOptions:
     """Knobs the spec has no field for (yet).
 
-    + client_rate: requests per second one client address may average over `rate_window` s (0: off)
-    + service_rate: requests per second one service may average over `rate_window` s (0: off)
     + spare_slots: disabled servers per backend the controller fills at runtime
     + log_target: `stdout`, or a syslog address such as `127.0.0.1:514`
     """
 
-    client_rate: int = 1_000
-    service_rate: int = 5_000
-    rate_window: int = 10
     spare_slots: int = 4
     log_target: str = "stdout"
     session_ttl: str = "1h"
-    service_rates: dict[str, int] = field(default_factory=dict)  # per-service overrides
 
 
 def backend_name(service: str) -> str:
@@ -150,12 +148,11 @@ def intention_lines(plan: Plan) -> list[str]:
         return []
     intentions = proxy_paths(plan)["intentions"]
     return [
-        "http-request set-var(txn.caller) ssl_c_s_dn(CN) if { ssl_fc }",
-        f"http-request set-var(txn.intention) var(txn.caller),concat(/,txn.svc),map({intentions}) if {{ ssl_fc }}",
+        f"http-request set-var(txn.intention) var(txn.who),concat(/,txn.svc),map({intentions}) if {{ ssl_fc }}",
         f"http-request set-var(txn.intention) str(*/),concat(,txn.svc),map({intentions}) "
         "if { ssl_fc } !{ var(txn.intention) -m found }",
         "http-request deny deny_status 403 content-type text/plain lf-string "
-        "\"intention denies %[var(txn.caller)] -> %[var(txn.svc)]\" if { ssl_fc } !{ var(txn.intention) -m str allow }",
+        "\"intention denies %[var(txn.who)] -> %[var(txn.svc)]\" if { ssl_fc } !{ var(txn.intention) -m str allow }",
     ]
 
 
@@ -172,6 +169,80 @@ def mtls_lines(plan: Plan) -> list[str]:
     paths = proxy_paths(plan)
     return [f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
             *lines, "http-request set-header X-Mesh-Caller %[ssl_c_s_dn(CN)] if { ssl_fc }"]
+
+
+MCP_BODY_WAIT = "2s"  # how long the proxy waits for a JSON-RPC body it must read before it decides
+
+
+def mcp_refusal(status: int, code: int, message: str) -> str:
+    """A refusal on an MCP route as a JSON-RPC error (id null: the client pairs it with its request),
+    which MCP clients surface with its message where a text body would reach the user as a bare status."""
+    return (f"http-request deny deny_status {status} content-type application/json lf-string "
+            f"'{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":{code},\"message\":\"{message}\"}}}}'")
+
+
+def who_lines() -> list[str]:
+    """Who calls, decided once for intentions and rate limits: the service its certificate names on
+    the mTLS listener, the consumer its key names at the edge, else the client's address."""
+    return ["http-request set-var(txn.who) ssl_c_s_dn(CN) if { ssl_fc }",
+            "http-request set-var(txn.who) var(txn.consumer) if !{ ssl_fc } { var(txn.consumer) -m found }",
+            "http-request set-var(txn.who) src unless { var(txn.who) -m found }"]
+
+
+def mcp_read_services(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
+    """The MCP servers whose requests the proxy reads: those tool intentions or tool rate limits name."""
+    named = {p.service for p in tool_policies(plan)} | {s.name for s, r in routed if r.tool_rate_limits}
+    return sorted(named)
+
+
+def mcp_read_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
+    """For a POST to an MCP server `mcp_read_services` names, the proxy waits for the body and reads the
+    JSON-RPC `method` and, for tools/call, `params.name` (json_query) into txn.mcp_method/txn.mcp_tool,
+    which tool intentions and tool rate limits decide on.
+
+    The body decides, not the client's Mcp-Method/Mcp-Name headers: a header that disagrees with it is
+    refused (400), and the server gets the headers the proxy read, so a server that checks them against
+    the body as MCP asks (meshspec's task runner does) refuses a body the two JSON parsers read apart
+    (duplicate keys). A message whose method the proxy cannot read passes only as a response (an `id`,
+    no `method` text and no escape anywhere): a batch, a body over one buffer or an escaped key name
+    would hide the tool."""
+    services = mcp_read_services(plan, routed)
+    if not services:
+        return []
+    on = f"{{ var(txn.svc) -m str {' '.join(services)} }}"
+    post = f"{on} METH_POST"
+    tools_call = f"{on} {{ var(txn.mcp_method) -m str tools/call }}"
+    return [
+        f"http-request wait-for-body time {MCP_BODY_WAIT} if {post}",
+        f"http-request set-var(txn.mcp_method) req.body,json_query('$.method') if {post}",
+        f"http-request set-var(txn.mcp_tool) req.body,json_query('$.params.name') if {tools_call}",
+        mcp_refusal(400, INVALID_REQUEST, "the proxy could not read the method of this MCP message: send one JSON-RPC "
+                    "message per request, within one buffer, with unescaped keys")
+        + f" if {post} !{{ var(txn.mcp_method) -m found }} !{{ req.body,json_query('$.id') -m found }} || "
+        f"{post} !{{ var(txn.mcp_method) -m found }} {{ req.body -m sub method \\\\u }}",
+        mcp_refusal(400, HEADER_MISMATCH, "the Mcp-Method header does not match the method of the JSON-RPC body")
+        + f" if {post} {{ req.hdr(mcp-method) -m found }} !{{ req.hdr(mcp-method),strcmp(txn.mcp_method) eq 0 }}",
+        mcp_refusal(400, HEADER_MISMATCH, "the Mcp-Name header does not match the tool name of the tools/call body")
+        + f" if {tools_call} {{ req.hdr(mcp-name) -m found }} !{{ req.hdr(mcp-name),strcmp(txn.mcp_tool) eq 0 }}",
+        f"http-request del-header Mcp-Method if {on}",
+        f"http-request del-header Mcp-Name if {on}",
+        f"http-request set-header Mcp-Method %[var(txn.mcp_method)] if {on} {{ var(txn.mcp_method) -m found }}",
+        f"http-request set-header Mcp-Name %[var(txn.mcp_tool)] if {tools_call}",
+    ]
+
+
+def tool_intention_lines(plan: Plan) -> list[str]:
+    """The spec's tool intentions (render.intentions.tool_policies), after the service-level ones: a
+    caller the tool's intentions do not allow gets 403 and a one-line reason."""
+    lines = []
+    for p in tool_policies(plan):
+        this = f"{{ var(txn.svc) -m str {p.service} }} {{ var(txn.mcp_tool) -m str {p.tool} }}"
+        deny = mcp_refusal(403, FORBIDDEN, f"tool intention denies %[var(txn.who)] -> {p.service}.{p.tool}") + f" if {this}"
+        if p.deny:
+            lines.append(f"{deny} {{ var(txn.who) -m str {' '.join(p.deny)} }}")
+        if p.others == "deny":
+            lines.append(f"{deny} !{{ var(txn.who) -m str {' '.join(p.allow)} }}" if p.allow else deny)
+    return lines
 
 
 # --- policies -------------------------------------------------------------------------------------
@@ -335,23 +406,67 @@ LOG_FORMAT = (
 )
 
 
-def rate_lines(routed: list[tuple[Service, Routing]], options: ProxyOptions) -> list[str]:
-    window = options.rate_window
+def rate_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
+    """The spec's rate limits, each a stick counter over proxy.rate_limits.window: sc0 per caller
+    (txn.who; a consumer's own limit, else rate_limits.client), sc1 per service (routing.rate_limit),
+    sc2 per MCP tool of a service (routing.tool_rate_limits)."""
+    window = plan.spec.proxy.rate_limits.window / 1000
+
+    def refuse(what: str, counter: int, rate: int, *when: str) -> str:
+        over = f"{{ sc_http_req_rate({counter}) gt {math.ceil(rate * window)} }}"
+        return (f"http-request return status 429 content-type text/plain string \"rate limited ({what})\" "
+                f"hdr Retry-After {math.ceil(window)} if {' '.join((*when, over))}")
+
     lines = []
-    if options.client_rate:
-        limit = options.client_rate * window
-        lines += [f"http-request track-sc0 src table {CLIENT_TABLE}",
-                  f"http-request return status 429 content-type text/plain string \"rate limited (client)\" "
-                  f"hdr Retry-After {window} if {{ sc_http_req_rate(0) gt {limit} }}"]
-    rated = [(s, options.service_rates.get(s.name, options.service_rate)) for s, _ in routed]
-    if any(rate for _, rate in rated):
+    own = {c.name: c.rate_limit for c in plan.spec.consumers if c.rate_limit is not None}
+    client = plan.spec.proxy.rate_limits.client
+    if client or any(own.values()):
+        lines.append(f"http-request track-sc0 var(txn.who) table {CLIENT_TABLE}")
+        lines += [refuse(f"consumer {name}", 0, rate, "!{ ssl_fc }", f"{{ var(txn.consumer) -m str {name} }}")
+                  for name, rate in sorted(own.items()) if rate]
+        if client:
+            lines.append(refuse("client", 0, client, *([f"!{{ var(txn.consumer) -m str {' '.join(sorted(own))} }}"]
+                                                       if own else [])))
+    rated = [(s.name, r.rate_limit) for s, r in routed if r.rate_limit]
+    if rated:
         lines.append(f"http-request track-sc1 var(txn.svc) table {SERVICE_TABLE} if {{ var(txn.svc) -m found }}")
-        for service, rate in rated:
-            if rate:
-                lines.append(f"http-request return status 429 content-type text/plain string \"rate limited "
-                             f"(service)\" hdr Retry-After {window} if {{ var(txn.svc) -m str {service.name} }} "
-                             f"{{ sc_http_req_rate(1) gt {rate * window} }}")
+        lines += [refuse("service", 1, rate, f"{{ var(txn.svc) -m str {name} }}") for name, rate in rated]
+    tools = [(s.name, tool, rate) for s, r in routed for tool, rate in sorted(r.tool_rate_limits.items()) if rate]
+    if tools:
+        lines.append(f"http-request track-sc2 var(txn.svc),concat(/,txn.mcp_tool) table {TOOL_TABLE} "
+                     "if { var(txn.mcp_tool) -m found }")
+        lines += [refuse(f"tool {tool}", 2, rate, f"{{ var(txn.svc) -m str {name} }}", f"{{ var(txn.mcp_tool) -m str {tool} }}")
+                  for name, tool, rate in tools]
     return lines
+
+
+def frontend_lines(plan: Plan) -> list[str]:
+    """The body of the frontend every request enters: listeners, who calls, routes, limits, intentions."""
+    proxy = proxy_instance(plan)
+    routed = routed_services(plan)
+    routing_rules, use_rules = route_lines(plan, routed)
+    return [
+        f"bind {proxy.address}:{proxy.port}",
+        *mtls_lines(plan),
+        *edge_lines(plan),
+        *who_lines(),
+        "monitor-uri /healthz",
+        # W3C trace context: the request id doubles as the trace id when the client sent none.
+        "unique-id-format %[uuid(4),regsub(-,,g)]",
+        "http-request set-header traceparent 00-%[unique-id]-%[uuid(4),regsub(-,,g),bytes(16,16)]-01 "
+        "unless { req.hdr(traceparent) -m found }",
+        "http-request capture req.hdr(traceparent) len 64",
+        "http-response set-header X-Request-ID %[unique-id]",
+        f"log-format '{LOG_FORMAT}'",
+        *routing_rules,
+        "http-request return status 404 content-type text/plain string \"no such service\" "
+        "unless { var(txn.svc) -m found }",
+        *mcp_read_lines(plan, routed),
+        *rate_lines(plan, routed),
+        *intention_lines(plan),
+        *tool_intention_lines(plan),
+        *use_rules,
+    ]
 
 
 # --- the whole file -------------------------------------------------------------------------------
@@ -381,20 +496,21 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
                    "stats": f"{proxy.address}:{proxy.ports.get(plan.spec.proxy.stats_port_name)}",
                    "runtime": plan.proxy_runtime},
         "domain": plan.spec.mesh.domain,
-        "options": {"client_rate": options.client_rate, "service_rate": options.service_rate,
-                    "rate_window": options.rate_window, "spare_slots": options.spare_slots,
-                    "service_rates": dict(sorted(options.service_rates.items())),
-                    "log_target": options.log_target, "session_ttl": options.session_ttl},
+        "options": {"spare_slots": options.spare_slots, "log_target": options.log_target,
+                    "session_ttl": options.session_ttl},
+        "rate_limits": plan.spec.proxy.rate_limits.model_dump(mode="json"),
         "backends": backends,
         "paths": proxy_paths(plan),
         # The certificate of the mTLS listener, which the controller rotates (None: no such listener).
         "certificate": ({"service": proxy.service, "path": proxy_paths(plan)["certificate"]}
                         if plan.spec.proxy.mtls_port_name in proxy.ports else None),
-        "consumers": [c.name for c in plan.spec.consumers],  # the map HAProxy loads at start: a reload for a new one
+        "consumers": [c.name for c in plan.spec.consumers],
+        # every rule of the frontend (none names an instance): a change of any is a reload
+        "frontend": digest_text("\n".join(frontend_lines(plan))),  # the map HAProxy loads at start: a reload for a new one
         # The intentions map the controller keeps (None: no mTLS listener, no caller identity).
         "intentions": proxy_paths(plan)["intentions"] if plan.spec.proxy.mtls_port_name in proxy.ports else None,
         "needs_reload": ["listeners", "backends", "policies (balance, weights, timeouts, retries, checks, "
-                         "breaker, affinity)", "rate limits", "logging"],
+                         "breaker, affinity)", "rate limits", "tool intentions", "consumers", "logging"],
         "runtime_only": ["server membership (spare slots, add/del server)", "server addresses and ports",
                          "admin state (ready/drain/maint)", "health forced up on a Consul pass"],
     }
@@ -420,8 +536,8 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
     runtime_bind = f"{runtime} mode 600{owner}" if runtime.startswith("/") else f"ipv4@{runtime}"
     paths = proxy_paths(plan)
     routed = routed_services(plan)
+    window = plan.spec.proxy.rate_limits.window  # ms
     shape = config_shape(plan, options)
-    routing_rules, use_rules = route_lines(plan, routed)
     log = "log stdout format raw local0 info" if options.log_target == "stdout" else \
         f"log {options.log_target} local0 info"
     # The peers listener only serves the reload hand-over (old -> new process) on this host: an
@@ -460,31 +576,10 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             "default-server init-addr last,libc,none",
         ]),
         (f"peers {PEERS}", [peer_bind, f"server {proxy.id}"]),
-        (f"backend {CLIENT_TABLE}", [
-            f"stick-table type ipv6 size 100k expire {options.rate_window * 3}s "
-            f"store http_req_rate({options.rate_window}s) peers {PEERS}"]),
-        (f"backend {SERVICE_TABLE}", [
-            f"stick-table type string len 64 size 1k expire {options.rate_window * 3}s "
-            f"store http_req_rate({options.rate_window}s) peers {PEERS}"]),
-        ("frontend mesh", [
-            f"bind {proxy.address}:{proxy.port}",
-            *mtls_lines(plan),
-            *edge_lines(plan),
-            "monitor-uri /healthz",
-            # W3C trace context: the request id doubles as the trace id when the client sent none.
-            "unique-id-format %[uuid(4),regsub(-,,g)]",
-            "http-request set-header traceparent 00-%[unique-id]-%[uuid(4),regsub(-,,g),bytes(16,16)]-01 "
-            "unless { req.hdr(traceparent) -m found }",
-            "http-request capture req.hdr(traceparent) len 64",
-            "http-response set-header X-Request-ID %[unique-id]",
-            f"log-format '{LOG_FORMAT}'",
-            *routing_rules,
-            *rate_lines(routed, options),
-            "http-request return status 404 content-type text/plain string \"no such service\" "
-            "unless { var(txn.svc) -m found }",
-            *intention_lines(plan),
-            *use_rules,
-        ]),
+        *[(f"backend {table}", [f"stick-table type string len {length} size {size} expire {window * 3}ms "
+                                 f"store http_req_rate({window}ms) peers {PEERS}"])
+          for table, length, size in ((CLIENT_TABLE, 64, "100k"), (SERVICE_TABLE, 64, "1k"), (TOOL_TABLE, 200, "10k"))],
+        ("frontend mesh", frontend_lines(plan)),
         ("frontend stats", [
             f"bind {proxy.address}:{stats_port}",
             "http-request use-service prometheus-exporter if { path /metrics }",

@@ -7,9 +7,15 @@ them: its sources are the destination's intentions, and only they), so a second 
 them; every description begins with the mesh's prefix, which is how the deploy knows its own.
 
 Pure: the plan in, Consul's JSON out. The proxy enforces them (runtime.proxy.intentions).
+
+Tool intentions (`tool:`) are not written to the registry: Consul states them as L7 permissions
+matching headers, which an intention list of its API does not carry to the proxy's controller; the
+proxy enforces them from haproxy.cfg (render.haproxy.tool_lines), so a change takes a deploy.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from meshspec.plan import Plan
 from meshspec.render.acl import description_prefix
@@ -17,7 +23,7 @@ from meshspec.spec.models import WILDCARD, Intention
 
 
 def mesh_intentions(plan: Plan) -> list[Intention]:
-    stated = {(i.source, i.destination): i for i in plan.spec.intentions}
+    stated = {(i.source, i.destination): i for i in plan.spec.intentions if i.tool is None}
     derived = [Intention(source=s.name, destination=dep, action="allow", description=f"{s.name} depends on {dep}")
                for s in plan.spec.services for dep in s.depends_on]
     derived.append(Intention(source=WILDCARD, destination=WILDCARD, action="deny", description="deny by default"))
@@ -35,3 +41,27 @@ def intention_entries(plan: Plan) -> list[dict]:
         entry = entries.setdefault(i.destination, {"Kind": "service-intentions", "Name": i.destination, "Sources": []})
         entry["Sources"].append({"Name": i.source, "Action": i.action, "Description": prefix + (i.description or i.action)})
     return list(entries.values())
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    """Who may call one MCP tool of one service: `allow`/`deny` name callers (services or consumers),
+    `others` is the `*` intention's action (None: the tool intentions say nothing of other callers)."""
+
+    service: str
+    tool: str
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+    others: str | None
+
+
+def tool_policies(plan: Plan) -> list[ToolPolicy]:
+    grouped: dict[tuple[str, str], list[Intention]] = {}
+    for i in plan.spec.intentions:
+        if i.tool is not None:
+            grouped.setdefault((i.destination, i.tool), []).append(i)
+    return [ToolPolicy(service, tool,
+                       allow=tuple(sorted(i.source for i in stated if i.action == "allow" and i.source != WILDCARD)),
+                       deny=tuple(sorted(i.source for i in stated if i.action == "deny" and i.source != WILDCARD)),
+                       others=next((i.action for i in stated if i.source == WILDCARD), None))
+            for (service, tool), stated in sorted(grouped.items())]

@@ -120,6 +120,7 @@ class Container(Strict):
 #: reached, its metric up, the object a `before` step stored), never a constant any server could
 #: send. Printable and on one line.
 Contains = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]  # MCP tool names' characters
 
 
 class HttpStep(Strict):
@@ -295,6 +296,11 @@ class Routing(Strict):
     timeouts: Timeouts = Timeouts()
     retries: Retries = Retries()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    # Requests per second the proxy lets through to the service from all callers together, averaged
+    # over proxy.rate_limits.window (0: no limit); and per MCP tool of the service (read from each
+    # tools/call's body). Over a limit: 429 with Retry-After.
+    rate_limit: int = Field(default=5_000, ge=0)
+    tool_rate_limits: dict[ToolName, Annotated[int, Field(ge=0)]] = {}
 
 
 # --- the service and the mesh -------------------------------------------------------
@@ -375,6 +381,15 @@ class ConsulSettings(Strict):
     datacenter: ServiceName = "dc1"
 
 
+class RateLimits(Strict):
+    """Each caller's limit at the proxy, in requests per second averaged over `window` (0: none): a
+    caller is a consumer at the edge (consumers may have their own), a service by its certificate on
+    the mTLS listener, else a client address. Over it: 429 with Retry-After."""
+
+    window: Duration = 10_000
+    client: int = Field(default=1_000, ge=0)
+
+
 class ProxySettings(Strict):
     service: ServiceName | None = "mesh-proxy"  # null: a mesh without a data plane
     # The service whose program drives HAProxy (runtime API, reloads through the master CLI): HAProxy
@@ -387,6 +402,7 @@ class ProxySettings(Strict):
     # The consumer whose key meshspec's own tools (verify, the acceptance suites, the load tests)
     # present at the edge, where the spec declares consumers.
     operator: ServiceName | None = "operator"
+    rate_limits: RateLimits = RateLimits()
 
 
 WILDCARD = "*"
@@ -395,11 +411,16 @@ WILDCARD = "*"
 class Intention(Strict):
     """Consul's intention: whether `source` may call `destination` (service names, or * for any).
     Where several match a call, the most specific wins. The deploy adds an allow for each service's
-    `depends_on` and a deny of * to *, each unless the spec states that pair itself."""
+    `depends_on` and a deny of * to *, each unless the spec states that pair itself.
+
+    With `tool`, it decides the MCP `tools/call` of that tool of `destination` (an MCP server) alone,
+    for callers the service-level intentions already let in; its source may also be a consumer (a
+    caller at the edge). The proxy reads the tool from the JSON-RPC body."""
 
     source: ServiceName | Literal["*"]
     destination: ServiceName | Literal["*"]
     action: Literal["allow", "deny"]
+    tool: ToolName | None = None
     description: str = Field(default="", max_length=200)
 
 
@@ -410,6 +431,7 @@ class Consumer(Strict):
 
     name: ServiceName
     description: str = Field(default="", max_length=200)
+    rate_limit: int | None = Field(default=None, ge=0)  # its own per-caller limit (None: proxy.rate_limits.client)
 
 
 class Defaults(Strict):

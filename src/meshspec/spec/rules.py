@@ -276,16 +276,43 @@ def metrics_port(ctx: Context):
 
 
 def intentions(ctx: Context):
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str | None]] = set()
+    consumers = {c.name for c in ctx.spec.consumers}
     for i, intention in enumerate(ctx.spec.intentions):
-        for end in ("source", "destination"):
-            name = getattr(intention, end)
-            if name != WILDCARD and name not in ctx.declared:
-                yield ("intentions", i, end), f"unknown service {name!r}; declared: {', '.join(sorted(ctx.declared))}, or *"
-        pair = (intention.source, intention.destination)
-        if pair in seen:
-            yield ("intentions", i), f"{pair[0]} -> {pair[1]} is stated twice (one intention per source and destination)"
-        seen.add(pair)
+        tool = intention.tool
+        sources = ctx.declared | consumers if tool else ctx.declared
+        if intention.source != WILDCARD and intention.source not in sources:
+            kinds = "service or consumer" if tool else "service"
+            yield ("intentions", i, "source"), (f"unknown {kinds} {intention.source!r}; declared: "
+                                                f"{', '.join(sorted(sources))}, or *")
+        destination = intention.destination
+        if destination != WILDCARD and destination not in ctx.declared:
+            yield ("intentions", i, "destination"), (f"unknown service {destination!r}; declared: "
+                                                     f"{', '.join(sorted(ctx.declared))}, or *")
+        elif tool and destination not in (mcp := sorted(s.name for s in ctx.spec.services if s.kind == "mcp")):
+            yield ("intentions", i, "destination"), (f"a tool intention names one MCP server; {destination!r} is "
+                                                     f"none (kind mcp: {', '.join(mcp) or 'none declared'})")
+        elif tool and not _proxied(ctx, destination):
+            yield ("intentions", i, "tool"), (f"the proxy enforces tool intentions, and it does not carry {destination} "
+                                              "(a spec proxy, and the service's routing enabled in mode http)")
+        key = (intention.source, destination, tool)
+        if key in seen:
+            what = f"{key[0]} -> {key[1]}" + (f" tool {tool}" if tool else "")
+            yield ("intentions", i), f"{what} is stated twice (one intention per source, destination and tool)"
+        seen.add(key)
+
+
+def tool_rate_limits(ctx: Context):
+    if ctx.spec.defaults.routing.tool_rate_limits:
+        yield ("defaults", "routing", "tool_rate_limits"), "tool rate limits belong to an MCP server's routing, not to every service's"
+    for at, s in ctx.services():
+        if s.routing.tool_rate_limits and s.kind != "mcp":
+            yield at + ("routing", "tool_rate_limits"), f"only an MCP server has tools; {s.name} is kind {s.kind}"
+
+
+def _proxied(ctx: Context, name: str) -> bool:
+    routing = effective_routing(ctx.spec, next(s for s in ctx.spec.services if s.name == name))
+    return ctx.spec.proxy.service is not None and routing.enabled and routing.mode == "http"
 
 
 def consumers(ctx: Context):
@@ -300,7 +327,7 @@ def consumers(ctx: Context):
 
 
 RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy,
-         routing_policy, intentions, consumers)
+         routing_policy, intentions, consumers, tool_rate_limits)
 
 
 def check(ctx: Context) -> list[tuple[tuple, str]]:

@@ -40,9 +40,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
+
+from meshspec.runtime.services.mcp_headers import HeadersMatchBody
 
 log = logging.getLogger("meshspec.task_runner")
 
@@ -404,7 +407,8 @@ def mcp_task_runner_command(
         raise typer.Exit(1)
     server, runner = build_server(data_dir, max_concurrent, frozenset(allow or ()), user)
     try:
-        server.run("streamable-http", host=host, port=port, streamable_http_path="/mcp")
+        app = HeadersMatchBody(server.streamable_http_app(streamable_http_path="/mcp", host=host))
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         runner.store.close()
 
