@@ -44,6 +44,8 @@ Feature: The mesh's secrets stay in their 0600 files
     And a request through the proxy's edge with a wrong API key gets 401 and the reason
     And a request through the proxy's edge with the key's hash gets 401 and the reason
     And a request with the operator's API key reaches "backend-api" through the proxy's edge
+    # the ide consumer's own intentions: mcp-gateway and claude-task-runner, and no other route
+    And a request with the "ide" consumer's API key is denied "backend-api" by its intentions, with 403 and the reason
 
   # The backing services were open: PostgreSQL trusted every TCP login, MariaDB's root had no
   # password, RabbitMQ let guest/guest in. Each now lets in only the account the deploy made, with

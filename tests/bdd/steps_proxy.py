@@ -248,3 +248,12 @@ def _(world, service):
     answer = get(world, f"/svc/{service}/api/v1/mesh/services")
     assert isinstance(answer, httpx.Response) and answer.status_code == 200, answer
     assert f'"id": "{inst.id}"' in answer.text, answer.text[:300]  # backend-api's own answer
+
+
+@then(parsers.parse('a request with the "{consumer}" consumer\'s API key is denied "{service}" by its intentions, '
+                    'with 403 and the reason'))
+def _(world, consumer, service):
+    key = Path(world.target.plan.layout.consumer_key_file(consumer)).read_text().strip()
+    answer = httpx.get(f"{world.target.proxy_url}/svc/{service}/health", headers={"X-API-Key": key}, trust_env=False,
+                       timeout=10)
+    assert (answer.status_code, answer.text.strip()) == (403, f"intention denies {consumer} -> {service}"), answer.text

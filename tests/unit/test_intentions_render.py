@@ -7,7 +7,13 @@ import dataclasses
 
 from meshspec.render.acl import description_prefix
 from meshspec.render.haproxy import config_shape, render_haproxy
-from meshspec.render.intentions import ToolPolicy, intention_entries, mesh_intentions, tool_policies
+from meshspec.render.intentions import (
+    ToolPolicy,
+    consumer_denials,
+    intention_entries,
+    mesh_intentions,
+    tool_policies,
+)
 from meshspec.runtime.proxy.intentions import intention_map, map_commands, parse_map
 from tests.unit.test_acl_tokens import shipped
 
@@ -24,7 +30,8 @@ def test_deny_by_default_each_dependency_allowed_and_the_spec_s_own_win():
     assert wanted[("frontend", "backend-api")] == "allow"  # frontend depends_on backend-api
     assert wanted[("mcp-gateway", "*")] == "allow"  # stated in the spec
     assert ("frontend", "postgresql") not in wanted
-    stated = [i for i in plan.spec.intentions if i.tool is None]  # tool intentions stay out of the registry
+    consumers = {c.name for c in plan.spec.consumers}  # their intentions and tool intentions stay out of the registry
+    stated = [i for i in plan.spec.intentions if i.tool is None and i.source not in consumers]
     assert len(wanted) == sum(len(s.depends_on) for s in plan.spec.services) + len(stated) + 1
 
 
@@ -55,6 +62,16 @@ def test_the_proxy_reads_the_tool_only_where_tool_intentions_name_the_service():
     # a change of a tool intention is a change of the shape, which the controller reloads for
     spec = plan.spec.model_copy(update={"intentions": plan.spec.intentions[:-1]})
     assert config_shape(plan)["hash"] != config_shape(dataclasses.replace(plan, spec=spec))["hash"]
+
+
+def test_a_consumer_calls_every_route_but_those_its_own_intentions_deny():
+    plan = shipped()
+    routes = ["backend-api", "claude-task-runner", "files", "mcp-gateway"]
+    assert consumer_denials(plan, routes) == {"ide": ["backend-api", "files"]}  # its * deny, but its two allows
+    front = render_haproxy(plan)
+    assert ('http-request deny deny_status 403 content-type text/plain lf-string "intention denies ide -> %[var(txn.svc)]" '
+            'if !{ ssl_fc } { var(txn.consumer) -m str ide } { var(txn.svc) -m str ') in front
+    assert not any("intention denies operator" in line for line in front.splitlines())  # no intention names it
 
 
 def test_the_map_takes_the_most_specific_intention_and_denies_where_none_matches():

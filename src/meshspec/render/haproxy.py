@@ -39,7 +39,7 @@ from meshspec.common.haproxy_shape import server_id, shape_line
 from meshspec.common.jsonrpc import FORBIDDEN, HEADER_MISMATCH, INVALID_REQUEST
 from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS
-from meshspec.render.intentions import tool_policies
+from meshspec.render.intentions import consumer_denials, tool_policies
 from meshspec.spec.models import HealthTiming, Routing, Service
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 
@@ -154,6 +154,15 @@ def intention_lines(plan: Plan) -> list[str]:
         "http-request deny deny_status 403 content-type text/plain lf-string "
         "\"intention denies %[var(txn.who)] -> %[var(txn.svc)]\" if { ssl_fc } !{ var(txn.intention) -m str allow }",
     ]
+
+
+def consumer_intention_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
+    """At the edge, the intentions that name a consumer as their source: a consumer refused a route
+    gets 403 and a one-line reason."""
+    denied = consumer_denials(plan, [s.name for s, _ in routed])
+    return [f"http-request deny deny_status 403 content-type text/plain lf-string \"intention denies {consumer} -> "
+            f"%[var(txn.svc)]\" if !{{ ssl_fc }} {{ var(txn.consumer) -m str {consumer} }} "
+            f"{{ var(txn.svc) -m str {' '.join(services)} }}" for consumer, services in denied.items()]
 
 
 def mtls_lines(plan: Plan) -> list[str]:
@@ -464,6 +473,7 @@ def frontend_lines(plan: Plan) -> list[str]:
         *mcp_read_lines(plan, routed),
         *rate_lines(plan, routed),
         *intention_lines(plan),
+        *consumer_intention_lines(plan, routed),
         *tool_intention_lines(plan),
         *use_rules,
     ]

@@ -8,7 +8,8 @@ them; every description begins with the mesh's prefix, which is how the deploy k
 
 Pure: the plan in, Consul's JSON out. The proxy enforces them (runtime.proxy.intentions).
 
-Tool intentions (`tool:`) are not written to the registry: Consul states them as L7 permissions
+Intentions whose source is a consumer (a caller at the edge, not a service of the registry) and
+tool intentions (`tool:`) are not written to the registry: Consul states them as L7 permissions
 matching headers, which an intention list of its API does not carry to the proxy's controller; the
 proxy enforces them from haproxy.cfg (render.haproxy.tool_lines), so a change takes a deploy.
 """
@@ -23,7 +24,8 @@ from meshspec.spec.models import WILDCARD, Intention
 
 
 def mesh_intentions(plan: Plan) -> list[Intention]:
-    stated = {(i.source, i.destination): i for i in plan.spec.intentions if i.tool is None}
+    stated = {(i.source, i.destination): i for i in plan.spec.intentions
+              if i.tool is None and i.source not in consumer_names(plan)}
     derived = [Intention(source=s.name, destination=dep, action="allow", description=f"{s.name} depends on {dep}")
                for s in plan.spec.services for dep in s.depends_on]
     derived.append(Intention(source=WILDCARD, destination=WILDCARD, action="deny", description="deny by default"))
@@ -41,6 +43,24 @@ def intention_entries(plan: Plan) -> list[dict]:
         entry = entries.setdefault(i.destination, {"Kind": "service-intentions", "Name": i.destination, "Sources": []})
         entry["Sources"].append({"Name": i.source, "Action": i.action, "Description": prefix + (i.description or i.action)})
     return list(entries.values())
+
+
+def consumer_names(plan: Plan) -> set[str]:
+    return {c.name for c in plan.spec.consumers}
+
+
+def consumer_denials(plan: Plan, services: list[str]) -> dict[str, list[str]]:
+    """Which of `services` (the proxy's routes) each consumer may not call. A consumer's key lets it
+    call every route unless an intention names it as the source: one for the service, else one for
+    `*`, decides (the mesh's deny-by-default is for services, whose intentions the registry holds)."""
+    stated = {(i.source, i.destination): i.action for i in plan.spec.intentions
+              if i.tool is None and i.source in consumer_names(plan)}
+    denied = {}
+    for consumer in sorted(consumer_names(plan)):
+        refused = [s for s in services if stated.get((consumer, s), stated.get((consumer, WILDCARD), "allow")) == "deny"]
+        if refused:
+            denied[consumer] = refused
+    return denied
 
 
 @dataclass(frozen=True)

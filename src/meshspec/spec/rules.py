@@ -280,10 +280,9 @@ def intentions(ctx: Context):
     consumers = {c.name for c in ctx.spec.consumers}
     for i, intention in enumerate(ctx.spec.intentions):
         tool = intention.tool
-        sources = ctx.declared | consumers if tool else ctx.declared
+        sources = ctx.declared | consumers
         if intention.source != WILDCARD and intention.source not in sources:
-            kinds = "service or consumer" if tool else "service"
-            yield ("intentions", i, "source"), (f"unknown {kinds} {intention.source!r}; declared: "
+            yield ("intentions", i, "source"), (f"unknown service or consumer {intention.source!r}; declared: "
                                                 f"{', '.join(sorted(sources))}, or *")
         destination = intention.destination
         if destination != WILDCARD and destination not in ctx.declared:
@@ -320,6 +319,8 @@ def consumers(ctx: Context):
     for i, name in enumerate(names):
         if names.index(name) != i:
             yield ("consumers", i, "name"), f"consumer {name!r} is declared twice"
+        elif name in ctx.declared:
+            yield ("consumers", i, "name"), f"{name!r} is the name of a service: an intention's source would name both"
     operator = ctx.spec.proxy.operator
     if names and operator is not None and operator not in names:
         yield ("proxy", "operator"), (f"{operator!r} is no consumer; declared: {', '.join(sorted(set(names)))} "
