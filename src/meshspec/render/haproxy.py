@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from meshspec.common import nonce
 from meshspec.common.digest import digest, digest_text
