@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REPORTS := reports
 
-.PHONY: deploy test loadtest bench down purge venv
+.PHONY: deploy test loadtest chaos bench down purge venv
 
 venv: $(STAMP)
 
@@ -34,7 +34,7 @@ DEFAULTS := env -u MESH_STATE_DIR -u MESH_PORT_OFFSET -u MESH_RUNTIME -u MESH_SP
 # The acceptance mesh: the shipped spec, deployed beside any running mesh (own state dir and ports).
 TEST_MESH := MESH_STATE_DIR=/tmp/meshspec-test MESH_PORT_OFFSET=20000
 
-ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests --mesh=running
+ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests tests/chaos --mesh=running
 
 # Unit and integration tests; then the README's own commands with their defaults (`make deploy`:
 # the user's mesh, default state dir and ports; a clean `meshspec verify`; `make down`, and
@@ -52,6 +52,11 @@ test: $(STAMP)
 	$(TEST_MESH) MESH_RUNTIME=docker $(BIN)/meshspec deploy && \
 	$(TEST_MESH) MESH_RUNTIME=docker $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance-docker.xml; \
 	status=$$?; $(TEST_MESH) $(BIN)/meshspec deploy deploys/teardown.py; exit $$status
+
+# The chaos catalogue (chaos/*.json) against the running mesh: a verdict line each, the journals,
+# plots and reports/chaos/report.html. `make test` runs the experiments tagged ci.
+chaos: $(STAMP)
+	$(BIN)/meshspec chaos run --reports $(REPORTS)/chaos
 
 loadtest: $(STAMP)
 	mkdir -p $(REPORTS)

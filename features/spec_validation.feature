@@ -30,4 +30,4 @@ Feature: Spec validation
     When I plan the spec "mesh_spec.yaml" with port offset 20000
     Then no two instances share a port
     And every instance listens at its spec port plus 20000
-    And the plan holds 41 instances on "127.0.0.1"
+    And the plan holds 47 instances on "127.0.0.1"

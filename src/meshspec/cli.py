@@ -76,6 +76,7 @@ LAZY = {
     "verify": "meshspec.verify.cli:verify_command",
     "report": "meshspec.verify.cli:report_command",
     "probe": "meshspec.runtime.probes.cli:probe_app",
+    "chaos": "meshspec.chaos.cli:chaos_app",
 }
 app = typer.Typer(cls=lazy_group(LAZY), no_args_is_help=True, add_completion=False,
                   help="Declare a service mesh, converge it, prove it.")

@@ -1,0 +1,39 @@
+"""Locust on one route through the proxy's edge, for the chaos experiments (meshspec.chaos).
+
+Each user requests MESH_PATH with the API key in MESH_API_KEY_FILE (a consumer's; read from its
+0600 file, never passed in the environment) and counts an answer only with status 200 and
+MESH_EXPECT in its body: the service's own words, not the proxy's. With MESH_REQUEST_LOG, each
+request's start, duration and outcome go to that file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from locust import FastHttpUser, constant_throughput, events, task
+
+KEY_FILE = os.environ.get("MESH_API_KEY_FILE")
+HEADERS = {"X-API-Key": Path(KEY_FILE).read_text().strip()} if KEY_FILE else {}
+# One line per request (start time, ms, answered): Locust's own history averages over seconds and
+# repeats its last figure while every user waits on a hung server; the chaos plots need each request.
+REQUEST_LOG = os.environ.get("MESH_REQUEST_LOG")
+
+if REQUEST_LOG:
+    _log = open(REQUEST_LOG, "a", buffering=1)
+
+    @events.request.add_listener
+    def _record(response_time: float, exception: Exception | None, start_time: float = 0.0, **_: object) -> None:
+        _log.write(f"{start_time:.3f},{response_time:.1f},{0 if exception else 1}\n")
+
+
+class RouteCaller(FastHttpUser):
+    wait_time = constant_throughput(float(os.environ.get("MESH_RATE_PER_USER", "20")))
+    path = os.environ.get("MESH_PATH", "/healthz")
+    expect = os.environ.get("MESH_EXPECT", "")
+
+    @task
+    def call(self) -> None:
+        with self.client.get(self.path, headers=HEADERS, name=self.path, catch_response=True) as response:
+            if response.status_code != 200 or self.expect not in (response.text or ""):
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]!r}")

@@ -1,0 +1,112 @@
+"""The actions meshspec's chaos experiments name (Chaos Toolkit Python providers): load through the
+proxy, and faults on the instances of the running mesh. Each fault writes its window to the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import xmlrpc.client
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from meshspec.chaos.run import current
+from meshspec.common.consul_token import read_token
+
+
+def start_load(path: str, expect: str, users: int = 10, seconds: float = 30, rate_per_user: float = 20,
+               watch: list[str] | None = None) -> str:
+    """Locust on `path` through the proxy's edge for `seconds`, in the background; and the watcher of
+    the `watch` services' servers in HAProxy."""
+    run = current()
+    run.watch(watch or [])
+    run.start_load(path, expect, users, seconds, rate_per_user)
+    return f"{users} users on {path} for {seconds:.0f} s"
+
+
+def wait_for_load() -> int:
+    """Until the load's time is over; Locust's exit status (1: some request failed)."""
+    run = current()
+    if run.load is None:
+        raise RuntimeError("no load was started (start_load)")
+    return run.load.wait()
+
+
+def _instance(service: str, replica: int) -> str:
+    found = [i for i in current().mesh.plan.instances_of(service) if i.replica == replica]
+    if not found:
+        raise ValueError(f"{service} has no replica {replica} in the plan")
+    return found[0].id
+
+
+def kill_replica(service: str, replica: int = 0, signal_name: str = "SIGKILL") -> str:
+    """Send one signal to one instance's process (its supervisor restarts it, as after a crash)."""
+    run = current()
+    instance = _instance(service, replica)
+    pid = run.pid_of(instance)
+    now = time.time()
+    os.kill(pid, signal.Signals[signal_name])
+    run.fault(f"{signal_name} {instance}", now, now)
+    return f"{signal_name} to {instance} (pid {pid})"
+
+
+def hang_replica(service: str, replica: int = 0, seconds: float = 20) -> str:
+    """SIGSTOP one instance's process for `seconds`, then SIGCONT: a hang, not a crash (its port still
+    accepts connections; nothing answers)."""
+    run = current()
+    instance = _instance(service, replica)
+    pid = run.pid_of(instance)
+    start = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        run.fault(f"SIGSTOP {instance} {seconds:.0f} s", start, time.time())
+    return f"{instance} (pid {pid}) stopped {seconds:.0f} s"
+
+
+def kill_program(service: str, seconds: float, replica: int = 0) -> str:
+    """SIGKILL one instance's process and keep it down `seconds` (supervisord's stop, then start): a
+    crash that outlasts a restart. The process runtime's supervisord only."""
+    run = current()
+    if run.runtime.in_containers:
+        raise RuntimeError("kill_program keeps a program down through supervisord: the process runtime only")
+    instance = _instance(service, replica)
+    supervisor = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(
+        None, None, serverurl=f"unix://{run.mesh.plan.layout.supervisor_socket}")).supervisor
+    pid = run.pid_of(instance)
+    start = time.time()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        try:
+            supervisor.stopProcess(instance, True)  # it may already be restarting: stop that
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise
+        time.sleep(max(0.0, seconds - (time.time() - start)))
+    finally:
+        supervisor.startProcess(instance, True)
+        run.fault(f"SIGKILL {instance}, down {seconds:.0f} s", start, time.time())
+    return f"{instance} (pid {pid}) killed and kept down {seconds:.0f} s"
+
+
+def stop_load() -> str:
+    """A rollback: whatever the method reached, the load and the watcher stop."""
+    current().finish()
+    return "load and watcher stopped"
+
+
+def write_kv(prefix: str, count: int) -> str:
+    """Write `count` keys to the registry's KV store, keeping those it acknowledged (kv_held reads
+    them back after the fault)."""
+    run = current()
+    client = run.mesh.registry.client(read_token(run.mesh.plan.layout.consul_token_file), 5)
+    acknowledged = {}
+    for n in range(count):
+        key, value = f"{prefix}/{n}", f"{run.started:.3f}/{n}"
+        if client.kv.put(key, value):
+            acknowledged[key] = value
+    run.file("kv.json").write_text(json.dumps(acknowledged))
+    return f"{len(acknowledged)} of {count} writes acknowledged"

@@ -1,0 +1,145 @@
+"""One experiment's run: its directory, the mesh it acts on, the load through the proxy, the watcher
+of HAProxy's servers, and the faults' windows. The actions and probes Chaos Toolkit calls reach it
+through `current()`: an experiment runs in one process, one at a time.
+
+Files of a run directory (what the probes judge and the report draws):
+  requests.csv            each request: start time, ms, answered (1) or not (0)
+  load_stats.csv          Locust's totals
+  rotation.jsonl          {"t", "server", "in"}: a server of a watched backend left or rejoined rotation
+  faults.jsonl            {"what", "start", "end"}: each fault's window
+  journal.json            Chaos Toolkit's journal
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshspec.converge.mesh import Mesh
+from meshspec.plan import Runtime
+from meshspec.render.containers import ownership
+from meshspec.render.haproxy import backend_name, proxy_instance
+from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
+from meshspec.verify.checks import Supervisor
+
+LOCUSTFILE = Path(__file__).resolve().parents[3] / "loadtests" / "route.py"
+WATCH_EVERY = 0.1  # s between two reads of HAProxy's server states
+
+
+@dataclass
+class Load:
+    """Locust, headless, on one route through the proxy's edge, for a fixed time."""
+
+    process: subprocess.Popen
+    started: float
+    seconds: float
+
+    def wait(self) -> int:
+        return self.process.wait(self.seconds + 30)
+
+
+class Watcher(threading.Thread):
+    """Polls HAProxy's runtime API and writes each change of a server's rotation (up and ready: in;
+    else out) of the watched backends, with the time it was seen."""
+
+    def __init__(self, api: RuntimeApi, services: list[str], path: Path) -> None:
+        super().__init__(daemon=True, name="chaos-watcher")
+        self.api, self.backends, self.path = api, [backend_name(s) for s in services], path
+        self.stopped = threading.Event()
+        self.seen: dict[str, bool] = {}
+
+    def run(self) -> None:
+        with open(self.path, "a") as out:
+            while not self.stopped.is_set():
+                for backend in self.backends:
+                    try:
+                        states = self.api.servers_state(backend)
+                    except RuntimeApiError:
+                        continue  # a reload in progress: the next read tells
+                    for s in states:
+                        if s.name.startswith("spare-") and s.name not in self.seen:
+                            continue  # an empty slot is no server
+                        inside = s.is_up and s.admin == "ready"
+                        if self.seen.get(s.name) != inside:
+                            event = {"t": time.time(), "server": s.name, "in": inside}
+                            if s.name not in self.seen:
+                                event["first"] = True  # how it stood when the watch began: no change
+                            self.seen[s.name] = inside
+                            out.write(json.dumps(event) + "\n")
+                            out.flush()
+                self.stopped.wait(WATCH_EVERY)
+
+
+@dataclass
+class ChaosRun:
+    name: str
+    directory: Path
+    mesh: Mesh
+    runtime: Runtime
+    api_key_file: str | None
+    load: Load | None = None
+    watcher: Watcher | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def proxy_url(self) -> str:
+        front = proxy_instance(self.mesh.plan)
+        return f"http://{front.address}:{front.port}"
+
+    def file(self, name: str) -> Path:
+        return self.directory / name
+
+    def pid_of(self, instance_id: str) -> int:
+        """The running process of an instance (its container's first process in the docker runtime)."""
+        if self.runtime.in_containers:
+            found = Supervisor.read_containers(ownership(self.mesh.plan))
+        else:
+            found = Supervisor.read(str(self.mesh.plan.layout.supervisor_socket))
+        state, pid = found.states.get(instance_id, (None, None))
+        if not pid:
+            raise RuntimeError(f"{instance_id} has no running process ({found.error or state})")
+        return pid
+
+    def fault(self, what: str, start: float, end: float) -> None:
+        with open(self.file("faults.jsonl"), "a") as out:
+            out.write(json.dumps({"what": what, "start": start, "end": end}) + "\n")
+
+    def start_load(self, path: str, expect: str, users: int, seconds: float, rate_per_user: float) -> None:
+        env = {**os.environ, "MESH_PATH": path, "MESH_EXPECT": expect, "MESH_RATE_PER_USER": str(rate_per_user),
+               "MESH_REQUEST_LOG": str(self.file("requests.csv"))}
+        if self.api_key_file:
+            env["MESH_API_KEY_FILE"] = self.api_key_file
+        locust = Path(sys.executable).parent / "locust"
+        argv = [str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users), "-t",
+                f"{int(seconds)}s", "--stop-timeout", "5", "--only-summary", "--host", self.proxy_url,
+                "--csv", str(self.file("load"))]
+        with open(self.file("load.log"), "ab") as log:
+            self.load = Load(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), time.time(), seconds)
+
+    def watch(self, services: list[str]) -> None:
+        self.watcher = Watcher(RuntimeApi(self.mesh.plan.proxy_runtime), services, self.file("rotation.jsonl"))
+        self.watcher.start()
+
+    def finish(self) -> None:
+        """Stop what the experiment left running (a failed one may not have reached its end)."""
+        if self.load and self.load.process.poll() is None:
+            self.load.process.terminate()
+            self.load.process.wait(30)
+        if self.watcher:
+            self.watcher.stopped.set()
+            self.watcher.join(5)
+
+
+CURRENT: ChaosRun | None = None
+
+
+def current() -> ChaosRun:
+    if CURRENT is None:
+        raise RuntimeError("no chaos run: meshspec's actions and probes run inside `meshspec chaos run`")
+    return CURRENT
