@@ -1,13 +1,16 @@
-"""Locust on one route through the proxy's edge, for the chaos experiments (meshspec.chaos).
+"""Locust on routes through the proxy's edge, for the chaos experiments (meshspec.chaos).
 
-Each user requests MESH_PATH with the API key in MESH_API_KEY_FILE (a consumer's; read from its
-0600 file, never passed in the environment) and counts an answer only with status 200 and
-MESH_EXPECT in its body: the service's own words, not the proxy's. With MESH_REQUEST_LOG, each
-request's start, duration and outcome go to that file.
+MESH_ROUTES is a JSON list of {"path", "expect"}; each user requests them in turn with the API key
+in MESH_API_KEY_FILE (a consumer's; read from its 0600 file, never passed in the environment) and
+counts an answer only with status 200 and the route's `expect` in its body: the service's own
+words, not the proxy's. With MESH_REQUEST_LOG, each request's start, duration and outcome go to
+that file.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 from pathlib import Path
 
@@ -29,11 +32,14 @@ if REQUEST_LOG:
 
 class RouteCaller(FastHttpUser):
     wait_time = constant_throughput(float(os.environ.get("MESH_RATE_PER_USER", "20")))
-    path = os.environ.get("MESH_PATH", "/healthz")
-    expect = os.environ.get("MESH_EXPECT", "")
+    routes = json.loads(os.environ["MESH_ROUTES"])
+
+    def on_start(self) -> None:
+        self.turns = itertools.cycle(self.routes)
 
     @task
     def call(self) -> None:
-        with self.client.get(self.path, headers=HEADERS, name=self.path, catch_response=True) as response:
-            if response.status_code != 200 or self.expect not in (response.text or ""):
+        route = next(self.turns)
+        with self.client.get(route["path"], headers=HEADERS, name=route["path"], catch_response=True) as response:
+            if response.status_code != 200 or route["expect"] not in (response.text or ""):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]!r}")

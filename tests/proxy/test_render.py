@@ -37,7 +37,8 @@ EVERY_POLICY = [
     service("hs", 42250, 2, {"lb": {"policy": "hash", "hash_on": {"source": True}}}),
     service("mcp1", 42260, 2, {"affinity": "mcp_session"}, {"mcp": {}}, kind="mcp"),
     service("src", 42270, 1, {"affinity": "source", "path_prefix": "/api/v1.x"}),
-    service("tmo", 42280, 1, {"timeouts": {"connect": "500ms", "request": "3s"},
+    service("tmo", 42280, 1, {"timeouts": {"connect": "500ms", "request": "3s",
+                                           "paths": {"/slow/er": "40s", "/slow": "20s"}},
                               "retries": {"attempts": 4, "retry_on": ["conn-failure", 503]},
                               "circuit_breaker": {"errors": 7, "cooldown": "4s"}}),
     service("noretry", 42290, 1, {"retries": {"attempts": 0}, "circuit_breaker": {"enabled": False}},
@@ -102,6 +103,10 @@ def test_servers_from_the_plan_with_checks_stable_ids_and_spares(plan):
 def test_timeouts_retries_and_breaker(plan):
     body = section(render_haproxy(plan), "backend svc_tmo")
     assert "timeout connect 500ms" in body and "timeout server 3000ms" in body
+    # every matching rule applies in turn: the longest prefix comes last and stands
+    assert [line for line in body if "set-timeout" in line] == [
+        "http-request set-timeout server 20000ms if { path_beg /slow }",
+        "http-request set-timeout server 40000ms if { path_beg /slow/er }"]
     assert "retries 4" in body and "retry-on conn-failure 503" in body and "option redispatch 1" in body
     server = next(line for line in body if line.startswith("server tmo-local-0"))
     assert "observe layer7 error-limit 7 on-error mark-down" in server

@@ -47,9 +47,34 @@ def test_the_faulted_server_leaves_in_time_comes_back_and_no_other_leaves():
     assert not judge_rotation([], FAULT, "web-local-1", 1.0, 30)[0]  # a kill nobody noticed
 
 
-def test_the_verdict_line_names_each_figure_and_the_journal_decides():
+MET = {"steady_state_met": True}
+
+
+def test_the_verdict_line_names_each_figure_and_both_hypotheses_decide():
     verdicts = [{"probe": "traffic_held (before)", "ok": True, "figures": {"answered": 20}},
                 {"probe": "traffic_held", "ok": False, "figures": {"error_ratio": 0.01}}]
-    passed, line = verdict_line("x", {"status": "completed", "deviated": True}, verdicts)
+    deviated = {"status": "completed", "deviated": True, "steady_states": {"before": MET, "after": {"steady_state_met": False}}}
+    passed, line = verdict_line("x", deviated, verdicts)
     assert not passed and line == "FAIL x [completed, deviated]: traffic_held MISSED error_ratio=0.01"
-    assert verdict_line("x", {"status": "completed", "deviated": False}, verdicts[:1])[0]
+    met = {"status": "completed", "deviated": False, "steady_states": {"before": MET, "after": MET}}
+    assert verdict_line("x", met, verdicts[:1])[0]
+
+
+def test_a_hypothesis_missed_before_the_method_is_a_failure_whatever_the_journal_s_status():
+    # Chaos Toolkit then journals "completed", not deviated, with no hypothesis after (measured, 1.44)
+    verdicts = [{"probe": "traffic_held (before)", "ok": False, "figures": {"answered": 17}}]
+    journal = {"status": "completed", "deviated": False, "steady_states": {"before": {"steady_state_met": False},
+                                                                           "after": None}}
+    passed, line = verdict_line("x", journal, verdicts)
+    assert not passed
+    assert line == "FAIL x [completed, not steady before the method: it did not run]: traffic_held (before) MISSED answered=17"
+    assert not verdict_line("x", {"status": "completed", "deviated": False}, [])[0]  # no hypotheses at all
+
+
+def test_a_failed_action_is_a_failure_though_both_hypotheses_held():
+    journal = {"status": "completed", "deviated": False, "steady_states": {"before": MET, "after": MET},
+               "run": [{"activity": {"name": "load"}, "status": "succeeded"},
+                       {"activity": {"name": "reload"}, "status": "failed",
+                        "exception": ["Traceback ...\n", "ReloadError: no new HAProxy worker within 10.0s\n"]}]}
+    passed, line = verdict_line("x", journal, [])
+    assert not passed and "action reload failed: ReloadError: no new HAProxy worker within 10.0s" in line

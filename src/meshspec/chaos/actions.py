@@ -6,23 +6,29 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import xmlrpc.client
+from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
 from meshspec.chaos.run import current
 from meshspec.common.consul_token import read_token
+from meshspec.render.haproxy import proxy_paths
+from meshspec.runtime.proxy.apply import reload_haproxy
+from meshspec.runtime.proxy.runtime_api import RuntimeApi
 
 
-def start_load(path: str, expect: str, users: int = 10, seconds: float = 30, rate_per_user: float = 20,
+def start_load(routes: list[dict[str, str]], users: int = 10, seconds: float = 30, rate_per_user: float = 20,
                watch: list[str] | None = None) -> str:
-    """Locust on `path` through the proxy's edge for `seconds`, in the background; and the watcher of
-    the `watch` services' servers in HAProxy."""
+    """Locust on `routes` ({"path", "expect"} each, requested in turn) through the proxy's edge for
+    `seconds`, in the background; and the watcher of the `watch` services' servers in HAProxy."""
     run = current()
     run.watch(watch or [])
-    run.start_load(path, expect, users, seconds, rate_per_user)
-    return f"{users} users on {path} for {seconds:.0f} s"
+    run.start_load(routes, users, seconds, rate_per_user)
+    return f"{users} users on {', '.join(r['path'] for r in routes)} for {seconds:.0f} s"
 
 
 def wait_for_load() -> int:
@@ -90,6 +96,39 @@ def kill_program(service: str, seconds: float, replica: int = 0) -> str:
         supervisor.startProcess(instance, True)
         run.fault(f"SIGKILL {instance}, down {seconds:.0f} s", start, time.time())
     return f"{instance} (pid {pid}) killed and kept down {seconds:.0f} s"
+
+
+def reload_proxy(times: int = 10, within_s: float = 10) -> str:
+    """`times` hitless reloads of HAProxy, started evenly over `within_s`, each the controller's own
+    (validate, wait for the peers' resync, save server state, reload through the master CLI, wait
+    for the new worker's resync): each is a fault window. A reload that fails raises."""
+    run = current()
+    paths = proxy_paths(run.mesh.plan)
+    api = RuntimeApi(run.mesh.plan.proxy_runtime)
+    began = time.time()
+    for n in range(times):
+        time.sleep(max(0.0, began + n * within_s / times - time.time()))
+        start = time.time()
+        pid = reload_haproxy(api, Path(paths["pidfile"]), Path(paths["state_file"]))
+        run.fault(f"reload {n + 1}/{times}: worker {pid}", start, time.time())
+    return f"{times} reloads in {time.time() - began:.1f} s"
+
+
+def cpu_hog(seconds: float = 60, workers: int | None = None) -> str:
+    """Busy loops on every core (`workers` processes, default one per core) at the mesh's own
+    priority for `seconds`: the mesh's programs, its checks and the proxy share what is left."""
+    run = current()
+    count = workers or os.cpu_count() or 1
+    start = time.time()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(seconds)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        run.fault(f"CPU hog: {count} busy loops, {seconds:.0f} s", start, time.time())
+    return f"{count} busy loops for {seconds:.0f} s"
 
 
 def stop_load() -> str:

@@ -33,12 +33,30 @@ def chaos_group() -> None:
 
 
 def verdict_line(name: str, journal: dict, verdicts: list[dict]) -> tuple[bool, str]:
-    passed = journal.get("status") == "completed" and not journal.get("deviated")
-    after = [v for v in verdicts if "(before)" not in v["probe"]]
-    shown = "; ".join(f"{v['probe']} {'ok' if v['ok'] else 'MISSED'} "
-                      + ", ".join(f"{k}={val}" for k, val in v["figures"].items()) for v in after)
-    why = "" if passed else f" [{journal.get('status')}{', deviated' if journal.get('deviated') else ''}]"
-    return passed, f"{'PASS' if passed else 'FAIL'} {name}{why}: {shown or 'no figures'}"
+    """PASS only when both hypotheses were met and every action of the method succeeded: Chaos
+    Toolkit journals `completed`, not deviated, both when the hypothesis before the method was missed
+    (the method never ran) and when an action failed (the fault may never have happened)."""
+    states = journal.get("steady_states") or {}
+    met_before = (states.get("before") or {}).get("steady_state_met") is True
+    met_after = (states.get("after") or {}).get("steady_state_met") is True
+    failed = [r for r in journal.get("run", []) if r.get("status") != "succeeded"]
+    passed = (journal.get("status") == "completed" and not journal.get("deviated") and met_before and met_after
+              and not failed)
+    shown = [v for v in verdicts if ("(before)" in v["probe"]) != met_before]
+    figures = "; ".join(f"{v['probe']} {'ok' if v['ok'] else 'MISSED'} "
+                        + ", ".join(f"{k}={val}" for k, val in v["figures"].items()) for v in shown)
+    if passed:
+        why = ""
+    elif not met_before:
+        why = f" [{journal.get('status')}, not steady before the method: it did not run]"
+    elif failed:
+        first = failed[0]
+        trace = first.get("exception") or [str(first.get("output") or "?")]  # chaoslib: the formatted traceback
+        error = "".join(trace).strip().splitlines()[-1:] or ["?"]
+        why = f" [{journal.get('status')}, action {first['activity']['name']} failed: {error[0]}]"
+    else:
+        why = f" [{journal.get('status')}{', deviated' if journal.get('deviated') else ''}]"
+    return passed, f"{'PASS' if passed else 'FAIL'} {name}{why}: {figures or 'no figures'}"
 
 
 @chaos_app.command("run")

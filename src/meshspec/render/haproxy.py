@@ -316,6 +316,14 @@ def server_options(routing: Routing, timing: HealthTiming) -> str:
     return " ".join(opts)
 
 
+def path_timeout_lines(routing: Routing) -> list[str]:
+    """The spec's per-path request timeouts; HAProxy applies every matching rule in order, so the
+    shortest prefix comes first and the longest match is the one left standing. The frontend has
+    already rewritten the path to the service's own."""
+    ordered = sorted(routing.timeouts.paths.items(), key=lambda kv: (len(kv[0]), kv[0]))
+    return [f"http-request set-timeout server {ms}ms if {{ path_beg {prefix} }}" for prefix, ms in ordered]
+
+
 def retry_lines(routing: Routing) -> list[str]:
     retries = routing.retries
     if retries.attempts == 0:
@@ -357,6 +365,7 @@ def backend_block(plan: Plan, service: Service, routing: Routing, options: Proxy
     check_timeout = effective_health_timing(plan.spec, service).timeout
     lines += [f"timeout connect {routing.timeouts.connect}ms", f"timeout server {routing.timeouts.request}ms",
               f"timeout queue {routing.timeouts.connect}ms", f"timeout check {check_timeout}ms"]
+    lines += path_timeout_lines(routing)
     lines += retry_lines(routing)
     lines += check_lines(plan, service)
     lines += affinity_lines(routing, options.session_ttl)

@@ -16,6 +16,7 @@ from meshspec.spec.types import (
     MetaKey,
     MetaValue,
     NpmPin,
+    PathPrefix,
     PipPin,
     Port,
     PortName,
@@ -273,7 +274,14 @@ class LoadBalancing(Strict):
 
 class Timeouts(Strict):
     connect: Duration = 2_000
+    # How long the proxy waits for a server's answer: a request that outlives it is retried on
+    # another server (retry_on: response-timeout) and counts as the server's error (the circuit
+    # breaker): a hung server leaves rotation about this long after it stopped answering, under load.
     request: Duration = 30_000
+    # Requests under these path prefixes (the service's own path, the longest prefix wins) wait
+    # this long instead: the few slow calls of a service whose others answer fast (as Consul's
+    # service-router Destination.RequestTimeout per PathPrefix).
+    paths: dict[PathPrefix, Duration] = {}
 
 
 class Retries(Strict):

@@ -47,6 +47,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 ServiceName = Annotated[
     str, _matching(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "a DNS label (lowercase letters, digits, '-'; at most 63)")
 ]
+# A path prefix as HAProxy's path_beg matches it (no spaces, braces or quotes to escape).
+PathPrefix = Annotated[str, _matching(r"/[A-Za-z0-9._~/-]*", "a path prefix ('/', then letters, digits, '._~/-')")]
 PortName = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,30}", "a port name (lowercase letters, digits, '_')")]
 UserName = Annotated[str, _matching(r"[a-z_][a-z0-9_-]{0,31}", "a system user's name, as useradd takes it "
                                                               "(lowercase letters, digits, '_', '-'; up to 32)")]

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "meshspec.jobs"
 MAX_SLEEP_S = 30.0
+# What a broker that went away raises: ChannelInvalidStateError (aiormq's) is a RuntimeError, not an
+# AMQPError (seen on a channel closed by an RPC timeout while the process was stopped 20 s).
+BROKER_ERRORS = (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError)
 SCHEMA_LOCK = 0x6D657368  # pg_advisory_xact_lock key: backend-api and task-worker may start together
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mesh_jobs (
@@ -239,7 +242,7 @@ class JobQueue:
                 await self.channel.declare_queue(self.queue_name, durable=True)
                 log.info("connected to rabbitmq, queue %s", self.queue_name)
                 return
-            except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            except BROKER_ERRORS as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 log.warning("rabbitmq: %s (retrying)", self.last_error)
                 if self.connection is not None:
@@ -258,7 +261,7 @@ class JobQueue:
         channel = self._usable()
         try:
             queue = await asyncio.wait_for(channel.declare_queue(self.queue_name, durable=True), self.timeout_s)
-        except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        except BROKER_ERRORS as exc:
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             raise Unavailable(f"rabbitmq: {self.last_error}") from None
         result = queue.declaration_result
@@ -273,7 +276,7 @@ class JobQueue:
         try:
             await asyncio.wait_for(
                 channel.default_exchange.publish(message, routing_key=self.queue_name, mandatory=True), self.timeout_s)
-        except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        except BROKER_ERRORS as exc:
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             raise Unavailable(f"rabbitmq: {self.last_error}") from None
 

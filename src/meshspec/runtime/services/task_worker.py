@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from meshspec.common.consul_token import read_token
 from meshspec.runtime.services.identity import MeshIdentity, mesh_identity
 from meshspec.runtime.services.jobs import (
+    BROKER_ERRORS,
     DEFAULT_QUEUE,
     MAX_SLEEP_S,
     JobMessage,
@@ -175,7 +176,7 @@ class TaskWorker:
                 log.info("consuming %s (prefetch %d)", self.config.queue, self.config.prefetch)
                 await closed.wait()
                 self.last_error = "connection closed"
-            except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            except BROKER_ERRORS as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
             self._set_connected(False)
             log.warning("rabbitmq: %s; reconnecting", self.last_error)
