@@ -150,8 +150,8 @@ def _(world, instance, seconds):
 def _(world, instance, seconds):
     service = world.target.instance(instance).service
     server = lambda: next(s for s in world.target.proxy_servers(service) if s.name == instance)  # noqa: E731
-    wait_for(lambda: server().is_up and server().admin == "ready", seconds, interval=0.2)
-    assert server().is_up and server().admin == "ready", server()
+    wait_for(lambda: server().in_rotation, seconds, interval=0.2)
+    assert server().in_rotation, server()
 
 
 # --- mesh identity: the mTLS listener ------------------------------------------------------------

@@ -38,7 +38,7 @@ def _out_of_rotation(services: list[str]) -> list[str]:
     api = RuntimeApi(run.mesh.plan.proxy_runtime)
     out = []
     for service in services:
-        inside = {s.name for s in api.servers_state(backend_name(service)) if s.is_up and s.admin == "ready"}
+        inside = {s.name for s in api.servers_state(backend_name(service)) if s.in_rotation}
         out += [i.id for i in run.mesh.plan.instances_of(service) if i.id not in inside]
     return sorted(out)
 

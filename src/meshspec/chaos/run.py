@@ -64,7 +64,7 @@ class Watcher(threading.Thread):
                 for s in states:
                     if s.name.startswith("spare-") and s.name not in self.seen:
                         continue  # an empty slot is no server
-                    inside = s.is_up and s.admin == "ready"
+                    inside = s.in_rotation
                     if self.seen.get(s.name) != inside:
                         event = {"t": time.time(), "server": s.name, "in": inside}
                         if s.name not in self.seen:

@@ -275,8 +275,9 @@ class LoadBalancing(Strict):
 class Timeouts(Strict):
     connect: Duration = 2_000
     # How long the proxy waits for a server's answer: a request that outlives it is retried on
-    # another server (retry_on: response-timeout) and counts as the server's error (the circuit
-    # breaker): a hung server leaves rotation about this long after it stopped answering, under load.
+    # another server (retry_on: response-timeout), so a hung server costs each request this long.
+    # HAProxy does not count a retried request toward the circuit breaker: a hung server stays in
+    # rotation until its active checks fail (measured: a whole 20 s hang; README, chaos).
     request: Duration = 30_000
     # Requests under these path prefixes (the service's own path, the longest prefix wins) wait
     # this long instead: the few slow calls of a service whose others answer fast (as Consul's

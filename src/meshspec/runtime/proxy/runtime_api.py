@@ -51,6 +51,11 @@ class ServerState:
     def is_up(self) -> bool:
         return self.op_state in (OP_RUNNING, OP_STARTING)
 
+    @property
+    def in_rotation(self) -> bool:
+        """Up by its checks and ready by its admin state: the proxy sends it new requests."""
+        return self.is_up and self.admin == "ready"
+
 
 def parse_servers_state(text: str) -> list[ServerState]:
     """Rows of `show servers state` (format 1: a version line, a `# header` line, rows)."""
