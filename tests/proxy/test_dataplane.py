@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import shutil
 import threading
 import time
@@ -86,6 +88,8 @@ def mesh(tmp_path_factory):
         service("lc", free_block(2), 2, {"lb": {"policy": "least_conn"}}),
         service("hh", free_block(3), 3, {"lb": {"policy": "hash", "hash_on": {"header": "X-User"}}}),
         service("brk", free_block(2), 2, {"circuit_breaker": {"errors": 3, "cooldown": "2s"}}),
+        service("hang", free_block(3), 3, {"timeouts": {"request": "500ms"},
+                                           "circuit_breaker": {"errors": 3, "cooldown": "1s"}}),
         service("limited", free_block(1), 1, {"rate_limit": 5}),
         service("mcpx", free_block(3), 2, {"affinity": "mcp_session"}, {"mcp": {}}, kind="mcp"),
     ]
@@ -105,7 +109,7 @@ def mesh(tmp_path_factory):
         m.controller = Controller(agent.address, m.proxy.api, m.proxy.config, drain_grace=30, wait="10s",
                                   resync=0.2)
         m.thread = ControllerThread(m.controller).start()
-        wait_until(lambda: m.controller.synced.is_set() and len(m.controller.endpoints) == 9, 10, what="first sync")
+        wait_until(lambda: m.controller.synced.is_set() and len(m.controller.endpoints) == 10, 10, what="first sync")
         yield m
     finally:
         if m.thread:
@@ -251,6 +255,64 @@ def test_breaker_opens_on_5xx_and_closes_after_cooldown(mesh):
     healed = time.monotonic()
     wait_until(lambda: "brk-local-1" in spread(mesh, "/svc/brk/", 4), 3.0, interval=0.1, what="breaker closed")
     print(f"\nbreaker closed {time.monotonic() - healed:.1f} s after the backend healed (cooldown 2 s)")
+
+
+def test_a_hung_replica_leaves_rotation_and_comes_back(mesh):
+    """SIGSTOP: the port still accepts, nothing answers. Each request it holds times out (500 ms)
+    and is retried on another replica, which HAProxy's breaker does not count; the controller's
+    outlier ejection takes it out after 3 such failures in a row, and HAProxy's check (every 1 s
+    cooldown while it is down) brings it back once it answers."""
+    victim = mesh.backends["hang-local-1"]
+    ejections = mesh.controller.metrics.ejections.labels("svc_hang")
+    before = ejections._value.get()
+    errors, stop = [], threading.Event()
+
+    def load() -> None:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            while not stop.is_set():
+                answer = client.get(f"{mesh.proxy.url}/svc/hang/")
+                if answer.status_code != 200:
+                    errors.append(answer.status_code)
+
+    def in_rotation() -> bool:
+        return mesh.server("svc_hang", "hang-local-1").in_rotation
+
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            for _ in range(4):
+                pool.submit(load)
+            os.kill(victim.proc.pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                wait_until(lambda: not in_rotation(), 3.0, interval=0.05, what="the hung replica out of rotation")
+                out_after = time.monotonic() - stopped
+                time.sleep(1.5)  # its checks time out meanwhile: it stays out
+                assert not in_rotation()
+            finally:
+                os.kill(victim.proc.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            wait_until(in_rotation, 4.0, interval=0.05, what="the replica back once it answers")
+            back_after = time.monotonic() - resumed
+        finally:
+            stop.set()
+    print(f"\nhung replica out after {out_after:.1f} s, back {back_after:.1f} s after it answered again")
+    assert errors == []  # every request it held was answered by another replica
+    assert ejections._value.get() == before + 1  # the controller's outlier ejection, not a check
+
+
+def test_a_post_is_never_sent_twice(mesh):
+    """A request that outlives the timeout is retried on another replica, unless the server may have
+    acted on it: a POST is sent once (the proxy's log counts the attempts)."""
+    def attempts(method: str) -> str:
+        answer = mesh.http.request(method, f"{mesh.proxy.url}/svc/hang/slow?sleep=0.8")
+        assert answer.status_code == 504, answer.text
+        request_id = answer.headers["x-request-id"]
+        entry = wait_until(lambda: next((json.loads(line) for line in mesh.proxy.log().splitlines()
+                                         if request_id in line and line.startswith("{")), None), 3, what="log line")
+        return entry["retries"]
+
+    assert attempts("GET") not in ("0", "+0")  # the test can tell: a GET is retried
+    assert attempts("POST") == "0"
 
 
 # --- (e) MCP sessions across reloads and membership changes --------------------------------------

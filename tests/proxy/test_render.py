@@ -108,6 +108,7 @@ def test_timeouts_retries_and_breaker(plan):
         "http-request set-timeout server 20000ms if { path_beg /slow }",
         "http-request set-timeout server 40000ms if { path_beg /slow/er }"]
     assert "retries 4" in body and "retry-on conn-failure 503" in body and "option redispatch 1" in body
+    assert "http-request disable-l7-retry if { method POST PATCH }" in body  # never twice (test_dataplane)
     server = next(line for line in body if line.startswith("server tmo-local-0"))
     assert "observe layer7 error-limit 7 on-error mark-down" in server
     assert "fastinter 4000ms downinter 4000ms rise 1 fall 1" in server

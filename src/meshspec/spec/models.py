@@ -275,9 +275,9 @@ class LoadBalancing(Strict):
 class Timeouts(Strict):
     connect: Duration = 2_000
     # How long the proxy waits for a server's answer: a request that outlives it is retried on
-    # another server (retry_on: response-timeout), so a hung server costs each request this long.
-    # HAProxy does not count a retried request toward the circuit breaker: a hung server stays in
-    # rotation until its active checks fail (measured: a whole 20 s hang; README, chaos).
+    # another server (retry_on: response-timeout; never a POST or PATCH), so a hung server costs
+    # each request it holds this long, until the circuit breaker's `errors` of them in a row take
+    # it out (the controller's outlier ejection: HAProxy's breaker does not count retried ones).
     request: Duration = 30_000
     # Requests under these path prefixes (the service's own path, the longest prefix wins) wait
     # this long instead: the few slow calls of a service whose others answer fast (as Consul's
@@ -292,7 +292,9 @@ class Retries(Strict):
 
 class CircuitBreaker(Strict):
     enabled: bool = True
-    errors: int = Field(default=5, ge=1)  # consecutive failed responses that open it
+    # Failures in a row that open it: answers of 5xx or none (HAProxy's `observe layer7`), and
+    # requests retried away from the server (the controller's outlier ejection, outliers.py).
+    errors: int = Field(default=5, ge=1)
     cooldown: Duration = 10_000
 
 

@@ -8,8 +8,9 @@ consul-template's loop, each step its own module:
 
 This module is the loop: it starts a watch per service the config's shape routes, wakes on any
 change (or every `resync` seconds), re-reads haproxy.cfg (a changed shape reloads HAProxy; a
-membership-only change in the file never does), reconciles and applies. It serves GET /health
-and GET /metrics. While Consul is unreachable the last-known-good endpoints are kept and nothing
+membership-only change in the file never does), reconciles and applies. Beside the loop, every
+OUTLIER_POLL_S it ejects outliers (outliers.py): servers whose requests keep being retried
+elsewhere, which HAProxy's own breaker does not count. It serves GET /health and GET /metrics. While Consul is unreachable the last-known-good endpoints are kept and nothing
 is taken out.
 """
 
@@ -33,11 +34,15 @@ from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
 from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
 from meshspec.runtime.proxy.certificates import keep_certificate
 from meshspec.runtime.proxy.intentions import install_map, intention_map
+from meshspec.runtime.proxy.outliers import Outliers, breakers_of
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
 from meshspec.runtime.proxy.watch import FIRST_BACKOFF, MAX_BACKOFF, blocking_get, watch
 
 log = logging.getLogger("meshspec.controller")
+#: s between two reads of the servers' counters: a hung server's first timed-out requests are
+#: seen within this of the retries that rescued them (one `show stat` a tick costs HAProxy little).
+OUTLIER_POLL_S = 0.5
 
 
 class Metrics:
@@ -62,6 +67,9 @@ class Metrics:
                                     "Proxy certificates rotated into HAProxy", registry=registry)
         self.intention_changes = Counter("meshspec_controller_intention_map_changes_total",
                                          "Entries of HAProxy's intentions map changed", registry=registry)
+        self.ejections = Counter("meshspec_controller_outlier_ejections_total",
+                                 "Servers taken out of rotation for failures in a row that HAProxy's "
+                                 "breaker does not count (retried elsewhere)", ["backend"], registry=registry)
 
 
 class Controller:
@@ -95,6 +103,7 @@ class Controller:
         self.intentions: list[dict] | None = None  # the registry's, as last read (None: not yet)
         self.intentions_watch: asyncio.Task | None = None
         self.installed_map: dict[str, str] | None = None
+        self.outliers = Outliers()
 
     def _initial_loaded_hash(self) -> str | None:
         if self.loaded_file and self.loaded_file.exists() and self.loaded_file.read_text().strip():
@@ -231,6 +240,33 @@ class Controller:
         log.info("HAProxy reloaded for shape %s", self.loaded_hash)
         return True
 
+    # --- outliers ------------------------------------------------------------------------------
+
+    def eject_outliers(self) -> list[tuple[str, str]]:
+        """One read of the servers' counters; open the breaker of each outlier (blocking: call it in
+        a thread). The (backend, server)s ejected."""
+        try:
+            stats = self.api.server_stats()
+        except RuntimeApiError:
+            return []  # HAProxy unreachable or reloading: sync() counts it
+        ejected = []
+        for backend, server in self.outliers.update(stats, breakers_of(self.shape)):
+            try:
+                self.api.command(f"set server {backend}/{server} health down")
+            except RuntimeApiError as err:
+                self.metrics.errors.labels("outliers").inc()
+                self.last_error = f"outlier {backend}/{server}: {err}"
+                continue
+            self.metrics.ejections.labels(backend).inc()
+            log.warning("ejected %s/%s: its requests keep being retried elsewhere", backend, server)
+            ejected.append((backend, server))
+        return ejected
+
+    async def _eject_outliers(self) -> None:
+        while True:
+            await asyncio.sleep(OUTLIER_POLL_S)
+            await asyncio.to_thread(self.eject_outliers)
+
     # --- apply ---------------------------------------------------------------------------------
 
     def sync(self) -> list[Change]:
@@ -270,6 +306,7 @@ class Controller:
     async def run(self) -> None:
         headers = {"X-Consul-Token": self.token} if self.token else {}
         async with aiohttp.ClientSession(headers=headers) as session:
+            outliers = asyncio.create_task(self._eject_outliers())
             try:
                 while True:
                     self._sync_watchers(session)
@@ -285,7 +322,8 @@ class Controller:
                     await asyncio.to_thread(self.apply_intentions)
                     self.synced.set()
             finally:
-                for task in [*self.watchers.values(), *(t for t in (self.rotation, self.intentions_watch) if t)]:
+                for task in [*self.watchers.values(), outliers,
+                             *(t for t in (self.rotation, self.intentions_watch) if t)]:
                     task.cancel()
 
     # --- HTTP ----------------------------------------------------------------------------------

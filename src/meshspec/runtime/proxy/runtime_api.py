@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from meshspec.runtime.proxy.outliers import ServerStats, parse_stat
+
 # srv_admin_state bits (HAProxy 2.6 include/haproxy/server-t.h)
 ADMF_FMAINT, ADMF_IMAINT, ADMF_CMAINT, ADMF_FDRAIN, ADMF_IDRAIN, ADMF_RMAINT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 ADMF_MAINT = ADMF_FMAINT | ADMF_IMAINT | ADMF_RMAINT  # CMAINT only records "disabled in the config"
@@ -134,6 +136,10 @@ class RuntimeApi:
 
     def servers_state(self, backend: str | None = None) -> list[ServerState]:
         return parse_servers_state(self.send("show servers state" + (f" {backend}" if backend else "")))
+
+    def server_stats(self) -> list[ServerStats]:
+        """Every server's counters (`show stat`, servers only: `-1 4 -1`)."""
+        return parse_stat(self.send("show stat -1 4 -1"))
 
     def backends(self) -> list[str]:
         return [b for b in self.send("show backend").split() if not b.startswith("#")]
