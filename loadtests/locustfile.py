@@ -28,6 +28,7 @@ from locust import HttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mcp_wire import initialize, post_headers, reply  # noqa: E402
 from slo import check_slos, load_slos, summary  # noqa: E402
 
 from meshspec.common import nonce  # noqa: E402
@@ -49,7 +50,6 @@ MCP_CALLS = {
     "http": ("http_get", {"url": "{proxy_url}/healthz"}, "200"),
     "claude-task-runner": ("list_tasks", {"limit": 5}, "count"),
 }
-ACCEPT = "application/json, text/event-stream"
 
 
 def _mesh_routes():
@@ -150,35 +150,32 @@ class McpSessionUser(HttpUser):
                         r.failure(f"DELETE answered HTTP {r.status_code}")
 
     def _initialize(self, path, service):
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "meshspec-locust", "version": "1"}}}
-        reply, response = self._post(path, f"mcp {service} initialize", body, {})
-        if reply is None:
+        answer, response = self._post(path, f"mcp {service} initialize", initialize("meshspec-locust"), {})
+        if answer is None:
             return None, None
         sid = response.headers.get("mcp-session-id")
-        return sid, reply["result"].get("protocolVersion", "2025-06-18")
+        return sid, answer["result"].get("protocolVersion", "2025-06-18")
 
     def _post(self, path, name, body, headers, expect_reply=True, expect=""):
-        headers = {"Accept": ACCEPT, "Content-Type": "application/json", **headers}
-        with self.client.post(path, data=json.dumps(body), headers=headers, name=name, catch_response=True) as r:
+        with self.client.post(path, data=json.dumps(body), headers=post_headers(**headers), name=name,
+                              catch_response=True) as r:
             if not expect_reply:
                 if r.status_code not in (200, 202, 204):
                     r.failure(f"HTTP {r.status_code}")
                 return None, r
-            reply = _reply(r, body.get("id"))
+            answer = reply(r.headers.get("content-type", ""), r.text or "", body.get("id"))
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}: {r.text[:120]}")
-            elif reply is None:
+            elif answer is None:
                 r.failure(f"no JSON-RPC reply with id {body.get('id')}: {r.text[:120]}")
-            elif "error" in reply:
-                r.failure(f"JSON-RPC error {reply['error']}")
-            elif reply.get("result", {}).get("isError"):
-                r.failure(f"tool error: {json.dumps(reply['result'])[:160]}")
-            elif expect and expect not in json.dumps(reply.get("result")):
-                r.failure(f"result lacks {expect!r}: {json.dumps(reply.get('result'))[:160]}")
+            elif "error" in answer:
+                r.failure(f"JSON-RPC error {answer['error']}")
+            elif answer.get("result", {}).get("isError"):
+                r.failure(f"tool error: {json.dumps(answer['result'])[:160]}")
+            elif expect and expect not in json.dumps(answer.get("result")):
+                r.failure(f"result lacks {expect!r}: {json.dumps(answer.get('result'))[:160]}")
             else:
-                return reply, r
+                return answer, r
             return None, r
 
 
@@ -188,15 +185,3 @@ if not HTTP_PATHS:
 if not MCP_SERVICES:
     del McpSessionUser
 
-
-def _reply(response, rpc_id):
-    try:
-        if response.headers.get("content-type", "").startswith("application/json"):
-            body = response.json()
-            messages = body if isinstance(body, list) else [body]
-        else:
-            messages = [json.loads(line[5:]) for line in (response.text or "").splitlines()
-                        if line.startswith("data:") and line[5:].strip().startswith("{")]
-    except ValueError:
-        return None
-    return next((m for m in messages if isinstance(m, dict) and m.get("id") == rpc_id), None)

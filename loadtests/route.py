@@ -3,8 +3,7 @@
 MESH_ROUTES is a JSON list of {"path", "expect"}; each user requests them in turn with the API key
 in MESH_API_KEY_FILE (a consumer's; read from its 0600 file, never passed in the environment) and
 counts an answer only with status 200 and the route's `expect` in its body: the service's own
-words, not the proxy's. With MESH_REQUEST_LOG, each request's start, duration and outcome go to
-that file.
+words, not the proxy's. With MESH_REQUEST_LOG, each request goes to that file (request_log.py).
 """
 
 from __future__ import annotations
@@ -14,20 +13,11 @@ import json
 import os
 from pathlib import Path
 
-from locust import FastHttpUser, constant_throughput, events, task
+import request_log  # noqa: F401  (MESH_REQUEST_LOG)
+from locust import FastHttpUser, constant_throughput, task
 
 KEY_FILE = os.environ.get("MESH_API_KEY_FILE")
 HEADERS = {"X-API-Key": Path(KEY_FILE).read_text().strip()} if KEY_FILE else {}
-# One line per request (start time, ms, answered): Locust's own history averages over seconds and
-# repeats its last figure while every user waits on a hung server; the chaos plots need each request.
-REQUEST_LOG = os.environ.get("MESH_REQUEST_LOG")
-
-if REQUEST_LOG:
-    _log = open(REQUEST_LOG, "a", buffering=1)
-
-    @events.request.add_listener
-    def _record(response_time: float, exception: Exception | None, start_time: float = 0.0, **_: object) -> None:
-        _log.write(f"{start_time:.3f},{response_time:.1f},{0 if exception else 1}\n")
 
 
 class RouteCaller(FastHttpUser):

@@ -7,8 +7,8 @@ import asyncio
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor

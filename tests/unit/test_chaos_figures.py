@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from meshspec.chaos.cli import verdict_line
-from meshspec.chaos.figures import judge_rotation, judge_traffic, load_seconds, load_totals, rotation_windows
+from meshspec.chaos.figures import (
+    judge_jobs,
+    judge_rotation,
+    judge_sessions,
+    judge_sessions_kept,
+    judge_traffic,
+    load_seconds,
+    load_totals,
+    rotation_windows,
+)
 
 STATS = ("Type,Name,Request Count,Failure Count,Median Response Time,50%,99%\n"
          "GET,/svc/x,1000,1,3,3,40\n,Aggregated,1000,1,3,3,40\n")
@@ -78,3 +87,45 @@ def test_a_failed_action_is_a_failure_though_both_hypotheses_held():
                         "exception": ["Traceback ...\n", "ReloadError: no new HAProxy worker within 10.0s\n"]}]}
     passed, line = verdict_line("x", journal, [])
     assert not passed and "action reload failed: ReloadError: no new HAProxy worker within 10.0s" in line
+
+
+def session_events(*rows: tuple[float, int, str, str]) -> list[dict]:
+    return [{"t": t, "user": user, "session": session, "event": event} for t, user, session, event in rows]
+
+
+OWNERS = {"s1": "mcp-0", "s2": "mcp-1", "old": "mcp-0"}  # "old": another client's, in the stick table
+
+
+def test_sessions_on_the_killed_replica_end_and_reopen_the_others_go_on():
+    events = session_events((1, 0, "s1", "opened"), (1, 1, "s2", "opened"), (6, 0, "s1", "ended"), (6.1, 0, "s3", "opened"))
+    ok, figures = judge_sessions(events, OWNERS, "mcp-0", fault=5)
+    assert ok and figures["on_killed"] == 1 and figures["ended_and_reopened"] == 1 and figures["on_others"] == 1
+
+
+def test_sessions_fail_when_one_is_not_reopened_another_replica_loses_one_or_a_request_fails():
+    not_reopened = session_events((1, 0, "s1", "opened"), (1, 1, "s2", "opened"), (6, 0, "s1", "ended"))
+    assert not judge_sessions(not_reopened, OWNERS, "mcp-0", fault=5)[0]
+    other_lost = session_events((1, 0, "s1", "opened"), (1, 1, "s2", "opened"), (6, 0, "s1", "ended"),
+                                (6.1, 0, "s3", "opened"), (6, 1, "s2", "ended"), (6.1, 1, "s4", "opened"))
+    ok, figures = judge_sessions(other_lost, OWNERS, "mcp-0", fault=5)
+    assert not ok and figures["others_ended"] == 1
+    failed = session_events((1, 0, "s1", "opened"), (1, 1, "s2", "opened"), (6, 0, "s1", "ended"),
+                            (6.1, 0, "s3", "opened"), (7, 1, "s2", "failed"))
+    assert not judge_sessions(failed, OWNERS, "mcp-0", fault=5)[0]
+
+
+def test_sessions_kept_through_reloads():
+    assert judge_sessions_kept(session_events((1, 0, "s1", "opened"), (1, 1, "s2", "opened")))[0]
+    assert not judge_sessions_kept(session_events((1, 0, "s1", "opened"), (3, 0, "s1", "ended")))[0]
+    assert not judge_sessions_kept([])[0]  # no session held: nothing was shown
+
+
+def test_jobs_every_acknowledged_one_done_once():
+    acknowledged = {"a": 1.0, "b": 1.0}
+    done = {"a": {"status": "done", "result": {"slept_s": 1.002}, "attempts": 1},
+            "b": {"status": "done", "result": {"slept_s": 1.001}, "attempts": 2}}
+    ok, figures = judge_jobs(acknowledged, done)
+    assert ok and figures["done"] == 2 and figures["rerun"] == 1 and figures["lost"] == 0
+    ok, figures = judge_jobs(acknowledged, {"a": done["a"], "b": {"status": "running", "attempts": 1}})
+    assert not ok and figures["lost"] == 1 and figures["first_lost"] == ["b: running"]
+    assert not judge_jobs(acknowledged, {**done, "b": {"status": "done", "result": {"slept_s": 0.1}}})[0]

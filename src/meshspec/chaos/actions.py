@@ -12,9 +12,10 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
+import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
-from meshspec.chaos.run import current
+from meshspec.chaos.run import ENQUEUE, current
 from meshspec.common.consul_token import read_token
 from meshspec.render.haproxy import proxy_paths
 from meshspec.runtime.proxy.apply import reload_haproxy
@@ -31,12 +32,32 @@ def start_load(routes: list[dict[str, str]], users: int = 10, seconds: float = 3
     return f"{users} users on {', '.join(r['path'] for r in routes)} for {seconds:.0f} s"
 
 
-def wait_for_load() -> int:
-    """Until the load's time is over; Locust's exit status (1: some request failed)."""
+def start_sessions(service: str, users: int = 8, seconds: float = 30, rate_per_user: float = 5,
+                   watch: list[str] | None = None) -> str:
+    """Locust users that each hold an MCP session of `service` through the proxy's edge (a new one
+    when the server forgets theirs) for `seconds`, in the background; and the watcher, as start_load."""
     run = current()
-    if run.load is None:
-        raise RuntimeError("no load was started (start_load)")
-    return run.load.wait()
+    run.watch(watch or [service])
+    run.start_sessions(service, users, seconds, rate_per_user)
+    return f"{users} MCP sessions of {service} for {seconds:.0f} s"
+
+
+def wait_for_load() -> dict[str, int]:
+    """Until every load's time is over; Locust's exit status of each (1: some request failed)."""
+    run = current()
+    if not run.loads:
+        raise RuntimeError("no load was started (start_load, start_sessions)")
+    return {name: load.wait() for name, load in run.loads.items()}
+
+
+def record_sessions(service: str) -> str:
+    """Which server holds each MCP session of `service` now, from the proxy's stick table: the
+    probe sessions_held judges each session by who held it when the fault began."""
+    run = current()
+    owners = run.session_owners(service)
+    run.file("owners.json").write_text(json.dumps(owners))
+    held = {server: sum(1 for s in owners.values() if s == server) for server in sorted(set(owners.values()))}
+    return f"{len(owners)} sessions: {held}"
 
 
 def _instance(service: str, replica: int) -> str:
@@ -135,6 +156,21 @@ def stop_load() -> str:
     """A rollback: whatever the method reached, the load and the watcher stop."""
     current().finish()
     return "load and watcher stopped"
+
+
+def enqueue_jobs(count: int = 40, seconds: float = 1.0) -> str:
+    """`count` sleep jobs of `seconds` each, enqueued at backend-api through the proxy's edge; the
+    ones it acknowledged (202, with their id) go to jobs.json, which jobs_held reads back."""
+    run = current()
+    acknowledged = {}
+    with httpx.Client(trust_env=False, timeout=10, headers=run.edge_headers()) as client:
+        for _ in range(count):
+            answer = client.post(run.route_url("backend-api", ENQUEUE),
+                                 json={"kind": "sleep", "payload": {"seconds": seconds}})
+            if answer.status_code == 202:
+                acknowledged[answer.json()["id"]] = seconds
+    run.file("jobs.json").write_text(json.dumps(acknowledged))
+    return f"{len(acknowledged)} of {count} jobs acknowledged"
 
 
 def write_kv(prefix: str, count: int) -> str:

@@ -96,3 +96,49 @@ def judge_rotation(events: list[dict], faults: list[dict], server: str, max_out_
     ok = out_after is not None and out_after <= max_out_s and back_after is not None \
         and back_after <= back_within_s and not others
     return ok, figures
+
+
+def judge_sessions(events: list[dict], owners: dict[str, str], killed: str, fault: float) -> tuple[bool, dict]:
+    """MCP sessions through a replica's death: every session of the load that the killed server held
+    when the fault began (at `fault`; the stick table also keeps older sessions, of other clients)
+    ended cleanly (its server forgot it: 404) and its user opened another; no session another server
+    held ended; no request failed otherwise."""
+    live = {e["session"] for e in events if e["event"] == "opened" and e["t"] < fault} \
+        - {e["session"] for e in events if e["event"] == "ended" and e["t"] < fault}
+    owners = {s: server for s, server in owners.items() if s in live}
+    ended = {e["session"] for e in events if e["event"] == "ended"}
+    failed = [e for e in events if e["event"] == "failed"]
+    reopened = set()
+    for e in events:
+        if e["event"] == "ended" and any(o["event"] == "opened" and o["user"] == e["user"] and o["t"] > e["t"]
+                                         for o in events):
+            reopened.add(e["session"])
+    on_killed = {s for s, server in owners.items() if server == killed}
+    on_others = set(owners) - on_killed
+    figures = {"killed": killed, "on_killed": len(on_killed), "ended_and_reopened": len(on_killed & reopened),
+               "on_others": len(on_others), "others_ended": len(on_others & ended), "failed": len(failed),
+               "first_failed": [e.get("detail", "") for e in failed[:3]]}
+    ok = bool(on_killed) and on_killed <= reopened and bool(on_others) and not on_others & ended and not failed
+    return ok, figures
+
+
+def judge_sessions_kept(events: list[dict]) -> tuple[bool, dict]:
+    """MCP sessions through faults that should cost none (reloads): no session ended, none failed."""
+    opened = {e["session"] for e in events if e["event"] == "opened"}
+    ended = [e for e in events if e["event"] == "ended"]
+    failed = [e for e in events if e["event"] == "failed"]
+    figures = {"sessions": len(opened), "ended": len(ended), "failed": len(failed),
+               "first_failed": [e.get("detail", "") for e in failed[:3]]}
+    return bool(opened) and not ended and not failed, figures
+
+
+def judge_jobs(acknowledged: dict[str, float], results: dict[str, dict]) -> tuple[bool, dict]:
+    """Every job backend-api acknowledged is done, once: its row (one per id) says done with the
+    sleep it ran; `rerun` counts those claimed again after a redelivery (the worker died mid-job)."""
+    done = {i for i, job in results.items() if job.get("status") == "done"
+            and (job.get("result") or {}).get("slept_s", 0) >= acknowledged[i]}
+    lost = sorted(set(acknowledged) - done)
+    rerun = sum(1 for i in done if results[i].get("attempts", 1) > 1)
+    figures = {"acknowledged": len(acknowledged), "done": len(done), "lost": len(lost), "rerun": rerun,
+               "first_lost": [f"{i}: {results.get(i, {}).get('status', 'no row')}" for i in lost[:3]]}
+    return bool(acknowledged) and not lost, figures

@@ -7,15 +7,26 @@ route, every server in rotation); after it, the probe judges what the run record
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
 import httpx
 
-from meshspec.chaos.figures import judge_rotation, judge_traffic, load_totals, read_jsonl, rotation_windows
-from meshspec.chaos.run import current
+from meshspec.chaos.figures import (
+    judge_jobs,
+    judge_rotation,
+    judge_sessions,
+    judge_sessions_kept,
+    judge_traffic,
+    load_totals,
+    read_jsonl,
+    rotation_windows,
+)
+from meshspec.chaos.run import ENQUEUE, RESULTS, current
 from meshspec.common.consul_token import read_token
 from meshspec.render.haproxy import backend_name
+from meshspec.runtime.probes.mcp import probe_mcp
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
 
 BURST = 20  # requests of the check before the method
@@ -43,20 +54,15 @@ def _out_of_rotation(services: list[str]) -> list[str]:
     return sorted(out)
 
 
-def _headers() -> dict[str, str]:
-    key = current().api_key_file
-    return {"X-API-Key": open(key).read().strip()} if key else {}
-
-
-def traffic_held(routes: list[dict[str, str]], max_error_ratio: float, max_p99_ms: float) -> bool:
-    """Under the run's load: the ratio of failed requests (not 200, or without the route's `expect`)
-    and Locust's p99 stay within bounds. Before any load: a burst of requests on each route, all
-    answered by the service (the first refusals are named)."""
+def traffic_held(routes: list[dict[str, str]], max_error_ratio: float, max_p99_ms: float, load: str = "load") -> bool:
+    """Under the run's `load` (the route load, or "sessions"): the ratio of failed requests (not 200,
+    or without the route's `expect`) and Locust's p99 stay within bounds. Before any load: a burst of
+    requests on each route, all answered by the service (the first refusals are named)."""
     run = current()
-    stats = run.file("load_stats.csv")
-    if run.load is None or not stats.exists():
+    stats = run.file(f"{load}_stats.csv")
+    if load not in run.loads or not stats.exists():
         refused = []
-        with httpx.Client(trust_env=False, timeout=5, headers=_headers()) as client:
+        with httpx.Client(trust_env=False, timeout=5, headers=run.edge_headers()) as client:
             for route in routes:
                 for _ in range(BURST):
                     answer = client.get(run.proxy_url + route["path"])
@@ -66,7 +72,7 @@ def traffic_held(routes: list[dict[str, str]], max_error_ratio: float, max_p99_m
         return _verdict("traffic_held (before)", not refused,
                         {"requests": asked, "answered": asked - len(refused), "first_refused": sorted(set(refused))[:3]})
     ok, figures = judge_traffic(load_totals(stats.read_text()), max_error_ratio, max_p99_ms)
-    return _verdict("traffic_held", ok, figures)
+    return _verdict(f"traffic_held ({load})" if load != "load" else "traffic_held", ok, figures)
 
 
 def rotation_held(service: str, replica: int, max_out_s: float, back_within_s: float) -> bool:
@@ -96,7 +102,7 @@ def rotation_steady(services: list[str]) -> bool:
     if not faults:
         out = _out_of_rotation(services)
         return _verdict("rotation_steady (before)", not out, {"out_of_rotation": out})
-    flaps = sorted(rotation_windows(_records("rotation.jsonl"), run.load.started if run.load else faults[0]["start"]))
+    flaps = sorted(rotation_windows(_records("rotation.jsonl"), run.load_started or faults[0]["start"]))
     watched = sum(len(run.mesh.plan.instances_of(s)) for s in services)
     return _verdict("rotation_steady", not flaps, {"servers_watched": watched, "left_rotation": flaps})
 
@@ -116,3 +122,65 @@ def kv_held(prefix: str, count: int) -> bool:
     lost = sorted(k for k, v in acknowledged.items() if stored.get(k) != v)
     return _verdict("kv_held", not lost and len(acknowledged) == count,
                     {"acknowledged": len(acknowledged), "lost": len(lost), "first_lost": lost[:3]})
+
+
+def _session_answers(service: str) -> tuple[bool, dict]:
+    """Before the method: an MCP session of `service` through the proxy's edge lists its tools (the
+    checker's own probe, which names the server that answered)."""
+    run = current()
+    result = probe_mcp(f"{run.proxy_url}/mcp/{service}", timeout=10, headers=run.edge_headers())
+    return result.ok, {"server": result.server_name, "tools": result.tool_count, "reason": result.reason}
+
+
+def sessions_held(service: str, replica: int) -> bool:
+    """After the fault: each MCP session the killed replica held (record_sessions) ended cleanly, a
+    404, and its user opened another; the sessions of the other replicas went on untouched; no
+    request failed. Before: a session through the proxy lists the service's tools."""
+    run = current()
+    if not run.file("owners.json").exists():
+        return _verdict("sessions_held (before)", *_session_answers(service))
+    killed = next(i.id for i in run.mesh.plan.instances_of(service) if i.replica == replica)
+    owners = json.loads(run.file("owners.json").read_text())
+    ok, figures = judge_sessions(_records("sessions.jsonl"), owners, killed, _records("faults.jsonl")[0]["start"])
+    return _verdict("sessions_held", ok, figures)
+
+
+def sessions_kept(service: str) -> bool:
+    """After the faults: no MCP session ended and none failed (a reload keeps the proxy's stick
+    table, so each session still reaches its server). Before: a session lists the tools."""
+    if not _records("faults.jsonl"):
+        return _verdict("sessions_kept (before)", *_session_answers(service))
+    ok, figures = judge_sessions_kept(_records("sessions.jsonl"))
+    return _verdict("sessions_kept", ok, figures)
+
+
+def jobs_held(within_s: float = 60) -> bool:
+    """After the fault: every job backend-api acknowledged (enqueue_jobs) is done within `within_s`,
+    once (one row per job id, its result the sleep it ran). Before: one sha256 job comes back with
+    its digest through the proxy."""
+    run = current()
+    with httpx.Client(trust_env=False, timeout=10, headers=run.edge_headers()) as client:
+        if not run.file("jobs.json").exists():
+            data = f"chaos {run.started}"
+            job = client.post(run.route_url("backend-api", ENQUEUE), json={"kind": "sha256", "payload": {"data": data}})
+            digest, result = hashlib.sha256(data.encode()).hexdigest(), {}
+            deadline = time.time() + within_s
+            while job.status_code == 202 and result.get("status") not in ("done", "failed") and time.time() < deadline:
+                time.sleep(0.2)
+                result = client.get(run.route_url("backend-api", RESULTS + job.json()["id"])).json()
+            ok = digest in json.dumps(result.get("result"))
+            return _verdict("jobs_held (before)", ok, {"enqueue": job.status_code, "status": result.get("status")})
+        acknowledged = json.loads(run.file("jobs.json").read_text())
+        results: dict[str, dict] = {}
+        deadline = time.time() + within_s
+        while time.time() < deadline:
+            for job_id in acknowledged:
+                if results.get(job_id, {}).get("status") not in ("done", "failed"):
+                    answer = client.get(run.route_url("backend-api", RESULTS + job_id))
+                    if answer.status_code == 200:
+                        results[job_id] = answer.json()
+            if all(r.get("status") in ("done", "failed") for r in results.values()) and len(results) == len(acknowledged):
+                break
+            time.sleep(0.5)
+    ok, figures = judge_jobs(acknowledged, results)
+    return _verdict("jobs_held", ok, figures)

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from meshspec.chaos.figures import Second, load_seconds, read_jsonl  # noqa: E402
 
@@ -47,7 +48,10 @@ def plot(directory: Path, title: str) -> bytes:
     latency.plot(t, [s.p50 for s in history], label="p50", color="tab:green")
     latency.plot(t, [s.p99 for s in history], label="p99", color="tab:orange")
     latency.set_ylabel("latency by start, ms")
-    latency.set_yscale("symlog", linthresh=100)  # a hang's 20 s beside the usual milliseconds
+    if max((s.p99 or 0 for s in history), default=0) > 1000:  # a hang's 20 s beside the usual milliseconds
+        latency.set_yscale("symlog", linthresh=100)
+        latency.yaxis.set_major_formatter(ScalarFormatter())  # plain milliseconds, not 1e4
+    latency.set_ylim(bottom=0)
     latency.set_xlabel("seconds since the load began")
     for axes in (rates, latency):
         for f in faults:
