@@ -108,6 +108,9 @@ def validate(
     kinds = Counter(s.kind for s in spec.services)
     typer.echo(f"{len(spec.services)} services: " + ", ".join(f"{kinds[k]} {k}" for k in KINDS))
     plan = make_plan(spec, hosts, offset, settings.state_dir())
+    replicated = [s for s in spec.services if s.replicas > 1]
+    if replicated:
+        typer.echo("replicas: " + ", ".join(f"{s.name} x{s.replicas}" for s in replicated))
     for host in plan.hosts:
         mine = plan.instances_on(host.name)
         typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")

@@ -89,3 +89,4 @@ def test_shipped_spec_is_valid():
     result = _validate(ROOT / "mesh_spec.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "41 services: 19 mcp, 8 core, 3 database, 3 ai, 8 monitoring" in result.stdout.splitlines()
+    assert "replicas: http-fetch x2, http x2, backend-api x3, mcp-gateway x2, semantic-search x2" in result.stdout
