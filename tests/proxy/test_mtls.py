@@ -215,12 +215,17 @@ def test_rotations_under_load_drop_no_request_and_survive_a_reload(tls_mesh):
     certificate = Path(proxy_paths(tls_mesh.plan)["certificate"])
     for _ in range(3):  # a rotation between reading the file and the handshake would blur the answer: again
         before = tls_mesh.controller.metrics.certificates._value.get()
-        on_disk = x509.load_pem_x509_certificate(certificate.read_bytes()).serial_number
+        metrics = tls_mesh.controller.metrics
+        validity = (metrics.certificate_after._value.get(), metrics.certificate_before._value.get())
+        read = x509.load_pem_x509_certificate(certificate.read_bytes())
+        on_disk = read.serial_number
         tls_mesh.proxy.reload()
         after_reload = server_certificate(tls_mesh, tls_mesh.client_cert).serial_number
         if tls_mesh.controller.metrics.certificates._value.get() == before:
             assert after_reload == on_disk  # the new worker read the file: the rotated certificate, not the first
             assert on_disk != first_served  # and that is a rotated one
+            # the expiry alert's gauges name the installed certificate's validity
+            assert validity == (read.not_valid_before_utc.timestamp(), read.not_valid_after_utc.timestamp())
             return
     pytest.fail("a rotation came between every reload and its handshake")
 

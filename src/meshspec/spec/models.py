@@ -298,6 +298,15 @@ class CircuitBreaker(Strict):
     cooldown: Duration = 10_000
 
 
+class Slo(Strict):
+    """What the proxy's alerts hold a service to (render/monitoring.py): the share of its answers
+    through the proxy that may be 5xx, and how long its answers may take on average (HAProxy's
+    exporter gives the mean of the last 1,024 answers; it has no histogram, so no p99)."""
+
+    error_ratio: float = Field(default=0.01, gt=0, le=1)
+    latency: Duration = 1_500
+
+
 class Routing(Strict):
     enabled: bool = True
     mode: Literal["http", "tcp"] = "http"
@@ -312,6 +321,7 @@ class Routing(Strict):
     # tools/call's body). Over a limit: 429 with Retry-After.
     rate_limit: int = Field(default=5_000, ge=0)
     tool_rate_limits: dict[ToolName, Annotated[int, Field(ge=0)]] = {}
+    slo: Slo = Slo()
 
 
 # --- the service and the mesh -------------------------------------------------------

@@ -46,7 +46,7 @@ def install_certificate(api: RuntimeApi, path: Path, pem: str) -> None:
 
 
 async def keep_certificate(session: aiohttp.ClientSession, consul: str, service: str, path: Path, api: RuntimeApi,
-                           wait: str, on_installed: Callable[[str], None], on_error: Callable[[Exception], None]) -> None:
+                           wait: str, on_installed: Callable[[dict], None], on_error: Callable[[Exception], None]) -> None:
     """Rotate until cancelled: each leaf the registry issues for `service` into `path` and HAProxy."""
     index, backoff, installed = 0, FIRST_BACKOFF, None
     url = f"{consul}/v1/agent/connect/ca/leaf/{service}"
@@ -57,7 +57,7 @@ async def keep_certificate(session: aiohttp.ClientSession, consul: str, service:
                 await asyncio.to_thread(install_certificate, api, path, leaf["CertPEM"] + leaf["PrivateKeyPEM"])
                 installed = leaf["SerialNumber"]
                 log.info("proxy certificate %s installed, valid until %s", installed, leaf["ValidBefore"])
-                on_installed(leaf["ValidBefore"])
+                on_installed(leaf)
             index, backoff = int(leaf["ModifyIndex"]), FIRST_BACKOFF
         except asyncio.CancelledError:
             raise

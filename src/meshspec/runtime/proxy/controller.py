@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,12 @@ class Metrics:
                                     "Proxy certificates rotated into HAProxy", registry=registry)
         self.intention_changes = Counter("meshspec_controller_intention_map_changes_total",
                                          "Entries of HAProxy's intentions map changed", registry=registry)
+        # The installed proxy certificate's validity: an alert when it nears its end, which means the
+        # rotation at half its lifetime did not happen (MeshProxyCertificateExpiring).
+        self.certificate_after = Gauge("meshspec_controller_certificate_valid_after_timestamp_seconds",
+                                       "The installed proxy certificate's start of validity", registry=registry)
+        self.certificate_before = Gauge("meshspec_controller_certificate_valid_before_timestamp_seconds",
+                                        "The installed proxy certificate's end of validity", registry=registry)
         self.ejections = Counter("meshspec_controller_outlier_ejections_total",
                                  "Servers taken out of rotation for failures in a row that HAProxy's "
                                  "breaker does not count (retried elsewhere)", ["backend"], registry=registry)
@@ -142,9 +149,11 @@ class Controller:
             self.watchers.pop(service).cancel()
             self.endpoints.pop(service, None)
 
-    def _certificate_installed(self, valid_before: str) -> None:
-        self.certificate_until = valid_before
-        self.metrics.certificates.inc()
+    def _certificate_installed(self, leaf: dict) -> None:
+        self.certificate_until = leaf["ValidBefore"]
+        for gauge, key in ((self.metrics.certificate_after, "ValidAfter"), (self.metrics.certificate_before, "ValidBefore")):
+            gauge.set(datetime.fromisoformat(leaf[key]).timestamp())
+        self.metrics.certificates.inc()  # last: a count that moved says the gauges are the new certificate's
 
     def _certificate_failed(self, err: Exception) -> None:
         self.metrics.errors.labels("certificate").inc()
