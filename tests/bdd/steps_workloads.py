@@ -17,6 +17,8 @@ from pytest_bdd import parsers, then
 
 from meshspec.render.probes import probe
 from meshspec.runtime.probes import protocols
+from meshspec.verify.run import edge_headers
+from tests.bdd.mesh_target import wait_for
 
 HTTP = httpx.Client(trust_env=False, timeout=60)
 
@@ -139,3 +141,30 @@ def _(world, data):
         assert time.monotonic() < deadline, result
         time.sleep(0.2)
     assert result["status"] == "done" and hashlib.sha256(data.encode()).hexdigest() in str(result["result"]), result
+
+
+def _status_page_alerts(world) -> list[dict]:
+    """The active alerts as the status page reads them: the frontend's /api/, through the proxy."""
+    url = world.target.proxy_url + "/svc/frontend/api/v1/mesh/alerts"
+    answer = HTTP.get(url, headers=edge_headers(world.target.plan))
+    assert answer.status_code == 200, f"{url}: HTTP {answer.status_code}: {answer.text[:300]}"
+    return answer.json()["alerts"]
+
+
+def _alerts_for(alerts: list[dict], name: str, instance_id: str) -> list[dict]:
+    return [a for a in alerts if a["name"] == name and a["labels"].get("instance_id") == instance_id]
+
+
+@then(parsers.parse('the status page lists no alert "{name}" for "{instance}"'))
+def _(world, name, instance):
+    found = _alerts_for(_status_page_alerts(world), name, world.target.instance(instance).id)
+    assert not found, f"already firing before the fault: {found}"
+
+
+@then(parsers.parse('within {seconds:d} s the status page lists the alert "{name}" for "{instance}"'))
+def _(world, seconds, name, instance):
+    started, instance_id = time.monotonic(), world.target.instance(instance).id
+    found = wait_for(lambda: _alerts_for(_status_page_alerts(world), name, instance_id), seconds, interval=5)
+    assert found, f"no {name} for {instance_id} on the status page within {seconds} s"
+    print(f"{name} for {instance_id} on the status page {time.monotonic() - started:.0f} s after the stop: "
+          f"{found[0]['summary']}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import uuid
 
 import aio_pika
@@ -234,3 +236,59 @@ def test_consul_token_is_read_from_a_file(start_service, deps_env, tmp_path):
         assert resp.status_code == 502 and "consul answered 403" in resp.json()["error"]
     finally:
         agent.stop()
+
+
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """Debian's Alertmanager on a free port, receiving nothing but what a test posts."""
+    if not shutil.which(ALERTMANAGER):
+        pytest.skip("apt-get install prometheus-alertmanager")
+    port = free_port()
+    (tmp_path / "am.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
+    with open(tmp_path / "am.log", "wb") as log:
+        proc = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path}",
+                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 20, what="Alertmanager ready")
+        yield port, url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_alerts_lists_alertmanager_s_active_alerts_with_a_severity(start_service, deps_env, consul_client, alertmanager):
+    port, url = alertmanager
+    name = unique("alerts")
+    register(consul_client, name, port)
+    api = start_service("backend_api", deps_env, ["--alerts-service", name])
+    posted = [{"labels": {"alertname": "MeshInstanceDown", "severity": "critical", "instance_id": "x-local-0"},
+               "annotations": {"summary": "x-local-0 has not answered its metrics scrape for 1m"}},
+              {"labels": {"alertname": "MeshServiceSlow", "severity": "warning", "proxy": "svc_y"}},
+              {"labels": {"alertname": "MeshspecProbe", "nonce": "n"}}]  # no severity: the checker's probe
+    assert httpx.post(f"{url}/api/v2/alerts", json=posted, timeout=5).status_code == 200
+    answer = httpx.get(api.url + f"{API}/alerts", timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [(a["name"], a["severity"]) for a in body["alerts"]] == [("MeshInstanceDown", "critical"),
+                                                                    ("MeshServiceSlow", "warning")]
+    assert body["alerts"][0]["summary"] == "x-local-0 has not answered its metrics scrape for 1m"
+    assert body["alerts"][0]["labels"] == {"instance_id": "x-local-0"}
+    assert body["source"]["instance"] == f"{name}-{port}"  # who answered
+
+    consul_client.agent.service.deregister(f"{name}-{port}")
+    gone = httpx.get(api.url + f"{API}/alerts", timeout=10)
+    assert gone.status_code == 503 and f"no passing instance of service {name!r}" in gone.json()["error"]
+
+
+def test_proxy_relays_a_body_that_arrives_in_many_segments_whole(backend_api, consul_client, target):
+    """One read of the stream returned only what had arrived: a 4 kB list of alerts came back cut."""
+    name = unique("big")
+    register(consul_client, name, target.port)
+    target.body = b"x" * 300_000
+    answer = httpx.post(backend_api.url + f"{API}/proxy", json={"service": name}, timeout=10).json()
+    assert answer["status"] == 200 and len(answer["body"]) == 300_000

@@ -50,6 +50,11 @@ log = logging.getLogger("meshspec.backend_api")
 DEP_TIMEOUT_S = 1.0
 CONSUL_TIMEOUT_S = 1.5
 API = "/api/v1/mesh"
+# The active alerts the status page shows: Alertmanager's, not silenced or inhibited. Only alerts
+# with a severity, which every rule of the mesh sets (render/monitoring.py): the checker's own
+# round-trip probe posts alerts without one, which are no news.
+ALERTS_PATH = "/api/v2/alerts?active=true&silenced=false&inhibited=false"
+SEVERITY_ORDER = {"critical": 0, "warning": 1}
 
 
 class Config(BaseModel):
@@ -59,6 +64,7 @@ class Config(BaseModel):
     amqp_url: str
     database_url: str
     queue: str = DEFAULT_QUEUE
+    alerts_service: str = "alertmanager"
 
 
 # ------------------------------------------------------------------------------- helpers --
@@ -142,6 +148,7 @@ class BackendApi:
         app.router.add_post(f"{API}/proxy", self.proxy)
         app.router.add_post(f"{API}/enqueue", self.enqueue)
         app.router.add_get(f"{API}/results/{{id}}", self.result)
+        app.router.add_get(f"{API}/alerts", self.alerts)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 
@@ -260,6 +267,28 @@ class BackendApi:
         return json_response(job)
 
 
+    async def alerts(self, request: web.Request) -> web.Response:
+        service = self.config.alerts_service
+        answer = await self.router.send(MeshRequest(service=service, path=ALERTS_PATH, timeout_s=DEP_TIMEOUT_S))
+        try:
+            if answer.status != 200:
+                raise ValueError(f"HTTP {answer.status}")
+            found = json.loads(answer.body)
+            shown = [alert_summary(a) for a in found if a.get("labels", {}).get("severity")]
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return error(502, f"{service} did not answer with its alerts ({exc})", route=answer.route.model_dump())
+        shown.sort(key=lambda a: (SEVERITY_ORDER.get(a["severity"], 2), a["starts_at"], a["name"]))
+        return json_response({"count": len(shown), "alerts": shown, "source": answer.route.model_dump()})
+
+
+def alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
+    """One of Alertmanager's alerts (API v2) as the status page shows it."""
+    labels = alert["labels"]
+    return {"name": labels["alertname"], "severity": labels["severity"], "summary": alert.get("annotations", {}).get("summary", ""),
+            "labels": {k: v for k, v in labels.items() if k not in ("alertname", "severity")},
+            "starts_at": alert["startsAt"], "fingerprint": alert["fingerprint"]}
+
+
 def summarize(name: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
     """One service: kind and depends-on from its instances' Meta, tags, worst status, instance counts."""
     metas = [i["meta"] for i in instances]
@@ -285,8 +314,9 @@ def backend_api_command(
     database: Annotated[str, typer.Option("--database", envvar="MESH_DATABASE_URL", help="PostgreSQL URL.")] = "postgresql://postgres@127.0.0.1/postgres",
     database_password_file: Annotated[Optional[str], typer.Option("--database-password-file", envvar="MESH_DATABASE_PASSWORD_FILE", help="File holding the PostgreSQL password.")] = None,
     queue: Annotated[str, typer.Option("--queue", envvar="MESH_JOBS_QUEUE", help="The jobs queue.")] = DEFAULT_QUEUE,
+    alerts_service: Annotated[str, typer.Option("--alerts-service", envvar="MESH_ALERTS_SERVICE", help="The Alertmanager whose active alerts it lists.")] = "alertmanager",
 ) -> None:
-    """Serve the mesh API (services, topology, health, proxy, jobs)."""
+    """Serve the mesh API (services, topology, health, proxy, jobs, alerts)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         token = read_token(token_file)
@@ -299,7 +329,7 @@ def backend_api_command(
         typer.echo(f"backend-api: cannot read a password file: {exc}", err=True)
         raise typer.Exit(1) from None
     config = Config(consul_addr=consul, consul_token=token, proxy_url=proxy or None, amqp_url=amqp,
-                    database_url=database, queue=queue)
+                    database_url=database, queue=queue, alerts_service=alerts_service)
     try:
         identity = mesh_identity(consul, token, service, proxy)
     except ValueError as exc:

@@ -95,6 +95,16 @@ class MeshResponse(BaseModel):
     route: Route
 
 
+async def read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes. One `read(limit)` returns what has arrived so far, which
+    truncated a 4 kB answer that came in two segments (seen through the proxy's mTLS listener)."""
+    chunks, size = [], 0
+    while size < limit and (chunk := await content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 # ----------------------------------------------------------------------------------- consul --
 def consul_base_url(addr: str) -> str:
     """`host:port` (the spec's {consul.addr}) or a full URL → base URL without a trailing slash."""
@@ -222,7 +232,7 @@ class MeshRouter:
                 req.method, route.url, headers=headers, data=data, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=req.timeout_s), **({"ssl": self.tls} if self.tls else {}),
             ) as resp:
-                raw = await resp.content.read(self.max_body + 1)
+                raw = await read_at_most(resp.content, self.max_body + 1)
                 if len(raw) > self.max_body:
                     raise MeshError(502, f"response body larger than {self.max_body} bytes", route.model_dump())
                 status, resp_headers = resp.status, {

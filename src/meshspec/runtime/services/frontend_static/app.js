@@ -91,7 +91,24 @@ function renderTopology(data) {
     el("li", {}, `${e.source} → ${e.target}${e.target_registered ? "" : " (not registered)"}`)));
 }
 
+// Alertmanager's active alerts of the mesh's rules; the page stands without them (its own line says why).
+async function refreshAlerts() {
+  let items;
+  try {
+    const data = await getJSON("/alerts");
+    items = data.alerts.map((a) =>
+      el("li", { "data-alert": a.name }, el("span", { class: `badge ${a.severity}` }, a.severity),
+        ` ${a.name}: ${a.summary || Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(" ")}` +
+        ` (since ${new Date(a.starts_at).toLocaleTimeString()})`));
+    if (!items.length) items = [el("li", {}, "none")];
+  } catch (err) {
+    items = [el("li", { class: "error" }, `alerts unavailable: ${err.message || err}`)];
+  }
+  $("alerts").replaceChildren(...items);
+}
+
 async function refresh() {
+  refreshAlerts();
   try {
     const [services, health, topology] = await Promise.all(
       [getJSON("/services"), getJSON("/health"), getJSON("/topology")]);
