@@ -254,7 +254,13 @@ def alertmanager(tmp_path):
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 20, what="Alertmanager ready")
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False  # not listening yet
+
+        wait_until(ready, 20, what="Alertmanager ready")
         yield port, url
     finally:
         proc.terminate()
