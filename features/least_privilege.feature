@@ -86,6 +86,7 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | mcp-gateway       | meshspec-gateway  | consul/tokens/service-mcp-gateway                                                                        |
       | mesh-controller   | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/edge/consumers.map, instances/mesh-proxy-local-0/stats/users.cfg, instances/mesh-proxy-local-0/tls/ca.pem, instances/mesh-proxy-local-0/tls/certificate.pem |
       | rabbitmq          | rabbitmq          | secrets/rabbitmq/rabbitmq                                                                                |
+      | prometheus        | prometheus        | consul/tokens/service-prometheus, secrets/.consumers/alert-webhook                                       |
       | postgres-exporter | meshspec-exporter | secrets/postgresql/postgres-exporter                                                                     |
       | postgresql        | postgres          | nothing                                                                                                  |
       | mariadb           | mysql             | nothing                                                                                                  |

@@ -19,6 +19,7 @@ from meshspec import settings
 from meshspec.converge.pyinfra_run import NothingRan, run_deploy
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import HostsError
+from meshspec.render.grafana import dashboard_json
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
 
@@ -68,6 +69,9 @@ serve_app = typer.Typer(cls=lazy_group(SERVICES), no_args_is_help=True, add_comp
 @serve_app.callback()
 def serve_group() -> None:
     """Run one of meshspec's own services (each imports only its own module)."""
+    from meshspec.runtime.tracing import start  # before the service builds its app: it patches aiohttp
+
+    start()
 
 
 LAZY = {
@@ -116,6 +120,19 @@ def validate(
         typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")
         for inst in mine if instances else []:
             typer.echo(f"  {inst.id:40} {inst.address}:{inst.port}")
+
+
+@app.command()
+def grafana(path: Path = typer.Argument(Path(settings.DEFAULT_SPEC), help="The spec file.")) -> None:
+    """Print the dashboard's panels as a Grafana dashboard (JSON to import) for the spec's mesh."""
+    try:
+        offset = settings.port_offset()
+        plan = make_plan(load_spec(path, port_offset=offset), settings.configured_hosts(), offset, settings.state_dir())
+    except SpecInvalid as err:
+        fail(err.lines("nothing was printed"))
+    except (settings.SettingsError, HostsError) as err:
+        fail([f"error: {err}"])
+    typer.echo(dashboard_json(plan), nl=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

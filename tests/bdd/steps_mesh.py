@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import yaml
@@ -116,6 +117,7 @@ def broke(world, undo=None) -> None:
 def _(world, instance):
     broke(world, lambda: world.target.supervisorctl("start", instance))
     assert (done := world.target.supervisorctl("stop", world.target.instance(instance).id)).returncode == 0, done.stdout
+    world.counters["stopped_at"] = time.time()
 
 
 @when(parsers.parse('I kill the program of "{instance}"'))

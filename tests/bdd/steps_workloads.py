@@ -8,17 +8,22 @@ import subprocess
 import time
 import uuid
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pymysql
-from pytest_bdd import parsers, then
+from pytest_bdd import parsers, then, when
 
+from meshspec.common import scrape_meta
+from meshspec.common.durations import parse_duration
+from meshspec.render.monitoring import EVALUATION_INTERVAL, SCRAPE_INTERVAL, SD_REFRESH, SEVERITY_ROUTES, alert_rules
 from meshspec.render.probes import probe
 from meshspec.runtime.probes import protocols
 from meshspec.verify.run import edge_headers
 from tests.bdd.mesh_target import wait_for
+from tests.bdd.steps_mesh import broke
 
 HTTP = httpx.Client(trust_env=False, timeout=60)
 
@@ -168,3 +173,70 @@ def _(world, seconds, name, instance):
     assert found, f"no {name} for {instance_id} on the status page within {seconds} s"
     print(f"{name} for {instance_id} on the status page {time.monotonic() - started:.0f} s after the stop: "
           f"{found[0]['summary']}")
+
+
+def _prometheus_query(world, query: str) -> list[dict]:
+    answer = HTTP.get(f"{_base(world, 'prometheus')}/api/v1/query", params={"query": query})
+    assert answer.status_code == 200, f"Prometheus: HTTP {answer.status_code}: {answer.text[:300]}"
+    return answer.json()["data"]["result"]
+
+
+@when(parsers.parse('I register "{sid}" of service "{name}" by hand, exporting the metrics of "{instance}"'))
+def _(world, sid, name, instance):
+    """A registration no deploy wrote: a running exporter's metrics endpoint, under a new service."""
+    inst = world.target.instance(instance)
+    metrics = world.target.plan.service(inst.service).metrics
+    port = inst.ports[metrics.port] if metrics.port else inst.port
+    broke(world, lambda: world.target.consul().agent.service.deregister(sid))
+    world.target.consul().agent.service.register(name, service_id=sid, address=inst.address, port=port,
+                                                 meta={scrape_meta.PORT: str(port), scrape_meta.PATH: metrics.path})
+    world.counters["registered_at"] = time.monotonic()
+
+
+@then(parsers.parse('within {seconds:d} s Prometheus scrapes "{sid}" as job "{name}" and finds it up'))
+def _(world, seconds, sid, name):
+    query = f'up{{job="{name}", instance_id="{sid}"}} == 1'
+    found = wait_for(lambda: _prometheus_query(world, query), seconds, interval=1)
+    took = time.monotonic() - world.counters["registered_at"]
+    assert found, f"Prometheus has no successful scrape of {sid} {seconds} s after its registration"
+    series = _prometheus_query(world, f'count({{instance_id="{sid}"}})')
+    print(f"{sid} scraped {took:.0f} s after its registration (targets every {SD_REFRESH}, scrapes every "
+          f"{SCRAPE_INTERVAL}), {series[0]['value'][1]} series from it")
+
+
+def _received_alerts(world, name: str) -> list[dict]:
+    """The alerts backend-api's webhook stored, read through the proxy with the operator's key."""
+    url = f"{world.target.proxy_url}/svc/backend-api/api/v1/mesh/alerts/received"
+    answer = HTTP.get(url, params={"name": name}, headers=edge_headers(world.target.plan))
+    assert answer.status_code == 200, f"{url}: HTTP {answer.status_code}: {answer.text[:300]}"
+    return answer.json()["alerts"]
+
+
+@then(parsers.parse('the alert store holds "{name}" for "{instance}", stored within its rule\'s for and one '
+                    'evaluation of the fault\'s first sight'))
+def _(world, name, instance):
+    """Timed from when Prometheus first saw the fault (its alert's activeAt: the first evaluation
+    after the first failed scrape), which fires it `for` later at an evaluation."""
+    instance_id, plan = world.target.instance(instance).id, world.target.plan
+    rule = next(r for r in alert_rules(plan) if r["alert"] == name)
+    wait = next(w for severity, w, _, _ in SEVERITY_ROUTES if severity == rule["labels"]["severity"])
+    bound = parse_duration(rule["for"]) + parse_duration(EVALUATION_INTERVAL) + parse_duration(wait)
+    stored = wait_for(lambda: [a for a in _received_alerts(world, name) if a["status"] == "firing"
+                               and a["labels"].get("instance_id") == instance_id], bound, interval=2)
+    assert stored, f"no firing {name} for {instance_id} in the alert store"
+    answer = HTTP.get(f"{_base(world, 'prometheus')}/api/v1/alerts").json()["data"]["alerts"]
+    (seen,) = [a for a in answer if a["labels"]["alertname"] == name and a["labels"].get("instance_id") == instance_id]
+    received = datetime.fromisoformat(stored[-1]["received_at"])
+    took = (received - datetime.fromisoformat(seen["activeAt"])).total_seconds()
+    print(f"{name} for {instance_id} stored by the webhook ({stored[-1]['receiver']}) {took:.1f} s after Prometheus "
+          f"first saw it, {received.timestamp() - world.counters['stopped_at']:.0f} s after the stop (for "
+          f"{rule['for']}, evaluation every {EVALUATION_INTERVAL}, scrape every {SCRAPE_INTERVAL}, group_wait {wait})")
+    assert took <= bound, f"stored {took:.1f} s after Prometheus first saw it: more than {bound:.0f} s"
+
+
+@then("the alert webhook refuses the operator's key")
+def _(world):
+    url = f"{world.target.proxy_url}/svc/backend-api/api/v1/mesh/alerts/webhook"
+    answer = HTTP.post(url, json={"version": "4", "receiver": "forged", "alerts": []},
+                       headers=edge_headers(world.target.plan))
+    assert answer.status_code == 403 and "alert-webhook" in answer.text, f"HTTP {answer.status_code}: {answer.text}"

@@ -49,10 +49,11 @@ class Session:
     """One MCP session through the proxy's edge as one consumer, raw enough to send what a client
     should not."""
 
-    def __init__(self, proxy: HAProxy, consumer: str) -> None:
+    def __init__(self, proxy: HAProxy, consumer: str, bearer: bool = False) -> None:
         self.url = f"{proxy.url}/mcp/runner"
-        self.client = httpx.Client(trust_env=False, timeout=10,
-                                   headers={**ACCEPT, "X-API-Key": consumer_key(CA_SECRET, consumer)})
+        key = consumer_key(CA_SECRET, consumer)
+        self.client = httpx.Client(trust_env=False, timeout=10, headers={
+            **ACCEPT, **({"Authorization": f"Bearer {key}"} if bearer else {"X-API-Key": key})})
         self.next_id = 0
         answer = self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
@@ -94,6 +95,18 @@ def test_a_tool_is_denied_to_the_callers_its_intentions_leave_out(mesh):
     denied = ide.call("submit_task", {"command": ["true"]})
     assert refusal(denied) == (403, "tool intention denies ide -> runner.submit_task")
     assert len(tasks(ide)) == before + 1  # ide may still use the runner's other tools; its task never ran
+
+
+def test_a_consumer_key_sent_as_a_bearer_token_is_that_consumer(mesh):
+    """Alertmanager's webhook can send only an Authorization header: the edge takes the key there too."""
+    _, proxy, _ = mesh
+    stranger = httpx.post(f"{proxy.url}/mcp/runner", headers={**ACCEPT, "Authorization": "Bearer not-a-key"},
+                          json={"jsonrpc": "2.0", "id": 0, "method": "ping"}, trust_env=False)
+    assert stranger.status_code == 401, stranger.text
+    operator, ide = Session(proxy, "operator", bearer=True), Session(proxy, "ide", bearer=True)
+    allowed = operator.call("submit_task", {"command": ["true"]})
+    assert allowed.status_code == 200 and '"task_id"' in allowed.text, allowed.text
+    assert refusal(ide.call("submit_task", {"command": ["true"]})) == (403, "tool intention denies ide -> runner.submit_task")
 
 
 def test_headers_that_disagree_with_the_body_are_refused(mesh):

@@ -26,20 +26,25 @@ def frontend(start_service, backend_api):
 def test_page_and_assets_are_served(frontend):
     page = httpx.get(frontend.url + "/", timeout=5)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for needle in ("mesh status", 'id="services"', 'id="topology"', "/static/app.js", "/static/style.css"):
+    for needle in ("mesh status", 'id="services"', 'id="topology"', '"static/shared.js"', '"static/app.js"',
+                   '"static/style.css"'):
         assert needle in page.text
+    shared = httpx.get(frontend.url + "/static/shared.js", timeout=5)
+    assert shared.status_code == 200 and '"api/v1/mesh"' in shared.text
     js = httpx.get(frontend.url + "/static/app.js", timeout=5)
-    assert js.status_code == 200 and "/api/v1/mesh" in js.text
     for path in ("/services", "/health", "/topology"):  # every endpoint the page polls
         assert f'getJSON("{path}")' in js.text
+    dashboard = httpx.get(frontend.url + "/dashboard", timeout=5)
+    assert dashboard.status_code == 200 and "mesh dashboard" in dashboard.text
+    assert 'getJSON("/metrics")' in httpx.get(frontend.url + "/static/dashboard.js", timeout=5).text
     assert httpx.get(frontend.url + "/static/style.css", timeout=5).status_code == 200
     assert httpx.get(frontend.url + "/static/../frontend.py", timeout=5).status_code in (403, 404)
 
 
 @pytest.mark.skipif(not shutil.which("node"), reason="node not installed")
-def test_page_script_parses():
-    script = Path(frontend_module.STATIC) / "app.js"
-    assert subprocess.run(["node", "--check", str(script)], capture_output=True).returncode == 0
+def test_page_scripts_parse():
+    for script in Path(frontend_module.STATIC).glob("*.js"):
+        assert subprocess.run(["node", "--check", str(script)], capture_output=True).returncode == 0, script.name
 
 
 def test_api_calls_reach_backend_api(frontend, backend_api, consul_client):

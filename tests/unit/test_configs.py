@@ -30,13 +30,15 @@ def prometheus_files(tmp_path):
     return plan, dict(files)
 
 
-def test_prometheus_scrapes_exactly_the_services_that_declare_metrics(prometheus_files):
+def test_prometheus_finds_its_targets_at_the_controller_with_its_own_token(prometheus_files):
     plan, files = prometheus_files
     config = yaml.safe_load(next(t for p, t in files.items() if p.endswith("prometheus.yml")))
-    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {s.name for s in plan.spec.services if s.metrics}
-    proxy = plan.instances_of("mesh-proxy")[0]
-    assert jobs["mesh-proxy"]["static_configs"][0]["targets"] == [f"127.0.0.1:{proxy.ports['stats']}"]
+    (job,) = config["scrape_configs"]
+    (sd,) = job["http_sd_configs"]
+    controller = plan.instances_of("mesh-controller")[0]
+    assert sd["url"] == f"http://127.0.0.1:{controller.port}/v1/prometheus/targets"
+    assert sd["authorization"] == {"type": "Bearer",
+                                   "credentials_file": str(plan.layout.service_token_file("prometheus"))}
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) is not installed")

@@ -61,7 +61,8 @@ def test_the_proxy_reads_the_tool_only_where_tool_intentions_name_the_service():
 def test_a_consumer_calls_every_route_but_those_its_own_intentions_deny():
     plan = shipped()
     routes = ["backend-api", "claude-task-runner", "files", "mcp-gateway"]
-    assert consumer_denials(plan, routes) == {"ide": ["backend-api", "files"]}  # its * deny, but its two allows
+    assert consumer_denials(plan, routes) == {  # their * deny, but their allows
+        "alert-webhook": ["claude-task-runner", "files", "mcp-gateway"], "ide": ["backend-api", "files"]}
     front = render_haproxy(plan)
     assert ('http-request deny deny_status 403 content-type text/plain lf-string "intention denies ide -> %[var(txn.svc)]" '
             'if !{ ssl_fc } { var(txn.consumer) -m str ide } { var(txn.svc) -m str ') in front

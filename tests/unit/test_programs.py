@@ -114,3 +114,20 @@ def test_a_program_meshspec_starts_restarts_with_a_new_meshspec_build():
     old, new = (make_plan(spec, [Host("@local", "127.0.0.1")], meshspec_build=build) for build in ("b1", "b2"))
     assert revision(old, old.instances_of("consul")[0]) != revision(new, new.instances_of("consul")[0])
     assert revision(old, old.instances_of("api")[0]) == revision(new, new.instances_of("api")[0])
+
+
+def test_meshspec_s_own_services_get_opentelemetry_s_variables_where_the_spec_names_a_trace_store():
+    own = SPEC.replace("mesh: {name: t}", "mesh: {name: t}\ntracing: {store: consul, sampling: 0.25}") + """
+  - {name: web, kind: core, description: w, port: 9100, process: {command: ["{meshspec}", serve, frontend]},
+     health: {tcp: {}}}
+"""
+    plan = make_plan(parse_spec(own), [Host("@local", "127.0.0.1")])
+    env = launch(plan, plan.instances_of("web")[0]).env
+    assert {k: v for k, v in env.items() if k.startswith("OTEL_")} == {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:8500/v1/traces",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SERVICE_NAME": "web", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=web-local-0,meshspec.mesh=t"}
+    assert not any(k.startswith("OTEL_") for k in launch(plan, plan.instances_of("api")[0]).env)  # not meshspec's
+    untraced = make_plan(parse_spec(own.replace("tracing: {store: consul, sampling: 0.25}\n", "")),
+                         [Host("@local", "127.0.0.1")])
+    assert not any(k.startswith("OTEL_") for k in launch(untraced, untraced.instances_of("web")[0]).env)

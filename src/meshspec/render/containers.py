@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan
 from meshspec.render.programs import Launch, launch, revision
-from meshspec.render.secrets import CA_KEY_FILE, credentials_paths, reads_secret, runtime_placeholders
+from meshspec.render.secrets import CA_KEY_FILE, credentials_paths, held_keys, reads_secret, runtime_placeholders
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 LABEL = "meshspec"  # label prefix: meshspec.managed-by, meshspec.state-dir, ...
@@ -82,13 +82,13 @@ class ContainerSpec:
 
 def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     """The instance's own state, its dependencies' (sockets, rendered files), its service's Consul
-    token and credentials files and no other; the registry also gets the management token and the
+    token, credentials and held consumer keys and no other; the registry also gets the management token and the
     engine's socket, to run docker checks, and the mesh CA."""
     layout, service = plan.layout, plan.service(inst.service)
     mounts = {str(layout.instance_dir(inst.id)): "rw"}
     mounts |= {str(layout.instance_dir(plan.instances_of(dep)[0].id)): "rw" for dep in service.depends_on}
     mounts[str(layout.service_token_file(inst.service))] = "ro"
-    mounts |= {path: "ro" for path in credentials_paths(plan, inst.service)}
+    mounts |= {path: "ro" for path in [*credentials_paths(plan, inst.service), *held_keys(plan, inst.service)]}
     if inst.service == plan.spec.consul.service:
         mounts[str(layout.consul_token_file)] = "ro"
         mounts[DOCKER_SOCKET] = "rw"
@@ -102,7 +102,8 @@ def container_user(plan: Plan, service: str) -> str | None:
     the host's file, root's (its user's id in the image is not the host's), so the container is
     its only fence there."""
     process = plan.service(service).process
-    if process is None or any(reads_secret(plan, service, p) for p in runtime_placeholders(plan, service)):
+    if process is None or held_keys(plan, service) or \
+            any(reads_secret(plan, service, p) for p in runtime_placeholders(plan, service)):
         return None
     return process.user
 

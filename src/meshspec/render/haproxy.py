@@ -61,6 +61,8 @@ MAX_FALL = 2
 #: file of its own (the plan's `proxy.stats_users`, 0600, loaded with a second -f): haproxy.cfg
 #: stays free of secrets and is rendered from the plan alone.
 STATS_USERLIST = "meshspec-stats"
+#: The edge samples traces in steps of 1/SAMPLING_SCALE (HAProxy's rand() draws integers).
+SAMPLING_SCALE = 10_000
 WORKER_USER = "haproxy"  # made by Debian's haproxy package
 STATS_USER = "meshspec"
 
@@ -119,8 +121,9 @@ def proxy_paths(plan: Plan) -> dict[str, str]:
 
 def edge_lines(plan: Plan) -> list[str]:
     """On the edge listener (not TLS), where the spec declares consumers: a request must carry a
-    consumer's API key (`X-API-Key`), looked up by its SHA-256 in the consumers map (the deploy's;
-    no key itself is in it), else 401. The key goes no further than the proxy; the service learns the
+    consumer's API key (`X-API-Key`, or as a Bearer token for a client that can send nothing else,
+    such as Alertmanager's webhook), looked up by its SHA-256 in the consumers map (the deploy's; no
+    key itself is in it), else 401. The key goes no further than the proxy; the service learns the
     consumer as X-Mesh-Consumer, which no client can set itself."""
     lines = ["http-request del-header X-Mesh-Consumer"]
     if not plan.spec.consumers:
@@ -129,10 +132,14 @@ def edge_lines(plan: Plan) -> list[str]:
     return [
         f"http-request set-var(txn.consumer) req.hdr(x-api-key),sha2(256),hex,lower,map({consumers}) "
         "unless { ssl_fc }",
+        f"http-request set-var(txn.bearer) http_auth_bearer,sha2(256),hex,lower,map({consumers}) "
+        "unless { ssl_fc } || { var(txn.consumer) -m found }",
+        "http-request set-var(txn.consumer) var(txn.bearer) if { var(txn.bearer) -m found }",
         "http-request deny deny_status 401 content-type text/plain string "
         "\"an API key of a consumer of the mesh is required (X-API-Key)\" "
         "unless { ssl_fc } || { var(txn.consumer) -m found }",
         "http-request del-header X-API-Key",
+        "http-request del-header Authorization if { var(txn.bearer) -m found }",
         *lines,
         "http-request set-header X-Mesh-Consumer %[var(txn.consumer)] unless { ssl_fc }",
     ]
@@ -473,9 +480,13 @@ def frontend_lines(plan: Plan) -> list[str]:
         *edge_lines(plan),
         *who_lines(),
         "monitor-uri /healthz",
-        # W3C trace context: the request id doubles as the trace id when the client sent none.
+        # W3C trace context: the request id doubles as the trace id when the client sent none, and
+        # the spec's share of those traces is marked sampled (every service downstream follows it).
         "unique-id-format %[uuid(4),regsub(-,,g)]",
-        "http-request set-header traceparent 00-%[unique-id]-%[uuid(4),regsub(-,,g),bytes(16,16)]-01 "
+        f"http-request set-var(txn.trace_flags) str(01) if {{ rand({SAMPLING_SCALE}) lt "
+        f"{round(plan.spec.tracing.sampling * SAMPLING_SCALE)} }}",
+        "http-request set-var(txn.trace_flags) str(00) unless { var(txn.trace_flags) -m found }",
+        "http-request set-header traceparent 00-%[unique-id]-%[uuid(4),regsub(-,,g),bytes(16,16)]-%[var(txn.trace_flags)] "
         "unless { req.hdr(traceparent) -m found }",
         "http-request capture req.hdr(traceparent) len 64",
         # after-response: HAProxy's own answers too (a 504, a 429), the ones a caller asks about most

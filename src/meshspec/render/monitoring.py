@@ -1,16 +1,20 @@
 """Prometheus and Alertmanager configuration from the plan: pure.
 
-Debian builds Prometheus without Consul service discovery, so its targets are rendered from
-the plan: every instance of a service that declares `metrics`. The deploy rewrites the files
-(and restarts Prometheus) when the plan changes.
+Prometheus finds its targets in the registry at run time: Debian builds it without Consul service
+discovery, so it asks the proxy's controller (HTTP service discovery), which lists every instance
+whose registration says where it exports metrics (runtime.proxy.scrape_targets), with
+Prometheus' own registry token. The deploy rewrites the files (and restarts Prometheus) when the
+plan changes; instances come and go without it.
 """
 
 from __future__ import annotations
 
 import yaml
 
+from meshspec.common import alert_webhook, scrape_meta
 from meshspec.plan import Instance, Plan
 from meshspec.render.haproxy import backend_name, routed_services
+from meshspec.spec.resolve import effective_routing, path_prefix
 
 
 def _instances_rendering(plan: Plan, config: str) -> list[tuple[Instance, str]]:
@@ -24,21 +28,30 @@ def _instances_rendering(plan: Plan, config: str) -> list[tuple[Instance, str]]:
     return found
 
 
+def bearer(credentials_file: str) -> dict[str, str]:
+    """An `authorization` of Prometheus' and Alertmanager's HTTP clients. The type is written out:
+    Prometheus 2.42 sends the bare credentials without it (measured), which no server takes."""
+    return {"type": "Bearer", "credentials_file": credentials_file}
+
+
+#: How often Prometheus asks for its targets: an instance registered is scraped this soon.
+SD_REFRESH = "10s"
+SCRAPE_INTERVAL = EVALUATION_INTERVAL = "15s"
+
+
 def prometheus(plan: Plan, inst: Instance) -> str:
     own_rules = [path for i, path in _instances_rendering(plan, "prometheus-rules") if i == inst]
     alertmanagers = [f"{i.address}:{i.port}" for i, _ in _instances_rendering(plan, "alertmanager")]
     scrape = []
-    for service in plan.spec.services:
-        if service.metrics is None:
-            continue
-        targets = [
-            {"targets": [f"{i.address}:{i.ports[service.metrics.port] if service.metrics.port else i.port}"],
-             "labels": {"instance_id": i.id, "kind": service.kind, "mesh": plan.spec.mesh.name}}
-            for i in plan.instances_of(service.name)
-        ]
-        scrape.append({"job_name": service.name, "metrics_path": service.metrics.path, "static_configs": targets})
+    if plan.spec.proxy.controller is not None:
+        controller = plan.instances_of(plan.spec.proxy.controller)[0]
+        # Each target's labels name its service as `job` (they win over the job's name).
+        scrape.append({"job_name": "mesh", "http_sd_configs": [{
+            "url": f"http://{controller.address}:{controller.port}{scrape_meta.TARGETS_PATH}",
+            "refresh_interval": SD_REFRESH,
+            "authorization": bearer(str(plan.layout.service_token_file(inst.service)))}]})
     config = {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
         "rule_files": own_rules,
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]} if alertmanagers else {},
         "scrape_configs": scrape,
@@ -111,7 +124,28 @@ def prometheus_rules(plan: Plan, inst: Instance) -> str:
     return yaml.safe_dump({"groups": [{"name": "meshspec", "rules": alert_rules(plan)}]}, sort_keys=False)
 
 
+#: Who stores the mesh's alerts: backend-api's webhook (runtime/services/alert_store.py), reached
+#: through the proxy's edge with the key of the consumer Alertmanager holds (`held_by`).
+ALERT_STORE = ("backend-api", alert_webhook.PATH)
+#: By severity: a critical alert is sent at once and repeated hourly while it fires; warnings wait
+#: 30 s to be sent together and repeat every 4 h.
+SEVERITY_ROUTES = (("critical", "0s", "1m", "1h"), ("warning", "30s", "5m", "4h"))
+
+
 def alertmanager(plan: Plan, inst: Instance) -> str:
-    # Alerts are kept and shown by Alertmanager itself; no outside receiver is reachable here.
-    config = {"route": {"receiver": "mesh", "group_by": ["alertname", "instance_id"]}, "receivers": [{"name": "mesh"}]}
-    return yaml.safe_dump(config, sort_keys=False)
+    """Every alert with a severity (the mesh's rules all set one) goes to the alert store, by
+    severity; an alert without one (the checker's round-trip probe posts them) reaches nobody."""
+    service, path = ALERT_STORE
+    key = next((c for c in plan.spec.consumers if c.held_by == inst.service), None)
+    receivers, routes = [{"name": "nobody"}], []
+    if key is not None and service in {s.name for s in plan.spec.services}:
+        store = effective_routing(plan.spec, plan.service(service))
+        url = f"{plan.render(inst, '{proxy.url}')}{path_prefix(plan.service(service), store)}{path}"
+        key_file = str(plan.layout.consumer_key_file(key.name))
+        for severity, wait, interval, repeat in SEVERITY_ROUTES:
+            receivers.append({"name": f"{service}-{severity}", "webhook_configs": [
+                {"url": url, "send_resolved": True, "http_config": {"authorization": bearer(key_file)}}]})
+            routes.append({"receiver": f"{service}-{severity}", "matchers": [f'severity="{severity}"'],
+                           "group_wait": wait, "group_interval": interval, "repeat_interval": repeat})
+    route = {"receiver": "nobody", "group_by": ["alertname", "instance_id"], **({"routes": routes} if routes else {})}
+    return yaml.safe_dump({"route": route, "receivers": receivers}, sort_keys=False)

@@ -53,6 +53,24 @@ class Launch:
     workdir: str
 
 
+#: The command of meshspec's own services, which set OpenTelemetry up (runtime/tracing.py).
+OWN_SERVICE = ["{meshspec}", "serve"]
+
+
+def tracing_env(plan: Plan, inst: Instance) -> dict[str, str]:
+    """OpenTelemetry's own variables, for meshspec's own services where the spec names a trace
+    store. The ratio applies to traces a service starts itself; the edge's traceparent decides for
+    every request through the proxy (spec.Tracing)."""
+    process, tracing = plan.service(inst.service).process, plan.spec.tracing
+    if tracing.store is None or process is None or process.command[:2] != OWN_SERVICE:
+        return {}
+    store = plan.instances_of(tracing.store)[0]
+    return {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{store.address}:{store.port}/v1/traces",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(tracing.sampling),
+            "OTEL_SERVICE_NAME": inst.service,
+            "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={inst.id},meshspec.mesh={plan.spec.mesh.name}"}
+
+
 def launch(plan: Plan, inst: Instance) -> Launch:
     """A program that runs as its own user gets the instance's directory, which the deploy gives
     that user, as its HOME unless the spec names one: supervisord passes root's on to every user,
@@ -61,7 +79,7 @@ def launch(plan: Plan, inst: Instance) -> Launch:
     render = partial(plan.render, inst)
     instance_dir = str(plan.layout.instance_dir(inst.id))
     workdir = render(process.workdir) if process.workdir else instance_dir
-    env = {k: render(v) for k, v in process.env.items()}
+    env = {**tracing_env(plan, inst), **{k: render(v) for k, v in process.env.items()}}
     if process.user and "HOME" not in env:
         env["HOME"] = instance_dir
     return Launch([render(a) for a in process.command], dict(sorted(env.items())), workdir)

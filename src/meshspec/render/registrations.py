@@ -7,6 +7,7 @@ field to know whether a registration is as declared.
 from __future__ import annotations
 
 from meshspec import __version__
+from meshspec.common import scrape_meta
 from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan, Runtime
 from meshspec.render.checker import CHECKER, check_id
@@ -51,6 +52,9 @@ def registration(plan: Plan, inst: Instance, runtime: Runtime) -> dict:
         "version": __version__,
         "depends-on": ",".join(service.depends_on),
     }
+    if service.metrics is not None:  # Prometheus finds it through the registry (runtime.proxy.scrape_targets)
+        port = inst.ports[service.metrics.port] if service.metrics.port else inst.port
+        meta |= {scrape_meta.PORT: str(port), scrape_meta.PATH: service.metrics.path}
     body = {
         "ID": inst.id,
         "Name": inst.service,

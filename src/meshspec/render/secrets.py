@@ -104,11 +104,23 @@ def _password_name(plan: Plan, service: str) -> str:
     return policy_name(plan, f"{service}-password")
 
 
+#: The files rendered for a program (`process.files`, by renderer) that name a secret file of its:
+#: prometheus.yml names Prometheus' token, which it presents to list its targets.
+RENDERED_SECRETS = {"prometheus": (TOKEN_FILE,)}
+
+
+def held_keys(plan: Plan, service: str) -> list[str]:
+    """The key files of the consumers a service's program calls the edge as (`held_by`)."""
+    return [str(plan.layout.consumer_key_file(c.name)) for c in plan.spec.consumers if c.held_by == service]
+
+
 def reads_secret(plan: Plan, service: str, placeholder: str = TOKEN_FILE) -> bool:
-    """Whether a service's program names the secret file `placeholder` stands for (its command or
-    environment): its own token file by default."""
+    """Whether a service's program names the secret file `placeholder` stands for (its command,
+    environment, or a file rendered for it): its own token file by default."""
     process = plan.service(service).process
-    return process is not None and any(placeholder in text for text in [*process.command, *process.env.values()])
+    return process is not None and (
+        any(placeholder in text for text in [*process.command, *process.env.values()])
+        or any(placeholder in RENDERED_SECRETS.get(renderer, ()) for renderer in process.files.values()))
 
 
 def token_reader(plan: Plan, service: str) -> str | None:
@@ -144,13 +156,15 @@ def consumers_map(secret: str, consumers: tuple[str, ...]) -> str:
 
 
 def edge_files(plan: Plan, proxy_here: bool, owned: bool = True) -> list[SecretFile]:
-    """Where the spec declares consumers: each consumer's key, root's (the operator's to hand out),
-    and, on the proxy's host, the map of their hashes (the controller's user's)."""
+    """Where the spec declares consumers: each consumer's key, root's (the operator's to hand out) or
+    its holder's program's user's (`held_by`), and, on the proxy's host, the map of their hashes
+    (the controller's user's)."""
     if not plan.spec.consumers:
         return []
     name, consumers = policy_name(plan, "edge-keys"), tuple(c.name for c in plan.spec.consumers)
-    files = [SecretFile(str(plan.layout.consumer_key_file(c)), name, make=partial(_key_line, consumer=c))
-             for c in consumers]
+    files = [SecretFile(str(plan.layout.consumer_key_file(c.name)), name, make=partial(_key_line, consumer=c.name),
+                        owner=plan.service(c.held_by).process.user if owned and c.held_by else None)
+             for c in plan.spec.consumers]
     if proxy_here:
         files.append(SecretFile(plan.proxy_file(PROXY_CONSUMERS), name, owner=plan.proxy_controller_user if owned else None,
                                 make=partial(consumers_map, consumers=consumers)))

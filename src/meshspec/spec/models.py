@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from meshspec.common import scrape_meta
 from meshspec.spec.types import (
     AptPackage,
     Duration,
@@ -327,7 +328,8 @@ class Routing(Strict):
 # --- the service and the mesh -------------------------------------------------------
 
 # Meta keys meshspec writes on every registration; a spec may not set them.
-RESERVED_META = ("managed-by", "mesh", "spec-hash", "kind", "runtime", "host", "version", "depends-on")
+RESERVED_META = ("managed-by", "mesh", "spec-hash", "kind", "runtime", "host", "version", "depends-on",
+                 scrape_meta.PORT, scrape_meta.PATH)
 
 
 class Metrics(Strict):
@@ -453,11 +455,24 @@ class Consumer(Strict):
     name: ServiceName
     description: str = Field(default="", max_length=200)
     rate_limit: int | None = Field(default=None, ge=0)  # its own per-caller limit (None: proxy.rate_limits.client)
+    # A service of the mesh whose program calls the edge as this consumer (Alertmanager's webhook, which
+    # can send only an Authorization header: the edge also takes the key as a Bearer token). The key's
+    # file is then that program's user's (0600), and the configuration rendered for it names the file.
+    held_by: ServiceName | None = None
 
 
 class Defaults(Strict):
     health: HealthTiming = HealthTiming()
     routing: Routing = Routing()
+
+
+class Tracing(Strict):
+    """Traces across the mesh: meshspec's own services send their spans (OpenTelemetry, OTLP over
+    HTTP) to `store`, and the proxy's edge marks `sampling` of the requests it starts a trace for as
+    sampled, which every service downstream follows (a caller's own traceparent decides for itself)."""
+
+    store: ServiceName | None = None  # takes OTLP over HTTP at /v1/traces on its main port; None: no spans
+    sampling: float = Field(default=1.0, ge=0, le=1)
 
 
 class MeshSpec(Strict):
@@ -469,3 +484,4 @@ class MeshSpec(Strict):
     services: list[Service] = Field(min_length=1)
     intentions: list[Intention] = []
     consumers: list[Consumer] = []
+    tracing: Tracing = Tracing()

@@ -321,14 +321,25 @@ def consumers(ctx: Context):
             yield ("consumers", i, "name"), f"consumer {name!r} is declared twice"
         elif name in ctx.declared:
             yield ("consumers", i, "name"), f"{name!r} is the name of a service: an intention's source would name both"
+    for i, consumer in enumerate(ctx.spec.consumers):
+        holder = next((s for s in ctx.spec.services if s.name == consumer.held_by), None)
+        if consumer.held_by is not None and (holder is None or holder.process is None):
+            yield ("consumers", i, "held_by"), (f"{consumer.held_by!r} is no service with a process (whose user "
+                                                f"would read the key); declared: {', '.join(sorted(ctx.declared))}")
     operator = ctx.spec.proxy.operator
     if names and operator is not None and operator not in names:
         yield ("proxy", "operator"), (f"{operator!r} is no consumer; declared: {', '.join(sorted(set(names)))} "
                                       "(meshspec's own tools present its key at the edge), or null")
 
 
+def tracing(ctx: Context):
+    store = ctx.spec.tracing.store
+    if store is not None and store not in ctx.declared:
+        yield ("tracing", "store"), f"names no declared service {store!r}; declared: {', '.join(sorted(ctx.declared))}"
+
+
 RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy,
-         routing_policy, intentions, consumers, tool_rate_limits)
+         routing_policy, intentions, consumers, tool_rate_limits, tracing)
 
 
 def check(ctx: Context) -> list[tuple[tuple, str]]:

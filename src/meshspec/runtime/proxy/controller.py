@@ -10,8 +10,9 @@ This module is the loop: it starts a watch per service the config's shape routes
 change (or every `resync` seconds), re-reads haproxy.cfg (a changed shape reloads HAProxy; a
 membership-only change in the file never does), reconciles and applies. Beside the loop, every
 OUTLIER_POLL_S it ejects outliers (outliers.py): servers whose requests keep being retried
-elsewhere, which HAProxy's own breaker does not count. It serves GET /health and GET /metrics. While Consul is unreachable the last-known-good endpoints are kept and nothing
-is taken out.
+elsewhere, which HAProxy's own breaker does not count. It serves GET /health, GET /metrics, and
+Prometheus' targets from the registry (scrape_targets.py). While Consul is unreachable the
+last-known-good endpoints are kept and nothing is taken out.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshspec.common import scrape_meta
 from meshspec.common.consul_token import read_token
 from meshspec.common.durations import parse_duration
 from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
@@ -38,6 +40,7 @@ from meshspec.runtime.proxy.intentions import install_map, intention_map
 from meshspec.runtime.proxy.outliers import Outliers, breakers_of
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
+from meshspec.runtime.proxy.scrape_targets import bearer, read_catalog, target_groups
 from meshspec.runtime.proxy.watch import FIRST_BACKOFF, MAX_BACKOFF, blocking_get, watch
 
 log = logging.getLogger("meshspec.controller")
@@ -353,9 +356,19 @@ class Controller:
             return web.Response(body=generate_latest(self.metrics.registry),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+        async def scrape_targets(request: web.Request) -> web.Response:
+            try:
+                catalog = await read_catalog(self.consul, bearer(request.headers.get("Authorization")))
+            except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as err:
+                # Prometheus keeps the targets of its last good refresh while this fails.
+                self.metrics.errors.labels("scrape-targets").inc()
+                return web.json_response({"error": f"the registry did not list its services: {err}"}, status=502)
+            return web.json_response(target_groups(catalog, self.mesh))
+
         app = web.Application()
         app.router.add_get("/health", health)
         app.router.add_get("/metrics", metrics)
+        app.router.add_get(scrape_meta.TARGETS_PATH, scrape_targets)
         return app
 
 
@@ -373,7 +386,7 @@ async def serve(controller: Controller, listen: str) -> None:
 def controller_command(
     consul: Annotated[str, typer.Option("--consul", envvar="CONSUL_HTTP_ADDR", help="Consul address host:port.")],
     haproxy_runtime: Annotated[str, typer.Option("--haproxy-runtime", help="HAProxy runtime API: a unix socket's path, or host:port.")],
-    listen: Annotated[str, typer.Option("--listen", help="host:port for GET /health and GET /metrics.")],
+    listen: Annotated[str, typer.Option("--listen", help="host:port for GET /health, /metrics and Prometheus' targets.")],
     haproxy_config: Annotated[Path, typer.Option("--haproxy-config", help="The rendered haproxy.cfg (its shape "
                                                  "says which services to watch; a changed shape reloads).")],
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the Consul token.")] = None,

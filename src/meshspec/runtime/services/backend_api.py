@@ -21,10 +21,15 @@ import typer
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from meshspec.common import alert_webhook
 from meshspec.common.consul_token import read_token
+from meshspec.runtime.services import alert_store
+from meshspec.runtime.services.alert_store import AlertStore, Notification
+from meshspec.runtime.services.dashboard import Dashboard
 from meshspec.runtime.services.identity import MeshIdentity, mesh_identity
 from meshspec.runtime.services.jobs import (
     DEFAULT_QUEUE,
+    SCHEMA,
     EnqueueRequest,
     JobMessage,
     JobQueue,
@@ -65,6 +70,7 @@ class Config(BaseModel):
     database_url: str
     queue: str = DEFAULT_QUEUE
     alerts_service: str = "alertmanager"
+    alerts_consumer: str | None = None  # who may post to the alert webhook (X-Mesh-Consumer); None: nobody
 
 
 # ------------------------------------------------------------------------------- helpers --
@@ -133,7 +139,8 @@ class BackendApi:
     def __init__(self, config: Config, identity: MeshIdentity | None = None) -> None:
         self.config = config
         self.identity = identity
-        self.store = JobStore(config.database_url)
+        self.store = JobStore(config.database_url, schema=SCHEMA + alert_store.SCHEMA)
+        self.alert_store = AlertStore(self.store)
         self.queue = JobQueue(config.amqp_url, config.queue)
         self.session: aiohttp.ClientSession | None = None
         self.consul: ConsulReader | None = None
@@ -149,6 +156,9 @@ class BackendApi:
         app.router.add_post(f"{API}/enqueue", self.enqueue)
         app.router.add_get(f"{API}/results/{{id}}", self.result)
         app.router.add_get(f"{API}/alerts", self.alerts)
+        app.router.add_post(alert_webhook.PATH, self.store_alerts)
+        app.router.add_get(f"{API}/alerts/received", self.received_alerts)
+        app.router.add_get(f"{API}/metrics", Dashboard(lambda: self.router).metrics)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 
@@ -281,6 +291,28 @@ class BackendApi:
         return json_response({"count": len(shown), "alerts": shown, "source": answer.route.model_dump()})
 
 
+    async def store_alerts(self, request: web.Request) -> web.Response:
+        """Alertmanager's webhook: 200 once every alert of the notification is stored (a 5xx, and it
+        retries); only from the consumer that holds Alertmanager's key, as the proxy names it."""
+        consumer = request.headers.get("X-Mesh-Consumer")
+        if not self.config.alerts_consumer or consumer != self.config.alerts_consumer:
+            return error(403, f"only the consumer {self.config.alerts_consumer!r} posts alerts "
+                              f"(this request: {consumer or 'no consumer'})")
+        notification = await read_model(request, Notification)
+        stored = await self.alert_store.save(notification)
+        log.info("stored %d alert(s) notified to %s", stored, notification.receiver)
+        return json_response({"stored": stored})
+
+    async def received_alerts(self, request: web.Request) -> web.Response:
+        """The alerts Alertmanager notified, as stored (`?name=` one alert's; `?limit=`, at most 1000)."""
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError:
+            return error(400, "limit must be a whole number from 1 to 1000")
+        found = await self.alert_store.received(request.query.get("name") or None, limit)
+        return json_response({"count": len(found), "alerts": [a.model_dump(mode="json") for a in found]})
+
+
 def alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
     """One of Alertmanager's alerts (API v2) as the status page shows it."""
     labels = alert["labels"]
@@ -315,6 +347,7 @@ def backend_api_command(
     database_password_file: Annotated[Optional[str], typer.Option("--database-password-file", envvar="MESH_DATABASE_PASSWORD_FILE", help="File holding the PostgreSQL password.")] = None,
     queue: Annotated[str, typer.Option("--queue", envvar="MESH_JOBS_QUEUE", help="The jobs queue.")] = DEFAULT_QUEUE,
     alerts_service: Annotated[str, typer.Option("--alerts-service", envvar="MESH_ALERTS_SERVICE", help="The Alertmanager whose active alerts it lists.")] = "alertmanager",
+    alerts_consumer: Annotated[Optional[str], typer.Option("--alerts-consumer", envvar="MESH_ALERTS_CONSUMER", help="The consumer whose requests may post to the alert webhook.")] = None,
 ) -> None:
     """Serve the mesh API (services, topology, health, proxy, jobs, alerts)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -329,7 +362,8 @@ def backend_api_command(
         typer.echo(f"backend-api: cannot read a password file: {exc}", err=True)
         raise typer.Exit(1) from None
     config = Config(consul_addr=consul, consul_token=token, proxy_url=proxy or None, amqp_url=amqp,
-                    database_url=database, queue=queue, alerts_service=alerts_service)
+                    database_url=database, queue=queue, alerts_service=alerts_service,
+                    alerts_consumer=alerts_consumer)
     try:
         identity = mesh_identity(consul, token, service, proxy)
     except ValueError as exc:

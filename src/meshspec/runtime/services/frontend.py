@@ -1,4 +1,5 @@
-"""frontend: the mesh status page. Serves the page and its assets, and forwards `/api/...` to backend-api.
+"""frontend: the mesh status page and dashboard. Serves the pages and their assets, and forwards `/api/...`
+to backend-api.
 
     meshspec serve frontend --host H --port P --api http://BACKEND
 """
@@ -28,7 +29,8 @@ class Frontend:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_get("/", self.index)
+        app.router.add_get("/", self.page("index.html"))
+        app.router.add_get("/dashboard", self.page("dashboard.html"))
         app.router.add_static("/static/", STATIC, show_index=False)
         # The page only reads: GET (and HEAD) are forwarded, nothing that writes (backend-api's
         # relay through the mesh and its job queue are no status page's to offer).
@@ -41,8 +43,11 @@ class Frontend:
         yield
         await self.session.close()
 
-    async def index(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    @staticmethod
+    def page(name: str):
+        async def serve(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+        return serve
 
     async def forward(self, request: web.Request) -> web.Response:
         """GET `/api/...` → backend-api's `/api/...`, query and headers kept."""

@@ -123,10 +123,11 @@ def with_password(url: str, password_file: str | None) -> str:
 
 
 class JobStore:
-    """The `mesh_jobs` table over an asyncpg pool that connects lazily and survives server restarts."""
+    """The `mesh_jobs` table over an asyncpg pool that connects lazily and survives server restarts.
+    `schema`: the tables its program keeps (backend-api adds its received alerts', alert_store.py)."""
 
-    def __init__(self, dsn: str, max_size: int = 5, timeout_s: float = 3.0) -> None:
-        self.dsn = dsn
+    def __init__(self, dsn: str, max_size: int = 5, timeout_s: float = 3.0, schema: str = SCHEMA) -> None:
+        self.dsn, self.schema = dsn, schema
         self.max_size = max_size
         self.timeout_s = timeout_s
         self.pool: asyncpg.Pool | None = None
@@ -146,9 +147,9 @@ class JobStore:
                 if not self.schema_ready:
                     async with self.pool.acquire(timeout=self.timeout_s) as conn, conn.transaction():
                         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-                        await conn.execute(SCHEMA)
+                        await conn.execute(self.schema)
                     self.schema_ready = True
-                    log.info("mesh_jobs schema ready")
+                    log.info("schema ready")
             except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 raise Unavailable(f"postgresql: {self.last_error}") from None
@@ -167,7 +168,7 @@ class JobStore:
                     return False
                 await asyncio.sleep(0.5)
 
-    async def _run(self, method: str, query: str, *args: Any) -> Any:
+    async def run(self, method: str, query: str, *args: Any) -> Any:
         pool = await self._ready()
         try:
             async with pool.acquire(timeout=self.timeout_s) as conn:
@@ -178,26 +179,26 @@ class JobStore:
             raise Unavailable(f"postgresql: {self.last_error}") from None
 
     async def ping(self) -> None:
-        await self._run("fetchval", "SELECT 1")
+        await self.run("fetchval", "SELECT 1")
 
     async def create(self, job_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> Job:
-        row = await self._run(
+        row = await self.run(
             "fetchrow", "INSERT INTO mesh_jobs (id, kind, payload, status) VALUES ($1, $2, $3, 'queued') RETURNING *",
             job_id, kind, payload)
         return Job(**dict(row))
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
-        row = await self._run("fetchrow", "SELECT * FROM mesh_jobs WHERE id = $1", job_id)
+        row = await self.run("fetchrow", "SELECT * FROM mesh_jobs WHERE id = $1", job_id)
         return Job(**dict(row)) if row else None
 
     async def fail_queued(self, job_id: uuid.UUID, error: str) -> None:
-        await self._run("execute", "UPDATE mesh_jobs SET status = 'failed', error = $2, finished_at = now() "
+        await self.run("execute", "UPDATE mesh_jobs SET status = 'failed', error = $2, finished_at = now() "
                         "WHERE id = $1 AND status = 'queued'", job_id, error)
 
     async def claim(self, msg: JobMessage) -> int | None:
         """Mark the job running (creating its row if a producer published without one); its attempt number,
         or None when the job already finished (a redelivery after the result was committed)."""
-        return await self._run(
+        return await self.run(
             "fetchval",
             """INSERT INTO mesh_jobs (id, kind, payload, status, attempts, started_at)
                VALUES ($1, $2, $3, 'running', 1, now())
@@ -208,7 +209,7 @@ class JobStore:
             msg.id, msg.kind, msg.payload)
 
     async def finish(self, job_id: uuid.UUID, status: Status, result: Any = None, error: str | None = None) -> None:
-        await self._run(
+        await self.run(
             "execute", "UPDATE mesh_jobs SET status = $2, result = $3, error = $4, finished_at = now() "
             "WHERE id = $1 AND status = 'running'", job_id, status, result, error)
 
