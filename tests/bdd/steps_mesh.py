@@ -46,7 +46,7 @@ def _(world, scratch_meshes, services, n, service):
 
 def subset(spec_path: str, services: str, replicas: dict[str, int]) -> dict:
     """The spec with only the named services (and their mesh-wide sections, and the intentions
-    between them), some of them scaled."""
+    between them, and nothing else that names a service left out), some of them scaled."""
     spec = yaml.safe_load(Path(spec_path).read_text())
     names = [s.strip() for s in services.split(",")]
     spec["services"] = [s | ({"replicas": replicas[s["name"]]} if s["name"] in replicas else {})
@@ -55,7 +55,12 @@ def subset(spec_path: str, services: str, replicas: dict[str, int]) -> dict:
     assert not missing, f"not services of {spec_path}: {', '.join(sorted(missing))}"
     # the intentions between the services kept (an intention names a declared service, or *; a tool
     # intention's source may be a consumer)
-    kept = {*names, "*", *(c["name"] for c in spec.get("consumers") or [])}
+    # the consumers, a key held by a service left out handed out by the operator instead; the
+    # trace store, if kept
+    spec["consumers"] = [{k: v for k, v in c.items() if k != "held_by" or v in names} for c in spec.get("consumers") or []]
+    if (spec.get("tracing") or {}).get("store") not in (None, *names):
+        spec["tracing"] = {**spec["tracing"], "store": None}
+    kept = {*names, "*", *(c["name"] for c in spec["consumers"])}
     spec["intentions"] = [i for i in spec.get("intentions") or [] if {i["source"], i["destination"]} <= kept]
     return spec
 

@@ -47,6 +47,12 @@ def test_a_service_that_lists_the_registry_reads_every_service_and_writes_only_i
     assert level(rules, "key", "anything") is None and level(rules, "acl", "") is None
 
 
+def test_only_a_monitor_that_says_so_reads_the_agents_metrics():
+    plan = shipped()
+    assert level(service_rules(plan, "prometheus"), "agent", "any-node") == "read"  # registry: {agent: read}
+    assert level(service_rules(plan, "backend-api"), "agent", "any-node") is None
+
+
 def test_the_checker_writes_the_checks_of_its_host_s_services_and_nothing_else():
     plan = shipped()
     checker, *services = host_tokens(plan, "local", plan.instances)

@@ -24,7 +24,9 @@ def test_every_config_name_the_spec_accepts_has_a_renderer():
 def prometheus_files(tmp_path):
     plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), [Host("@local", "127.0.0.1")], port_offset=20000, state_dir=str(tmp_path))
     files = rendered_files(plan, plan.instances_of("prometheus")[0])
-    for path, text in files:
+    # the token file the deploy writes before Prometheus starts (promtool checks that it exists)
+    token = Path(plan.layout.service_token_file("prometheus"))
+    for path, text in [*files, (str(token), "a-token\n")]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     return plan, dict(files)
@@ -33,12 +35,15 @@ def prometheus_files(tmp_path):
 def test_prometheus_finds_its_targets_at_the_controller_with_its_own_token(prometheus_files):
     plan, files = prometheus_files
     config = yaml.safe_load(next(t for p, t in files.items() if p.endswith("prometheus.yml")))
-    (job,) = config["scrape_configs"]
-    (sd,) = job["http_sd_configs"]
-    controller = plan.instances_of("mesh-controller")[0]
-    assert sd["url"] == f"http://127.0.0.1:{controller.port}/v1/prometheus/targets"
-    assert sd["authorization"] == {"type": "Bearer",
-                                   "credentials_file": str(plan.layout.service_token_file("prometheus"))}
+    mesh, registry = config["scrape_configs"]
+    targets = f"http://127.0.0.1:{plan.instances_of('mesh-controller')[0].port}/v1/prometheus/targets"
+    token = {"type": "Bearer", "credentials_file": str(plan.layout.service_token_file("prometheus"))}
+    assert mesh["http_sd_configs"] == [{"url": targets, "refresh_interval": "10s", "authorization": token}]
+    # the token goes to the registry's agent alone (its metrics ask agent:read), never to an exporter
+    assert "authorization" not in mesh
+    assert mesh["relabel_configs"] == [{"source_labels": ["job"], "regex": "consul", "action": "drop"}]
+    assert registry["http_sd_configs"][0]["url"] == f"{targets}?service=consul"
+    assert registry["authorization"] == token
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) is not installed")

@@ -46,6 +46,16 @@ def test_an_instance_registered_by_hand_is_a_target_and_another_mesh_is_not():
         "job": "exporter", "__metrics_path__": "/probe/metrics", "instance_id": "by-hand", "mesh": "meshspec"}}]
 
 
+def test_a_path_s_query_becomes_parameters_and_a_service_filter_keeps_its_services_alone():
+    catalog = {"consul": [{"ServiceID": "consul-local-0", "ServiceAddress": "127.0.0.1",
+                           "ServiceMeta": {"metrics-port": "8500", "metrics-path": "/v1/agent/metrics?format=prometheus"}}],
+               "web": [{"ServiceID": "web-0", "ServiceAddress": "127.0.0.1", "ServiceMeta": {"metrics-port": "80"}}]}
+    (agent,) = target_groups(catalog, None, services=["consul"])
+    assert agent["labels"] == {"job": "consul", "__metrics_path__": "/v1/agent/metrics",
+                               "__param_format": "prometheus", "instance_id": "consul-local-0"}
+    assert [g["labels"]["job"] for g in target_groups(catalog, None)] == ["consul", "web"]
+
+
 def test_the_token_is_the_bearer_credential_only():
     assert bearer("Bearer abc-123") == "abc-123"
     assert bearer("bearer  abc ") == "abc"

@@ -58,7 +58,8 @@ def service_rules(plan: Plan, service: str) -> Rules:
     # the Connect CA (which asks service:write on the service it names) and rotates it in HAProxy.
     drives = ([("service", plan.spec.proxy.service, "write")]
               if service == plan.spec.proxy.controller and plan.spec.proxy.service else [])
-    return _rules(("service", service, "write"), *drives, *reads, ("node_prefix", "", "read"))
+    agents = [("agent_prefix", "", "read")] if spec.registry.agent == "read" else []
+    return _rules(("service", service, "write"), *drives, *reads, *agents, ("node_prefix", "", "read"))
 
 
 def service_token(plan: Plan, service: str) -> RegistryToken:

@@ -45,11 +45,21 @@ def prometheus(plan: Plan, inst: Instance) -> str:
     scrape = []
     if plan.spec.proxy.controller is not None:
         controller = plan.instances_of(plan.spec.proxy.controller)[0]
-        # Each target's labels name its service as `job` (they win over the job's name).
-        scrape.append({"job_name": "mesh", "http_sd_configs": [{
-            "url": f"http://{controller.address}:{controller.port}{scrape_meta.TARGETS_PATH}",
-            "refresh_interval": SD_REFRESH,
-            "authorization": bearer(str(plan.layout.service_token_file(inst.service)))}]})
+        targets = f"http://{controller.address}:{controller.port}{scrape_meta.TARGETS_PATH}"
+        token = str(plan.layout.service_token_file(inst.service))
+        registry = plan.spec.consul.service if plan.external_consul is None else None
+
+        def discovered(job: str, url: str) -> dict:
+            # Each target's labels name its service as `job` (they win over the job's name).
+            return {"job_name": job, "http_sd_configs": [{"url": url, "refresh_interval": SD_REFRESH,
+                                                          "authorization": bearer(token)}]}
+
+        # The registry's agent answers its metrics only for a token that may read agents: that job
+        # alone presents Prometheus' own, which no other target (an exporter) ever sees.
+        scrape.append({**discovered("mesh", targets), **({"relabel_configs": [
+            {"source_labels": ["job"], "regex": registry, "action": "drop"}]} if registry else {})})
+        if registry and plan.service(inst.service).registry.agent == "read":
+            scrape.append({**discovered("registry", f"{targets}?service={registry}"), "authorization": bearer(token)})
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
         "rule_files": own_rules,

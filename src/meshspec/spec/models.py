@@ -342,9 +342,11 @@ class Metrics(Strict):
 class RegistryAccess(Strict):
     """What the service's own Consul token may do. It always writes the service's registration and
     checks, and reads the nodes; it reads the services the service depends on, or every service
-    (`read: all`) for one that lists the registry (an API over it, the proxy's controller)."""
+    (`read: all`) for one that lists the registry (an API over it, the proxy's controller); with
+    `agent: read`, the agents' own endpoints too (their metrics, for a monitor)."""
 
     read: Literal["depends_on", "all"] = "depends_on"
+    agent: Literal["none", "read"] = "none"
 
 
 PASSWORD = "{password}"  # where a credentials form puts the password

@@ -357,13 +357,14 @@ class Controller:
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def scrape_targets(request: web.Request) -> web.Response:
+            services = request.query.getall("service", [])
             try:
-                catalog = await read_catalog(self.consul, bearer(request.headers.get("Authorization")))
+                catalog = await read_catalog(self.consul, bearer(request.headers.get("Authorization")), services)
             except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as err:
                 # Prometheus keeps the targets of its last good refresh while this fails.
                 self.metrics.errors.labels("scrape-targets").inc()
                 return web.json_response({"error": f"the registry did not list its services: {err}"}, status=502)
-            return web.json_response(target_groups(catalog, self.mesh))
+            return web.json_response(target_groups(catalog, self.mesh, services))
 
         app = web.Application()
         app.router.add_get("/health", health)

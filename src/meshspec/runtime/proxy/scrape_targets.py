@@ -14,8 +14,9 @@ the controller's own: the registry's ACLs decide what a caller may list, as they
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import aiohttp
 
@@ -24,11 +25,16 @@ from meshspec.common import scrape_meta
 READ_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
-def target_groups(catalog: dict[str, list[dict[str, Any]]], mesh: str | None) -> list[dict[str, Any]]:
+def target_groups(catalog: dict[str, list[dict[str, Any]]], mesh: str | None,
+                  services: Collection[str] = ()) -> list[dict[str, Any]]:
     """http_sd's answer from the catalog (service -> its `/v1/catalog/service/<name>` entries):
-    one group per instance that exports metrics, skipping another mesh's registrations. Pure."""
+    one group per instance that exports metrics, skipping another mesh's registrations; of
+    `services` only, when given (as consul_sd_configs' `services`). A path's query becomes
+    Prometheus' `__param_` labels (the agent's `?format=prometheus`). Pure."""
     groups = []
     for service, entries in sorted(catalog.items()):
+        if services and service not in services:
+            continue
         for entry in sorted(entries, key=lambda e: e.get("ServiceID", "")):
             meta = entry.get("ServiceMeta") or {}
             port = meta.get(scrape_meta.PORT)
@@ -36,8 +42,9 @@ def target_groups(catalog: dict[str, list[dict[str, Any]]], mesh: str | None) ->
                 continue
             address = entry.get("ServiceAddress") or entry.get("Address")
             host = f"[{address}]" if ":" in address else address  # IPv6
-            labels = {"job": service, "__metrics_path__": meta.get(scrape_meta.PATH, scrape_meta.DEFAULT_PATH),
-                      "instance_id": entry.get("ServiceID", service)}
+            path, _, query = meta.get(scrape_meta.PATH, scrape_meta.DEFAULT_PATH).partition("?")
+            labels = {"job": service, "__metrics_path__": path, "instance_id": entry.get("ServiceID", service),
+                      **{f"__param_{k}": v for k, v in parse_qsl(query)}}
             labels.update({key: meta[key] for key in ("kind", "host") if meta.get(key)})
             if mesh:
                 labels["mesh"] = mesh
@@ -45,8 +52,9 @@ def target_groups(catalog: dict[str, list[dict[str, Any]]], mesh: str | None) ->
     return groups
 
 
-async def read_catalog(consul: str, token: str | None) -> dict[str, list[dict]]:
-    """Every service's catalog entries, as `token` may read them (raises unless Consul answers 200).
+async def read_catalog(consul: str, token: str | None, services: Collection[str] = ()) -> dict[str, list[dict]]:
+    """Every service's catalog entries (of `services` only, when given), as `token` may read them
+    (raises unless Consul answers 200).
     A session of its own: the controller's carries the controller's token, which no caller borrows."""
     headers = {"X-Consul-Token": token} if token else {}
     async with aiohttp.ClientSession(headers=headers, timeout=READ_TIMEOUT) as session:
@@ -57,7 +65,7 @@ async def read_catalog(consul: str, token: str | None) -> dict[str, list[dict]]:
                     raise RuntimeError(f"{path}: HTTP {response.status}: {(await response.text())[:200]}")
                 return await response.json(content_type=None)
 
-        names = sorted(await get("/v1/catalog/services") or {})
+        names = sorted(n for n in await get("/v1/catalog/services") or {} if not services or n in services)
         entries = await asyncio.gather(*(get(f"/v1/catalog/service/{quote(name, safe='')}") for name in names))
     return dict(zip(names, (e or [] for e in entries)))
 
