@@ -37,3 +37,9 @@ Feature: Traces across the mesh, metrics found through the registry, alerts that
     And within 120 s the dashboard draws a line for "backend-api" on every panel
     And the dashboard's topology labels "backend-api" with its request rate
     And the dashboard's screenshot is saved as "reports/dashboard.png"
+
+  Scenario: The dashboard lists the slowest traced requests, each linked to its trace in Phoenix
+    When I enqueue 3 sleep jobs of 5 s at backend-api through the proxy, each with a sampled trace of its own, and they are done
+    Then within 90 s the dashboard lists one of those traces among the slowest traced requests
+    And its link opens Phoenix's page of that trace, at the trace store's address, showing the trace and its entry span
+    And Phoenix's page of that trace is saved as "reports/dashboard-trace.png"

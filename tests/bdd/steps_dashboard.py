@@ -4,14 +4,17 @@ through the proxy's edge, as a user's browser reaches it."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 
+import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PageTimeout
-from pytest_bdd import parsers, then
+from pytest_bdd import parsers, then, when
 
 from meshspec.common import dashboard_queries
+from tests.bdd.mesh_target import wait_for
 from tests.integration.meshrun import REPO
 
 # Debian's chromium, never a browser Playwright downloads. As root it needs no sandbox; on a
@@ -90,5 +93,77 @@ def _(dashboard_page, path):
     target = REPO / path
     target.parent.mkdir(parents=True, exist_ok=True)
     dashboard_page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000, f"{target}: {target.stat().st_size} bytes"
+    print(f"screenshot: {target} ({target.stat().st_size} bytes)")
+
+
+@when(parsers.parse("I enqueue {count:d} sleep jobs of {seconds:d} s at backend-api through the proxy, each with "
+                    "a sampled trace of its own, and they are done"))
+def _(world, count, seconds):
+    """A job's trace runs on to the end of the worker's run: seconds of sleep rank it above the
+    quick requests the mesh's checks and the other scenarios trace (a read of the whole registry,
+    the slowest of them, takes about a second)."""
+    api = f"{world.target.proxy_url}/svc/backend-api/api/v1/mesh"
+    traces = {}
+    with httpx.Client(timeout=30, trust_env=False, headers=world.target.edge_headers) as http:
+        for _ in range(count):
+            trace_id = secrets.token_hex(16)
+            answer = http.post(f"{api}/enqueue", json={"kind": "sleep", "payload": {"seconds": seconds}},
+                               headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+            assert answer.status_code == 202, answer.text[:300]
+            traces[trace_id] = answer.json()["id"]
+        for trace_id, job in traces.items():
+            done = wait_for(lambda: http.get(f"{api}/results/{job}").json()["status"] in ("done", "failed"),
+                            count * seconds + 30, interval=0.5)
+            assert done, f"job {job} (trace {trace_id}) not done within {count * seconds + 30} s"
+    world.counters["slow_traces"] = traces
+    print(f"{count} sleep jobs of {seconds} s done, traces " + ", ".join(traces))
+
+
+@then(parsers.parse("within {seconds:d} s the dashboard lists one of those traces among the slowest traced requests"))
+def _(dashboard_page, world, seconds):
+    mine = list(world.counters["slow_traces"])
+    links = ", ".join(f'tr[data-trace="{t}"] a.trace-link' for t in mine)
+    try:
+        dashboard_page.wait_for_selector(links, timeout=seconds * 1000)  # the list redraws every 15 s
+    except PageTimeout:
+        listed = dashboard_page.locator("#slow-traces tbody tr").all_inner_texts()
+        raise AssertionError(f"none of {len(mine)} traces listed within {seconds} s; the list: {listed}; "
+                             f"{dashboard_page.locator('#phoenix').text_content()}") from None
+    row = dashboard_page.locator(links).first.locator("xpath=ancestor::tr")
+    world.counters["listed"] = row.get_attribute("data-trace")
+    print("listed: " + " | ".join(row.locator("td").all_inner_texts()))
+    print(dashboard_page.locator("#phoenix").text_content())
+
+
+@then("its link opens Phoenix's page of that trace, at the trace store's address, showing the trace and its entry span")
+def _(dashboard_page, world):
+    trace_id = world.counters["listed"]
+    row = dashboard_page.locator(f'tr[data-trace="{trace_id}"]')
+    link, entry = row.locator("a.trace-link"), row.locator("td").nth(3).inner_text()
+    store = world.target.instances_of(world.target.plan.spec.tracing.store)[0]
+    href = link.get_attribute("href")
+    assert href.startswith(f"http://{store.address}:{store.port}/projects/") and href.endswith(f"/traces/{trace_id}"), href
+    with dashboard_page.context.expect_page() as opened:
+        link.click()
+    phoenix = opened.value
+    # Phoenix's UI draws the trace from its GraphQL API after the page loads.
+    try:
+        phoenix.get_by_text(trace_id, exact=True).first.wait_for(timeout=30_000)
+        phoenix.get_by_text(entry, exact=True).first.wait_for(timeout=10_000)
+        # the entry span's details, drawn last: the attribute naming the instance that made it
+        phoenix.get_by_text("service.instance.id", exact=True).first.wait_for(timeout=10_000)
+    except PageTimeout:
+        raise AssertionError(f"{phoenix.url} does not show trace {trace_id} with its span {entry!r} within 40 s; "
+                             f"it shows: {phoenix.locator('body').inner_text()[:600]!r}") from None
+    world.counters["phoenix_page"] = phoenix
+    print(f"Phoenix shows trace {trace_id} (entry span {entry!r}) at {phoenix.url}")
+
+
+@then(parsers.parse('Phoenix\'s page of that trace is saved as "{path}"'))
+def _(world, path):
+    target = REPO / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    world.counters["phoenix_page"].screenshot(path=str(target))
     assert target.stat().st_size > 10_000, f"{target}: {target.stat().st_size} bytes"
     print(f"screenshot: {target} ({target.stat().st_size} bytes)")

@@ -47,6 +47,7 @@ from meshspec.runtime.services.mesh_client import (
     MeshRouter,
     describe_instance,
 )
+from meshspec.runtime.services.slow_traces import SlowTraces
 
 log = logging.getLogger("meshspec.backend_api")
 # Its own waits on what it depends on stay under the proxy's request timeout the shipped spec gives
@@ -159,6 +160,7 @@ class BackendApi:
         app.router.add_post(alert_webhook.PATH, self.store_alerts)
         app.router.add_get(f"{API}/alerts/received", self.received_alerts)
         app.router.add_get(f"{API}/metrics", Dashboard(lambda: self.router).metrics)
+        app.router.add_get(f"{API}/traces/slow", SlowTraces(lambda: self.router, lambda: self.consul).slow)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 

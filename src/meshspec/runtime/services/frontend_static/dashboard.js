@@ -1,5 +1,6 @@
 // The mesh dashboard: each service's last hour as the mesh's Prometheus has it (backend-api's
-// /metrics), the topology with the rate into each service, the active alerts. Charts are plain SVG
+// /metrics), the topology with the rate into each service, the active alerts, the slowest traced
+// requests with links into Phoenix (backend-api's /traces/slow). Charts are plain SVG
 // (shared.js: the helpers).
 "use strict";
 const REFRESH_MS = 15000;
@@ -68,8 +69,35 @@ function renderTopology(topology, metrics) {
     (e) => ((now.get(e.target) || 0) > 0 ? { class: "busy" } : {}), TOPOLOGY_COLUMN);
 }
 
+// The slowest traced requests with their links into Phoenix's UI; the page stands without them.
+async function refreshSlowTraces() {
+  const body = $("slow-traces").tBodies[0];
+  let data;
+  try {
+    data = await getJSON("/traces/slow?limit=10");
+  } catch (err) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 6, class: "error" }, `traces unavailable: ${err.message || err}`)));
+    return;
+  }
+  $("sampling").textContent = data.sampling === null ? "not known to backend-api" : FORMATS.percentunit(Number(data.sampling));
+  $("phoenix").textContent = data.phoenix
+    ? `Each link opens the trace in Phoenix's own UI, at ${data.phoenix}: the address the registry gives its instance, ` +
+      "which your browser must reach (the proxy does not relay Phoenix's UI)."
+    : `No links: ${data.no_link}.`;
+  const rows = data.traces.map((t) => el("tr", { "data-trace": t.trace_id },
+    el("td", {}, FORMATS.s(t.duration_ms / 1000)),
+    el("td", {}, new Date(t.start_time).toLocaleTimeString()),
+    el("td", {}, t.service ? `${t.service} / ${t.instance}` : "unknown"),
+    el("td", {}, t.span || "no entry span"),
+    el("td", {}, t.spans),
+    el("td", {}, t.link ? el("a", { href: t.link, target: "_blank", rel: "noopener", class: "trace-link" }, t.trace_id)
+      : t.trace_id)));
+  body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6 }, "no traced request in the last hour"))]));
+}
+
 async function refresh() {
   refreshAlerts($("alerts"));
+  refreshSlowTraces();
   try {
     const [metrics, topology] = await Promise.all([getJSON("/metrics"), getJSON("/topology")]);
     renderPanels(metrics);
