@@ -51,8 +51,6 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | service            | user              |
       | redis              | redis             |
       | mariadb            | mysql             |
-      | prometheus         | prometheus        |
-      | alertmanager       | prometheus        |
       | node-exporter      | prometheus        |
       | postgresql         | postgres          |
       | files              | meshspec-mcp      |
@@ -70,7 +68,7 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | claude-task-runner | meshspec-tasks    |
 
   # The programs that read a secret file (a Consul token, a backing service's password, the mesh
-  # CA's key, the proxy's certificate and key) run as
+  # CA's key, the proxy's certificate and key, a consumer's key it holds) run as
   # their own users on a host; in the docker runtime a container whose program reads one runs as
   # root, since the file it mounts is the host's root's (README, "Least privilege").
   @process
@@ -87,6 +85,7 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | mesh-controller   | meshspec-proxy    | consul/tokens/service-mesh-controller, instances/mesh-proxy-local-0/edge/consumers.map, instances/mesh-proxy-local-0/stats/users.cfg, instances/mesh-proxy-local-0/tls/ca.pem, instances/mesh-proxy-local-0/tls/certificate.pem |
       | rabbitmq          | rabbitmq          | secrets/rabbitmq/rabbitmq                                                                                |
       | prometheus        | prometheus        | consul/tokens/service-prometheus, secrets/.consumers/alert-webhook                                       |
+      | alertmanager      | prometheus        | consul/tokens/service-prometheus, secrets/.consumers/alert-webhook                                       |
       | postgres-exporter | meshspec-exporter | secrets/postgresql/postgres-exporter                                                                     |
       | postgresql        | postgres          | nothing                                                                                                  |
       | mariadb           | mysql             | nothing                                                                                                  |
