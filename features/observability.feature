@@ -24,6 +24,9 @@ Feature: Traces across the mesh, metrics found through the registry, alerts that
     When I register "hand-exporter-0" of service "hand-exporter" by hand, exporting the metrics of "node-exporter-local-0"
     Then within 40 s Prometheus scrapes "hand-exporter-0" as job "hand-exporter" and finds it up
 
+  Scenario: The host's checker, which serves no HTTP, is scraped through node-exporter's textfile collector
+    Then within 60 s Prometheus holds the checker's result and probe durations of every check, each as the registry holds it
+
   Scenario: A stopped service fires its alert, the webhook stores it and the status page lists it
     Then the status page lists no alert "MeshInstanceDown" for "node-exporter-local-0"
     And the alert webhook refuses the operator's key
@@ -32,10 +35,11 @@ Feature: Traces across the mesh, metrics found through the registry, alerts that
     And the alert store holds "MeshInstanceDown" for "node-exporter-local-0", stored within its rule's for and one evaluation of the fault's first sight
 
   Scenario: The dashboard draws each service's last hour from Prometheus in a browser
-    When I send 300 requests to "backend-api" through the proxy
+    When I send 300 requests to "backend-api" through the proxy over 60 s
     Then every request succeeded
     And within 120 s the dashboard draws a line for "backend-api" on every panel
     And the dashboard's topology labels "backend-api" with its request rate
+    And within 90 s the dashboard's topology labels the line from "backend-api" to "prometheus" with the caller's request rate
     And the dashboard's screenshot is saved as "reports/dashboard.png"
 
   Scenario: The dashboard lists the slowest traced requests, each linked to its trace in Phoenix

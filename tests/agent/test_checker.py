@@ -37,7 +37,7 @@ def start_checker(tmp_path: Path):
     started: list[subprocess.Popen] = []
 
     def start(agent, url: str, interval_ms: int, timeout_ms: int, failures_before_critical: int,
-              probe: Probe | None = None) -> subprocess.Popen:
+              probe: Probe | None = None, *options: str) -> subprocess.Popen:
         probe = probe or Probe(HTTP, url)
         check = {"check_id": CHECK_ID, "probe": dataclasses.asdict(probe), "interval_ms": interval_ms,
                  "timeout_ms": timeout_ms, "success_before_passing": 1,
@@ -45,7 +45,7 @@ def start_checker(tmp_path: Path):
         checks = tmp_path / "checks.json"
         checks.write_text(json.dumps({"consul": agent.address, "checks": [check]}))
         with open(tmp_path / "checker.log", "ab") as log:
-            proc = subprocess.Popen([str(CHECKER), "--checks", str(checks)], stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([str(CHECKER), "--checks", str(checks), *options], stdout=log, stderr=subprocess.STDOUT)
         started.append(proc)
         return proc
 
@@ -106,3 +106,27 @@ def test_an_mcp_check_keeps_one_session_and_ends_it_when_the_checker_stops(agent
         assert server.live_sessions() == 0  # the checker ended its session on the way out
     finally:
         server.stop()
+
+
+def test_the_checker_writes_each_probe_and_status_for_nodes_textfile_collector(agent, target, start_checker, tmp_path):
+    """Its metrics file (for node-exporter's textfile collector, which the live mesh's BDD reads
+    through Prometheus) follows what it reports: passing, then critical once the target fails."""
+    register(agent, ttl="5s")
+    metrics = tmp_path / "metrics" / "checker.prom"
+    start_checker(agent, target.url, 500, 1000, 1, None, "--metrics-dir", str(metrics.parent))
+
+    def sample(name: str, **labels: str) -> float | None:
+        if not metrics.exists():
+            return None
+        wanted = ",".join(f'{k}="{v}"' for k, v in {"check_id": CHECK_ID, **labels}.items())
+        for line in metrics.read_text().splitlines():
+            if line.startswith(f"{name}{{{wanted}}} "):
+                return float(line.split()[-1])
+        return None
+
+    wait_until(lambda: (sample("meshspec_checker_probes_total", result="ok") or 0) >= 2, 15, what="ok probes written")
+    assert sample("meshspec_checker_check_passing") == 1 and status(agent)[0] == "passing"
+    assert sample("meshspec_checker_probe_duration_seconds_count") >= 2
+    target.status = 500
+    wait_until(lambda: sample("meshspec_checker_check_passing") == 0, 15, what="critical written")
+    assert status(agent)[0] == "critical" and sample("meshspec_checker_probes_total", result="failed") >= 1

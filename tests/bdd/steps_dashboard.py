@@ -88,6 +88,24 @@ def _(dashboard_page, service):
     print(f"topology: {found[0]}")
 
 
+@then(parsers.parse('within {seconds:d} s the dashboard\'s topology labels the line from "{caller}" to "{service}" '
+                    'with the caller\'s request rate'))
+def _(dashboard_page, seconds, caller, service):
+    """The page itself is such traffic: at every refresh backend-api reads Prometheus through the
+    proxy's mTLS listener, with its certificate."""
+    selector = f'#topology text.edge-rate[data-edge="{caller}->{service}"]'
+    try:
+        dashboard_page.wait_for_selector(selector, timeout=seconds * 1000)
+    except PageTimeout:
+        pass  # the assertion below says what was drawn instead
+    found = dashboard_page.locator(selector).all_text_contents()
+    drawn = dashboard_page.locator("#topology text.edge-rate").evaluate_all(
+        "(texts) => texts.map((t) => `${t.dataset.edge} ${t.textContent}`)")
+    assert found and found[0].endswith("req/s"), \
+        f"no rate on the line {caller} -> {service} within {seconds} s; lines with a rate: {drawn}"
+    print(f"topology: {caller} -> {service} at {found[0]}; {len(drawn)} lines with a rate: {', '.join(drawn[:6])}")
+
+
 @then(parsers.parse('the dashboard\'s screenshot is saved as "{path}"'))
 def _(dashboard_page, path):
     target = REPO / path

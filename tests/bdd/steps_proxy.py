@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import sha256
 from pathlib import Path
@@ -112,10 +113,19 @@ def assert_balanced(service: str, routing, running: str) -> None:
 
 @when(parsers.parse('I send {n:d} requests to "{service}" through the proxy'))
 @then(parsers.parse('I send {n:d} requests to "{service}" through the proxy'))
-def _(world, n, service):
+@when(parsers.parse('I send {n:d} requests to "{service}" through the proxy over {seconds:d} s'))
+def _(world, n, service, seconds=0):
+    """All at once (4 at a time), or the i-th not before i/n of `seconds` (a rate over several of
+    Prometheus' scrapes)."""
     before = world.target.served(service)
+    start = time.monotonic()
+
+    def one(i: int):
+        time.sleep(max(0.0, start + seconds * i / n - time.monotonic()))
+        return get(world, world.target.routed_path(service))
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        world.last = list(pool.map(lambda _: get(world, world.target.routed_path(service)), range(n)))
+        world.last = list(pool.map(one, range(n)))
     after = world.target.served(service)
     world.counters = {name: after.get(name, 0) - before.get(name, 0) for name in after}
 

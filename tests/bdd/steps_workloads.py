@@ -204,6 +204,32 @@ def _(world, seconds, sid, name):
           f"{SCRAPE_INTERVAL}), {series[0]['value'][1]} series from it")
 
 
+@then(parsers.parse("within {seconds:d} s Prometheus holds the checker's result and probe durations of every "
+                    "check, each as the registry holds it"))
+def _(world, seconds):
+    """The checker's metrics file, exported by node-exporter's textfile collector and scraped by
+    Prometheus, against the registry's own statuses of the checker's checks (`service:<instance>`)."""
+    consul = world.target.consul()
+    seen: dict = {}
+
+    def agree() -> bool:
+        held = {cid: c["Status"] for cid, c in consul.agent.checks().items() if cid.startswith("service:")}
+        passing = {r["metric"]["check_id"]: r for r in _prometheus_query(world, "meshspec_checker_check_passing")}
+        probes = {r["metric"]["check_id"]: float(r["value"][1])
+                  for r in _prometheus_query(world, "meshspec_checker_probe_duration_seconds_count")}
+        found = {cid: (status, passing[cid]["value"][1] if cid in passing else None, probes.get(cid))
+                 for cid, status in held.items()}
+        wrong = {cid: f for cid, f in found.items() if f[1] != ("1" if f[0] == "passing" else "0") or not f[2]}
+        seen.update(held=held, passing=passing, probes=probes, wrong=wrong)
+        return bool(held) and not wrong
+
+    assert wait_for(agree, seconds, interval=2), ("Prometheus' checker series differ from the registry's checks "
+                                                  f"(registry, Prometheus, probes): {seen['wrong'] or 'no check'}")
+    exporters = sorted({r["metric"].get("instance_id", "?") for r in seen["passing"].values()})
+    print(f"{len(seen['held'])} checks, each as the registry holds it ({sum(s == 'passing' for s in seen['held'].values())} "
+          f"passing), {sum(seen['probes'].values()):.0f} probes counted; exported by {', '.join(exporters)}")
+
+
 def _received_alerts(world, name: str) -> list[dict]:
     """The alerts backend-api's webhook stored, read through the proxy with the operator's key."""
     url = f"{world.target.proxy_url}/svc/backend-api/api/v1/mesh/alerts/received"

@@ -468,6 +468,32 @@ def test_controller_reloads_hitlessly_when_the_shape_changes(mesh):
     assert mesh.proxy.api.info()["Pid"] == pid
 
 
+def test_each_answer_is_counted_with_its_duration_after_reloads_too(mesh):
+    """The controller's histogram counts every answer through the proxy from HAProxy's request log,
+    and the answers over the service's SLO (1.5 s by default) apart, on the process a reload started."""
+    def sample(name: str, **labels) -> float:
+        return mesh.controller.metrics.registry.get_sample_value(name, {"proxy": "svc_web", **labels}) or 0.0
+
+    def figures() -> tuple[float, float, float]:
+        return (sample("meshspec_proxy_request_duration_seconds_count"),
+                sample("meshspec_proxy_request_duration_seconds_bucket", le="1.5"),
+                sample("meshspec_proxy_responses_over_slo_total"))
+
+    old_pid = mesh.proxy.api.info()["Pid"]
+    services = [{**s, "routing": {"rate_limit": 7}} if s["name"] == "limited" else s for s in mesh.services]
+    mesh.proxy.write_config(plan=mesh.replan(services))
+    # (a first process waits out its peers' resync, some seconds, before a reload may start)
+    wait_until(lambda: mesh.proxy.api.info().get("Pid") != old_pid, 15, what="reload by the controller")
+    time.sleep(0.5)  # the controller follows the new process's log
+    count, fast, over = figures()
+    for _ in range(20):
+        assert mesh.get("/svc/web/fast").status_code == 200
+    for _ in range(3):
+        assert mesh.get("/svc/web/slow?sleep=1.7").status_code == 200
+    wait_until(lambda: figures()[0] == count + 23, 5, what="23 answers counted")
+    assert figures() == (count + 23, fast + 20, over + 3)
+
+
 def test_controller_health_and_metrics_and_last_known_good(mesh):
     from aiohttp.test_utils import TestClient, TestServer
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from meshspec.plan import Runtime, make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render.registrations import registration
-from meshspec.runtime.proxy.scrape_targets import bearer, target_groups
+from meshspec.runtime.proxy.scrape_targets import bearer_token, target_groups
 from meshspec.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_a_path_s_query_becomes_parameters_and_a_service_filter_keeps_its_servic
 
 
 def test_the_token_is_the_bearer_credential_only():
-    assert bearer("Bearer abc-123") == "abc-123"
-    assert bearer("bearer  abc ") == "abc"
-    assert bearer("Basic dXNlcjpwYXNz") is None
-    assert bearer(None) is None and bearer("Bearer ") is None
+    assert bearer_token("Bearer abc-123") == "abc-123"
+    assert bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("Basic dXNlcjpwYXNz") is None
+    assert bearer_token(None) is None and bearer_token("Bearer ") is None

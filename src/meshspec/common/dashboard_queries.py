@@ -4,11 +4,10 @@ One home for both consumers: backend-api's `GET /api/v1/mesh/metrics` (the front
 view) runs them against the mesh's own Prometheus, and `render/grafana.py` writes them into a
 Grafana dashboard. Every series comes from HAProxy's built-in exporter (job of the proxy's service):
 the proxy counts per destination (backend), so each series is one service's traffic from all its
-callers together.
-
-HAProxy 2.6's exporter has no latency histogram (no `_bucket` series): it exports the mean of a
-backend's last 1,024 answers, which is what the latency panel shows. No quantile is computed from
-it: a percentile of means is no percentile of requests.
+callers together. HAProxy 2.6's exporter has no latency histogram: the p50 and p99 come from the
+one mesh-controller keeps of every answer in HAProxy's request log
+(`meshspec_proxy_request_duration_seconds`, runtime/proxy/request_log.py), interpolated within its
+buckets as `histogram_quantile` does.
 """
 
 from __future__ import annotations
@@ -46,6 +45,15 @@ def _rate(metric: str, extra: str = "") -> str:
     return "sum by (proxy) (rate(" + metric + "{{sel}" + extra + "}[" + RATE_WINDOW + "]))"
 
 
+def _quantile(q: float) -> str:
+    """The q-quantile of the answers' durations in the rate window, all proxies' together; none for a
+    service that answered nothing in it (as with the error ratio)."""
+    window = "[" + RATE_WINDOW + "]"
+    return _by_service(f"histogram_quantile({q}, sum by (proxy, le) (rate("
+                       "meshspec_proxy_request_duration_seconds_bucket{{sel}}" + window + "))) and on (proxy) ("
+                       "sum by (proxy) (rate(meshspec_proxy_request_duration_seconds_count{{sel}}" + window + ")) > 0)")
+
+
 PANELS: tuple[Panel, ...] = (
     Panel("requests", "Request rate", "reqps",
           "HTTP requests per second into the service through the proxy, from all its callers",
@@ -55,12 +63,22 @@ PANELS: tuple[Panel, ...] = (
           "share of the service's answers through the proxy that were 5xx (no point: no answers)",
           _by_service(_rate("haproxy_backend_http_responses_total", ', code="5xx"') + " / ("
                       + _rate("haproxy_backend_http_responses_total") + " > 0)")),
-    # With several proxies (one per host) the slowest proxy's mean is shown.
-    Panel("latency", "Mean response time", "s",
-          "HAProxy's mean response time over the service's last 1,024 answers (its exporter has "
-          "no histogram: no p50 or p99 is measured)",
-          _by_service("max by (proxy) (haproxy_backend_response_time_average_seconds{{sel}})")),
+    Panel("p50", "p50 latency", "s",
+          "half of the service's answers through the proxy took at most this, from the request "
+          "received to the answer's headers sent (no point: no answers)", _quantile(0.5)),
+    Panel("p99", "p99 latency", "s",
+          "99% of the service's answers through the proxy took at most this (its SLO alert counts "
+          "the answers over the SLO exactly; this is interpolated within the histogram's buckets)",
+          _quantile(0.99)),
 )
+
+
+#: The topology's edges now: each caller's request rate into each service, as the controller counts
+#: them (the caller the proxy named: the service its certificate names, the consumer its key names).
+EDGES = Panel("edges", "Request rate by caller", "reqps",
+              "HTTP requests per second from each caller into each service through the proxy",
+              _by_service("sum by (proxy, caller) (rate(meshspec_proxy_caller_requests_total{{sel}}["
+                          + RATE_WINDOW + "]))"))
 
 
 def selector(mesh: str | None = None) -> str:

@@ -72,6 +72,7 @@ class Plan:
             "consul.ca_file": self.layout.connect_ca_file,
             "consul.ca_key_file": self.layout.connect_ca_key_file,
             "meshspec": self.meshspec_bin,
+            "checker.metrics_dir": self.layout.checker_metrics_dir,
         }
         if self.spec.proxy.service is not None:
             proxy = self.instances_of(self.spec.proxy.service)[0]

@@ -51,6 +51,12 @@ class Layout:
         return self.root / "checker" / "checks.json"
 
     @property
+    def checker_metrics_dir(self) -> PurePosixPath:
+        """Where the host's checker writes its probes' metrics for node-exporter's textfile
+        collector to export (the checker serves no HTTP); `{checker.metrics_dir}` in a command."""
+        return self.root / "checker" / "metrics"
+
+    @property
     def consul_token_file(self) -> PurePosixPath:
         """The management token: the registry's own, and the deploy's and verify's (the operator's)."""
         return self.root / "consul" / "management-token"

@@ -48,6 +48,7 @@ def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime, bin
     file's digest, so a changed file restarts it."""
     layout = plan.layout
     argv = [str(PurePosixPath(bin_dir) / "meshspec-checker"),
-            "--checks", str(layout.checker_file), "--token-file", str(layout.checker_token_file)]
+            "--checks", str(layout.checker_file), "--token-file", str(layout.checker_token_file),
+            "--metrics-dir", str(layout.checker_metrics_dir)]
     rev = f"{meshspec_version(plan)}+{digest_text(checks_file(plan, instances, runtime))}"
     return section(layout, CHECKER, argv, str(layout.checker_file.parent), rev, stop_timeout_ms=5_000)

@@ -15,6 +15,7 @@ from meshspec.common.digest import digest
 from meshspec.plan import Instance, Plan
 from meshspec.render.programs import Launch, launch, revision
 from meshspec.render.secrets import CA_KEY_FILE, credentials_paths, held_keys, reads_secret, runtime_placeholders
+from meshspec.spec.placeholders import CHECKER_METRICS_DIR
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 LABEL = "meshspec"  # label prefix: meshspec.managed-by, meshspec.state-dir, ...
@@ -82,13 +83,17 @@ class ContainerSpec:
 
 def volumes(plan: Plan, inst: Instance) -> dict[str, str]:
     """The instance's own state, its dependencies' (sockets, rendered files), its service's Consul
-    token, credentials and held consumer keys and no other; the registry also gets the management token and the
+    token, credentials and held consumer keys and no other (and the checker's metrics, to a program
+    that names them); the registry also gets the management token and the
     engine's socket, to run docker checks, and the mesh CA."""
     layout, service = plan.layout, plan.service(inst.service)
     mounts = {str(layout.instance_dir(inst.id)): "rw"}
     mounts |= {str(layout.instance_dir(plan.instances_of(dep)[0].id)): "rw" for dep in service.depends_on}
     mounts[str(layout.service_token_file(inst.service))] = "ro"
     mounts |= {path: "ro" for path in [*credentials_paths(plan, inst.service), *held_keys(plan, inst.service)]}
+    if service.process and any(f"{{{CHECKER_METRICS_DIR}}}" in text
+                               for text in [*service.process.command, *service.process.env.values()]):
+        mounts[str(layout.checker_metrics_dir)] = "ro"  # the host's checker writes there (node-exporter reads)
     if inst.service == plan.spec.consul.service:
         mounts[str(layout.consul_token_file)] = "ro"
         mounts[DOCKER_SOCKET] = "rw"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from meshspec.common.dashboard_queries import PANELS, WINDOW_S, expression, firing_alerts
+from meshspec.common.dashboard_queries import EDGES, PANELS, WINDOW_S, expression, firing_alerts
 from meshspec.plan import Plan
 
 # The dashboard JSON model of Grafana 10 and later (it migrates older ones itself, not newer).
@@ -37,11 +37,11 @@ def dashboard(plan: Plan) -> dict:
     panels = [_panel(n, "timeseries", p.title, p.caption, [_target(expression(p, mesh))], p.unit)
               for n, p in enumerate(PANELS)]
     requests = PANELS[0]
-    # The frontend's topology labels each service with this; Grafana's node graph wants edges
-    # with their own figures, which the proxy does not measure (it counts per destination).
-    panels.append(_panel(len(panels), "bargauge", "Request rate now", requests.caption,
-                         [_target(expression(requests, mesh), instant=True)], requests.unit,
-                         options={"orientation": "horizontal", "displayMode": "basic"}))
+    # The frontend's topology labels each service, and each caller's line into it, with these.
+    panels += [_panel(len(panels) + n, "bargauge", f"{panel.title} now", panel.caption,
+                      [_target(expression(panel, mesh), instant=True, legend=legend)], panel.unit,
+                      options={"orientation": "horizontal", "displayMode": "basic"})
+               for n, (panel, legend) in enumerate(((requests, "{{service}}"), (EDGES, "{{caller}} → {{service}}")))]
     panels.append(_panel(len(panels), "table", "Active alerts", "the mesh's alerts that fire now",
                          [_target(firing_alerts(mesh), instant=True, legend="{{alertname}}")], None,
                          options={"showHeader": True}))

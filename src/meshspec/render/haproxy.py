@@ -33,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from meshspec.common import nonce
+from meshspec.common import nonce, request_log
 from meshspec.common.digest import digest, digest_text
 from meshspec.common.haproxy_shape import server_id, shape_line
 from meshspec.common.jsonrpc import FORBIDDEN, HEADER_MISMATCH, INVALID_REQUEST
@@ -427,14 +427,6 @@ def route_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> tuple[list
     return decide + rewrite, use
 
 
-LOG_FORMAT = (
-    '{"ts":"%tr","request_id":"%ID","traceparent":"%[capture.req.hdr(0)]","client":"%ci:%cp",'
-    '"method":"%HM","uri":"%[capture.req.uri,json(utf8s)]","service":"%[var(txn.svc)]",'
-    '"backend":"%b","server":"%s","status":%ST,"bytes":%B,"retries":"%rc","termination":"%ts",'
-    '"t_connect_ms":%Tc,"t_response_ms":%Tr,"t_total_ms":%Ta}'
-)
-
-
 def rate_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
     """The spec's rate limits, each a stick counter over proxy.rate_limits.window: sc0 per caller
     (txn.who; a consumer's own limit, else rate_limits.client), sc1 per service (routing.rate_limit),
@@ -491,7 +483,7 @@ def frontend_lines(plan: Plan) -> list[str]:
         "http-request capture req.hdr(traceparent) len 64",
         # after-response: HAProxy's own answers too (a 504, a 429), the ones a caller asks about most
         "http-after-response set-header X-Request-ID %[unique-id]",
-        f"log-format '{LOG_FORMAT}'",
+        f"log-format '{request_log.FORMAT}'",
         *routing_rules,
         "http-request return status 404 content-type text/plain string \"no such service\" "
         "unless { var(txn.svc) -m found }",
@@ -595,6 +587,9 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             f"server-state-file {paths['state_file']}",
             f"localpeer {proxy.id}",
             log,
+            # every request's line, also kept for the controller, which counts each answer's duration
+            # per service (common/request_log.py)
+            f"log ring@{request_log.RING} local0 info",
             "hard-stop-after 60s",
         ]),
         ("defaults", [
@@ -611,6 +606,10 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             "default-server init-addr last,libc,none",
         ]),
         (f"peers {PEERS}", [peer_bind, f"server {proxy.id}"]),
+        # 4 MB: ~10,000 lines, half a second at 20,000 requests/s (bench/request_log.py), minutes at an
+        # idle mesh's rate, should the controller fall behind (HAProxy then drops new lines for it and
+        # says how many; it never blocks a request)
+        (f"ring {request_log.RING}", ["format raw", "maxlen 4096", f"size {4 * 1024 * 1024}"]),
         *[(f"backend {table}", [f"stick-table type string len {length} size {size} expire {window * 3}ms "
                                  f"store http_req_rate({window}ms) peers {PEERS}"])
           for table, length, size in ((CLIENT_TABLE, 64, "100k"), (SERVICE_TABLE, 64, "1k"), (TOOL_TABLE, 200, "10k"))],

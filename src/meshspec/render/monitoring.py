@@ -28,7 +28,7 @@ def _instances_rendering(plan: Plan, config: str) -> list[tuple[Instance, str]]:
     return found
 
 
-def bearer(credentials_file: str) -> dict[str, str]:
+def bearer_config(credentials_file: str) -> dict[str, str]:
     """An `authorization` of Prometheus' and Alertmanager's HTTP clients. The type is written out:
     Prometheus 2.42 sends the bare credentials without it (measured), which no server takes."""
     return {"type": "Bearer", "credentials_file": credentials_file}
@@ -52,14 +52,14 @@ def prometheus(plan: Plan, inst: Instance) -> str:
         def discovered(job: str, url: str) -> dict:
             # Each target's labels name its service as `job` (they win over the job's name).
             return {"job_name": job, "http_sd_configs": [{"url": url, "refresh_interval": SD_REFRESH,
-                                                          "authorization": bearer(token)}]}
+                                                          "authorization": bearer_config(token)}]}
 
         # The registry's agent answers its metrics only for a token that may read agents: that job
         # alone presents Prometheus' own, which no other target (an exporter) ever sees.
         scrape.append({**discovered("mesh", targets), **({"relabel_configs": [
             {"source_labels": ["job"], "regex": registry, "action": "drop"}]} if registry else {})})
         if registry and plan.service(inst.service).registry.agent == "read":
-            scrape.append({**discovered("registry", f"{targets}?service={registry}"), "authorization": bearer(token)})
+            scrape.append({**discovered("registry", f"{targets}?service={registry}"), "authorization": bearer_config(token)})
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
         "rule_files": own_rules,
@@ -74,12 +74,16 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict
             "annotations": {"summary": summary}}
 
 
-def _by_slo(plan: Plan, field: str) -> dict[object, list[str]]:
-    """Each value of the routed services' `routing.slo.<field>` -> their backends: one rule per
+#: the share of a service's answers over its SLO latency that makes its p99 over it
+P99_OVER = 0.01
+
+
+def _by_error_ratio(plan: Plan) -> dict[float, list[str]]:
+    """Each value of the routed services' `routing.slo.error_ratio` -> their backends: one rule per
     value, however many services share it."""
-    groups: dict[object, list[str]] = {}
+    groups: dict[float, list[str]] = {}
     for service, routing in routed_services(plan):
-        groups.setdefault(getattr(routing.slo, field), []).append(backend_name(service.name))
+        groups.setdefault(routing.slo.error_ratio, []).append(backend_name(service.name))
     return groups
 
 
@@ -103,6 +107,10 @@ def alert_rules(plan: Plan) -> list[dict]:
         _alert("MeshCheckFlapping",
                f'increase(haproxy_server_check_up_down_total{{{svc}, server!~"spare-.+"}}[15m]) >= 3', "0s",
                "warning", "{{ $labels.proxy }}/{{ $labels.server }} went down 3 times or more in 15m"),
+        # The checker rewrites its metrics every few seconds (runtime/checker.py); node-exporter says when.
+        _alert("MeshCheckerStalled", f'time() - node_textfile_mtime_seconds{{{m}, file=~".*/checker.prom"}} > 60',
+               "1m", "critical", "the checker of {{ $labels.instance_id }}'s host has written no result for over "
+               "a minute: its checks turn critical as their TTLs run out"),
         _alert("MeshRegistryUnreachable", f"meshspec_controller_consul_up{{{m}}} == 0", "1m", "critical",
                "the proxy's controller cannot reach the registry: the proxy serves the last known good"),
         _alert("MeshProxyUnmanaged", f"meshspec_controller_haproxy_up{{{m}}} == 0", "1m", "critical",
@@ -114,19 +122,21 @@ def alert_rules(plan: Plan) -> list[dict]:
                f"meshspec_controller_certificate_valid_after_timestamp_seconds{{{m}}})", "5m", "warning",
                "the proxy's mTLS certificate has less than a quarter of its lifetime left: it was not rotated"),
     ]
-    for ratio, backends in sorted(_by_slo(plan, "error_ratio").items()):
+    for ratio, backends in sorted(_by_error_ratio(plan).items()):
         which = f'{m}, proxy=~"{"|".join(backends)}"'
         rules.append(_alert(
             "MeshServiceErrors",
             f'sum by (mesh, proxy) (rate(haproxy_backend_http_responses_total{{{which}, code="5xx"}}[5m])) / '
             f"sum by (mesh, proxy) (rate(haproxy_backend_http_responses_total{{{which}}}[5m])) > {ratio}", "5m", "warning",
             f"more than {ratio:.2%} of {{{{ $labels.proxy }}}}'s answers through the proxy are 5xx (its SLO)"))
-    for latency, backends in sorted(_by_slo(plan, "latency").items()):
-        which = f'{m}, proxy=~"{"|".join(backends)}"'
-        rules.append(_alert(
-            "MeshServiceSlow", f"haproxy_backend_response_time_average_seconds{{{which}}} > {latency / 1000}", "5m",
-            "warning", f"{{{{ $labels.proxy }}}} answers in more than {latency} ms on average (its SLO; the mean "
-            "of its last 1,024 answers)"))
+    # Each service's SLO is applied by the controller as it counts each answer (its latency is in
+    # haproxy.cfg's shape): more than 1% of answers over it is a p99 over it, whatever the buckets.
+    rules.append(_alert(
+        "MeshServiceSlow",
+        f"sum by (mesh, proxy) (rate(meshspec_proxy_responses_over_slo_total{{{svc}}}[5m])) / "
+        f"sum by (mesh, proxy) (rate(meshspec_proxy_request_duration_seconds_count{{{svc}}}[5m])) > {P99_OVER}",
+        "5m", "warning", f"more than {P99_OVER:.0%} of {{{{ $labels.proxy }}}}'s answers through the proxy take "
+        "longer than its SLO: its p99 is over it"))
     return rules
 
 
@@ -154,7 +164,7 @@ def alertmanager(plan: Plan, inst: Instance) -> str:
         key_file = str(plan.layout.consumer_key_file(key.name))
         for severity, wait, interval, repeat in SEVERITY_ROUTES:
             receivers.append({"name": f"{service}-{severity}", "webhook_configs": [
-                {"url": url, "send_resolved": True, "http_config": {"authorization": bearer(key_file)}}]})
+                {"url": url, "send_resolved": True, "http_config": {"authorization": bearer_config(key_file)}}]})
             routes.append({"receiver": f"{service}-{severity}", "matchers": [f'severity="{severity}"'],
                            "group_wait": wait, "group_interval": interval, "repeat_interval": repeat})
     route = {"receiver": "nobody", "group_by": ["alertname", "instance_id"], **({"routes": routes} if routes else {})}

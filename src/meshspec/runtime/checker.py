@@ -19,6 +19,12 @@ each interval, a fresh handshake whenever it fails, and a DELETE when the checke
 
 The checks file is rendered by the deploy (`meshspec.render.checker`); supervisord restarts the
 checker when it changes.
+
+The checker serves no HTTP: every few seconds it writes its metrics (each probe's result and
+duration, each check's reported status) with prometheus_client's `write_to_textfile` into
+`--metrics-dir`, which the host's node-exporter exports with its textfile collector, the standard
+way for a process that serves nothing (node-exporter's `node_textfile_mtime_seconds` then says
+when the checker last wrote: an alert when it stops).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
 from meshspec.common.consul_token import read_token
 from meshspec.common.damping import damped_output
@@ -47,6 +54,42 @@ log = logging.getLogger("meshspec.checker")
 RETRY_SECONDS = 1.0
 #: How long a stopping checker waits for its checks' threads to end their MCP sessions.
 STOP_GRACE_SECONDS = 2.0
+#: How often the metrics file is rewritten: within one of Prometheus' scrapes (15 s).
+WRITE_SECONDS = 5.0
+METRICS_FILE = "checker.prom"
+
+
+class Metrics:
+    """What the checker measures, by check (`service:<instance id>`)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.duration = Histogram("meshspec_checker_probe_duration_seconds", "Each probe's run, by check",
+                                  ["check_id"], registry=self.registry,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.probes = Counter("meshspec_checker_probes_total", "Probes run, by check and result (ok or failed)",
+                              ["check_id", "result"], registry=self.registry)
+        self.passing = Gauge("meshspec_checker_check_passing",
+                             "1 while the status the checker reports for the check is passing (flap damping "
+                             "applied), 0 while critical", ["check_id"], registry=self.registry)
+        self.refused = Counter("meshspec_checker_reports_refused_total",
+                               "Results the registry's agent did not take, by check", ["check_id"],
+                               registry=self.registry)
+
+    def probed(self, check_id: str, seconds: float, ok: bool, status: str, taken: bool) -> None:
+        self.duration.labels(check_id).observe(seconds)
+        self.probes.labels(check_id, "ok" if ok else "failed").inc()
+        self.passing.labels(check_id).set(1 if status == PASSING else 0)
+        if not taken:
+            self.refused.labels(check_id).inc()
+
+    def write(self, directory: Path) -> None:
+        """The whole file, replaced at once (a temporary file renamed: node-exporter never reads half)."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            write_to_textfile(str(directory / METRICS_FILE), self.registry)
+        except OSError as err:
+            log.warning("could not write the metrics file in %s: %s", directory, err)
 
 
 @dataclass(frozen=True)
@@ -98,7 +141,7 @@ class Reporter:
         return response.status_code == 200
 
 
-def run_check(check: Check, reporter: Reporter, stopping: threading.Event, standing: str = CRITICAL) -> None:
+def run_check(check: Check, reporter: Reporter, stopping: threading.Event, standing: str, metrics: Metrics) -> None:
     """Probe, gate, report, sleep; until `stopping` is set. `standing` is the status Consul holds
     when the checker starts: a restarted checker (its checks file changed) damps from there, so
     one slow probe right after a restart does not turn a passing check critical."""
@@ -107,14 +150,14 @@ def run_check(check: Check, reporter: Reporter, stopping: threading.Event, stand
     tracker = Tracker(Owner(**owner)) if owner else None
     session = KeptSession(check.probe["url"]) if check.probe["kind"] == "mcp" else None
     try:
-        _check_until_stopped(check, reporter, stopping, gate, tracker, session)
+        _check_until_stopped(check, reporter, stopping, gate, tracker, session, metrics)
     finally:
         if session is not None:
             session.close()  # the server forgets the checker's session now, not when it restarts
 
 
 def _check_until_stopped(check: Check, reporter: Reporter, stopping: threading.Event, gate: Gate,
-                         tracker: Tracker | None, session: KeptSession | None) -> None:
+                         tracker: Tracker | None, session: KeptSession | None, metrics: Metrics) -> None:
     # Stagger first runs (as Consul does) so checks do not fire in lockstep, by at most a second.
     if stopping.wait(random.random() * min(check.interval, 1.0)):
         return
@@ -125,6 +168,7 @@ def _check_until_stopped(check: Check, reporter: Reporter, stopping: threading.E
         except Exception as err:  # a check's thread must survive anything a probe library throws
             log.exception("%s: the probe raised", check.check_id)
             result = protocols.Result(False, f"the probe raised {type(err).__name__}: {err}")
+        took = time.monotonic() - started
         before = gate.status
         gate(PASSING if result.ok else CRITICAL)
         output = result.output if gate.status != PASSING or result.ok else (
@@ -132,6 +176,7 @@ def _check_until_stopped(check: Check, reporter: Reporter, stopping: threading.E
         if gate.status != before:
             log.info("%s: %s -> %s: %s", check.check_id, before, gate.status, result.output)
         taken = reporter.update(check.check_id, gate.status, output)
+        metrics.probed(check.check_id, took, result.ok, gate.status, taken)
         pause = check.interval if taken else RETRY_SECONDS
         stopping.wait(max(0.0, pause - (time.monotonic() - started)) if taken else pause)
 
@@ -145,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meshspec-checker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checks", type=Path, required=True, help="The checks file the deploy rendered.")
     parser.add_argument("--token-file", type=Path, help="File holding the Consul token.")
+    parser.add_argument("--metrics-dir", type=Path, help=f"Where to keep {METRICS_FILE} (node-exporter's "
+                        "textfile collector's directory); none: no metrics written.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per probe and report would fill the log
@@ -156,15 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    reporter = Reporter(consul, token)
+    reporter, metrics = Reporter(consul, token), Metrics()
     standing = reporter.statuses()
-    threads = [threading.Thread(target=run_check, args=(c, reporter, stopping, standing.get(c.check_id, CRITICAL)),
-                                name=c.check_id, daemon=True) for c in checks]
+    threads = [threading.Thread(target=run_check, args=(c, reporter, stopping, standing.get(c.check_id, CRITICAL),
+                                                        metrics), name=c.check_id, daemon=True) for c in checks]
     for thread in threads:
         thread.start()
     log.info("checking %d instances, reporting to %s", len(checks), consul)
-    while not stopping.wait(3600):
-        pass
+    while not stopping.wait(WRITE_SECONDS if args.metrics_dir else 3600):
+        if args.metrics_dir:
+            metrics.write(args.metrics_dir)
     # Sleeping checks wake at once and end their MCP sessions; one caught mid-probe is not waited for.
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for thread in threads:

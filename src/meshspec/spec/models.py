@@ -301,8 +301,8 @@ class CircuitBreaker(Strict):
 
 class Slo(Strict):
     """What the proxy's alerts hold a service to (render/monitoring.py): the share of its answers
-    through the proxy that may be 5xx, and how long its answers may take on average (HAProxy's
-    exporter gives the mean of the last 1,024 answers; it has no histogram, so no p99)."""
+    through the proxy that may be 5xx, and how long 99% of them may take, from the request received
+    to the answer's headers sent (mesh-controller counts the answers over it: runtime/proxy/request_log.py)."""
 
     error_ratio: float = Field(default=0.01, gt=0, le=1)
     latency: Duration = 1_500

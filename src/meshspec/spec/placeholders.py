@@ -15,7 +15,10 @@ from meshspec.spec.models import HttpProbe, HttpStep, MeshSpec, Service
 INSTANCE_NAMES = ("name", "replica", "id", "address", "port", "state_dir", "install_dir")
 PROXY_NAMES = ("proxy.url", "proxy.runtime", "proxy.master", "proxy.stats_users", "proxy.stats_credentials")
 MTLS_URL = "proxy.mtls_url"
-MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "meshspec")  # meshspec: the project's own executable
+# meshspec: the project's own executable; checker.metrics_dir: where the host's checker writes its
+# metrics for node-exporter's textfile collector
+CHECKER_METRICS_DIR = "checker.metrics_dir"
+MESH_NAMES = ("mesh.name", "consul.addr", "consul.token_file", *PROXY_NAMES, "meshspec", CHECKER_METRICS_DIR)
 # The management token's file: the registry's own (the embedded agent starts with it), nobody else's;
 # every other service reads its own token, `{consul.token_file}`. So are the mesh CA's files, which its
 # Connect CA signs with.

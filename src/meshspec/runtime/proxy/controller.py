@@ -10,7 +10,8 @@ This module is the loop: it starts a watch per service the config's shape routes
 change (or every `resync` seconds), re-reads haproxy.cfg (a changed shape reloads HAProxy; a
 membership-only change in the file never does), reconciles and applies. Beside the loop, every
 OUTLIER_POLL_S it ejects outliers (outliers.py): servers whose requests keep being retried
-elsewhere, which HAProxy's own breaker does not count. It serves GET /health, GET /metrics, and
+elsewhere, which HAProxy's own breaker does not count; and it follows HAProxy's request log to count
+each answer's duration per service (request_log.py). It serves GET /health, GET /metrics, and
 Prometheus' targets from the registry (scrape_targets.py). While Consul is unreachable the
 last-known-good endpoints are kept and nothing is taken out.
 """
@@ -39,8 +40,9 @@ from meshspec.runtime.proxy.certificates import keep_certificate
 from meshspec.runtime.proxy.intentions import install_map, intention_map
 from meshspec.runtime.proxy.outliers import Outliers, breakers_of
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
+from meshspec.runtime.proxy.request_log import Durations, follow, slos_of
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
-from meshspec.runtime.proxy.scrape_targets import bearer, read_catalog, target_groups
+from meshspec.runtime.proxy.scrape_targets import bearer_token, read_catalog, target_groups
 from meshspec.runtime.proxy.watch import FIRST_BACKOFF, MAX_BACKOFF, blocking_get, watch
 
 log = logging.getLogger("meshspec.controller")
@@ -96,6 +98,10 @@ class Controller:
         self.loaded_file = (self.state_file.parent / LOADED_SHAPE) if self.state_file else None
         self.drain_grace, self.wait, self.resync = drain_grace, wait, resync
         self.metrics = Metrics(registry or CollectorRegistry())
+        self.durations = Durations(self.metrics.registry)
+        self.slos = slos_of(self.shape)  # kept with the shape: read for every request's line
+        self.durations.expect(self.slos)
+        self.request_log: asyncio.Task | None = None
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.indexes: dict[str, int] = {}
         self.changed_at: dict[str, float] = {}
@@ -228,7 +234,8 @@ class Controller:
             return False
         if shape is None:
             return False
-        self.shape = shape
+        self.shape, self.slos = shape, slos_of(shape)
+        self.durations.expect(self.slos)
         if shape.get("hash") == self.loaded_hash:
             return False
         return self.reload()
@@ -279,6 +286,20 @@ class Controller:
             await asyncio.sleep(OUTLIER_POLL_S)
             await asyncio.to_thread(self.eject_outliers)
 
+    # --- each answer's duration --------------------------------------------------------------------
+
+    def _request_log_failed(self, err: Exception) -> None:
+        self.metrics.errors.labels("request-log").inc()
+        log.warning("request log: %s", err)
+
+    def _follow_request_log(self) -> None:
+        """(Re)start following HAProxy's request log: after a reload, the new process's, at once
+        (the old one, still holding the connection, would otherwise live on to hard-stop-after)."""
+        if self.request_log:
+            self.request_log.cancel()
+        self.request_log = asyncio.create_task(follow(
+            self.api.address, lambda line: self.durations.record(line, self.slos), self._request_log_failed))
+
     # --- apply ---------------------------------------------------------------------------------
 
     def sync(self) -> list[Change]:
@@ -319,6 +340,7 @@ class Controller:
         headers = {"X-Consul-Token": self.token} if self.token else {}
         async with aiohttp.ClientSession(headers=headers) as session:
             outliers = asyncio.create_task(self._eject_outliers())
+            self._follow_request_log()
             try:
                 while True:
                     self._sync_watchers(session)
@@ -329,13 +351,14 @@ class Controller:
                     except asyncio.TimeoutError:
                         pass
                     self.wake.clear()
-                    await asyncio.to_thread(self.check_config)
+                    if await asyncio.to_thread(self.check_config):
+                        self._follow_request_log()
                     await asyncio.to_thread(self.sync)
                     await asyncio.to_thread(self.apply_intentions)
                     self.synced.set()
             finally:
                 for task in [*self.watchers.values(), outliers,
-                             *(t for t in (self.rotation, self.intentions_watch) if t)]:
+                             *(t for t in (self.rotation, self.intentions_watch, self.request_log) if t)]:
                     task.cancel()
 
     # --- HTTP ----------------------------------------------------------------------------------
@@ -359,7 +382,7 @@ class Controller:
         async def scrape_targets(request: web.Request) -> web.Response:
             services = request.query.getall("service", [])
             try:
-                catalog = await read_catalog(self.consul, bearer(request.headers.get("Authorization")), services)
+                catalog = await read_catalog(self.consul, bearer_token(request.headers.get("Authorization")), services)
             except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as err:
                 # Prometheus keeps the targets of its last good refresh while this fails.
                 self.metrics.errors.labels("scrape-targets").inc()

@@ -70,7 +70,7 @@ async def read_catalog(consul: str, token: str | None, services: Collection[str]
     return dict(zip(names, (e or [] for e in entries)))
 
 
-def bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header (Prometheus' `authorization`)."""
     scheme, _, token = (authorization or "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None

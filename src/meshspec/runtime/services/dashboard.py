@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from meshspec.common.dashboard_queries import PANELS, STEP_S, WINDOW_S, Panel, expression
+from meshspec.common.dashboard_queries import EDGES, PANELS, STEP_S, WINDOW_S, Panel, expression
 from meshspec.runtime.services.mesh_client import MeshRequest, MeshResponse, MeshRouter
 
 # The service whose query API answers, as the shipped spec names it.
@@ -32,7 +32,8 @@ class MetricsUnreadable(Exception):
 
 
 def series_of(body: str) -> list[dict[str, Any]]:
-    """A `query_range` answer → [{"service", "points": [[unix s, value], ...]}], by service.
+    """A `query_range` answer → [{"service", "points": [[unix s, value], ...]}], by service (and its
+    "caller" too, in a series of one caller's requests).
 
     Points that are no number (NaN, ±Inf) are left out: JSON has no spelling for them, and a
     chart has no place to draw them."""
@@ -42,8 +43,9 @@ def series_of(body: str) -> list[dict[str, Any]]:
     found = []
     for result in answer["data"]["result"]:
         points = [[float(t), float(v)] for t, v in result["values"] if math.isfinite(float(v))]
-        found.append({"service": result["metric"]["service"], "points": points})
-    return sorted(found, key=lambda s: s["service"])
+        caller = {"caller": result["metric"]["caller"]} if "caller" in result["metric"] else {}
+        found.append({"service": result["metric"]["service"], **caller, "points": points})
+    return sorted(found, key=lambda s: (s["service"], s.get("caller", "")))
 
 
 class Dashboard:
@@ -62,9 +64,10 @@ class Dashboard:
     async def metrics(self, request: web.Request) -> web.Response:
         end = time.time()
         start = end - WINDOW_S
-        answers = await asyncio.gather(*(self._range(p, start, end) for p in PANELS))
+        queried = (*PANELS, EDGES)
+        answers = await asyncio.gather(*(self._range(p, start, end) for p in queried))
         panels = []
-        for panel, answer in zip(PANELS, answers):
+        for panel, answer in zip(queried, answers):
             try:
                 if answer.status != 200:
                     raise MetricsUnreadable(f"HTTP {answer.status}")
@@ -74,5 +77,6 @@ class Dashboard:
                                           "route": answer.route.model_dump()}, status=502)
             panels.append({"id": panel.id, "title": panel.title, "unit": panel.unit, "caption": panel.caption,
                            "query": expression(panel), "series": series})
+        edges = panels.pop()  # the topology's, per caller: no chart of its own
         return web.json_response({"window": {"start": start, "end": end, "step": STEP_S}, "panels": panels,
-                                  "source": answers[0].route.model_dump()})
+                                  "edges": edges, "source": answers[0].route.model_dump()})

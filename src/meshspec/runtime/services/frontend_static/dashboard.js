@@ -59,14 +59,19 @@ function renderPanels(data) {
     `from prometheus's query API via the ${data.source.via} (${data.source.url.split("?")[0]})`;
 }
 
-// The latest request rate into each service labels it; lines into a service with traffic are thicker.
+// The latest request rate into each service labels it; each line (caller -> service) carries the
+// caller's own rate into it, drawn thicker while it has traffic.
 function renderTopology(topology, metrics) {
+  const latest = (s) => s.points[s.points.length - 1][1];
   const requests = metrics.panels.find((p) => p.id === "requests");
-  const now = new Map(requests.series.filter((s) => s.points.length)
-    .map((s) => [s.service, s.points[s.points.length - 1][1]]));
+  const now = new Map(requests.series.filter((s) => s.points.length).map((s) => [s.service, latest(s)]));
+  const edges = new Map(metrics.edges.series.filter((s) => s.points.length)
+    .map((s) => [`${s.caller}->${s.service}`, latest(s)]));
+  const onEdge = (e) => edges.get(`${e.source}->${e.target}`) || 0;
   drawTopology($("topology"), topology,
     (n) => (now.has(n.id) ? `${n.id} ← ${FORMATS.reqps(now.get(n.id))}` : n.id),
-    (e) => ((now.get(e.target) || 0) > 0 ? { class: "busy" } : {}), TOPOLOGY_COLUMN);
+    (e) => (onEdge(e) > 0 ? { class: "busy" } : {}), TOPOLOGY_COLUMN,
+    (e) => (onEdge(e) > 0 ? FORMATS.reqps(onEdge(e)) : ""));
 }
 
 // The slowest traced requests with their links into Phoenix's UI; the page stands without them.

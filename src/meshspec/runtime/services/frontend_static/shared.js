@@ -27,8 +27,9 @@ async function getJSON(path) {
 }
 
 // Layered layout: a service sits one column right of the deepest service it depends on.
-// `label(node)` is the text beside each node, in columns `colW` wide; `edgeAttrs(edge)` adds to each edge's line.
-function drawTopology(svg, data, label = (n) => n.id, edgeAttrs = () => ({}), colW = 190) {
+// `label(node)` is the text beside each node, in columns `colW` wide; `edgeAttrs(edge)` adds to each edge's line;
+// `edgeLabel(edge)`, when it says something, is written at the line's middle.
+function drawTopology(svg, data, label = (n) => n.id, edgeAttrs = () => ({}), colW = 190, edgeLabel = () => "") {
   const deps = new Map(data.nodes.map((n) => [n.id, []]));
   for (const e of data.edges) if (deps.has(e.source) && deps.has(e.target)) deps.get(e.source).push(e.target);
   const depth = new Map();
@@ -48,17 +49,21 @@ function drawTopology(svg, data, label = (n) => n.id, edgeAttrs = () => ({}), co
   const height = 24 + rowH * Math.max(1, ...columns.map((c) => c.length));
   svg.setAttribute("viewBox", `0 0 ${Math.max(1, columns.length) * colW + 40} ${height}`);
   svg.setAttribute("height", height);
-  const parts = [];
+  const parts = [], edgeTexts = [];
   for (const e of data.edges) {
     const a = pos.get(e.source), b = pos.get(e.target);
-    if (a && b) parts.push(svgEl("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, ...edgeAttrs(e) }));
+    if (!a || !b) continue;
+    const edge = `${e.source}->${e.target}`;
+    parts.push(svgEl("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, "data-edge": edge, ...edgeAttrs(e) }));
+    const text = edgeLabel(e);
+    if (text) edgeTexts.push(svgEl("text", { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 - 3, class: "edge-rate", "data-edge": edge }, text));
   }
   for (const n of data.nodes) {
     const p = pos.get(n.id);
     parts.push(svgEl("circle", { cx: p.x, cy: p.y, r: 5, class: n.status }));
     parts.push(svgEl("text", { x: p.x + 9, y: p.y + 4 }, label(n)));
   }
-  svg.replaceChildren(...parts);
+  svg.replaceChildren(...parts, ...edgeTexts);
 }
 
 // Alertmanager's active alerts of the mesh's rules; the page stands without them (its own line says why).
