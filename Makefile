@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REPORTS := reports
 
-.PHONY: deploy test loadtest chaos bench down purge venv
+.PHONY: deploy test loadtest chaos bench down purge venv cluster cluster-down
 
 venv: $(STAMP)
 
@@ -52,6 +52,14 @@ test: $(STAMP)
 	$(TEST_MESH) MESH_RUNTIME=docker $(BIN)/meshspec deploy && \
 	$(TEST_MESH) MESH_RUNTIME=docker $(ACCEPTANCE) --junitxml=$(REPORTS)/acceptance-docker.xml; \
 	status=$$?; $(TEST_MESH) $(BIN)/meshspec deploy deploys/teardown.py; exit $$status
+
+# A test cluster of three hosts on this machine (network namespaces, each with its own sshd and
+# /srv/meshspec): deploy to it with MESH_HOSTS_FILE=/tmp/meshspec-cluster/hosts.
+cluster: $(STAMP)
+	$(BIN)/meshspec cluster up
+
+cluster-down: $(STAMP)
+	$(BIN)/meshspec cluster down
 
 # The chaos catalogue (chaos/*.json) against the running mesh: a verdict line each, the journals,
 # plots and reports/chaos/report.html. `make test` runs the experiments tagged ci.

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from meshspec import settings
 from meshspec.converge.pyinfra_run import NothingRan, run_deploy
 from meshspec.plan import make_plan
-from meshspec.plan.hosts import HostsError
+from meshspec.plan.hosts import HostsError, inventory_names
 from meshspec.render.grafana import dashboard_json
 from meshspec.spec import KINDS, SpecInvalid, load_spec
 
@@ -81,6 +81,7 @@ LAZY = {
     "report": "meshspec.verify.cli:report_command",
     "probe": "meshspec.runtime.probes.cli:probe_app",
     "chaos": "meshspec.chaos.cli:chaos_app",
+    "cluster": "meshspec.cluster:app",
 }
 app = typer.Typer(cls=lazy_group(LAZY), no_args_is_help=True, add_completion=False,
                   help="Declare a service mesh, converge it, prove it.")
@@ -104,7 +105,7 @@ def validate(
     try:
         offset = settings.port_offset()
         hosts = settings.configured_hosts()
-        spec = load_spec(path, port_offset=offset)
+        spec = load_spec(path, port_offset=offset, inventory=inventory_names(hosts))
     except SpecInvalid as err:
         fail(err.lines("nothing was changed"))
     except (settings.SettingsError, HostsError) as err:
@@ -117,7 +118,8 @@ def validate(
         typer.echo("replicas: " + ", ".join(f"{s.name} x{s.replicas}" for s in replicated))
     for host in plan.hosts:
         mine = plan.instances_on(host.name)
-        typer.echo(f"{host.name} ({host.address}): {len(mine)} instances")
+        groups = f" [groups: {', '.join(host.groups)}]" if host.groups else ""
+        typer.echo(f"{host.name} ({host.address}){groups}: {len(mine)} instances")
         for inst in mine if instances else []:
             typer.echo(f"  {inst.id:40} {inst.address}:{inst.port}")
 
@@ -127,7 +129,9 @@ def grafana(path: Path = typer.Argument(Path(settings.DEFAULT_SPEC), help="The s
     """Print the dashboard's panels as a Grafana dashboard (JSON to import) for the spec's mesh."""
     try:
         offset = settings.port_offset()
-        plan = make_plan(load_spec(path, port_offset=offset), settings.configured_hosts(), offset, settings.state_dir())
+        hosts = settings.configured_hosts()
+        spec = load_spec(path, port_offset=offset, inventory=inventory_names(hosts))
+        plan = make_plan(spec, hosts, offset, settings.state_dir())
     except SpecInvalid as err:
         fail(err.lines("nothing was printed"))
     except (settings.SettingsError, HostsError) as err:
@@ -146,11 +150,12 @@ def deploy(
     Fails (exit 2) on a bad spec before any host is touched, and when pyinfra converged zero hosts or operations.
     """
     try:
-        load_spec(settings.spec_path(), port_offset=settings.port_offset())
+        load_spec(settings.spec_path(), port_offset=settings.port_offset(),
+                  inventory=inventory_names(settings.configured_hosts()))
         code = run_deploy(deploy_file, inventory, ctx.args)
     except SpecInvalid as err:
         fail(err.lines("no host was touched"))
-    except settings.SettingsError as err:
+    except (settings.SettingsError, HostsError) as err:
         fail([f"error: {err}"])
     except NothingRan as err:
         fail([f"error: {err}"])

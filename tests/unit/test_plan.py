@@ -4,7 +4,7 @@ import pytest
 
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
-from meshspec.spec import load_spec, parse_spec
+from meshspec.spec import SpecInvalid, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = Host("@local", "127.0.0.1")
@@ -71,6 +71,36 @@ def test_replicas_spread_round_robin_over_hosts(spec):
     assert [(i.id, i.address) for i in plan.instances_of("api")] == [
         ("api-local-0", "127.0.0.1"), ("api-web2-1", "10.1.1.2"), ("api-local-2", "127.0.0.1")]
     assert {h.name: len(plan.instances_on(h.name)) for h in hosts} == {"@local": 5, "web2": 1}
+
+
+THREE = [Host("a", "10.1.1.1", groups=("web",)), Host("b", "10.1.1.2", groups=("web", "db")),
+         Host("c", "10.1.1.3", groups=("db",))]
+
+
+def placed_spec(placement: str) -> str:
+    return SMALL.replace("    replicas: 3\n", f"    replicas: 3\n    placement: {placement}\n")
+
+
+@pytest.mark.parametrize("placement, hosts", [
+    ("{}", ["a", "b", "c"]),  # every host, in the inventory's order
+    ("{hosts: [db]}", ["b", "c", "b"]),  # a group
+    ("{hosts: [c, a]}", ["a", "c", "a"]),  # hosts by name, in the inventory's order
+    ("{hosts: [web], spread: false}", ["a", "a", "a"]),  # all on the first
+])
+def test_a_placement_picks_the_hosts_replicas_spread_over(placement, hosts):
+    names = frozenset({"a", "b", "c", "web", "db"})
+    plan = make_plan(parse_spec(placed_spec(placement), inventory=names), THREE)
+    assert [i.host.name for i in plan.instances_of("api")] == hosts
+    assert [i.id for i in plan.instances_of("api")] == [f"api-{h}-{r}" for r, h in enumerate(hosts)]
+
+
+def test_a_placement_that_names_no_inventory_host_is_refused_where_it_stands():
+    with pytest.raises(SpecInvalid) as err:
+        parse_spec(placed_spec("{hosts: [web, cache]}"), "mesh.yaml", inventory=frozenset({"a", "web"}))
+    (line,) = err.value.lines("nothing was changed")[:1]
+    row = placed_spec("{hosts: [web, cache]}").splitlines().index("    placement: {hosts: [web, cache]}") + 1
+    assert line.startswith(f"mesh.yaml:{row}:30: ") and "'cache' names no host or group of the inventory" in line
+    assert "it has: a, web" in line
 
 
 def test_placeholders_render_per_instance(spec):

@@ -14,6 +14,7 @@ from meshspec import settings
 from meshspec.converge.registry import Registry
 from meshspec.converge.source import installed_build
 from meshspec.plan import Host, Plan, Runtime, make_plan
+from meshspec.plan.hosts import inventory_names
 from meshspec.plan.layout import InstallCache
 from meshspec.render import images
 from meshspec.spec import load_spec
@@ -35,7 +36,7 @@ def load_mesh(spec_path: str, hosts: list[Host], port_offset: int, state_dir: st
     With the docker runtime, meshspec and the installs are where the images hold them; with the
     process runtime, installs are in the host's install cache `cache_dir` (default: settings'),
     meshspec's own among them (this deploy's source, installed by the deploy)."""
-    spec = load_spec(spec_path, port_offset=port_offset)
+    spec = load_spec(spec_path, port_offset=port_offset, inventory=inventory_names(hosts))
     cache_dir, build = cache_dir or settings.cache_dir(), installed_build()
     places = ({"meshspec_bin": images.MESHSPEC_BIN, "install_root": str(images.INSTALL_ROOT)}
               if Runtime(runtime).in_containers else

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from meshspec.plan.hosts import Host
+from meshspec.plan.hosts import Host, placed
 from meshspec.plan.layout import MASTER_SOCKET, RUNTIME_SOCKET, STATS_CREDENTIALS, STATS_USERS, InstallCache, Layout
 from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
@@ -165,7 +165,8 @@ def make_plan(
     cache_dir: str = CACHE_DIR,
     meshspec_build: str = "",
 ) -> Plan:
-    """Replica r of a service runs on hosts[r % len(hosts)] at port + r * replica_port_step + offset.
+    """Replica r of a service runs on the r-th (round) of the hosts its placement selects (every
+    host, unless it names some), at port + r * replica_port_step + offset.
 
     With `external_consul` (a real Consul's address) the spec's consul service is not planned.
     `meshspec_bin` and `install_root` say where meshspec and the installs are where instances run
@@ -175,11 +176,12 @@ def make_plan(
     if not hosts:
         raise ValueError("a plan needs at least one host")
     port_of = spec.mesh.port_of
+    on = {s.name: placed(hosts, s.placement.hosts, s.placement.spread) for s in spec.services}
     instances = tuple(
         Instance(
             service=s.name,
             replica=r,
-            host=hosts[r % len(hosts)],
+            host=on[s.name][r % len(on[s.name])],
             port=port_of(s.port, r, port_offset),
             ports={name: port_of(p, r, port_offset) for name, p in s.ports.items()},
         )

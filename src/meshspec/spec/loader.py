@@ -15,8 +15,9 @@ from meshspec.spec.problems import Path, Problem, SpecInvalid
 from meshspec.spec.yamlpos import MAX_CHARACTERS, Positions, load_with_positions
 
 
-def load_spec(path: str | FsPath, port_offset: int = 0) -> MeshSpec:
-    """The validated spec at `path`, or SpecInvalid listing every problem found."""
+def load_spec(path: str | FsPath, port_offset: int = 0, inventory: frozenset[str] | None = None) -> MeshSpec:
+    """The validated spec at `path`, or SpecInvalid listing every problem found; its placements
+    checked against `inventory`, the names of the hosts and groups it will be deployed to, if given."""
     filename = str(path)
     try:
         with open(path, "rb") as file:
@@ -33,10 +34,11 @@ def load_spec(path: str | FsPath, port_offset: int = 0) -> MeshSpec:
         col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
         raise SpecInvalid(filename, [Problem(line, col, "(file)", f"not UTF-8 text: byte {raw[err.start]:#04x}"
                                                                   " cannot start or continue a character")]) from None
-    return parse_spec(text, filename, port_offset)
+    return parse_spec(text, filename, port_offset, inventory)
 
 
-def parse_spec(text: str, filename: str = "<spec>", port_offset: int = 0) -> MeshSpec:
+def parse_spec(text: str, filename: str = "<spec>", port_offset: int = 0,
+               inventory: frozenset[str] | None = None) -> MeshSpec:
     data, pos, findings = load_with_positions(text)
     label = _labeller(data)
     problems = [Problem(*at, label(p), msg) for p, at, msg in findings]
@@ -47,7 +49,7 @@ def parse_spec(text: str, filename: str = "<spec>", port_offset: int = 0) -> Mes
     spec, index = _validate(data, pos, label, problems)
     if spec is not None:
         declared = frozenset(s.get("name") for s in data.get("services") or [] if isinstance(s, dict) and isinstance(s.get("name"), str))
-        ctx = rules.Context(spec, index, declared, port_offset)
+        ctx = rules.Context(spec, index, declared, port_offset, inventory)
         problems += [Problem(*pos.of_value(p), label(p), msg) for p, msg in rules.check(ctx)]
     if problems:
         raise SpecInvalid(filename, problems)

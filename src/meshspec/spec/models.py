@@ -14,6 +14,7 @@ from meshspec.common import scrape_meta
 from meshspec.spec.types import (
     AptPackage,
     Duration,
+    HostRef,
     MetaKey,
     MetaValue,
     NpmPin,
@@ -372,6 +373,15 @@ class Credentials(Strict):
         return form
 
 
+class Placement(Strict):
+    """Which of the inventory's hosts run the service (by name or group; none named: every host,
+    in the inventory's order), and whether its replicas spread over them (replica r on the r-th
+    of them, round) or all run on the first."""
+
+    hosts: list[HostRef] = []
+    spread: bool = True
+
+
 class Service(Strict):
     name: ServiceName
     kind: Kind
@@ -379,6 +389,7 @@ class Service(Strict):
     port: Port
     ports: dict[PortName, Port] = {}  # further named ports, e.g. a stats listener
     replicas: int = Field(default=1, ge=1, le=16)
+    placement: Placement = Placement()
     process: Process | None = None
     container: Container | None = None
     health: Health

@@ -35,6 +35,9 @@ class Context:
     index: Sequence[int]  # spec.services[i] is services[index[i]] in the file
     declared: frozenset[str]  # every service name in the file, valid or not
     port_offset: int
+    # The names placements may use: the inventory's hosts and groups (None: not known here, so
+    # placements are not checked; the plan still refuses one that places nowhere).
+    inventory: frozenset[str] | None = None
 
     def services(self) -> Iterator[tuple[tuple, Service]]:
         for i, service in enumerate(self.spec.services):
@@ -332,6 +335,16 @@ def consumers(ctx: Context):
                                       "(meshspec's own tools present its key at the edge), or null")
 
 
+def placement(ctx: Context):
+    if ctx.inventory is None:
+        return
+    for where, service in ctx.services():
+        for i, name in enumerate(service.placement.hosts):
+            if name not in ctx.inventory:
+                yield (*where, "placement", "hosts", i), (f"{name!r} names no host or group of the inventory; it "
+                                                          f"has: {', '.join(sorted(ctx.inventory))}")
+
+
 def tracing(ctx: Context):
     store = ctx.spec.tracing.store
     if store is not None and store not in ctx.declared:
@@ -339,7 +352,7 @@ def tracing(ctx: Context):
 
 
 RULES = (metrics_port, unique_names, unique_ports, dependencies, mesh_roles, run_method, placeholders, meta_keys, health_policy,
-         routing_policy, intentions, consumers, tool_rate_limits, tracing)
+         routing_policy, intentions, consumers, tool_rate_limits, tracing, placement)
 
 
 def check(ctx: Context) -> list[tuple[tuple, str]]:

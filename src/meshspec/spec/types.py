@@ -49,6 +49,8 @@ ServiceName = Annotated[
 ]
 # A path prefix as HAProxy's path_beg matches it (no spaces, braces or quotes to escape).
 PathPrefix = Annotated[str, _matching(r"/[A-Za-z0-9._~/-]*", "a path prefix ('/', then letters, digits, '._~/-')")]
+# A host of the inventory by its name (`@local`, an SSH host) or one of its groups.
+HostRef = Annotated[str, _matching(r"@?[A-Za-z0-9][A-Za-z0-9._-]{0,62}", "a host or group name of the inventory")]
 PortName = Annotated[str, _matching(r"[a-z][a-z0-9_]{0,30}", "a port name (lowercase letters, digits, '_')")]
 UserName = Annotated[str, _matching(r"[a-z_][a-z0-9_-]{0,31}", "a system user's name, as useradd takes it "
                                                               "(lowercase letters, digits, '_', '-'; up to 32)")]

@@ -1,0 +1,80 @@
+"""`meshspec cluster up|down` (`make cluster`): three hosts in network namespaces, each with its
+own sshd, hostname and /srv/meshspec, reached by pyinfra over SSH through the project's inventory
+from the hosts file the cluster writes; and nothing left once it is down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meshspec.cluster import BRIDGE, PREFIX, SSHD, namespaces
+from tests.integration.meshrun import BIN, REPO
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0 or not Path(SSHD).exists() or not shutil.which("ip"),
+                                 reason="needs root, ip and Debian's openssh-server (.ci/run installs it)")]
+
+
+def meshspec(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "meshspec"), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def left_behind(directory: Path) -> list[str]:
+    """What of a cluster this machine still has: namespaces, the bridge, sshds, mounts, the directory."""
+    found = namespaces()
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
+        found.append(BRIDGE)
+    found += [f"process {p}" for p in subprocess.run(["pgrep", "-f", str(directory)], capture_output=True,
+                                                      text=True).stdout.split()]
+    found += [f"mount in {m.parent.name}" for m in Path("/proc").glob("[0-9]*/mountinfo")
+              if _mentions(m, str(directory))]
+    return found + ([str(directory)] if directory.exists() else [])
+
+
+def _mentions(path: Path, text: str) -> bool:
+    try:
+        return text in path.read_text()
+    except OSError:  # the process ended meanwhile
+        return False
+
+
+def test_three_hosts_over_ssh_each_with_its_own_state_and_nothing_left_after(tmp_path):
+    directory = tmp_path / "cluster"
+    assert not namespaces(), f"a cluster ({PREFIX}-*) is up already"
+    up = meshspec("cluster", "up", "--dir", str(directory))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"MESH_HOSTS_FILE={directory / 'hosts'}" in up.stdout
+        env = {"MESH_HOSTS_FILE": str(directory / "hosts")}
+        # pyinfra, through the project's inventory, on each host at once over SSH
+        ran = subprocess.run([str(BIN / "pyinfra"), "-y", "inventory", "exec", "--",
+                              "echo seen-by-$(hostname); touch /srv/meshspec/mine-$(hostname); ls /srv/meshspec"],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, **env})
+        printed = ran.stdout + ran.stderr  # pyinfra logs the commands' output to stderr
+        assert ran.returncode == 0, printed
+        for host in ("h1", "h2", "h3"):
+            said = [line.split("] ", 1)[1] for line in printed.splitlines() if line.startswith(f"[{host}] ")]
+            assert f"seen-by-{host}" in said, printed  # its own hostname (UTS namespace)
+            assert [s for s in said if s.startswith("mine-")] == [f"mine-{host}"], printed  # its own state dir
+        assert not list(Path("/srv/meshspec").glob("mine-*")), "a host wrote into this machine's /srv/meshspec"
+        # placement by the hosts file's groups
+        listed = meshspec("validate", "-i", env=env)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "h1 (10.213.0.2) [groups: core]" in listed.stdout and "h3 (10.213.0.4) [groups: web]" in listed.stdout
+    finally:
+        down = meshspec("cluster", "down", "--dir", str(directory))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not left_behind(directory)
+
+
+def test_a_second_cluster_is_refused_while_one_is_up(tmp_path):
+    directory = tmp_path / "cluster"
+    directory.mkdir()  # as an existing cluster's directory
+    refused = meshspec("cluster", "up", "--dir", str(directory))
+    assert refused.returncode != 0 and "is up already" in refused.stdout + refused.stderr
+    assert not namespaces()
