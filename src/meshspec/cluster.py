@@ -9,9 +9,12 @@ filesystem, one dpkg database and apt lock, one process table. The cluster's dir
 client key, the hosts' keys, `known_hosts` and the `hosts` file a deploy reads
 (`MESH_HOSTS_FILE=<dir>/hosts`), each line saying how pyinfra reaches the host.
 
-`down` ends every process in the namespaces (so every mount namespace goes with its last process),
-deletes the namespaces, the links and the directory: nothing is left behind. Needs root and
-`ip`, `unshare`, `ssh-keygen` and `/usr/sbin/sshd` (Debian's openssh-server).
+The hosts reach the package registries as this machine does, through it (a default route to the
+bridge, masqueraded by `iptables`, forwarded): a deploy installs on each host. `down` ends every
+process in the namespaces (so every mount namespace goes with its last process), deletes the
+namespaces, the links, those rules and the directory, and puts back IP forwarding as it was:
+nothing is left behind. Needs root and `ip`, `iptables`, `unshare`, `ssh-keygen` and
+`/usr/sbin/sshd` (Debian's openssh-server).
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ BRIDGE = f"{PREFIX}-br0"
 SUBNET = "10.213.0"
 STATE_DIR = "/srv/meshspec"  # the mesh's default state dir, each host's own
 DEFAULT_DIR = Path("/tmp/meshspec-cluster")
+FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
+# The hosts' way out, as iptables rules (table, chain, rule), each marked as the cluster's: in first
+# place, since the docker engine's FORWARD policy drops what no rule of its accepts.
+TAG = ["-m", "comment", "--comment", "meshspec-cluster"]
+ROUTING = (
+    ("nat", "POSTROUTING", ["-s", f"{SUBNET}.0/24", "!", "-o", BRIDGE, "-j", "MASQUERADE", *TAG]),
+    ("filter", "FORWARD", ["-i", BRIDGE, "!", "-o", BRIDGE, "-j", "ACCEPT", *TAG]),
+    ("filter", "FORWARD", ["-o", BRIDGE, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *TAG]),
+)
 SSHD = "/usr/sbin/sshd"
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
 
@@ -88,7 +100,7 @@ def start_host(directory: Path, host: str) -> None:
     _run("ip", "link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
     _run("ip", "link", "set", ns, "master", BRIDGE, "up")
     for argv in (["ip", "addr", "add", f"{address(host)}/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
-                 ["ip", "link", "set", "lo", "up"]):
+                 ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{SUBNET}.1"]):
         _run("ip", "netns", "exec", ns, *argv)
     # Its own hostname and state dir, in namespaces sshd (a daemon: the shell's child) keeps alive.
     script = (f"hostname {host} && mount --bind {own / 'srv'} {STATE_DIR} && mkdir -p /run/sshd && "
@@ -124,6 +136,10 @@ def up(
     _run("ip", "link", "add", BRIDGE, "type", "bridge")
     _run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
+    (directory / "ip_forward").write_text(FORWARDING.read_text())  # put back by `down`
+    FORWARDING.write_text("1\n")
+    for table, chain, rule in ROUTING:
+        _run("iptables", "-t", table, "-I", chain, "1", *rule)
     lines, known = [], []
     for host in host_names(count):
         start_host(directory, host)
@@ -159,4 +175,9 @@ def down(
         _run("ip", "netns", "del", ns)
         typer.echo(f"{ns}: removed")
     _run("ip", "link", "del", BRIDGE, check=False)
+    for table, chain, rule in ROUTING:
+        while _run("iptables", "-t", table, "-D", chain, *rule, check=False).returncode == 0:
+            pass  # every copy, should `up` have run twice
+    if (directory / "ip_forward").exists():
+        FORWARDING.write_text((directory / "ip_forward").read_text())
     _run("rm", "-rf", str(directory))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meshspec.cluster import BRIDGE, PREFIX, SSHD, namespaces
+from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, namespaces
 from tests.integration.meshrun import BIN, REPO
 
 pytestmark = [pytest.mark.integration,
@@ -33,6 +33,9 @@ def left_behind(directory: Path) -> list[str]:
                                                       text=True).stdout.split()]
     found += [f"mount in {m.parent.name}" for m in Path("/proc").glob("[0-9]*/mountinfo")
               if _mentions(m, str(directory))]
+    found += [f"iptables rule {line}" for table in ("nat", "filter")
+              for line in subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
+              if "meshspec-cluster" in line]
     return found + ([str(directory)] if directory.exists() else [])
 
 
@@ -46,6 +49,7 @@ def _mentions(path: Path, text: str) -> bool:
 def test_three_hosts_over_ssh_each_with_its_own_state_and_nothing_left_after(tmp_path):
     directory = tmp_path / "cluster"
     assert not namespaces(), f"a cluster ({PREFIX}-*) is up already"
+    forwarding = FORWARDING.read_text()
     up = meshspec("cluster", "up", "--dir", str(directory))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -62,6 +66,10 @@ def test_three_hosts_over_ssh_each_with_its_own_state_and_nothing_left_after(tmp
             assert f"seen-by-{host}" in said, printed  # its own hostname (UTS namespace)
             assert [s for s in said if s.startswith("mine-")] == [f"mine-{host}"], printed  # its own state dir
         assert not list(Path("/srv/meshspec").glob("mine-*")), "a host wrote into this machine's /srv/meshspec"
+        # the package registries, through this machine, as a deploy's installs need them
+        reached = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-h2", "getent", "hosts", "pypi.org"],
+                                 capture_output=True, text=True, timeout=30)
+        assert reached.returncode == 0 and reached.stdout.strip(), reached.stderr
         # placement by the hosts file's groups
         listed = meshspec("validate", "-i", env=env)
         assert listed.returncode == 0, listed.stdout + listed.stderr
@@ -70,6 +78,7 @@ def test_three_hosts_over_ssh_each_with_its_own_state_and_nothing_left_after(tmp
         down = meshspec("cluster", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stdout + down.stderr
     assert not left_behind(directory)
+    assert FORWARDING.read_text() == forwarding, "IP forwarding was not put back as it was"
 
 
 def test_a_second_cluster_is_refused_while_one_is_up(tmp_path):
