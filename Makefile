@@ -44,7 +44,7 @@ ACCEPTANCE := $(BIN)/pytest tests/bdd tests/loadtests tests/chaos --mesh=running
 # again (runtime-tagged scenarios run against their own runtime); then its teardown (whatever the result).
 test: $(STAMP)
 	mkdir -p $(REPORTS)
-	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --ignore=tests/bdd --ignore=tests/loadtests --ignore=tests/chaos
+	$(BIN)/pytest --junitxml=$(REPORTS)/junit.xml --durations=15 --ignore=tests/bdd --ignore=tests/loadtests --ignore=tests/chaos
 	$(DEFAULTS) $(MAKE) deploy && $(DEFAULTS) $(BIN)/meshspec verify --junit $(REPORTS)/verify-default.xml; \
 	status=$$?; $(DEFAULTS) $(MAKE) down && $(DEFAULTS) $(BIN)/meshspec verify --gone && exit $$status
 	$(TEST_MESH) $(BIN)/meshspec deploy

@@ -9,7 +9,10 @@ import consul
 import pytest
 
 pytestmark = pytest.mark.integration
-WAKE_BUDGET = 0.1  # seconds from the change to the watcher's return
+# The watchers wait 10 s: one back within 2 s of the change was woken by it, not by its wait running
+# out. Wake latency itself is a speed figure (bench/agent.py), not a unit test's: CI machines are noisy.
+WATCH_WAIT = "10s"
+WAKE_BUDGET = 2.0
 
 
 def watch_in_background(call):
@@ -29,12 +32,12 @@ def test_health_watch_wakes_on_registration(agent):
     c = agent.client()
     index, entries = c.health.service("web")
     assert entries == []
-    thread, result = watch_in_background(lambda: c.health.service("web", index=index, wait="5s"))
+    thread, result = watch_in_background(lambda: c.health.service("web", index=index, wait=WATCH_WAIT))
     time.sleep(0.5)
     assert thread.is_alive()
     changed_at = time.monotonic()
     c.agent.service.register("web", service_id="web-1", port=80)
-    thread.join(5)
+    thread.join(10)
     new_index, entries = result["value"]
     assert result["at"] - changed_at < WAKE_BUDGET
     assert int(new_index) > int(index) and entries[0]["Service"]["ID"] == "web-1"
@@ -44,14 +47,14 @@ def test_kv_watch_wakes_on_put_and_ignores_other_keys(agent):
     c = agent.client()
     c.kv.put("app/config", "v1")
     index, _ = c.kv.get("app/config")
-    thread, result = watch_in_background(lambda: c.kv.get("app/config", index=index, wait="3s"))
+    thread, result = watch_in_background(lambda: c.kv.get("app/config", index=index, wait=WATCH_WAIT))
     time.sleep(0.3)
     c.kv.put("other/key", "x")  # unrelated: must not wake the watcher
     time.sleep(0.3)
     assert thread.is_alive()
     changed_at = time.monotonic()
     c.kv.put("app/config", "v2")
-    thread.join(5)
+    thread.join(10)
     assert result["at"] - changed_at < WAKE_BUDGET
     assert result["value"][1]["Value"] == b"v2"
 
@@ -63,7 +66,7 @@ def test_watch_without_change_waits_full_wait(agent):
     started = time.monotonic()
     new_index, _ = c.health.service("db", index=index, wait="1s")
     elapsed = time.monotonic() - started
-    assert 1.0 <= elapsed < 1.0 + 1.0 / 16 + 0.5
+    assert 1.0 <= elapsed < 1.0 + 1.0 / 16 + 1.5  # held the wait (+ Consul's jitter), then answered
     assert new_index == index
 
 
@@ -72,7 +75,7 @@ def test_wait_in_milliseconds_like_prometheus(agent):
     index, _ = c.catalog.services()
     started = time.monotonic()
     c.catalog.services(index=index, wait="1500ms")
-    assert 1.5 <= time.monotonic() - started < 2.5
+    assert 1.5 <= time.monotonic() - started < 3.5
 
 
 def test_check_status_change_wakes_but_output_changes_do_not(agent, target, wait_until):
