@@ -120,6 +120,14 @@ def wait_for_sshd(directory: Path, host: str, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{host}: sshd did not answer at {address(host)} within {timeout:.0f} s: {probe.stderr.strip()}")
 
 
+def _failure(err: Exception) -> str:
+    """The step that failed, in one line."""
+    if isinstance(err, subprocess.CalledProcessError):
+        said = (err.stderr or err.stdout or "").strip().splitlines()
+        return f"`{' '.join(err.cmd)}` exited with {err.returncode}" + (f": {said[-1]}" if said else "")
+    return str(err)
+
+
 @app.command()
 def up(
     directory: Annotated[Path, typer.Option("--dir", help="Where the cluster's keys and hosts file live.")] = DEFAULT_DIR,
@@ -129,14 +137,25 @@ def up(
     if namespaces() or directory.exists():
         raise typer.BadParameter(f"a cluster is up already ({', '.join(namespaces()) or directory}): "
                                  "`meshspec cluster down` first", param_hint="up")
+    try:
+        _start(directory, count)
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as err:
+        # Half a cluster is nobody's: undo what was made, so that `up` can simply run again.
+        typer.echo(f"cluster up failed: {_failure(err)}; what it had made is removed", err=True)
+        _remove(directory, say=lambda line: None)
+        raise typer.Exit(1) from None
+    typer.echo(f"MESH_HOSTS_FILE={directory / 'hosts'}")
+
+
+def _start(directory: Path, count: int) -> None:
     Path(STATE_DIR).mkdir(parents=True, exist_ok=True)  # the mount point each host's own is bound on
     directory.mkdir(parents=True, mode=0o700)
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "meshspec-cluster", "-f", str(directory / "id_ed25519"))
     (directory / "authorized_keys").write_text((directory / "id_ed25519.pub").read_text())
+    (directory / "ip_forward").write_text(FORWARDING.read_text())  # put back by `down`
     _run("ip", "link", "add", BRIDGE, "type", "bridge")
     _run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
     _run("ip", "link", "set", BRIDGE, "up")
-    (directory / "ip_forward").write_text(FORWARDING.read_text())  # put back by `down`
     FORWARDING.write_text("1\n")
     for table, chain, rule in ROUTING:
         _run("iptables", "-t", table, "-I", chain, "1", *rule)
@@ -151,7 +170,6 @@ def up(
     for host in host_names(count):
         wait_for_sshd(directory, host)
         typer.echo(f"{host}: {address(host)}, sshd answers")
-    typer.echo(f"MESH_HOSTS_FILE={directory / 'hosts'}")
 
 
 @app.command()
@@ -159,6 +177,15 @@ def down(
     directory: Annotated[Path, typer.Option("--dir", help="Where the cluster's keys and hosts file live.")] = DEFAULT_DIR,
 ) -> None:
     """End every process of the cluster's namespaces and remove the namespaces, links and directory."""
+    try:
+        _remove(directory, say=typer.echo)
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as err:
+        typer.echo(f"cluster down failed: {_failure(err)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _remove(directory: Path, say) -> None:
+    """Whatever of a cluster is there; each step finds its part gone without failing."""
     for ns in namespaces():
         for attempt in range(50):  # TERM, then KILL what is left, until the namespace holds nothing
             pids = [int(p) for p in _run("ip", "netns", "pids", ns, check=False).stdout.split()]
@@ -173,7 +200,7 @@ def down(
         else:
             raise RuntimeError(f"{ns}: processes {pids} did not end")
         _run("ip", "netns", "del", ns)
-        typer.echo(f"{ns}: removed")
+        say(f"{ns}: removed")
     _run("ip", "link", "del", BRIDGE, check=False)
     for table, chain, rule in ROUTING:
         while _run("iptables", "-t", table, "-D", chain, *rule, check=False).returncode == 0:

@@ -87,3 +87,21 @@ def test_a_second_cluster_is_refused_while_one_is_up(tmp_path):
     refused = meshspec("cluster", "up", "--dir", str(directory))
     assert refused.returncode != 0 and "is up already" in refused.stdout + refused.stderr
     assert not namespaces()
+
+
+def test_a_failing_step_is_one_line_and_leaves_nothing(tmp_path):
+    """h2's link cannot be made (a link of its name is there): `up` names the step in one line and
+    removes what it had made, h1's sshd and namespace among them."""
+    directory = tmp_path / "cluster"
+    forwarding = FORWARDING.read_text()
+    subprocess.run(["ip", "link", "add", f"{PREFIX}-h2", "type", "bridge"], check=True)
+    try:
+        failed = meshspec("cluster", "up", "--dir", str(directory))
+    finally:
+        subprocess.run(["ip", "link", "del", f"{PREFIX}-h2"], check=True)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    said = failed.stderr.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith(f"cluster up failed: `ip link add {PREFIX}-h2 type veth"), said
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert not left_behind(directory)
+    assert FORWARDING.read_text() == forwarding
