@@ -6,7 +6,7 @@ MESH_RUNTIME picks what runs the instances: supervisord (process, the default) o
 container each (docker). Switching converges: the other runtime's programs or containers go.
 """
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.facts.files import FileContents
 
 from meshspec.converge.facts.shared import SharedFact
@@ -19,7 +19,8 @@ from meshspec.render.installs import STAMP
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.cache_dir, stamp=STAMP)
-token = SharedFact(FileContents, path=mesh.token_path)
+# The management token is kept on the registry's host alone; every host's secrets derive from it.
+token = SharedFact(FileContents, on=inventory.get_host(mesh.registry_host), path=mesh.token_path)
 in_containers = mesh.runtime.in_containers
 built = image_plan(mesh) if in_containers else None  # reads this host's Node.js and meshspec's source
 
@@ -31,7 +32,8 @@ else:
     docker.containers(name="No containers (runtime: process)", wanted=[], owner=mesh.owner)
     packages.isolated(name="Installs", stamps=stamps, recipes=mesh.recipes)
     instances.users(name="System users", names=mesh.users)  # in the docker runtime, the images hold them
-consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token, owner=mesh.token_owner)
+if mesh.keeps_registry:
+    consul.token(name="Consul token", path=mesh.token_path, value=mesh.given_token, owner=mesh.token_owner)
 consul.secret_files(name="Secret files", token=token, wanted=mesh.secret_files)
 instances.prepared(name="Instance directories", root=str(mesh.layout.root / "instances"), preparations=mesh.preparations,
                    containers=built.containers_by_instance if in_containers else None)
@@ -47,10 +49,11 @@ if in_containers:
 # (a test mesh beside yours), named by their recipe; an entry this spec no longer names may be
 # what another mesh runs. One mesh must not prune it: `make purge` empties the cache.
 consul.answering(name="Consul answers", registry=mesh.registry, token=token)
-consul.acl_tokens(name="Program tokens in Consul", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
-                  wanted=mesh.mesh_tokens)
-consul.intentions(name="Intentions", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
-                  wanted=mesh.intentions)
+if mesh.keeps_registry:  # the mesh's, put once: from each host they would race each other
+    consul.acl_tokens(name="Program tokens in Consul", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
+                      wanted=mesh.mesh_tokens)
+    consul.intentions(name="Intentions", registry=mesh.registry, token=token, prefix=mesh.token_prefix,
+                      wanted=mesh.intentions)
 consul.services(name="Registrations", registry=mesh.registry, token=token, wanted=mesh.registrations)
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)

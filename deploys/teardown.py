@@ -10,7 +10,7 @@ every mesh of the host shares; `make purge` (this deploy with `--data mesh_purge
 removes that cache, on every host.
 """
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
@@ -21,7 +21,7 @@ from meshspec.plan.layout import FORMER, OWNED
 
 mesh = this_host(host)
 
-consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, path=mesh.token_path),
+consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, on=inventory.get_host(mesh.registry_host), path=mesh.token_path),
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
 docker.containers(name="Remove containers", wanted=[], owner=mesh.owner)
 supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)

@@ -48,7 +48,7 @@ Feature: The mesh's secrets stay in their 0600 files
     And a request with the "ide" consumer's API key is denied "backend-api" by its intentions, with 403 and the reason
 
   # The backing services were open: PostgreSQL trusted every TCP login, MariaDB's root had no
-  # password, RabbitMQ let guest/guest in. Each now lets in only the account the deploy made, with
+  # password, RabbitMQ let guest/guest in, Redis answered anyone its protected mode let in. Each now lets in only the account the deploy made, with
   # its password (the probes, which log in with it, pass: the Health feature).
   Scenario Outline: A backing service refuses a login without the deploy's password
     Then "<service>" refuses a login as "<user>" with <password>
@@ -62,3 +62,5 @@ Feature: The mesh's secrets stay in their 0600 files
       | mariadb    | root     | no password        |
       | mariadb    | root     | a wrong password   |
       | mariadb    | nobody   | no password        |
+      | redis      | default  | no password        |
+      | redis      | default  | a wrong password   |

@@ -9,8 +9,9 @@ filesystem, one dpkg database and apt lock, one process table. The cluster's dir
 client key, the hosts' keys, `known_hosts` and the `hosts` file a deploy reads
 (`MESH_HOSTS_FILE=<dir>/hosts`), each line saying how pyinfra reaches the host.
 
-The hosts reach the package registries as this machine does, through it (a default route to the
-bridge, masqueraded by `iptables`, forwarded): a deploy installs on each host. `down` ends every
+The hosts reach each other over the bridge, and the package registries as this machine does,
+through it (a default route to the bridge, masqueraded by `iptables`, forwarded): a deploy
+installs on each host. `down` ends every
 process in the namespaces (so every mount namespace goes with its last process), deletes the
 namespaces, the links, those rules and the directory, and puts back IP forwarding as it was:
 nothing is left behind. Needs root and `ip`, `iptables`, `unshare`, `ssh-keygen` and
@@ -34,12 +35,14 @@ SUBNET = "10.213.0"
 STATE_DIR = "/srv/meshspec"  # the mesh's default state dir, each host's own
 DEFAULT_DIR = Path("/tmp/meshspec-cluster")
 FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
-# The hosts' way out, as iptables rules (table, chain, rule), each marked as the cluster's: in first
-# place, since the docker engine's FORWARD policy drops what no rule of its accepts.
+# The hosts' way out and to each other, as iptables rules (table, chain, rule), each marked as the
+# cluster's: in first place, since the docker engine's FORWARD policy drops what no rule of its
+# accepts, frames between two hosts of the bridge included (it turns on br_netfilter's
+# bridge-nf-call-iptables).
 TAG = ["-m", "comment", "--comment", "meshspec-cluster"]
 ROUTING = (
     ("nat", "POSTROUTING", ["-s", f"{SUBNET}.0/24", "!", "-o", BRIDGE, "-j", "MASQUERADE", *TAG]),
-    ("filter", "FORWARD", ["-i", BRIDGE, "!", "-o", BRIDGE, "-j", "ACCEPT", *TAG]),
+    ("filter", "FORWARD", ["-i", BRIDGE, "-j", "ACCEPT", *TAG]),
     ("filter", "FORWARD", ["-o", BRIDGE, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *TAG]),
 )
 SSHD = "/usr/sbin/sshd"

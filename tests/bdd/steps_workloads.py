@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import subprocess
 import time
 import uuid
@@ -45,7 +46,9 @@ def _login(world, service: str) -> tuple[str, str]:
     return user, password
 
 
-REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied")  # each server's own refusal
+# each server's own refusal
+REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied", "NOAUTH Authentication required",
+           "WRONGPASS")
 
 
 @then(parsers.parse('"{service}" refuses a login as "{user}" with {password}'))
@@ -99,9 +102,11 @@ def _(world):
 def _(world):
     host, port = _addr(world, "redis")
     key, value = f"bdd:{uuid.uuid4().hex}", uuid.uuid4().hex
-    cli = ["redis-cli", "-h", host, "-p", str(port)]
-    assert subprocess.run([*cli, "SET", key, value, "EX", "60"], capture_output=True, text=True).stdout.strip() == "OK"
-    assert subprocess.run([*cli, "GET", key], capture_output=True, text=True).stdout.strip() == value
+    user, password = _login(world, "redis")
+    cli = ["redis-cli", "-h", host, "-p", str(port), "--user", user]
+    env = {**os.environ, "REDISCLI_AUTH": password}  # not in its command line, which `ps` shows
+    assert subprocess.run([*cli, "SET", key, value, "EX", "60"], capture_output=True, text=True, env=env).stdout.strip() == "OK"
+    assert subprocess.run([*cli, "GET", key], capture_output=True, text=True, env=env).stdout.strip() == value
 
 
 @then(parsers.parse('the embeddings service returns a vector of {n:d} dimensions for "{text}"'))

@@ -4,6 +4,8 @@ from the hosts file the cluster writes; and nothing left once it is down."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, namespaces
+from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, address, namespaces
 from tests.integration.meshrun import BIN, REPO
 
 pytestmark = [pytest.mark.integration,
@@ -37,6 +39,22 @@ def left_behind(directory: Path) -> list[str]:
               for line in subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
               if "meshspec-cluster" in line]
     return found + ([str(directory)] if directory.exists() else [])
+
+
+@contextlib.contextmanager
+def forward_policy(policy: str):
+    before = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=True).stdout.split()[2]
+    bridged = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    was = bridged.read_text() if bridged.exists() else None
+    subprocess.run(["iptables", "-P", "FORWARD", policy], check=True)
+    if was is not None:
+        bridged.write_text("1\n")  # bridged frames through iptables, as a docker engine has them
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-P", "FORWARD", before], check=True)
+        if was is not None:
+            bridged.write_text(was)
 
 
 def _mentions(path: Path, text: str) -> bool:
@@ -66,6 +84,14 @@ def test_three_hosts_over_ssh_each_with_its_own_state_and_nothing_left_after(tmp
             assert f"seen-by-{host}" in said, printed  # its own hostname (UTS namespace)
             assert [s for s in said if s.startswith("mine-")] == [f"mine-{host}"], printed  # its own state dir
         assert not list(Path("/srv/meshspec").glob("mine-*")), "a host wrote into this machine's /srv/meshspec"
+        # each other, as a host's services reach the registry and the others' services, under the
+        # FORWARD policy a running docker engine sets (DROP, bridged frames included)
+        with forward_policy("DROP"):
+            for source, target in (("h2", "h1"), ("h1", "h3")):
+                reached = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{source}", "timeout", "5", "bash", "-c",
+                                          f"exec 3<>/dev/tcp/{address(target)}/22 && head -c 7 <&3"],
+                                         capture_output=True, text=True, timeout=30)
+                assert reached.stdout == "SSH-2.0", f"{source} -> {target}: {reached.stdout!r} {reached.stderr}"
         # the package registries, through this machine, as a deploy's installs need them
         reached = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-h2", "getent", "hosts", "pypi.org"],
                                  capture_output=True, text=True, timeout=30)
@@ -105,3 +131,66 @@ def test_a_failing_step_is_one_line_and_leaves_nothing(tmp_path):
     assert "Traceback" not in failed.stdout + failed.stderr
     assert not left_behind(directory)
     assert FORWARDING.read_text() == forwarding
+
+
+SPREAD = """\
+# The registry on h1 (group core), a web server's three replicas one per host.
+version: 1
+mesh: {name: spread, replica_port_step: 100}
+proxy: {service: null}
+defaults:
+  health: {interval: 1s, timeout: 1s}
+services:
+  - name: consul
+    kind: core
+    description: the embedded agent
+    port: 18500
+    placement: {hosts: [core]}
+    process:
+      command: ["{meshspec}", agent, --bind, "{address}", --port, "{port}", --data-dir, "{state_dir}",
+                --token-file, "{consul.management_token_file}"]
+    health: {http: {path: /v1/status/leader}}
+    routing: {enabled: false}
+  - name: web
+    kind: core
+    description: Python's HTTP file server, serving its instance directory
+    port: 18080
+    replicas: 3
+    process:
+      prepare: [[sh, -c, "echo {id} > index.html"]]
+      command: [python3, -m, http.server, "{port}", --bind, "{address}", --directory, "{state_dir}"]
+      stop_signal: INT
+    health: {http: {path: /index.html, contains: "{id}"}}
+"""
+
+
+def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
+    """The deploy over SSH, each host in parallel; verify reading each host over SSH (its
+    supervisord, its instances' probes run there); the teardown; nothing left on any host."""
+    directory, spec = tmp_path / "cluster", tmp_path / "spread.yaml"
+    spec.write_text(SPREAD)
+    up = meshspec("cluster", "up", "--dir", str(directory))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        env = {"MESH_HOSTS_FILE": str(directory / "hosts"), "MESH_SPEC": str(spec)}
+        deployed = meshspec("deploy", env=env, timeout=600)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        # the management token only where the registry runs: the others' secrets derive from it there
+        assert (directory / "h1/srv/consul/management-token").exists()
+        assert not list(directory.glob("h[23]/srv/consul/management-token"))
+        verified = meshspec("verify", "--json", env=env)
+        run = json.loads(verified.stdout)
+        assert verified.returncode == 0, [c["reason"] for c in run["checks"] if c["status"] != "passed"]
+        checks = {(c["subject"], c["check"]): c for c in run["checks"]}
+        for instance, host in (("web-h1-0", "h1"), ("web-h2-1", "h2"), ("web-h3-2", "h3")):
+            held = checks[(instance, "healthy")]["reason"]
+            assert f"answered HTTP 200 OK with '{instance}'" in held and f"of program {instance}" in held, held
+            assert checks[(instance, "running")]["status"] == "passed"  # its host's supervisord, read over SSH
+        assert checks[("mesh", "counts")]["reason"] == "4 planned, 4 running, 4 registered, 4 passing"
+        down = meshspec("deploy", "deploys/teardown.py", env=env, timeout=300)
+        assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
+        gone = meshspec("verify", "--gone", env=env)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+    finally:
+        meshspec("cluster", "down", "--dir", str(directory))
+    assert not left_behind(directory)

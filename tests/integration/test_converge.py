@@ -151,6 +151,25 @@ def _ancestors(pid: int) -> set[int]:
     return found
 
 
+def test_a_registry_that_refuses_the_deploy_s_token_fails_it_in_one_line(mesh):
+    """The agent keeps the management token it started with; a deploy that reads another from the
+    token file is refused by it, and says so as one line, not as a Python traceback. The right token
+    back, the next deploy puts everything right."""
+    token_file = mesh.state_dir / "consul" / "management-token"
+    kept = token_file.read_text()
+    token_file.write_text("00000000-0000-4000-8000-000000000000\n")
+    try:
+        run = mesh.deploy()
+    finally:
+        token_file.write_text(kept)
+    assert run.code != 0
+    assert "Traceback" not in run.output and "Unexpected error" not in run.output, run.output
+    assert "ACLPermissionDenied: ACL not found" in run.output, run.output
+    run = mesh.deploy()
+    assert run.code == 0, run.output
+    assert set(mesh.passing().values()) == {"passing"}
+
+
 def test_teardown_removes_everything_it_created(mesh):
     supervisord = int((mesh.state_dir / "supervisor" / "supervisord.pid").read_text())
     run = mesh.deploy("deploys/teardown.py")

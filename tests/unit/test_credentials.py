@@ -54,11 +54,26 @@ def test_a_dependent_reads_its_own_copy_of_a_password_and_nothing_else():
     assert copy("postgresql", "postgres-exporter").owner == "meshspec-exporter"
     assert copy("postgresql", "postgres-exporter").text("pw") == "pw\n"
     assert copy("rabbitmq", "postgres-exporter") is None  # it names no rabbitmq password
+    # a copy in its reader's form: redis-exporter's password file maps its target's URI to the password
+    redis = plan.instances_of("redis")[0]
+    assert copy("redis", "redis-exporter").text("pw") == f'{{"redis://127.0.0.1:{redis.port}": "pw"}}\n'
+    assert copy("redis", "redis-exporter").owner == "prometheus"
     env = launch(plan, plan.instances_of("backend-api")[0]).env
     assert env["MESH_DATABASE_PASSWORD_FILE"] == str(plan.layout.credentials_file("postgresql", "backend-api"))
     assert env["MESH_DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:")
     assert env["MESH_AMQP_URL"].startswith("amqp://meshspec@127.0.0.1:")
     assert not any("guest" in value for value in env.values())
+
+
+def test_a_server_s_own_file_names_the_address_of_the_host_it_is_on():
+    """A host's checker and proxy reach a server at the host's address, which is no loopback
+    client: MariaDB's root is made for that address too, Redis asks every client for its password."""
+    plan = make_plan(load_spec(str(ROOT / "mesh_spec.yaml"), inventory=frozenset({"h1", "h2"})),
+                     [Host("h1", "10.213.0.2"), Host("h2", "10.213.0.3")])
+    files = {f.path: f for f in host_secret_files(plan, "h1", plan.instances_on("h1"))}
+    mariadb = files[str(plan.layout.credentials_file("mariadb", "mariadb"))].text("pw")
+    assert "CREATE USER root@'10.213.0.2' IDENTIFIED BY 'pw';" in mariadb and "{address}" not in mariadb
+    assert files[str(plan.layout.credentials_file("redis", "redis"))].text("pw") == 'requirepass "pw"\n'
 
 
 def test_a_prepare_step_gets_the_password_through_a_pipe_root_opens():
@@ -69,16 +84,15 @@ def test_a_prepare_step_gets_the_password_through_a_pipe_root_opens():
     assert "--auth-host=scram-sha-256 --auth-local=peer --pwfile=/dev/stdin" in script
     assert "--auth=trust" not in script
     assert "trusts every login" in script  # a data dir made with trust is refused by name
-    plain = preparation(plan, plan.instances_of("redis")[0]).script()
+    plain = preparation(plan, plan.instances_of("chromadb")[0]).script()
     assert "cat " not in plain and "|" not in plain
 
 
 def test_the_login_probes_log_in_with_the_service_s_credentials():
     plan = shipped()
-    for service in ("postgresql", "rabbitmq", "mariadb"):
+    for service in ("postgresql", "rabbitmq", "mariadb", "redis"):
         found = probe(plan, plan.instances_of(service)[0])
         assert found.credentials_file == str(plan.layout.probe_credentials_file(service))
-    assert probe(plan, plan.instances_of("redis")[0]).credentials_file is None
 
 
 def test_in_containers_the_files_are_root_s_mounted_and_read_by_root_only_where_the_program_reads_one():

@@ -55,8 +55,21 @@ def test_a_line_may_say_how_pyinfra_connects(tmp_path):
     f = tmp_path / "hosts"
     f.write_text("root@h1 10.213.0.2 ssh_hostname=10.213.0.2 ssh_key=/c/id groups=web\n")
     (host,) = configured_hosts({"MESH_HOSTS_FILE": str(f)})
-    assert host.pyinfra_data == {"mesh_address": "10.213.0.2", "mesh_host_label": "h1", "ssh_hostname": "10.213.0.2",
+    assert host.pyinfra_data == {"mesh_address": "10.213.0.2", "mesh_host_label": "h1", "mesh_groups": ["web"],
+                                 "ssh_hostname": "10.213.0.2",
                                  "ssh_key": "/c/id", "ssh_user": "root"}
     f.write_text("h1 ssh_password=x\n")  # nothing but the listed keys
     with pytest.raises(HostsError, match="'ssh_password' is not one of groups, ssh_hostname"):
         configured_hosts({"MESH_HOSTS_FILE": str(f)})
+
+
+def test_verify_reaches_a_host_with_the_connection_settings_pyinfra_gets(tmp_path):
+    f = tmp_path / "hosts"
+    f.write_text("root@h1 10.213.0.2 ssh_hostname=10.213.0.2 ssh_port=2222 ssh_key=/c/id ssh_known_hosts_file=/c/kh"
+                 " ssh_strict_host_key_checking=yes\nweb2\n@local\n")
+    h1, web2, local = configured_hosts({"MESH_HOSTS_FILE": str(f)})
+    assert h1.ssh_command() == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-p", "2222", "-i", "/c/id",
+                                "-o", "UserKnownHostsFile=/c/kh", "-o", "StrictHostKeyChecking=yes", "root@10.213.0.2",
+                                "--"]
+    assert web2.ssh_command() == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "web2", "--"]
+    assert local.ssh_command() == [] and local.is_local and not h1.is_local

@@ -94,6 +94,15 @@ def test_a_placement_picks_the_hosts_replicas_spread_over(placement, hosts):
     assert [i.id for i in plan.instances_of("api")] == [f"api-{h}-{r}" for r, h in enumerate(hosts)]
 
 
+def test_the_registry_s_host_is_the_agent_s_or_with_a_real_consul_the_first():
+    """The host that keeps the management token and puts the mesh-wide registry state."""
+    names = frozenset({"a", "b", "c", "web", "db"})
+    spec = parse_spec(SMALL.replace("  - name: consul\n", "  - name: consul\n    placement: {hosts: [c]}\n"),
+                      inventory=names)
+    assert make_plan(spec, THREE).registry_host.name == "c"
+    assert make_plan(spec, THREE, external_consul="10.1.1.9:8500").registry_host.name == "a"
+
+
 def test_a_placement_that_names_no_inventory_host_is_refused_where_it_stands():
     with pytest.raises(SpecInvalid) as err:
         parse_spec(placed_spec("{hosts: [web, cache]}"), "mesh.yaml", inventory=frozenset({"a", "web"}))

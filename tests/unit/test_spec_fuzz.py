@@ -5,7 +5,7 @@ empty and 50 MB files, alias bombs, values Python cannot hold), then a property-
 (hypothesis) that mutates the shipped spec, as text and as data, and finds no exception other than
 SpecInvalid, and no problem placed outside the file. MESHSPEC_FUZZ_EXAMPLES sets how many mutants
 (2,000 by default: about a minute here; 10,000 took five minutes here, and CI's machine ran the
-whole unit phase 2.4 times slower in one run; MESHSPEC_FUZZ_EXAMPLES=10000 for a deeper run);
+whole unit phase 2.4 times slower in one run; set it higher for a deeper run);
 they are the same on every run unless MESHSPEC_FUZZ_SEED picks others.
 """
 

@@ -46,8 +46,9 @@ DOCKER_HOST_PACKAGES = ("docker.io", "mmdebstrap")
 
 
 def _mesh_host(h) -> Host:
+    """A pyinfra host as the plan knows it: its address and groups are its data (plan.hosts.Host.pyinfra_data)."""
     address = h.data.get("mesh_address") or (LOOPBACK if h.name == LOCAL else h.name)
-    return Host(h.name, address)
+    return Host(h.name, address, groups=tuple(h.data.get("mesh_groups") or ()))
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,14 @@ class HostMesh:
     @property
     def token_path(self) -> str:
         return str(self.layout.consul_token_file)
+
+    @property
+    def registry_host(self) -> str:
+        return self.plan.registry_host.name
+
+    @property
+    def keeps_registry(self) -> bool:
+        return self.host_name == self.registry_host
 
     @property
     def secret_files(self) -> list[SecretFile]:

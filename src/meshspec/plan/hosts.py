@@ -23,8 +23,28 @@ class Host:
 
     @property
     def pyinfra_data(self) -> dict[str, str]:
-        data = {"mesh_address": self.address, "mesh_host_label": self.label, **dict(self.ssh)}
+        data = {"mesh_address": self.address, "mesh_host_label": self.label, "mesh_groups": list(self.groups),
+                **dict(self.ssh)}
         return data | ({"ssh_user": self.ssh_user} if self.ssh_user else {})
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == LOCAL
+
+    def ssh_command(self) -> list[str]:
+        """`ssh` to this host with its connection settings as pyinfra uses them (the hosts file's
+        `ssh_*`), to be followed by a command; [] for @local, where a command runs as it is."""
+        if self.is_local:
+            return []
+        given = dict(self.ssh)
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+        argv += ["-p", given["ssh_port"]] if "ssh_port" in given else []
+        argv += ["-i", given["ssh_key"]] if "ssh_key" in given else []
+        argv += ["-o", f"UserKnownHostsFile={given['ssh_known_hosts_file']}"] if "ssh_known_hosts_file" in given else []
+        argv += (["-o", f"StrictHostKeyChecking={given['ssh_strict_host_key_checking']}"]
+                 if "ssh_strict_host_key_checking" in given else [])
+        target = given.get("ssh_hostname", self.name)
+        return [*argv, f"{self.ssh_user}@{target}" if self.ssh_user else target, "--"]
 
     @property
     def label(self) -> str:

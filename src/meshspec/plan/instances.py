@@ -137,6 +137,14 @@ class Plan:
         return str(self.layout.instance_dir(self.instances_of(self.spec.proxy.service)[0].id) / name)
 
     @property
+    def registry_host(self) -> Host:
+        """The host that keeps the management token and puts the mesh-wide state into the registry
+        (program tokens, intentions): the embedded agent's, or with a real Consul the inventory's
+        first. The others' deploys and verify read the token there; no other host keeps it."""
+        consul = self.instances_of(self.spec.consul.service)
+        return consul[0].host if consul else self.hosts[0]
+
+    @property
     def consul_addr(self) -> str:
         return self.external_consul or _host_port(self.instances_of(self.spec.consul.service)[0])
 

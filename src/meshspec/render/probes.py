@@ -18,7 +18,7 @@ POSTGRES, MYSQL, REDIS, AMQP = "postgres", "mysql", "redis", "amqp"
 #: Probes that speak a protocol to address:port, with the probe's own settings as `options`.
 PROTOCOLS = (TCP, POSTGRES, MYSQL, REDIS, AMQP)
 #: Those whose session logs in: with the service's credentials when it has them.
-LOGINS = (POSTGRES, MYSQL, AMQP)
+LOGINS = (POSTGRES, MYSQL, REDIS, AMQP)
 
 
 @dataclass(frozen=True)

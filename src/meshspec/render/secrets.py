@@ -55,7 +55,8 @@ def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], ow
     proxy_here = proxy is not None and plan.instances_of(proxy)[0] in instances
     if proxy_here:
         files += stats_files(plan, plan.proxy_controller_user if owned else None)
-    return (files + credentials_files(plan, services, owned) + connect_ca_files(plan, services, owned)
+    here = {i.service: i.address for i in instances}
+    return (files + credentials_files(plan, here, owned) + connect_ca_files(plan, services, owned)
             + edge_files(plan, proxy_here, owned))
 
 
@@ -64,23 +65,28 @@ def password_placeholder(service: str) -> str:
     return f"{{services.{service}.password_file}}"
 
 
-def credentials_files(plan: Plan, services: list[str], owned: bool = True) -> list[SecretFile]:
-    """The files of the credentials of `services` (those of a host), and of the services they
-    depend on that their programs read: each service's own file in its form, for its program and
-    prepare steps, and its probe's `user:password` (root's: the checker's and verify's); a
-    dependent's copy of the password, the dependent's program's user's."""
+def credentials_files(plan: Plan, here: dict[str, str], owned: bool = True) -> list[SecretFile]:
+    """The files of the credentials of the services `here` ({service: the host's address}: those
+    of a host), and of the services they depend on that their programs read: each service's own
+    file in its form (`{address}`: this host's), for its program and prepare steps, and its probe's
+    `user:password` (root's: the checker's and verify's); a dependent's copy, in the service's
+    `copy_form` (`{address}`, `{port}`: the service's first instance's, as `{services.<name>.*}`),
+    the dependent's program's user's."""
     files = []
-    for name in services:
+    for name in sorted(here):
         service = plan.service(name)
         if service.credentials:
-            form = service.credentials.form.replace(PASSWORD, SECRET)
+            form = service.credentials.form.replace(PASSWORD, SECRET).replace("{address}", here[name])
             owner = service.process.user if owned and reads_secret(plan, name, OWN_CREDENTIALS_FILE) else None
             files += [SecretFile(str(plan.layout.credentials_file(name, name)), _password_name(plan, name), form, owner),
                       SecretFile(str(plan.layout.probe_credentials_file(name)), _password_name(plan, name),
                                  f"{service.credentials.user}:{SECRET}\n")]
         for dep in service.depends_on:
-            if plan.service(dep).credentials and reads_secret(plan, name, password_placeholder(dep)):
-                files.append(SecretFile(str(plan.layout.credentials_file(dep, name)), _password_name(plan, dep),
+            if (credentials := plan.service(dep).credentials) and reads_secret(plan, name, password_placeholder(dep)):
+                peer = plan.instances_of(dep)[0]
+                copy = (credentials.copy_form.replace(PASSWORD, SECRET).replace("{address}", peer.address)
+                        .replace("{port}", str(peer.port)))
+                files.append(SecretFile(str(plan.layout.credentials_file(dep, name)), _password_name(plan, dep), copy,
                                         owner=service.process.user if owned else None))
     return files
 

@@ -199,7 +199,11 @@ class MysqlProbe(Strict):
 
 
 class RedisProbe(Strict):
-    """A RESP PING answered PONG."""
+    """A RESP PING answered PONG, after AUTH as `user` when there is a password (the service's
+    `credentials`, or `password`)."""
+
+    user: str = "default"
+    password: str | None = None
 
 
 class AmqpProbe(Strict):
@@ -357,15 +361,19 @@ class Credentials(Strict):
     """An account of the service's whose password the deploy makes for the mesh (derived from the
     management token, like the program tokens: never stored twice, one tells nothing of another).
     The password reaches programs only as 0600 files of their users': the service's own,
-    `{credentials.file}`, in `form`; a dependent's, `{services.<name>.password_file}`, the password
-    alone; the probe's (root's), `user:password`. A protocol probe of the service logs in with it."""
+    `{credentials.file}`, in `form`; a dependent's, `{services.<name>.password_file}`, in
+    `copy_form`; the probe's (root's), `user:password`. A protocol probe of the service logs in with it."""
 
     user: UserName
     # The text of the service's own file, {password} in place of the password: the form its server
-    # reads (an init SQL, a config line). By default the password alone on one line.
+    # reads (an init SQL, a config line); {address}: the address of the host the file is on. By
+    # default the password alone on one line.
     form: str = Field(default=PASSWORD + "\n", min_length=1)
+    # The text of a dependent's copy: the form its client reads (a JSON map of URIs to passwords);
+    # {address} and {port}: the service's, as the dependent's {services.<name>.address} and .port.
+    copy_form: str = Field(default=PASSWORD + "\n", min_length=1)
 
-    @field_validator("form")
+    @field_validator("form", "copy_form")
     @classmethod
     def _holds_password(cls, form: str) -> str:
         if PASSWORD not in form:

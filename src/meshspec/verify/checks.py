@@ -92,11 +92,16 @@ class Supervisor:
             infos = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor.getAllProcessInfo()
         except (OSError, xmlrpc.client.Error) as err:
             return cls(socket_path, error=f"supervisord at {socket_path} does not answer: {one_line(err) or type(err).__name__}")
+        return cls.from_infos(socket_path, infos)
+
+    @classmethod
+    def from_infos(cls, where: str, infos: list[dict]) -> Supervisor:
+        """From supervisord's getAllProcessInfo, read here or on another host (verify.remote)."""
         states = {}
         for info in infos:
             name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
             states[name] = (info["statename"], info.get("pid") or None)
-        return cls(socket_path, states)
+        return cls(where, states)
 
 
 class Program:

@@ -11,19 +11,19 @@ start, in parallel with the checks that need no shared read. Results are plain d
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 from meshspec.common import nonce
 from meshspec.common.connect_certs import service_uri
-from meshspec.common.consul_token import read_token
+from meshspec.common.consul_token import TOKEN_ENV, token_in
 from meshspec.converge.mesh import Mesh
 from meshspec.plan import Instance, Plan, Runtime
-from meshspec.plan.hosts import LOCAL
+from meshspec.plan.hosts import Host
 from meshspec.plan.layout import OWNED
 from meshspec.render.checker import CHECKER
 from meshspec.render.containers import ownership
@@ -44,6 +44,7 @@ from meshspec.verify.checks import (
     one_line,
     processes_in_containers,
 )
+from meshspec.verify.remote import HostReader
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 MESH = "mesh"  # the subject of mesh-wide checks
@@ -187,14 +188,32 @@ def _timed(fn: Callable[[], object], what: str) -> Read:
     return Read(data, error, round((time.perf_counter() - started) * 1000, 2))
 
 
+def mesh_token(plan: Plan) -> str | None:
+    """The management token, read on the registry's host (over SSH when it is another); else
+    CONSUL_HTTP_TOKEN; None before the first deploy has made it."""
+    try:
+        text = HostReader(plan.registry_host).read_text(plan.layout.consul_token_file)
+    except FileNotFoundError:
+        text = ""
+    return token_in(text) or os.environ.get(TOKEN_ENV) or None
+
+
 @dataclass
 class Sources:
-    supervisor: Future  # -> Read of a Supervisor (which carries its own error)
+    supervisors: dict[str, Future]  # host name -> Read of a Supervisor (which carries its own error)
     services: Future  # -> Read of {id: service}
     checks: Future  # -> Read of {check id: check}
+    edge: Future  # -> Read of the headers meshspec's tools send at the proxy's edge
+    probes: dict[str, Future] = field(default_factory=dict)  # another host's name -> Read of {id: Result} there
+    runtime: Runtime = Runtime.PROCESS
 
-    def supervisor_read(self) -> Supervisor:
-        return self.supervisor.result().data
+    def reads(self, host: Host) -> bool:
+        """Whether verify reads what runs the host's instances: supervisord on any host (over SSH on
+        another), the Docker engine only on this one."""
+        return host.is_local or not self.runtime.in_containers
+
+    def supervisor_read(self, host: Host) -> Supervisor:
+        return self.supervisors[host.name].result().data
 
     def consul(self, which: str) -> tuple[dict, str | None]:
         read: Read = getattr(self, which).result()
@@ -202,31 +221,41 @@ class Sources:
 
 
 def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime: Runtime) -> Sources:
-    token = read_token(mesh.plan.layout.consul_token_file, missing_ok=True)
     where = f"Consul at {mesh.registry.addr}"
+    token = pool.submit(mesh_token, mesh.plan)  # first in the pool's queue: the reads below wait on it
     socket = str(mesh.plan.layout.supervisor_socket)
+    hosts = {i.host.name: i.host for i in mesh.plan.instances}
     if runtime.in_containers:
-        runner = pool.submit(_timed, lambda: Supervisor.read_containers(ownership(mesh.plan), timeout), "docker")
+        runners = {name: pool.submit(_timed, lambda: Supervisor.read_containers(ownership(mesh.plan), timeout), "docker")
+                   for name, host in hosts.items() if host.is_local}
     else:
-        runner = pool.submit(_timed, lambda: Supervisor.read(socket, timeout), "supervisord")
+        runners = {name: pool.submit(_timed, lambda h=host: HostReader(h).supervisor(socket, timeout),
+                                     f"supervisord on {name}") for name, host in hosts.items()}
     return Sources(
-        supervisor=runner,
-        services=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.services(), where),
-        checks=pool.submit(_timed, lambda: mesh.registry.client(token, timeout).agent.checks(), where),
+        supervisors=runners,
+        services=pool.submit(_timed, lambda: mesh.registry.client(token.result(), timeout).agent.services(), where),
+        checks=pool.submit(_timed, lambda: mesh.registry.client(token.result(), timeout).agent.checks(), where),
+        edge=pool.submit(_timed, lambda: edge_headers(mesh.plan), "its file"),
+        probes={name: pool.submit(_timed, lambda h=host: _probes_on(mesh.plan, h, runtime), f"probes on {name}")
+                for name, host in hosts.items() if not host.is_local},
+        runtime=runtime,
     )
+
+
+def _probes_on(plan: Plan, host: Host, runtime: Runtime) -> dict:
+    """The probes of another host's instances, run there at once (verify.remote)."""
+    wanted = {i.id: (asdict(probe(plan, i, runtime)), effective_health_timing(plan.spec, plan.service(i.service)).timeout
+                     / 1000) for i in plan.instances_on(host.name)}
+    return HostReader(host).probes(plan.meshspec_bin, wanted)
 
 
 # --- the checks --------------------------------------------------------------------------------
 
 
-def _is_local(inst: Instance) -> bool:
-    return inst.host.name == LOCAL
-
-
 def program_running(sources: Sources, inst: Instance) -> Outcome:
-    if not _is_local(inst):
-        return skipped(f"{inst.host.name} is not this host: its supervisord is not read")
-    program = Program(sources.supervisor_read(), inst.id)
+    if not sources.reads(inst.host):
+        return skipped(f"{inst.host.name} is not this host: its Docker engine is not read from here")
+    program = Program(sources.supervisor_read(inst.host), inst.id)
     return outcome(program.is_running, program.reason, state=program.state, pid=program.pid)
 
 
@@ -241,11 +270,14 @@ def healthy(sources: Sources, plan: Plan, inst: Instance, runtime: Runtime = Run
     service = plan.service(inst.service)
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     found = probe(plan, inst, runtime)
+    if not inst.host.is_local:  # run on its host, as its checker runs it: its secrets and /proc are there
+        read: Read = sources.probes[inst.host.name].result()
+        result = read.data[inst.id] if not read.error else None
+        return outcome(False, read.error) if result is None else outcome(result.ok, result.output, probe=found.kind,
+                                                                         **result.details)
     tracker = None
-    if not _is_local(inst):  # whose process holds a port shows only on its own host (its checker proves it)
-        found = replace(found, owner=None)
-    elif found.owner:  # the pid supervisord (or the engine) gave for the whole mesh in one read
-        tracker = Tracker(Owner(**found.owner), root=Program(sources.supervisor_read(), inst.id).pid)
+    if found.owner:  # the pid supervisord (or the engine) gave for the whole mesh in one read
+        tracker = Tracker(Owner(**found.owner), root=Program(sources.supervisor_read(inst.host), inst.id).pid)
     result = run_probe(asdict(found), timeout, tracker)
     return outcome(result.ok, result.output, probe=found.kind, **result.details)
 
@@ -286,24 +318,26 @@ def not_routed(plan: Plan, service_name: str) -> str | None:
 
 def edge_headers(plan: Plan) -> dict[str, str]:
     """What meshspec's own tools send at the proxy's edge: the operator consumer's API key, where the
-    spec declares consumers (from its 0600 file; the operator runs them as root); nothing otherwise."""
+    spec declares consumers (from its 0600 file on the proxy's host; the operator runs them as
+    root); nothing otherwise."""
     operator = plan.spec.proxy.operator
     if not plan.spec.consumers or operator is None:
         return {}
-    return {"X-API-Key": Path(plan.layout.consumer_key_file(operator)).read_text().strip()}
+    proxy = plan.instances_of(plan.spec.proxy.service)[0].host
+    return {"X-API-Key": HostReader(proxy).read_text(plan.layout.consumer_key_file(operator)).strip()}
 
 
-def routable(plan: Plan, service_name: str) -> Outcome:
+def routable(sources: Sources, plan: Plan, service_name: str) -> Outcome:
     proxy = plan.spec.proxy.service
     service = plan.service(service_name)
     routing = effective_routing(plan.spec, service)
     front = plan.instances_of(proxy)[0]
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     health = service.health
-    try:
-        url, headers = f"http://{front.address}:{front.port}", edge_headers(plan)
-    except OSError as err:
-        return outcome(False, f"the operator's API key for the proxy's edge: {one_line(err)}")
+    edge: Read = sources.edge.result()
+    if edge.error:
+        return outcome(False, f"the operator's API key for the proxy's edge: {edge.error}")
+    url, headers = f"http://{front.address}:{front.port}", edge.data
     if health.mcp:
         route = Route(url, service_name, mcp=True, timeout=timeout, headers=headers)
     elif health.http:
@@ -344,18 +378,26 @@ def no_extra_registrations(sources: Sources, plan: Plan) -> Outcome:
 
 
 def no_extra_programs(sources: Sources, plan: Plan) -> Outcome:
-    local = [i.id for i in plan.instances if _is_local(i)]
-    if not local:
+    hosts = {i.host.name: i.host for i in plan.instances if sources.reads(i.host)}
+    if not hosts:
         return skipped("no instance on this host")
-    supervisor = sources.supervisor_read()
-    if supervisor.error:
-        return outcome(False, supervisor.error)
-    # The host's checker is declared by the plan, not the spec; that it runs shows in every
-    # `passing` check: a TTL check passes only while the checker renews it.
-    extra = sorted(set(supervisor.states) - set(local) - {CHECKER})
-    reason = (f"{len(supervisor.states)} {supervisor.kind}s, all declared" if not extra
-              else f"undeclared {supervisor.kind}{'s' if len(extra) > 1 else ''} of this mesh: {', '.join(extra)}")
-    return outcome(not extra, reason, programs=len(supervisor.states), unexpected=extra)
+    found, extra, errors, kind = 0, [], [], "program"
+    for name, host in hosts.items():
+        supervisor = sources.supervisor_read(host)
+        if supervisor.error:
+            errors.append(supervisor.error)
+            continue
+        # The host's checker is declared by the plan, not the spec; that it runs shows in every
+        # `passing` check: a TTL check passes only while the checker renews it.
+        declared = {i.id for i in plan.instances_on(name)} | {CHECKER}
+        found, kind = found + len(supervisor.states), supervisor.kind
+        extra += sorted(f"{p} on {name}" if len(hosts) > 1 else p for p in set(supervisor.states) - declared)
+    if errors:
+        return outcome(False, "; ".join(errors))
+    on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
+    reason = (f"{found} {kind}s{on}, all declared" if not extra
+              else f"undeclared {kind}{'s' if len(extra) > 1 else ''} of this mesh: {', '.join(extra)}")
+    return outcome(not extra, reason, programs=found, unexpected=extra)
 
 
 VERIFY_IDENTITY = "meshspec-verify"  # the service verify's certificate names (no service of a mesh is so named)
@@ -367,7 +409,7 @@ def mtls(mesh: Mesh, timeout: float) -> Outcome:
     certificate chains to the registry's roots and names the proxy; the second is refused."""
     plan = mesh.plan
     proxy = plan.instances_of(plan.spec.proxy.service)[0]
-    ca = mesh.registry.client(read_token(plan.layout.consul_token_file, missing_ok=True), timeout).agent.connect.ca
+    ca = mesh.registry.client(mesh_token(plan), timeout).agent.connect.ca
     try:
         roots, leaf = ca.roots(), ca.leaf(VERIFY_IDENTITY)
     except Exception as err:  # a registry that does not answer is a finding, not a crash
@@ -385,18 +427,19 @@ def mtls(mesh: Mesh, timeout: float) -> Outcome:
 def counts(sources: Sources, plan: Plan) -> Outcome:
     """Planned = running = registered = passing, each counted over the plan's instances."""
     ids = [i.id for i in plan.instances]
-    local = [i.id for i in plan.instances if _is_local(i)]
-    supervisor = sources.supervisor_read()
+    read = [i for i in plan.instances if sources.reads(i.host)]
+    local = [i.id for i in read]
     services, s_error = sources.consul("services")
     checks, c_error = sources.consul("checks")
-    running = sum(Program(supervisor, i).is_running for i in local)
+    running = sum(Program(sources.supervisor_read(i.host), i.id).is_running for i in read)
     registered_n = sum(i in services for i in ids)
     passing = sum(Check(checks, f"service:{i}").is_passing for i in ids)
     numbers = {"planned": len(ids), "running": running, "registered": registered_n, "passing": passing}
     ok = running == len(local) and registered_n == passing == len(ids) and not (s_error or c_error)
     running_text = f"{running} running" + (f" (of {len(local)} on this host)" if len(local) != len(ids) else "")
     reason = f"{len(ids)} planned, {running_text}, {registered_n} registered, {passing} passing"
-    errors = [e for e in (supervisor.error, s_error, c_error) if e]
+    supervisors = [sources.supervisor_read(h) for h in {i.host: None for i in read}]
+    errors = [e for e in (*(s.error for s in supervisors), s_error, c_error) if e]
     return outcome(ok, "; ".join([reason, *dict.fromkeys(errors)]), **numbers, on_this_host=len(local))
 
 
@@ -426,7 +469,7 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Plann
         ]
     for service in plan.spec.services:
         if plan.instances_of(service.name) and not_routed(plan, service.name) is None:
-            out.append(Planned(service.name, service.name, "routable", lambda n=service.name: routable(plan, n)))
+            out.append(Planned(service.name, service.name, "routable", lambda n=service.name: routable(sources, plan, n)))
     proxy = plan.spec.proxy.service
     if proxy and plan.instances_of(proxy) and plan.spec.proxy.mtls_port_name in plan.instances_of(proxy)[0].ports:
         out.append(Planned(MESH, None, "mtls", lambda: mtls(mesh, 2.0)))
@@ -464,8 +507,10 @@ def verify(mesh: Mesh, runtime: Runtime = Runtime.PROCESS, spec_path: str = "", 
         # the run is not as long as the last one to start plus its own length; results keep the plan's order.
         started_checks = {id(p): pool.submit(_measure, p) for p in sorted(planned, key=lambda p: FIRST.get(p.check, len(FIRST)))}
         results = same_server([started_checks[id(p)].result() for p in planned])
-        reads = {"docker" if runtime.in_containers else "supervisord": sources.supervisor.result(), "consul services": sources.services.result(),
-                 "consul checks": sources.checks.result()}
+        kind = "docker" if runtime.in_containers else "supervisord"
+        reads = {kind if len(sources.supervisors) == 1 else f"{kind} on {host}": read.result()
+                 for host, read in sources.supervisors.items()}
+        reads |= {"consul services": sources.services.result(), "consul checks": sources.checks.result()}
     timing = {name: {"duration_ms": read.duration_ms, "error": read.error or getattr(read.data, "error", None)}
               for name, read in reads.items()}
     return VerifyRun(
@@ -495,8 +540,8 @@ def port_free(inst: Instance, timeout: float) -> Outcome:
 def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
     """None of this mesh's registrations remain; a registry that does not answer holds none of them
     only when it was the mesh's own agent (a real Consul must answer)."""
-    read = _timed(lambda: mesh.registry.client(read_token(mesh.plan.layout.consul_token_file, missing_ok=True),
-                                               timeout).agent.services(), f"Consul at {mesh.registry.addr}")
+    read = _timed(lambda: mesh.registry.client(mesh_token(mesh.plan), timeout).agent.services(),
+                  f"Consul at {mesh.registry.addr}")
     if read.error:
         own = mesh.plan.external_consul is None
         return outcome(own, f"{read.error}: {'the mesh’s own agent is gone' if own else 'cannot tell'}")
@@ -504,8 +549,8 @@ def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
     return outcome(not ours, f"registered still: {', '.join(ours)}" if ours else "none registered", left=ours)
 
 
-def no_programs(mesh: Mesh, timeout: float) -> Outcome:
-    found = Supervisor.read(str(mesh.plan.layout.supervisor_socket), timeout)
+def no_programs(mesh: Mesh, host: Host, timeout: float) -> Outcome:
+    found = HostReader(host).supervisor(str(mesh.plan.layout.supervisor_socket), timeout)
     if found.error:
         return outcome(True, found.error)
     return outcome(False, f"supervisord still runs {len(found.states)} programs", programs=sorted(found.states))
@@ -523,8 +568,9 @@ def no_containers(mesh: Mesh, timeout: float) -> Outcome:
                    containers=sorted(found.states))
 
 
-def no_state(plan: Plan) -> Outcome:
-    left = [str(plan.layout.root / part) for part in OWNED if Path(plan.layout.root / part).exists()]
+def no_state(plan: Plan, host: Host) -> Outcome:
+    reader = HostReader(host)
+    left = [str(plan.layout.root / part) for part in OWNED if reader.exists(plan.layout.root / part)]
     return outcome(not left, f"left: {', '.join(left)}" if left else f"none of {', '.join(OWNED)} under {plan.layout.root}")
 
 
@@ -532,12 +578,14 @@ def verify_gone(mesh: Mesh, spec_path: str = "", timeout: float = 2.0, workers: 
     """After `make down`: nothing of the mesh on this host answers, runs, is registered or stays on disk."""
     started_at, started = now_iso(), time.perf_counter()
     plan = mesh.plan
-    checks = [Planned(i.id, i.service, "port-free", lambda i=i: port_free(i, timeout))
-              for i in plan.instances if _is_local(i)]
+    checks = [Planned(i.id, i.service, "port-free", lambda i=i: port_free(i, timeout)) for i in plan.instances]
     checks += [Planned(MESH, None, "no-registrations", lambda: no_registrations(mesh, timeout)),
-               Planned(MESH, None, "no-programs", lambda: no_programs(mesh, timeout)),
-               Planned(MESH, None, "no-containers", lambda: no_containers(mesh, timeout)),
-               Planned(MESH, None, "no-state", lambda: no_state(plan))]
+               Planned(MESH, None, "no-containers", lambda: no_containers(mesh, timeout))]
+    # each host's own, on it (one host: the subject is the mesh, as always)
+    for host in plan.hosts:
+        subject = MESH if len(plan.hosts) == 1 else host.name
+        checks += [Planned(subject, None, "no-programs", lambda h=host: no_programs(mesh, h, timeout)),
+                   Planned(subject, None, "no-state", lambda h=host: no_state(plan, h))]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         results = list(pool.map(_measure, checks))
     return VerifyRun(

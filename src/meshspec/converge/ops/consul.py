@@ -17,21 +17,19 @@ from io import StringIO
 from pathlib import PurePosixPath
 
 import consul
-import requests
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api import FileUploadCommand, OperationError, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.common.consul_token import token_in
 from meshspec.converge.facts.files import FileDigests, FileOwners
 from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.ops.commands import UNREACHABLE, reported
 from meshspec.converge.registry import Registry
 from meshspec.render.acl import RegistryToken
 from meshspec.render.registrations import differences, is_ours
 from meshspec.render.secrets import SecretFile
-
-UNREACHABLE = (requests.exceptions.RequestException, consul.ConsulException)
 
 
 def read_token(token: SharedFact | str) -> str | None:
@@ -176,18 +174,18 @@ def acl_tokens(registry: Registry, token: SharedFact, prefix: str, wanted: list[
         policy = policies.get(want.name)
         if rules.get(want.name) != want.rules or (policy or {}).get("Description") != want.description:
             changes += 1
-            yield FunctionCommand(_put_policy, (registry, management, policy and policy["ID"], want), {})
+            yield reported(_put_policy, registry, management, policy and policy["ID"], want)
         if not _token_as_wanted(tokens.get(accessor), secret, want):
             changes += 1
-            yield FunctionCommand(_put_token, (registry, management, tokens.get(accessor), want), {})
+            yield reported(_put_token, registry, management, tokens.get(accessor), want)
     keep = {derived_ids(management, w.name)[0] for w in wanted} if management else set()
     for accessor in sorted(a for a, t in tokens.items() if (t.get("Description") or "").startswith(prefix) and a not in keep):
         changes += 1
-        yield FunctionCommand(_delete_token, (registry, management, accessor), {})
+        yield reported(_delete_token, registry, management, accessor)
     for policy in sorted((p for p in policies.values() if (p.get("Description") or "").startswith(prefix)
                           and p["Name"] not in {w.name for w in wanted}), key=lambda p: p["Name"]):
         changes += 1
-        yield FunctionCommand(_delete_policy, (registry, management, policy["ID"]), {})
+        yield reported(_delete_policy, registry, management, policy["ID"])
     if not changes:
         host.noop(f"{len(wanted)} program tokens hold their policies in Consul")
 
@@ -224,13 +222,13 @@ def intentions(registry: Registry, token: SharedFact, prefix: str, wanted: list[
     for entry in wanted:
         if entry["Name"] not in current or _sources(current[entry["Name"]]) != _sources(entry):
             changes += 1
-            yield FunctionCommand(_put_intentions, (registry, management, entry), {})
+            yield reported(_put_intentions, registry, management, entry)
     names = {e["Name"] for e in wanted}
     for name, entry in sorted(current.items()):
         ours = entry.get("Sources") and all((s.get("Description") or "").startswith(prefix) for s in entry["Sources"])
         if name not in names and ours:
             changes += 1
-            yield FunctionCommand(_delete_intentions, (registry, management, name), {})
+            yield reported(_delete_intentions, registry, management, name)
     if not changes:
         host.noop(f"{sum(len(e['Sources']) for e in wanted)} intentions on {len(wanted)} destinations are in Consul")
 
@@ -262,7 +260,7 @@ def answering(registry: Registry, token: SharedFact, timeout: float = 30):
         registry.client(read_token(token), timeout=2).status.leader()
         host.noop(f"Consul answers at {registry.addr}")
     except UNREACHABLE:
-        yield FunctionCommand(_wait_answering, (registry, read_token(token), timeout), {})
+        yield reported(_wait_answering, registry, read_token(token), timeout)
 
 
 def _services(registry: Registry, token_value: str | None) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -302,7 +300,7 @@ def services(registry: Registry, token: SharedFact, wanted: list[dict]):
         host.noop(f"{len(wanted)} registrations are as declared")
         return
     for body in stale:
-        yield FunctionCommand(_register, (registry, token_value, body), {})
+        yield reported(_register, registry, token_value, body)
 
 
 @operation()
@@ -328,4 +326,4 @@ def prune(registry: Registry, token: SharedFact, mesh: str, host_label: str, kee
         host.noop("no registration left over")
         return
     for sid in gone:
-        yield FunctionCommand(_deregister, (registry, token_value, sid), {})
+        yield reported(_deregister, registry, token_value, sid)

@@ -9,13 +9,14 @@ from functools import partial
 
 import click
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, operation
+from pyinfra.api import OperationError, operation
 
 from meshspec.common.damping import is_damped
 from meshspec.converge import engine
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.supervisor import ProgramStates, ProgramUptimes
-from meshspec.converge.ops.consul import UNREACHABLE, read_token
+from meshspec.converge.ops.commands import UNREACHABLE, reported
+from meshspec.converge.ops.consul import read_token
 from meshspec.converge.registry import Registry
 from meshspec.plan import Runtime
 
@@ -111,7 +112,7 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     if not _waiting(_statuses(registry, token_value, ids), running(), settle):
         host.noop(f"{len(ids)}/{len(ids)} instances running and passing")
         return
-    yield FunctionCommand(_wait, (registry, token_value, ids, running, settle, timeout), {})
+    yield reported(_wait, registry, token_value, ids, running, settle, timeout)
 
 
 @operation()

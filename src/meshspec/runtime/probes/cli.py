@@ -43,3 +43,23 @@ def probe_command(
 ) -> None:
     """MCP handshake + tools/list, then end the session. Exit 0 when healthy, 2 with the reason otherwise."""
     raise typer.Exit(report(probe_mcp(url, timeout=timeout, min_tools=min_tools), as_json))
+
+
+@probe_app.command("run")
+def run_command() -> None:
+    """Run instances' probes here, on their host, given on stdin as JSON {name: {"probe": ...,
+    "timeout": seconds}} (as `meshspec verify` renders them); print {name: result} as one JSON
+    object. Exit 0 when every one passed, 2 otherwise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from meshspec.runtime.probes.protocols import run
+
+    try:
+        wanted = {name: (asked["probe"], float(asked["timeout"])) for name, asked in json.load(sys.stdin).items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        print(f"stdin holds no probes as {{name: {{probe, timeout}}}}: {err!r}", file=sys.stderr)
+        raise typer.Exit(UNHEALTHY) from None
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = dict(zip(wanted, pool.map(lambda asked: run(*asked), wanted.values())))
+    print(json.dumps({name: dataclasses.asdict(result) for name, result in results.items()}))
+    raise typer.Exit(0 if all(r.ok for r in results.values()) else UNHEALTHY)

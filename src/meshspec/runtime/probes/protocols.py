@@ -218,11 +218,12 @@ def mysql(probe: dict, timeout: float, user: str, password: str | None) -> Resul
     return Result(True, f"MySQL-protocol server {version} at {_where(probe)} answered {opts['query']!r}: {row!r}")
 
 
-def redis(probe: dict, timeout: float) -> Result:
+@_logs_in
+def redis(probe: dict, timeout: float, user: str, password: str | None) -> Result:
     import redis as redis_client
 
     client = redis_client.Redis(host=probe["address"], port=probe["port"], socket_timeout=timeout,
-                                socket_connect_timeout=timeout)
+                                socket_connect_timeout=timeout, username=user if password else None, password=password)
     try:
         pong = client.execute_command("PING")
     except (OSError, redis_client.RedisError) as err:

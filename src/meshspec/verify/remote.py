@@ -1,0 +1,110 @@
+"""What verify reads on a host of the mesh: its files, its supervisord, its instances' probes. On
+this host (@local) directly; on another, over SSH with the connection settings the deploy uses
+(the hosts file's `ssh_*`), in the manner of pytest-testinfra's SSH backend: one `ssh` per read,
+the host's own python3 speaking to its supervisord's socket, meshspec's install on the host
+running the host's probes there."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshspec.plan.hosts import Host
+from meshspec.runtime.probes.protocols import Result
+from meshspec.verify.checks import Supervisor, one_line
+
+# Run by the host's python3 (Debian's, which the process runtime's venvs need anyway): supervisord's
+# getAllProcessInfo over its unix socket, printed as JSON. The standard library only.
+SUPERVISOR_READ = """
+import http.client, json, socket, sys, xmlrpc.client
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(float(sys.argv[2]))
+        self.sock.connect(sys.argv[1])
+class Transport(xmlrpc.client.Transport):
+    def make_connection(self, host):
+        return Unix("localhost")
+print(json.dumps(xmlrpc.client.ServerProxy("http://localhost", transport=Transport()).supervisor.getAllProcessInfo()))
+"""
+
+
+# sshd drops unauthenticated connections beyond MaxStartups (10 by default): verify's parallel reads
+# of one host go at most a few at a time.
+_AT_ONCE = defaultdict(lambda: threading.BoundedSemaphore(4))
+
+
+@dataclass(frozen=True)
+class HostReader:
+    host: Host
+    timeout: float = 10.0
+
+    def _ssh(self, command: list[str], stdin: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+        remote, timeout = shlex.join(command), timeout or self.timeout  # ssh hands the remote shell one string
+        try:
+            with _AT_ONCE[self.host.name]:
+                return subprocess.run([*self.host.ssh_command(), remote], input=stdin, capture_output=True, text=True,
+                                      timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise OSError(f"{self.host.name}: ssh did not answer within {timeout:.0f}s") from None
+
+    def _failed(self, done: subprocess.CompletedProcess, what: str) -> OSError:
+        said = done.stderr.strip().splitlines()
+        return OSError(f"{self.host.name}: {what} (ssh exited {done.returncode}{': ' + said[-1] if said else ''})")
+
+    def read_text(self, path: str | Path) -> str:
+        """The file's text; FileNotFoundError when it is not there, OSError when it cannot be read."""
+        if self.host.is_local:
+            return Path(path).read_text()
+        done = self._ssh(["sh", "-c", 'test -e "$1" || exit 3; cat "$1"', "sh", str(path)])
+        if done.returncode == 3:
+            raise FileNotFoundError(f"{self.host.name}:{path}: no such file")
+        if done.returncode != 0:
+            raise self._failed(done, f"reading {path}")
+        return done.stdout
+
+    def exists(self, path: str | Path) -> bool:
+        if self.host.is_local:
+            return Path(path).exists()
+        done = self._ssh(["test", "-e", str(path)])
+        if done.returncode not in (0, 1):
+            raise self._failed(done, f"looking for {path}")
+        return done.returncode == 0
+
+    def probes(self, meshspec: str, probes: dict[str, tuple[dict, float]]) -> dict[str, Result]:
+        """{name: (probe, timeout)} run at once on the host by meshspec's install there (`meshspec
+        probe run`, one SSH session for them all), as the host's checker runs them: with the secret
+        files they read, which stay on that host, and the proof of whose process holds each port,
+        which only that host's /proc can give."""
+        wanted = {name: {"probe": probe, "timeout": timeout} for name, (probe, timeout) in probes.items()}
+        where = f"{self.host.name}: {meshspec} probe run"
+        try:
+            done = self._ssh([meshspec, "probe", "run"], stdin=json.dumps(wanted),
+                             timeout=max(t for _, t in probes.values()) + self.timeout)
+        except OSError as err:
+            return {name: Result(False, f"{where}: {one_line(err)}") for name in probes}
+        try:
+            return {name: Result(**answer) for name, answer in json.loads(done.stdout).items()}
+        except (ValueError, TypeError, AttributeError):
+            said = done.stderr.strip().splitlines()
+            why = f"{where} exited {done.returncode}: {said[-1] if said else done.stdout.strip()[:200]}"
+            return {name: Result(False, why) for name in probes}
+
+    def supervisor(self, socket_path: str, timeout: float = 2.0) -> Supervisor:
+        if self.host.is_local:
+            return Supervisor.read(socket_path, timeout)
+        where = f"{self.host.name}:{socket_path}"
+        try:
+            done = self._ssh(["python3", "-", socket_path, str(timeout)], stdin=SUPERVISOR_READ)
+        except OSError as err:
+            return Supervisor(where, error=f"supervisord at {where} is not read: {one_line(err)}")
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()
+            return Supervisor(where, error=f"supervisord at {where} does not answer: {said[-1] if said else done.returncode}")
+        return Supervisor.from_infos(where, json.loads(done.stdout))
+
