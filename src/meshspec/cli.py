@@ -144,15 +144,28 @@ def deploy(
     ctx: typer.Context,
     deploy_file: Path = typer.Argument(Path("deploys/mesh.py"), help="The pyinfra deploy to run."),
     inventory: Path = typer.Option(Path("inventory"), help="The pyinfra inventory file."),
+    rolling: bool = typer.Option(False, "--rolling", help="One host at a time, the registry's first, each run "
+                                 "ending when its instances pass (pyinfra --limit HOST); stops at a host that fails."),
 ) -> None:
     """Validate the spec, then run `pyinfra -y INVENTORY DEPLOY_FILE [pyinfra options]`.
 
     Fails (exit 2) on a bad spec before any host is touched, and when pyinfra converged zero hosts or operations.
     """
     try:
-        load_spec(settings.spec_path(), port_offset=settings.port_offset(),
-                  inventory=inventory_names(settings.configured_hosts()))
-        code = run_deploy(deploy_file, inventory, ctx.args)
+        hosts, offset = settings.configured_hosts(), settings.port_offset()
+        spec = load_spec(settings.spec_path(), port_offset=offset, inventory=inventory_names(hosts))
+        if not rolling:
+            raise typer.Exit(run_deploy(deploy_file, inventory, ctx.args))
+        # While a host's instances restart, the replicas on the others answer: the proxy takes the
+        # restarting ones out of rotation, and the next host starts only once they pass again.
+        order = make_plan(spec, hosts, offset, settings.state_dir(), external_consul=settings.consul_http_addr()).rolling_order
+        for n, host in enumerate(order, 1):
+            typer.echo(f"==> rolling deploy: {host.name} ({n} of {len(order)})")
+            code = run_deploy(deploy_file, inventory, [*ctx.args, "--limit", host.name])
+            if code:
+                typer.echo(f"==> rolling deploy stopped at {host.name}; {', '.join(h.name for h in order[n:]) or 'no host'}"
+                           " not deployed", err=True)
+                break
     except SpecInvalid as err:
         fail(err.lines("no host was touched"))
     except (settings.SettingsError, HostsError) as err:

@@ -4,13 +4,17 @@ from the hosts file the cluster writes; and nothing left once it is down."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, address, namespaces
@@ -39,6 +43,32 @@ def left_behind(directory: Path) -> list[str]:
               for line in subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
               if "meshspec-cluster" in line]
     return found + ([str(directory)] if directory.exists() else [])
+
+
+@contextlib.contextmanager
+def answering(urls: list[str]):
+    """How many of the URLs answered 200, each 50 ms while the block runs."""
+    counts, stop = [], threading.Event()
+
+    def poll():
+        with httpx.Client(trust_env=False, timeout=0.5) as client:
+            while not stop.is_set():
+                answered = 0
+                for url in urls:
+                    try:
+                        answered += client.get(url).status_code == 200
+                    except httpx.HTTPError:
+                        pass
+                counts.append(answered)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        poller.join()
 
 
 @contextlib.contextmanager
@@ -187,6 +217,15 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
             assert f"answered HTTP 200 OK with '{instance}'" in held and f"of program {instance}" in held, held
             assert checks[(instance, "running")]["status"] == "passed"  # its host's supervisord, read over SSH
         assert checks[("mesh", "counts")]["reason"] == "4 planned, 4 running, 4 registered, 4 passing"
+        # A release that restarts every replica, host by host: two of the three answer throughout.
+        spec.write_text(SPREAD.replace("      stop_signal: INT\n", "      stop_signal: INT\n      env: {RELEASE: '2'}\n"))
+        replicas = [f"http://10.213.0.{2 + r}:{18080 + 100 * r}/index.html" for r in range(3)]  # replica_port_step
+        with answering(replicas) as counts:
+            rolled = meshspec("deploy", "--rolling", env=env, timeout=600)
+        assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
+        assert min(counts) >= 2 and 2 in counts, collections.Counter(counts)  # each replica down once, never two at a time
+        assert [line for line in rolled.stdout.splitlines() if line.startswith("==> rolling")] == [
+            f"==> rolling deploy: h{n} ({n} of 3)" for n in (1, 2, 3)]
         down = meshspec("deploy", "deploys/teardown.py", env=env, timeout=300)
         assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
         gone = meshspec("verify", "--gone", env=env)

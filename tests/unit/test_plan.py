@@ -101,6 +101,7 @@ def test_the_registry_s_host_is_the_agent_s_or_with_a_real_consul_the_first():
                       inventory=names)
     assert make_plan(spec, THREE).registry_host.name == "c"
     assert make_plan(spec, THREE, external_consul="10.1.1.9:8500").registry_host.name == "a"
+    assert [h.name for h in make_plan(spec, THREE).rolling_order] == ["c", "a", "b"]  # a rolling deploy's order
 
 
 def test_a_placement_that_names_no_inventory_host_is_refused_where_it_stands():

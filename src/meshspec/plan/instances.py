@@ -145,6 +145,13 @@ class Plan:
         return consul[0].host if consul else self.hosts[0]
 
     @property
+    def rolling_order(self) -> list[Host]:
+        """The hosts one at a time, as a rolling deploy takes them: the registry's first (the
+        others' deploys read its management token and register with its agent), then the
+        inventory's order."""
+        return [self.registry_host, *(h for h in self.hosts if h != self.registry_host)]
+
+    @property
     def consul_addr(self) -> str:
         return self.external_consul or _host_port(self.instances_of(self.spec.consul.service)[0])
 
