@@ -66,7 +66,7 @@ class Dashboard:
         start = end - WINDOW_S
         queried = (*PANELS, EDGES)
         answers = await asyncio.gather(*(self._range(p, start, end) for p in queried))
-        panels = []
+        drawn = {}
         for panel, answer in zip(queried, answers):
             try:
                 if answer.status != 200:
@@ -75,8 +75,8 @@ class Dashboard:
             except (MetricsUnreadable, ValueError, TypeError, KeyError) as exc:
                 return web.json_response({"error": f"{self.service} did not answer the {panel.id} query ({exc})",
                                           "route": answer.route.model_dump()}, status=502)
-            panels.append({"id": panel.id, "title": panel.title, "unit": panel.unit, "caption": panel.caption,
-                           "query": expression(panel), "series": series})
-        edges = panels.pop()  # the topology's, per caller: no chart of its own
-        return web.json_response({"window": {"start": start, "end": end, "step": STEP_S}, "panels": panels,
+            drawn[panel.id] = {"id": panel.id, "title": panel.title, "unit": panel.unit, "caption": panel.caption,
+                               "query": expression(panel), "series": series}
+        edges = drawn.pop(EDGES.id)  # the topology's, per caller: no chart of its own
+        return web.json_response({"window": {"start": start, "end": end, "step": STEP_S}, "panels": list(drawn.values()),
                                   "edges": edges, "source": answers[0].route.model_dump()})
