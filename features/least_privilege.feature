@@ -49,7 +49,6 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
 
     Examples:
       | service            | user              |
-      | redis              | redis             |
       | mariadb            | mysql             |
       | node-exporter      | prometheus        |
       | postgresql         | postgres          |
@@ -87,6 +86,8 @@ Feature: Nothing runs as root that need not; the task runner runs only allowed p
       | prometheus        | prometheus        | consul/tokens/service-prometheus, secrets/.consumers/alert-webhook                                       |
       | alertmanager      | prometheus        | consul/tokens/service-prometheus, secrets/.consumers/alert-webhook                                       |
       | postgres-exporter | meshspec-exporter | secrets/postgresql/postgres-exporter                                                                     |
+      | redis-exporter    | meshspec-redis-exporter | secrets/redis/redis-exporter                                                                 |
+      | redis             | redis             | secrets/redis/redis                                                                                      |
       | postgresql        | postgres          | nothing                                                                                                  |
       | mariadb           | mysql             | nothing                                                                                                  |
 

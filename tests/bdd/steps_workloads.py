@@ -47,8 +47,8 @@ def _login(world, service: str) -> tuple[str, str]:
 
 
 # each server's own refusal
-REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied", "NOAUTH Authentication required",
-           "WRONGPASS")
+REFUSED = ("password authentication failed", "ACCESS_REFUSED", "Access denied",
+           "HELLO must be called with the client already authenticated", "invalid username-password pair")
 
 
 @then(parsers.parse('"{service}" refuses a login as "{user}" with {password}'))

@@ -57,7 +57,7 @@ def test_a_dependent_reads_its_own_copy_of_a_password_and_nothing_else():
     # a copy in its reader's form: redis-exporter's password file maps its target's URI to the password
     redis = plan.instances_of("redis")[0]
     assert copy("redis", "redis-exporter").text("pw") == f'{{"redis://127.0.0.1:{redis.port}": "pw"}}\n'
-    assert copy("redis", "redis-exporter").owner == "prometheus"
+    assert copy("redis", "redis-exporter").owner == "meshspec-redis-exporter"
     env = launch(plan, plan.instances_of("backend-api")[0]).env
     assert env["MESH_DATABASE_PASSWORD_FILE"] == str(plan.layout.credentials_file("postgresql", "backend-api"))
     assert env["MESH_DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:")
