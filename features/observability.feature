@@ -34,6 +34,9 @@ Feature: Traces across the mesh, metrics found through the registry, alerts that
     Then within 150 s the status page lists the alert "MeshInstanceDown" for "node-exporter-local-0"
     And the alert store holds "MeshInstanceDown" for "node-exporter-local-0", stored within its rule's for and one evaluation of the fault's first sight
 
+  Scenario: The status page names the host of each instance
+    Then the status page lists each instance of "backend-api" at its address, on its host
+
   Scenario: The dashboard draws each service's last hour from Prometheus in a browser
     When I send 300 requests to "backend-api" through the proxy over 60 s
     Then every request succeeded

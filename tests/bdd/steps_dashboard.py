@@ -57,6 +57,27 @@ def _charts(page: Page, service: str) -> dict[str, dict | None]:
     return {panel: page.evaluate(CHART_JS, [panel, service]) for panel in PANELS}
 
 
+@then(parsers.parse('the status page lists each instance of "{service}" at its address, on its host'))
+def _(world, service):
+    """The status page in Chromium: the service's row names each planned instance's address and host,
+    as the registry's entries (whose Meta the deploy wrote) say, whichever host the registry is on."""
+    planned = world.target.instances_of(service)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(extra_http_headers=world.target.edge_headers)
+            answer = page.goto(world.target.proxy_url + "/svc/frontend/")
+            assert answer is not None and answer.ok, f"the status page: HTTP {answer.status if answer else '-'}"
+            cell = page.locator(f'#services tr[data-service="{service}"] td').nth(3)
+            cell.wait_for(timeout=30_000)
+            shown = cell.inner_text()
+        finally:
+            browser.close()
+    missing = [f"{i.address}:{i.port} on {i.host.label}" for i in planned
+               if f"{i.address}:{i.port} on {i.host.label}" not in shown]
+    assert not missing, f"the status page's row of {service} says {shown!r}; missing {missing}"
+
+
 @then(parsers.parse('within {seconds:d} s the dashboard draws a line for "{service}" on every panel'))
 def _(dashboard_page, seconds, service):
     # The page redraws every 15 s; Prometheus sees the traffic one scrape and a query step later,

@@ -58,14 +58,23 @@ def _spans(world) -> list[dict]:
 @then(parsers.parse("within {seconds:d} s the trace store holds one trace with spans of {services}"))
 def _(world, seconds, services):
     wanted = {s.strip() for s in services.replace(" and ", ",").split(",")}
+    root = world.counters["root_span"]
+
+    def orphans(spans: list[dict]) -> list[str]:
+        """One trace: every span hangs off the test's root or another span of the trace."""
+        ids = {s["context"]["span_id"] for s in spans} | {root}
+        return [s["name"] for s in spans if s["parent_id"] not in ids]
+
+    # Each process exports its spans in batches of its own, so a child may be stored before its
+    # parent: wait for the whole trace, then judge it.
     spans = wait_for(lambda: (found := _spans(world)) and wanted <= {s["attributes"].get("service.name")
-                                                                   for s in found} and found, seconds, interval=1)
-    assert spans, (f"no spans of {sorted(wanted)} in trace {world.counters['trace_id']} within {seconds} s; "
-                   f"found {sorted({s['attributes'].get('service.instance.id') for s in _spans(world)})}")
-    # one trace: every span hangs off the test's root or another span of the trace
-    ids = {s["context"]["span_id"] for s in spans} | {world.counters["root_span"]}
-    orphans = [s["name"] for s in spans if s["parent_id"] not in ids]
-    assert not orphans, f"spans whose parent is in no trace of the request: {orphans}"
+                                                                   for s in found} and not orphans(found) and found,
+                     seconds, interval=1)
+    spans = spans or _spans(world)
+    assert wanted <= {s["attributes"].get("service.name") for s in spans}, (
+        f"no spans of {sorted(wanted)} in trace {world.counters['trace_id']} within {seconds} s; "
+        f"found {sorted({s['attributes'].get('service.instance.id') for s in spans})}")
+    assert not orphans(spans), f"spans whose parent is in no trace of the request after {seconds} s: {orphans(spans)}"
     instances = sorted({s["attributes"]["service.instance.id"] for s in spans})
     print(f"trace {world.counters['trace_id']}: {len(spans)} spans from {len(instances)} processes: "
           + ", ".join(instances))

@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from meshspec import settings
+from meshspec.converge.mesh import configured_mesh
+from meshspec.render.haproxy import backend_name
+from meshspec.runtime.proxy.runtime_api import RuntimeApi
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(settings.runtime().in_containers,
@@ -38,7 +42,19 @@ def test_the_ci_experiments_pass_and_draw_their_plots(tmp_path):
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 2
 
 
+def _wait_for_rotation(service: str, within_s: float) -> None:
+    """Every planned server of `service` in the proxy's rotation: the steady state an experiment
+    starts from (the one before may have left a replica out for a few more seconds)."""
+    mesh = configured_mesh()
+    api, planned = RuntimeApi(mesh.plan.proxy_runtime), {i.id for i in mesh.plan.instances_of(service)}
+    deadline = time.monotonic() + within_s
+    while (out := planned - {s.name for s in api.servers_state(backend_name(service)) if s.in_rotation}):
+        assert time.monotonic() < deadline, f"{sorted(out)} still out of rotation after {within_s} s"
+        time.sleep(0.5)
+
+
 def test_an_experiment_fails_when_its_tolerance_is_missed(tmp_path):
+    _wait_for_rotation("backend-api", 60)
     experiment = json.loads((REPO / "chaos" / "kill-backend-api-replica.json").read_text())
     rotation = experiment["steady-state-hypothesis"]["probes"][1]["provider"]["arguments"]
     rotation["max_out_s"] = 0.0  # no proxy takes a dead server out the instant it dies

@@ -13,13 +13,13 @@ import xmlrpc.client
 from pathlib import Path
 
 import httpx
-from supervisor.xmlrpc import SupervisorTransport
 
 from meshspec.chaos.run import ENQUEUE, current
 from meshspec.common.consul_token import read_token
 from meshspec.render.haproxy import proxy_paths
 from meshspec.runtime.proxy.apply import reload_haproxy
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
+from meshspec.runtime.supervisor_rpc import supervisor_rpc
 
 
 def start_load(routes: list[dict[str, str]], users: int = 10, seconds: float = 30, rate_per_user: float = 20,
@@ -101,8 +101,7 @@ def kill_program(service: str, seconds: float, replica: int = 0) -> str:
     if run.runtime.in_containers:
         raise RuntimeError("kill_program keeps a program down through supervisord: the process runtime only")
     instance = _instance(service, replica)
-    supervisor = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(
-        None, None, serverurl=f"unix://{run.mesh.plan.layout.supervisor_socket}")).supervisor
+    supervisor = supervisor_rpc(str(run.mesh.plan.layout.supervisor_socket))
     pid = run.pid_of(instance)
     start = time.time()
     os.kill(pid, signal.SIGKILL)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from supervisor.xmlrpc import SupervisorTransport
 
 from meshspec.render.registrations import differences
 from meshspec.runtime.probes.mcp import McpResult, probe_mcp
+from meshspec.runtime.supervisor_rpc import supervisor_rpc
 
 
 def one_line(text: object, limit: int = 200) -> str:
@@ -86,10 +86,8 @@ class Supervisor:
 
     @classmethod
     def read(cls, socket_path: str, timeout: float = 2.0) -> Supervisor:
-        transport = SupervisorTransport(None, None, serverurl=f"unix://{socket_path}")
-        transport.timeout = timeout
         try:
-            infos = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor.getAllProcessInfo()
+            infos = supervisor_rpc(socket_path, timeout).getAllProcessInfo()
         except (OSError, xmlrpc.client.Error) as err:
             return cls(socket_path, error=f"supervisord at {socket_path} does not answer: {one_line(err) or type(err).__name__}")
         return cls.from_infos(socket_path, infos)

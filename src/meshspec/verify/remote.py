@@ -1,8 +1,7 @@
 """What verify reads on a host of the mesh: its files, its supervisord, its instances' probes. On
 this host (@local) directly; on another, over SSH with the connection settings the deploy uses
 (the hosts file's `ssh_*`), in the manner of pytest-testinfra's SSH backend: one `ssh` per read,
-the host's own python3 speaking to its supervisord's socket, meshspec's install on the host
-running the host's probes there."""
+meshspec's install on the host reading its supervisord and running its probes there."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import json
 import shlex
 import subprocess
 import threading
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,25 +16,15 @@ from meshspec.plan.hosts import Host
 from meshspec.runtime.probes.protocols import Result
 from meshspec.verify.checks import Supervisor, one_line
 
-# Run by the host's python3 (Debian's, which the process runtime's venvs need anyway): supervisord's
-# getAllProcessInfo over its unix socket, printed as JSON. The standard library only.
-SUPERVISOR_READ = """
-import http.client, json, socket, sys, xmlrpc.client
-class Unix(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(float(sys.argv[2]))
-        self.sock.connect(sys.argv[1])
-class Transport(xmlrpc.client.Transport):
-    def make_connection(self, host):
-        return Unix("localhost")
-print(json.dumps(xmlrpc.client.ServerProxy("http://localhost", transport=Transport()).supervisor.getAllProcessInfo()))
-"""
-
-
 # sshd drops unauthenticated connections beyond MaxStartups (10 by default): verify's parallel reads
 # of one host go at most a few at a time.
-_AT_ONCE = defaultdict(lambda: threading.BoundedSemaphore(4))
+_AT_ONCE: dict[str, threading.BoundedSemaphore] = {}
+_AT_ONCE_LOCK = threading.Lock()  # two first reads of one host at once must share one semaphore
+
+
+def _at_once(host: str) -> threading.BoundedSemaphore:
+    with _AT_ONCE_LOCK:
+        return _AT_ONCE.setdefault(host, threading.BoundedSemaphore(4))
 
 
 @dataclass(frozen=True)
@@ -47,7 +35,7 @@ class HostReader:
     def _ssh(self, command: list[str], stdin: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
         remote, timeout = shlex.join(command), timeout or self.timeout  # ssh hands the remote shell one string
         try:
-            with _AT_ONCE[self.host.name]:
+            with _at_once(self.host.name):
                 return subprocess.run([*self.host.ssh_command(), remote], input=stdin, capture_output=True, text=True,
                                       timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -95,12 +83,13 @@ class HostReader:
             why = f"{where} exited {done.returncode}: {said[-1] if said else done.stdout.strip()[:200]}"
             return {name: Result(False, why) for name in probes}
 
-    def supervisor(self, socket_path: str, timeout: float = 2.0) -> Supervisor:
+    def supervisor(self, meshspec: str, socket_path: str, timeout: float = 2.0) -> Supervisor:
+        """The host's supervisord's programs, read there by meshspec's install (`meshspec probe supervisor`)."""
         if self.host.is_local:
             return Supervisor.read(socket_path, timeout)
         where = f"{self.host.name}:{socket_path}"
         try:
-            done = self._ssh(["python3", "-", socket_path, str(timeout)], stdin=SUPERVISOR_READ)
+            done = self._ssh([meshspec, "probe", "supervisor", socket_path, "--timeout", str(timeout)])
         except OSError as err:
             return Supervisor(where, error=f"supervisord at {where} is not read: {one_line(err)}")
         if done.returncode != 0:

@@ -229,7 +229,7 @@ def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime
         runners = {name: pool.submit(_timed, lambda: Supervisor.read_containers(ownership(mesh.plan), timeout), "docker")
                    for name, host in hosts.items() if host.is_local}
     else:
-        runners = {name: pool.submit(_timed, lambda h=host: HostReader(h).supervisor(socket, timeout),
+        runners = {name: pool.submit(_timed, lambda h=host: HostReader(h).supervisor(mesh.plan.meshspec_bin, socket, timeout),
                                      f"supervisord on {name}") for name, host in hosts.items()}
     return Sources(
         supervisors=runners,
@@ -550,7 +550,7 @@ def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
 
 
 def no_programs(mesh: Mesh, host: Host, timeout: float) -> Outcome:
-    found = HostReader(host).supervisor(str(mesh.plan.layout.supervisor_socket), timeout)
+    found = HostReader(host).supervisor(mesh.plan.meshspec_bin, str(mesh.plan.layout.supervisor_socket), timeout)
     if found.error:
         return outcome(True, found.error)
     return outcome(False, f"supervisord still runs {len(found.states)} programs", programs=sorted(found.states))

@@ -29,8 +29,9 @@ def reported(function, *args) -> FunctionCommand:
             with ctx_config.use(state.config.copy()), ctx_host.use(host):  # as pyinfra sets them for a callback
                 function(*args)
         except EXPECTED as err:
-            host.log_styled(f"{type(err).__name__}: {err}" if not isinstance(err, OperationError) else str(err),
-                            fg="red", log_func=logger.error)
+            # an OperationError's message is already the operation's own line; others get their type
+            message = str(err) if isinstance(err, OperationError) else f"{type(err).__name__}: {err}"
+            host.log_styled(message, fg="red", log_func=logger.error)
             return False
         return True
     return FunctionCommand(call, (), {})

@@ -63,3 +63,22 @@ def run_command() -> None:
         results = dict(zip(wanted, pool.map(lambda asked: run(*asked), wanted.values())))
     print(json.dumps({name: dataclasses.asdict(result) for name, result in results.items()}))
     raise typer.Exit(0 if all(r.ok for r in results.values()) else UNHEALTHY)
+
+
+@probe_app.command("supervisor")
+def supervisor_command(
+    socket_path: str = typer.Argument(..., help="supervisord's unix socket."),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.01, help="Seconds for the read."),
+) -> None:
+    """Print supervisord's programs (getAllProcessInfo) as one JSON list: what `meshspec verify`
+    reads on another host of the mesh. Exit 2 with the reason when supervisord does not answer."""
+    import xmlrpc.client
+
+    from meshspec.runtime.supervisor_rpc import supervisor_rpc
+
+    try:
+        infos = supervisor_rpc(socket_path, timeout).getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error) as err:
+        print(f"supervisord at {socket_path} does not answer: {err or type(err).__name__}", file=sys.stderr)
+        raise typer.Exit(UNHEALTHY) from None
+    print(json.dumps(infos))

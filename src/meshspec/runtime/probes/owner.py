@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from meshspec.runtime.supervisor_rpc import supervisor_rpc
+
 TCP_LISTEN = 10  # the kernel's TCP state number
 #: How long one dump of the host's listeners serves every check of the process. Its age cannot pass
 #: a liar: a check passes only when the instance's tree holds one of the listed sockets *now*, and
@@ -153,13 +155,8 @@ def describe(pid: int) -> str:
 def root_pid(owner: Owner, timeout: float) -> tuple[int | None, str]:
     """The top pid of the instance's process, as supervisord or the engine reports it, and its state."""
     if owner.program:
-        from supervisor.xmlrpc import SupervisorTransport
-
-        transport = SupervisorTransport(None, None, serverurl=f"unix://{owner.supervisor_socket}")
-        transport.timeout = timeout
         try:
-            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-            info = proxy.supervisor.getProcessInfo(owner.program)
+            info = supervisor_rpc(owner.supervisor_socket, timeout).getProcessInfo(owner.program)
         except (OSError, xmlrpc.client.Error) as err:
             return None, f"supervisord does not say which pid runs {owner.program}: {err}"
         return (info["pid"] or None), f"program {owner.program} is {info['statename']}"

@@ -174,6 +174,9 @@ def describe_instance(entry: dict[str, Any]) -> dict[str, Any]:
         "address": svc.get("Address") or node.get("Address"),
         "port": svc.get("Port"),
         "node": node.get("Node"),
+        # The deploy's Meta names the instance's host: with one registry for many hosts every
+        # instance is registered through the registry's node, so Node alone would name that one.
+        "host": (svc.get("Meta") or {}).get("host") or node.get("Node"),
         "status": instance_status(checks),
         "tags": svc.get("Tags") or [],
         "meta": svc.get("Meta") or {},

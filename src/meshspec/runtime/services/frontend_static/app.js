@@ -16,7 +16,7 @@ function renderServices(data) {
       el("td", {}, s.kind || "–"),
       el("td", {}, el("span", { class: `badge ${s.status}` }, s.status)),
       el("td", {}, `${s.counts.passing}/${s.instances.length} passing ` +
-        s.instances.map((i) => `${i.address}:${i.port}`).join(", ")),
+        s.instances.map((i) => `${i.address}:${i.port}` + (i.host ? ` on ${i.host}` : "")).join(", ")),
       el("td", {}, ...s.tags.map((t) => el("span", { class: "tag" }, t)))));
   $("services").tBodies[0].replaceChildren(...rows);
   $("count-services").textContent = data.count;
