@@ -164,10 +164,11 @@ def test_a_failing_step_is_one_line_and_leaves_nothing(tmp_path):
 
 
 SPREAD = """\
-# The registry on h1 (group core), a web server's three replicas one per host.
+# The registry on h1 (group core), a proxy and its controller on every host, a web server's three
+# replicas one per host.
 version: 1
 mesh: {name: spread, replica_port_step: 100}
-proxy: {service: null}
+proxy: {service: mesh-proxy, controller: mesh-controller}
 defaults:
   health: {interval: 1s, timeout: 1s}
 services:
@@ -178,8 +179,36 @@ services:
     placement: {hosts: [core]}
     process:
       command: ["{meshspec}", agent, --bind, "{address}", --port, "{port}", --data-dir, "{state_dir}",
-                --token-file, "{consul.management_token_file}"]
+                --token-file, "{consul.management_token_file}", --trust-domain, "{mesh.name}",
+                --ca-cert, "{consul.ca_file}", --ca-key, "{consul.ca_key_file}"]
     health: {http: {path: /v1/status/leader}}
+    routing: {enabled: false}
+  - name: mesh-proxy
+    kind: core
+    description: HAProxy, one per host
+    port: 18005
+    ports: {stats: 18007, mtls: 18015, inbound: 18016}
+    placement: {per_host: true}
+    process:
+      files: {"{state_dir}/haproxy.cfg": haproxy}
+      command: [/usr/sbin/haproxy, -W, -db, -S, "{proxy.master}", -f, "{state_dir}/haproxy.cfg", -f, "{proxy.stats_users}"]
+      system_users: [meshspec-proxy]
+      stop_signal: USR1
+    health: {http: {port: stats, path: '/stats;csv', contains: 'mesh,FRONTEND', credentials: "{proxy.stats_credentials}"}}
+    routing: {enabled: false}
+  - name: mesh-controller
+    kind: core
+    description: the controller of its host's proxy
+    port: 18012
+    placement: {per_host: true}
+    depends_on: [consul, mesh-proxy]
+    registry: {read: all}
+    process:
+      command: ["{meshspec}", controller, --consul, "{consul.addr}", --token-file, "{consul.token_file}",
+                --listen, "{address}:{port}", --mesh, "{mesh.name}", --haproxy-runtime, "{proxy.runtime}",
+                --haproxy-config, "{services.mesh-proxy.state_dir}/haproxy.cfg"]
+      user: meshspec-proxy
+    health: {http: {path: /health, contains: '"haproxy": true, "consul": true'}}
     routing: {enabled: false}
   - name: web
     kind: core
@@ -192,6 +221,34 @@ services:
       stop_signal: INT
     health: {http: {path: /index.html, contains: "{id}"}}
 """
+WEB_PORTS = [18080 + 100 * r for r in range(3)]  # replica_port_step
+
+
+def in_host(host: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{host}", *argv], input=stdin, capture_output=True,
+                          text=True, timeout=30, check=True)
+
+
+@contextlib.contextmanager
+def arrivals(host: str, ports: dict[str, int]):
+    """iptables counters in a host's namespace, of packets arriving from another host at each named
+    port: how the host's instances were reached. Yields a function that reads them."""
+    own = address(host)
+    in_host(host, "iptables", "-N", "ARRIVALS")
+    in_host(host, "iptables", "-I", "INPUT", "-j", "ARRIVALS")
+    for name, port in ports.items():
+        in_host(host, "iptables", "-A", "ARRIVALS", "!", "-s", own, "-p", "tcp", "--dport", str(port),
+                "-m", "comment", "--comment", name)
+
+    def read() -> dict[str, int]:
+        listed = in_host(host, "iptables", "-L", "ARRIVALS", "-v", "-n", "-x").stdout.splitlines()[2:]
+        return {line.split("/* ")[1].split(" */")[0]: int(line.split()[0]) for line in listed}
+    try:
+        yield read
+    finally:
+        in_host(host, "iptables", "-D", "INPUT", "-j", "ARRIVALS")
+        in_host(host, "iptables", "-F", "ARRIVALS")
+        in_host(host, "iptables", "-X", "ARRIVALS")
 
 
 def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
@@ -216,7 +273,16 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
             held = checks[(instance, "healthy")]["reason"]
             assert f"answered HTTP 200 OK with '{instance}'" in held and f"of program {instance}" in held, held
             assert checks[(instance, "running")]["status"] == "passed"  # its host's supervisord, read over SSH
-        assert checks[("mesh", "counts")]["reason"] == "4 planned, 4 running, 4 registered, 4 passing"
+        assert checks[("mesh", "counts")]["reason"] == "10 planned, 10 running, 10 registered, 10 passing"
+        # Every host's proxy routes to every replica; one on another host is reached through that
+        # host's proxy over mTLS: no packet from another host reaches a web replica's own port.
+        with arrivals("h1", {"web": WEB_PORTS[0], "inbound": 18016}) as h1, \
+                arrivals("h3", {"web": WEB_PORTS[2], "inbound": 18016}) as h3, \
+                httpx.Client(trust_env=False, timeout=5) as client:
+            answered = collections.Counter(client.get(f"http://{address('h2')}:18005/svc/web/index.html").text.strip()
+                                           for _ in range(30))
+            assert set(answered) == {"web-h1-0", "web-h2-1", "web-h3-2"}, answered
+            assert h1()["web"] == h3()["web"] == 0 and h1()["inbound"] > 0 and h3()["inbound"] > 0, (h1(), h3())
         # A release that restarts every replica, host by host: two of the three answer throughout.
         spec.write_text(SPREAD.replace("      stop_signal: INT\n", "      stop_signal: INT\n      env: {RELEASE: '2'}\n"))
         replicas = [f"http://10.213.0.{2 + r}:{18080 + 100 * r}/index.html" for r in range(3)]  # replica_port_step

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from meshspec.common.connect_certs import service_uri
-from meshspec.plan import Plan
+from meshspec.plan import Instance, Plan
 from meshspec.plan.layout import STATS_USERS
 from meshspec.render.haproxy import ProxyOptions, config_shape, proxy_instance, proxy_paths, render_haproxy
 from meshspec.render.mesh_ca import ca_certificate_pem, ca_key_pem, certificate_pem
@@ -33,23 +33,26 @@ STATS_PASSWORD = "harness-stats"
 CA_SECRET = "harness-mesh-ca"  # what the deploy derives the mesh CA from (the management token's HMAC)
 
 
-def write_proxy_files(plan: Plan, ca_secret: str = CA_SECRET) -> None:
+def write_proxy_files(plan: Plan, ca_secret: str = CA_SECRET, instance: Instance | None = None) -> None:
     """The files HAProxy loads that the deploy writes before it starts: for an mTLS listener the mesh
     CA (certificate and key), the proxy's first certificate and the intentions map, empty (the
-    controller fills it); and the consumers map, where the spec declares consumers."""
+    controller fills it); and the consumers map, where the spec declares consumers. `instance`: the
+    proxy instance (by default the first)."""
     domain, proxy = plan.spec.mesh.name, plan.spec.proxy.service
+    instance = instance or proxy_instance(plan)
+    paths = proxy_paths(plan, instance)
     files = {plan.layout.connect_ca_file: ca_certificate_pem(ca_secret, domain),
              plan.layout.connect_ca_key_file: ca_key_pem(ca_secret),
-             Path(proxy_paths(plan)["ca"]): ca_certificate_pem(ca_secret, domain),
-             Path(proxy_paths(plan)["certificate"]): certificate_pem(
+             Path(paths["ca"]): ca_certificate_pem(ca_secret, domain),
+             Path(paths["certificate"]): certificate_pem(
                  ca_secret, domain, proxy, service_uri(domain, plan.spec.consul.datacenter, proxy),
                  dt.datetime.now(dt.timezone.utc))}
     for path, text in files.items():
         Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         Path(path).write_text(text)
         Path(path).chmod(0o600)
-    Path(proxy_paths(plan)["intentions"]).touch()
-    for secret in edge_files(plan, proxy_here=True):
+    Path(paths["intentions"]).touch()
+    for secret in edge_files(plan, instance):
         Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         Path(secret.path).write_text(secret.text(ca_secret))
 
@@ -135,7 +138,7 @@ class HAProxy:
             Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             Path(secret.path).write_text(secret.text(STATS_PASSWORD))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-S", self.plan.proxy_master_bind,
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-S", self.plan.proxy_master_bind(proxy_instance(self.plan)),
                                           "-f", str(self.config), "-f", str(self.users)],
                                          stdout=log, stderr=subprocess.STDOUT)
         wait_until(self.api.is_reachable, 10, what="HAProxy runtime API")

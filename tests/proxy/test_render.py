@@ -259,6 +259,38 @@ def test_haproxy_accepts_the_repository_spec(repo):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@needs_haproxy
+def test_each_host_s_proxy_reaches_the_others_instances_over_mtls_and_serves_its_own(repo):
+    """Three hosts: h2's proxy sends to h2's instances directly and to the others' through their
+    proxies' inbound listeners (mTLS, the instance named); its own inbound listener serves h2's
+    instances alone, to a proxy's certificate; HAProxy accepts the whole file."""
+    spec = load_spec(repo / "mesh_spec.yaml")
+    hosts = [Host(f"h{n}", f"10.213.0.{n + 1}") for n in (1, 2, 3)]
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="ms-") as root:
+        plan = make_plan(spec, hosts, 0, root)
+        h2 = plan.instances_of("mesh-proxy")[1]
+        proxy_users(plan)
+        write_proxy_files(plan, instance=h2)
+        cfg = render_haproxy(plan, proxy=h2)
+        result = haproxy_check(cfg, Path(root) / "mesh.cfg")
+    assert result.returncode == 0, result.stdout + result.stderr
+    paths, inbound = proxy_paths(plan, h2), h2.ports["inbound"]
+    for inst in plan.instances_of("backend-api"):
+        line = next(x.strip() for x in cfg.splitlines() if x.strip().startswith(f"server {inst.id} "))
+        if inst.host == h2.host:
+            assert line.startswith(f"server {inst.id} {inst.address}:{inst.port} id ") and "ssl" not in line
+        else:
+            assert line.startswith(f"server {inst.id} {inst.address}:{inbound} ssl crt {paths['certificate']} "
+                                   f"ca-file {paths['ca']} verify required sni str({inst.id}.mesh-proxy) "
+                                   f"check-sni {inst.id}.mesh-proxy "), line
+    front = cfg[cfg.index("frontend inbound"):].split("\n\n")[0]
+    assert f"bind {h2.address}:{inbound} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required" in front
+    assert "tcp-request content reject unless { ssl_c_s_dn(CN) -m str mesh-proxy }" in front
+    served = {line.split("int(")[1].split(")")[0] for line in front.splitlines() if "set-dst-port" in line}
+    assert served == {str(i.port) for i in plan.instances if i.host == h2.host and f"{i.id}.mesh-proxy" in front}
+    assert served and all(f"{i.id}.mesh-proxy" not in front for i in plan.instances if i.host != h2.host)
+
+
 def test_a_check_uri_has_the_instance_placeholders_filled_and_no_nonce(repo, tmp_path):
     plan = make_plan(load_spec(repo / "mesh_spec.yaml"), [Host("@local", "127.0.0.1")], 20000, str(tmp_path))
     checks = [line.strip() for line in render_haproxy(plan).splitlines() if line.strip().startswith("http-check send")]
@@ -357,6 +389,23 @@ def test_weights_follow_the_replica():
     shape = {**SHAPE, "replica_weights": [1, 3]}
     eps = [ep("a-local-0", 5000), ep("a-local-1", 5001)]
     assert commands(reconcile_backend("svc_a", shape, current(), eps)) == ["set server svc_a/a-local-1 weight 3"]
+
+
+PEERS = {"address": "127.0.0.1", "port": 9016, "options": "ssl sni str({name})", "name": "{id}.mesh-proxy"}
+
+
+def test_an_instance_of_another_host_is_reached_through_its_hosts_proxy_over_tls():
+    """Another host's instance: its host's address at the inbound port, TLS named for it; never a
+    spare slot (those have no TLS). This host's instances stay direct."""
+    eps = [ep("a-local-0", 5000), ep("a-local-1", 5001), Endpoint("a-h2-2", "10.0.0.3", 5002, "passing")]
+    assert commands(reconcile_backend("svc_a", SHAPE, current(), eps, peers=PEERS)) == [
+        f"add server svc_a/a-h2-2 10.0.0.3:9016 id {server_id('a-h2-2')} weight 1 check ssl sni str(a-h2-2.mesh-proxy)",
+        "enable health svc_a/a-h2-2", "set server svc_a/a-h2-2 health up", "set server svc_a/a-h2-2 state ready"]
+    # once there (as a planned server of another host is rendered), it is in sync: no move to its own port
+    servers = current() + [srv("a-h2-2", server_id("a-h2-2"), 9016, addr="10.0.0.3")]
+    assert reconcile_backend("svc_a", SHAPE, servers, eps, peers=PEERS).changes == []
+    # without an inbound port (no peers), every instance is reached directly, as on one host
+    assert commands(reconcile_backend("svc_a", SHAPE, current(), eps))[0] == "set server svc_a/spare-1 addr 10.0.0.3 port 5002"
 
 
 def test_unknown_services_are_left_alone_last_known_good():

@@ -142,7 +142,7 @@ def test_the_controller_s_user_gets_haproxy_s_sockets_the_userlist_and_the_files
     (the proxy's preparation) and the stats userlist it validates before a reload."""
     plan = shipped()
     assert plan.proxy_controller_user == "meshspec-proxy"
-    assert plan.proxy_master_bind.endswith("/master.sock,mode,600,user,meshspec-proxy")
+    assert plan.proxy_master_bind(plan.instances_of("mesh-proxy")[0]).endswith("/master.sock,mode,600,user,meshspec-proxy")
     proxy = plan.instances_of("mesh-proxy")[0]
     script = preparation(plan, proxy).script()
     assert "chown meshspec-proxy" in script and "/server-state" in script and "/loaded-shape" in script

@@ -38,11 +38,15 @@ def test_a_proxy_certificate_is_current_only_for_its_ca_its_identity_and_its_lif
     leaf = x509.load_pem_x509_certificate(pem.encode())
     leaf.verify_directly_issued_by(ca_certificate(ca_key("s"), "mesh"))
     assert leaf.not_valid_after_utc == NOW + LEAF_TTL and "PRIVATE KEY" in pem  # HAProxy's crt: both in one file
-    assert is_current(pem, "s", "mesh", URI, NOW + LEAF_TTL / 2)
-    assert not is_current(pem, "t", "mesh", URI, NOW)  # another CA (a new management token)
-    assert not is_current(pem, "s", "mesh", service_uri("mesh", "dc1", "web"), NOW)  # another identity
-    assert not is_current(pem, "s", "mesh", URI, NOW + LEAF_TTL)  # expired (a mesh stopped for days)
-    assert not is_current("not a certificate", "s", "mesh", URI, NOW)
+    assert is_current(pem, "s", "mesh", "mesh-proxy", URI, NOW + LEAF_TTL / 2)
+    assert not is_current(pem, "t", "mesh", "mesh-proxy", URI, NOW)  # another CA (a new management token)
+    assert not is_current(pem, "s", "mesh", "mesh-proxy", service_uri("mesh", "dc1", "web"), NOW)  # another identity
+    assert not is_current(pem, "s", "mesh", "mesh-proxy", URI, NOW + LEAF_TTL)  # expired (a mesh stopped for days)
+    assert not is_current("not a certificate", "s", "mesh", "mesh-proxy", URI, NOW)
+    # the names another host's proxy checks: `<instance>.mesh-proxy` is answered by this leaf alone
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["mesh-proxy", "*.mesh-proxy"]
+    assert not is_current(certificate_pem("s", "mesh", "web", URI, NOW), "s", "mesh", "mesh-proxy", URI, NOW)
 
 
 def test_the_registry_keeps_the_ca_and_its_key_and_no_other_program_does():

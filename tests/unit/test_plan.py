@@ -94,6 +94,27 @@ def test_a_placement_picks_the_hosts_replicas_spread_over(placement, hosts):
     assert [i.id for i in plan.instances_of("api")] == [f"api-{h}-{r}" for r, h in enumerate(hosts)]
 
 
+def test_a_per_host_service_runs_on_each_host_at_the_same_ports_and_programs_use_their_own_host_s():
+    """The proxy placed per host: one instance on each host, all at its ports; a program calls the
+    proxy (and any per-host dependency) of its own host."""
+    text = SMALL.replace("    ports: {stats: 8001}\n", "    ports: {stats: 8001}\n    placement: {per_host: true}\n")
+    plan = make_plan(parse_spec(text), THREE)
+    assert [(i.id, i.port, i.ports) for i in plan.instances_of("mesh-proxy")] == [
+        (f"mesh-proxy-{h}-0", 8000, {"stats": 8001}) for h in "abc"]
+    assert [plan.render(i, "{proxy.url}") for i in plan.instances_of("api")] == [
+        "http://10.1.1.1:8000", "http://10.1.1.2:8000", "http://10.1.1.3:8000"]
+    # a service on one host only: every dependent is configured with it, wherever it runs
+    assert {plan.render(i, "{services.redis.address}") for i in plan.instances_of("api")} == {"10.1.1.1"}
+
+
+def test_per_host_with_replicas_is_refused_where_it_stands():
+    text = SMALL.replace("    replicas: 3\n", "    replicas: 3\n    placement: {per_host: true}\n")
+    with pytest.raises(SpecInvalid) as err:
+        parse_spec(text, "mesh.yaml")
+    (line,) = err.value.lines("nothing was changed")[:1]
+    assert f"mesh.yaml:{text.splitlines().index('    replicas: 3') + 1}:15: " in line and "leave replicas at 1" in line
+
+
 def test_the_registry_s_host_is_the_agent_s_or_with_a_real_consul_the_first():
     """The host that keeps the management token and puts the mesh-wide registry state."""
     names = frozenset({"a", "b", "c", "web", "db"})

@@ -162,6 +162,14 @@ def root_certificate(key: PrivateKey, trust_domain: str, now: dt.datetime, seria
             .sign(key, _signing_hash(key), ecdsa_deterministic=isinstance(key, ec.EllipticCurvePrivateKey) or None))
 
 
+def dns_names(service: str) -> list[str]:
+    """The DNS names a service's leaf carries beside its SPIFFE ID: its name, and any name under it.
+    A TLS client that checks the server name it sends (HAProxy does, whenever it sends one) verifies
+    a leaf by them: a proxy asks another host's proxy for `<instance>.<proxy's service>`, so only a
+    leaf of the proxy's service answers it."""
+    return [service, f"*.{service}"]
+
+
 def leaf_certificate(ca_key: PrivateKey, root: x509.Certificate, uri: str, service: str, ttl: float,
                      now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A service's leaf and its new key: CN the service, URI SAN its SPIFFE ID, for TLS both ways."""
@@ -181,6 +189,7 @@ def leaf_certificate(ca_key: PrivateKey, root: x509.Certificate, uri: str, servi
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri),
+                                                        *map(x509.DNSName, dns_names(service[:CN_MAX]))]), critical=False)
             .sign(ca_key, _signing_hash(ca_key)))
     return cert, key

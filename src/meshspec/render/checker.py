@@ -39,7 +39,8 @@ def checker_check(plan: Plan, inst: Instance, runtime: Runtime) -> dict:
 
 def checks_file(plan: Plan, instances: list[Instance], runtime: Runtime) -> str:
     checks = [checker_check(plan, i, runtime) for i in instances]
-    return json.dumps({"consul": plan.consul_addr, "checks": checks}, indent=1, sort_keys=True) + "\n"
+    consul = plan.consul_addr_for(instances[0].host) if instances else plan.consul_addr
+    return json.dumps({"consul": consul, "checks": checks}, indent=1, sort_keys=True) + "\n"
 
 
 def checker_program(plan: Plan, instances: list[Instance], runtime: Runtime, bin_dir: str) -> Program:

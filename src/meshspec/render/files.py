@@ -13,7 +13,7 @@ Renderer = Callable[[Plan, Instance], str]
 
 
 def _haproxy(plan: Plan, inst: Instance) -> str:
-    return render_haproxy(plan)
+    return render_haproxy(plan, proxy=inst)
 
 
 RENDERERS: dict[str, Renderer] = {

@@ -105,21 +105,96 @@ def proxy_instance(plan: Plan) -> Instance:
     return plan.instances_of(name)[0]
 
 
-def proxy_paths(plan: Plan) -> dict[str, str]:
-    """Files the proxy keeps in its instance state dir."""
-    state = plan.layout.instance_dir(proxy_instance(plan).id)
+def proxy_paths(plan: Plan, proxy: Instance | None = None) -> dict[str, str]:
+    """Files a proxy (by default the first) keeps in its instance state dir."""
+    proxy = proxy or proxy_instance(plan)
+    state = plan.layout.instance_dir(proxy.id)
     return {
         "config": str(state / "haproxy.cfg"),
         "pidfile": str(state / PIDFILE),
         "state_file": str(state / STATE_FILE),
-        "certificate": plan.proxy_file(PROXY_CERTIFICATE),
+        "certificate": plan.proxy_file(PROXY_CERTIFICATE, proxy),
         "intentions": str(state / INTENTIONS_MAP),
-        "consumers": plan.proxy_file(PROXY_CONSUMERS),
-        "ca": plan.proxy_file(PROXY_CA),
+        "consumers": plan.proxy_file(PROXY_CONSUMERS, proxy),
+        "ca": plan.proxy_file(PROXY_CA, proxy),
     }
 
 
-def edge_lines(plan: Plan) -> list[str]:
+# --- between hosts --------------------------------------------------------------------------------
+
+def peer_name(plan: Plan, instance_id: str) -> str:
+    """The TLS server name a proxy asks another host's proxy for to reach one of its instances: the
+    instance under the proxy's service name, which only a leaf of the proxy's service carries
+    (`*.<proxy>`, common/connect_certs.dns_names). HAProxy checks the answering certificate against it."""
+    return f"{instance_id}.{plan.spec.proxy.service}"
+
+
+def peer_tls(plan: Plan, proxy: Instance, name: str) -> str:
+    """A server's options when it is reached through another host's proxy: TLS with this proxy's
+    certificate (the other proxy requires it), the other's verified by the mesh CA and by `name`,
+    and HAProxy's own checks sent the same way (so they reach the instance, not just the host)."""
+    paths = proxy_paths(plan, proxy)
+    return f"ssl crt {paths['certificate']} ca-file {paths['ca']} verify required sni str({name}) check-sni {name}"
+
+
+def server_address(plan: Plan, proxy: Instance, inst: Instance) -> str:
+    """Where `proxy` sends an instance's requests: the instance itself on its own host, else the
+    inbound listener of its host's proxy, over mTLS; plaintext only where the spec gives the proxy
+    no inbound port."""
+    inbound = plan.inbound_port(proxy)
+    if inst.host == proxy.host or inbound is None:
+        return f"{inst.address}:{inst.port}"
+    return f"{inst.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, inst.id))}"
+
+
+def between_hosts(plan: Plan) -> set[str]:
+    """The services whose instances another host's proxy may call: the routed ones, and those some
+    host's programs reach through its proxy's tunnels (Plan.tunnelled)."""
+    return {s.name for s, _ in routed_services(plan)} | {s for h in plan.hosts for s in plan.tunnelled(h)}
+
+
+def local_instances(plan: Plan, proxy: Instance) -> list[Instance]:
+    """The instances on the proxy's host that its inbound listener serves to the other hosts' proxies."""
+    served = between_hosts(plan)
+    return [i for i in plan.instances if i.host == proxy.host and i.service in served]
+
+
+def tunnel_block(plan: Plan, proxy: Instance, service: str) -> list[str]:
+    """A service the programs of the proxy's host reach, which runs on other hosts only: this host's
+    address at the service's port (Plan.reach) takes their connections, in TCP, to its instances
+    through their hosts' proxies, over mTLS. Static: the planned instances, each checked as far as
+    its host's proxy (a TLS handshake)."""
+    inbound = plan.inbound_port(proxy)
+    lines = [f"listen tunnel_{service}", "mode tcp", f"bind {proxy.address}:{plan.instances_of(service)[0].port}",
+             "no log"]
+    lines += [f"server {i.id} {i.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, i.id))} "
+              f"check inter {HEALTH_INTER_MS}ms" for i in plan.instances_of(service)]
+    return lines
+
+
+def inbound_lines(plan: Plan, proxy: Instance) -> list[str]:
+    """The listener other hosts' proxies call this host's instances on: TLS that requires a client
+    certificate of the mesh CA with the proxy's name (no service calls it directly); the server name
+    they ask for picks the instance, and the connection goes on to its port on this host (the
+    server `0.0.0.0:0` of `mesh_inbound` connects to the destination these rules set). A name of no
+    instance here is refused. Plain TCP inside: whatever the instance speaks passes unchanged."""
+    port = plan.inbound_port(proxy)
+    paths = proxy_paths(plan, proxy)
+    local = local_instances(plan, proxy)
+    names = " ".join(peer_name(plan, i.id) for i in local)
+    return [
+        "mode tcp",
+        f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
+        "no log",  # the request log's ring holds HTTP lines alone (common/request_log.py)
+        f"tcp-request content reject unless {{ ssl_c_s_dn(CN) -m str {plan.spec.proxy.service} }}",
+        f"tcp-request content reject unless {{ ssl_fc_sni -m str {names} }}" if local else "tcp-request content reject",
+        *[f"tcp-request content set-dst-port int({i.port}) if {{ ssl_fc_sni -m str {peer_name(plan, i.id)} }}"
+          for i in local],
+        "default_backend mesh_inbound",
+    ]
+
+
+def edge_lines(plan: Plan, proxy: Instance) -> list[str]:
     """On the edge listener (not TLS), where the spec declares consumers: a request must carry a
     consumer's API key (`X-API-Key`, or as a Bearer token for a client that can send nothing else,
     such as Alertmanager's webhook), looked up by its SHA-256 in the consumers map (the deploy's; no
@@ -128,7 +203,7 @@ def edge_lines(plan: Plan) -> list[str]:
     lines = ["http-request del-header X-Mesh-Consumer"]
     if not plan.spec.consumers:
         return lines
-    consumers = proxy_paths(plan)["consumers"]
+    consumers = proxy_paths(plan, proxy)["consumers"]
     return [
         f"http-request set-var(txn.consumer) req.hdr(x-api-key),sha2(256),hex,lower,map({consumers}) "
         "unless { ssl_fc }",
@@ -145,15 +220,15 @@ def edge_lines(plan: Plan) -> list[str]:
     ]
 
 
-def intention_lines(plan: Plan) -> list[str]:
+def intention_lines(plan: Plan, proxy: Instance) -> list[str]:
     """On the mTLS listener, the registry's intentions decide: the map the controller keeps
     (`<caller>/<service>` -> allow|deny, every routed service for every caller an intention names,
     and `*/<service>` for any other caller) answers for the caller's certificate and the service the
     route chose. Anything but allow, a caller the map misses included, is denied with 403 (counted
     in the frontend's denied requests) and a one-line reason."""
-    if plan.spec.proxy.mtls_port_name not in proxy_instance(plan).ports:
+    if plan.spec.proxy.mtls_port_name not in proxy.ports:
         return []
-    intentions = proxy_paths(plan)["intentions"]
+    intentions = proxy_paths(plan, proxy)["intentions"]
     return [
         f"http-request set-var(txn.intention) var(txn.who),concat(/,txn.svc),map({intentions}) if {{ ssl_fc }}",
         f"http-request set-var(txn.intention) str(*/),concat(,txn.svc),map({intentions}) "
@@ -172,17 +247,16 @@ def consumer_intention_lines(plan: Plan, routed: list[tuple[Service, Routing]]) 
             f"{{ var(txn.svc) -m str {' '.join(services)} }}" for consumer, services in denied.items()]
 
 
-def mtls_lines(plan: Plan) -> list[str]:
+def mtls_lines(plan: Plan, proxy: Instance) -> list[str]:
     """The service-facing listener, where the proxy has one: TLS that requires a client certificate
     issued by the mesh CA, in the same frontend as the edge listener (one set of routes). The caller's
     service (its certificate's CN, which the CA sets to the service its URI names) reaches the
     service as X-Mesh-Caller, which no client can set itself."""
-    proxy = proxy_instance(plan)
     port = proxy.ports.get(plan.spec.proxy.mtls_port_name)
     lines = ["http-request del-header X-Mesh-Caller"]
     if port is None:
         return lines
-    paths = proxy_paths(plan)
+    paths = proxy_paths(plan, proxy)
     return [f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
             *lines, "http-request set-header X-Mesh-Caller %[ssl_c_s_dn(CN)] if { ssl_fc }"]
 
@@ -367,7 +441,7 @@ def assign_ids(instance_ids: list[str], taken: set[int]) -> dict[str, int]:
     return ids
 
 
-def backend_block(plan: Plan, service: Service, routing: Routing, options: ProxyOptions) -> list[str]:
+def backend_block(plan: Plan, proxy: Instance, service: Service, routing: Routing, options: ProxyOptions) -> list[str]:
     opts = server_options(routing, effective_health_timing(plan.spec, service))
     lines = [f"backend {backend_name(service.name)}", "mode http"]
     lines += balance_lines(routing)
@@ -384,7 +458,7 @@ def backend_block(plan: Plan, service: Service, routing: Routing, options: Proxy
     instances = plan.instances_of(service.name)
     ids = assign_ids([i.id for i in instances], set(range(1, options.spare_slots + 1)))
     for inst in instances:
-        lines.append(f"server {inst.id} {inst.address}:{inst.port} id {ids[inst.id]} "
+        lines.append(f"server {inst.id} {server_address(plan, proxy, inst)} id {ids[inst.id]} "
                      f"weight {weight_of(routing, inst.replica)} {opts}")
     for k in range(1, options.spare_slots + 1):
         lines.append(f"server {spare_name(k)} 127.0.0.1:1 id {k} disabled weight 1 {opts}")
@@ -461,15 +535,30 @@ def rate_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
     return lines
 
 
-def frontend_lines(plan: Plan) -> list[str]:
+def between_sections(plan: Plan, proxy: Instance) -> list[tuple[str, list[str]]]:
+    """What a proxy with an inbound port adds for the other hosts: its inbound listener, and a
+    tunnel for each service its host's programs reach on other hosts only."""
+    if plan.inbound_port(proxy) is None:
+        return []
+    tunnels = [tunnel_block(plan, proxy, s) for s in plan.tunnelled(proxy.host)]
+    return [("frontend inbound", inbound_lines(plan, proxy)),
+            ("backend mesh_inbound", ["mode tcp", "server instance 0.0.0.0:0"]),
+            *[(block[0], block[1:]) for block in tunnels]]
+
+
+def between_lines(plan: Plan, proxy: Instance) -> list[str]:
+    """The lines of between_sections, for the shape's digest: a change of any is a reload."""
+    return [line for head, body in between_sections(plan, proxy) for line in (head, *body)]
+
+
+def frontend_lines(plan: Plan, proxy: Instance) -> list[str]:
     """The body of the frontend every request enters: listeners, who calls, routes, limits, intentions."""
-    proxy = proxy_instance(plan)
     routed = routed_services(plan)
     routing_rules, use_rules = route_lines(plan, routed)
     return [
         f"bind {proxy.address}:{proxy.port}",
-        *mtls_lines(plan),
-        *edge_lines(plan),
+        *mtls_lines(plan, proxy),
+        *edge_lines(plan, proxy),
         *who_lines(),
         "monitor-uri /healthz",
         # W3C trace context: the request id doubles as the trace id when the client sent none, and
@@ -489,7 +578,7 @@ def frontend_lines(plan: Plan) -> list[str]:
         "unless { var(txn.svc) -m found }",
         *mcp_read_lines(plan, routed),
         *rate_lines(plan, routed),
-        *intention_lines(plan),
+        *intention_lines(plan, proxy),
         *consumer_intention_lines(plan, routed),
         *tool_intention_lines(plan),
         *use_rules,
@@ -498,10 +587,12 @@ def frontend_lines(plan: Plan) -> list[str]:
 
 # --- the whole file -------------------------------------------------------------------------------
 
-def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
+def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Instance | None = None) -> dict:
     """What needs a reload to change (listeners, backends and their policies) and what the controller
-    may change at runtime (`runtime_only`). `hash` covers the shape only, never membership."""
-    proxy = proxy_instance(plan)
+    may change at runtime (`runtime_only`). `hash` covers the shape only, never membership. `proxy`:
+    the proxy instance it is for (by default the first)."""
+    proxy = proxy or proxy_instance(plan)
+    paths = proxy_paths(plan, proxy)
     backends = {}
     for service, routing in routed_services(plan):
         instances = plan.instances_of(service.name)
@@ -527,15 +618,21 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions()) -> dict:
                     "session_ttl": options.session_ttl},
         "rate_limits": plan.spec.proxy.rate_limits.model_dump(mode="json"),
         "backends": backends,
-        "paths": proxy_paths(plan),
+        "paths": paths,
+        # Where instances of other hosts are reached: through their proxy's inbound listener, over
+        # mTLS (None: no inbound port; every instance directly). The controller's `add server`
+        # gives a server `options` with the instance's `name` when its address is not `address`.
+        "peers": ({"address": proxy.address, "port": plan.inbound_port(proxy),
+                   "options": peer_tls(plan, proxy, "{name}"), "name": peer_name(plan, "{id}")}
+                  if plan.inbound_port(proxy) is not None else None),
         # The certificate of the mTLS listener, which the controller rotates (None: no such listener).
-        "certificate": ({"service": proxy.service, "path": proxy_paths(plan)["certificate"]}
+        "certificate": ({"service": proxy.service, "path": paths["certificate"]}
                         if plan.spec.proxy.mtls_port_name in proxy.ports else None),
         "consumers": [c.name for c in plan.spec.consumers],
         # every rule of the frontend (none names an instance): a change of any is a reload
-        "frontend": digest_text("\n".join(frontend_lines(plan))),  # the map HAProxy loads at start: a reload for a new one
+        "frontend": digest_text("\n".join(frontend_lines(plan, proxy) + between_lines(plan, proxy))),  # the map HAProxy loads at start: a reload for a new one
         # The intentions map the controller keeps (None: no mTLS listener, no caller identity).
-        "intentions": proxy_paths(plan)["intentions"] if plan.spec.proxy.mtls_port_name in proxy.ports else None,
+        "intentions": paths["intentions"] if plan.spec.proxy.mtls_port_name in proxy.ports else None,
         "needs_reload": ["listeners", "backends", "policies (balance, weights, timeouts, retries, checks, "
                          "breaker, affinity)", "rate limits", "tool intentions", "consumers", "logging"],
         "runtime_only": ["server membership (spare slots, add/del server)", "server addresses and ports",
@@ -551,20 +648,20 @@ def stats_users(password: str) -> str:
             f"userlist {STATS_USERLIST}\n    user {STATS_USER} insecure-password {password}\n")
 
 
-def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
-    """The whole haproxy.cfg of the plan's proxy instance."""
-    proxy = proxy_instance(plan)
+def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Instance | None = None) -> str:
+    """The whole haproxy.cfg of a proxy instance of the plan (by default the first)."""
+    proxy = proxy or proxy_instance(plan)
     stats_port = proxy.ports.get(plan.spec.proxy.stats_port_name)
     if stats_port is None:
         raise ValueError(f"{proxy.service} needs ports.{plan.spec.proxy.stats_port_name}")
-    runtime = plan.proxy_runtime
+    runtime = plan.proxy_runtime_of(proxy)
     # mode 600: only its owner may open the socket, the controller's user (HAProxy's master binds it as root)
     owner = f" user {plan.proxy_controller_user}" if plan.proxy_controller_user else ""
     runtime_bind = f"{runtime} mode 600{owner}" if runtime.startswith("/") else f"ipv4@{runtime}"
-    paths = proxy_paths(plan)
+    paths = proxy_paths(plan, proxy)
     routed = routed_services(plan)
     window = plan.spec.proxy.rate_limits.window  # ms
-    shape = config_shape(plan, options)
+    shape = config_shape(plan, options, proxy)
     log = "log stdout format raw local0 info" if options.log_target == "stdout" else \
         f"log {options.log_target} local0 info"
     # The peers listener only serves the reload hand-over (old -> new process) on this host: an
@@ -613,7 +710,7 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
         *[(f"backend {table}", [f"stick-table type string len {length} size {size} expire {window * 3}ms "
                                  f"store http_req_rate({window}ms) peers {PEERS}"])
           for table, length, size in ((CLIENT_TABLE, 64, "100k"), (SERVICE_TABLE, 64, "1k"), (TOOL_TABLE, 200, "10k"))],
-        ("frontend mesh", frontend_lines(plan)),
+        ("frontend mesh", frontend_lines(plan, proxy)),
         ("frontend stats", [
             f"bind {proxy.address}:{stats_port}",
             "http-request use-service prometheus-exporter if { path /metrics }",
@@ -626,8 +723,9 @@ def render_haproxy(plan: Plan, options: ProxyOptions = ProxyOptions()) -> str:
             "no log",
         ]),
     ]
+    sections += between_sections(plan, proxy)
     sections += [(block[0], block[1:]) for block in
-                 (backend_block(plan, s, r, options) for s, r in routed)]
+                 (backend_block(plan, proxy, s, r, options) for s, r in routed)]
     out = [f"# haproxy.cfg of {proxy.id}, rendered by meshspec from the plan: do not edit.",
            "# Backends and policies change by reload; membership changes at runtime (mesh-controller).",
            shape_line(shape), ""]

@@ -20,7 +20,14 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshspec.common.connect_certs import DEFAULT_LEAF_TTL, cert_pem, key_pem, leaf_certificate, root_certificate
+from meshspec.common.connect_certs import (
+    DEFAULT_LEAF_TTL,
+    cert_pem,
+    dns_names,
+    key_pem,
+    leaf_certificate,
+    root_certificate,
+)
 
 # Fixed, so that the same secret gives the same root; it lives ten years from then (Consul's RootCertTTL).
 NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -54,13 +61,15 @@ def certificate_pem(ca_secret: str, trust_domain: str, service: str, uri: str, n
     return cert_pem(cert) + key_pem(key)
 
 
-def is_current(pem: str, ca_secret: str, trust_domain: str, uri: str, now: dt.datetime) -> bool:
-    """Whether `pem` holds a certificate for `uri` that the mesh CA signed and that is valid at `now`."""
+def is_current(pem: str, ca_secret: str, trust_domain: str, service: str, uri: str, now: dt.datetime) -> bool:
+    """Whether `pem` holds a certificate for `uri` that the mesh CA signed, valid at `now`, with the
+    DNS names a leaf of `service` carries (one made before they were added is replaced)."""
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
         cert.verify_directly_issued_by(ca_certificate(ca_key(ca_secret), trust_domain))
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
-    return uris == [uri] and cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+    return (names.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
+            and names.get_values_for_type(x509.DNSName) == dns_names(service)
+            and cert.not_valid_before_utc <= now < cert.not_valid_after_utc)

@@ -69,9 +69,9 @@ def _controller_state(plan: Plan, inst: Instance) -> tuple[tuple[str, ...], ...]
     server state (HAProxy's master reads it as root at each reload), the shape HAProxy loaded, and
     the intentions map (empty until the controller fills it: until then the mTLS listener denies)."""
     user = plan.proxy_controller_user
-    if not user or inst.service != plan.spec.proxy.service or inst.replica != 0:
+    if not user or inst.service != plan.spec.proxy.service:
         return ()
-    paths = proxy_paths(plan)
+    paths = proxy_paths(plan, inst)
     state = PurePosixPath(paths["state_file"])
     files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE)), paths["intentions"]])
     return (("sh", "-c", f"touch {files} && chown {shlex.quote(user)} {files}"),)

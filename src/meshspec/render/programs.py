@@ -64,8 +64,8 @@ def tracing_env(plan: Plan, inst: Instance) -> dict[str, str]:
     process, tracing = plan.service(inst.service).process, plan.spec.tracing
     if tracing.store is None or process is None or process.command[:2] != OWN_SERVICE:
         return {}
-    store = plan.instances_of(tracing.store)[0]
-    return {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{store.address}:{store.port}/v1/traces",
+    address, port = plan.reach(tracing.store, inst.host)
+    return {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://{address}:{port}/v1/traces",
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(tracing.sampling),
             "OTEL_SERVICE_NAME": inst.service,
             "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={inst.id},meshspec.mesh={plan.spec.mesh.name}"}

@@ -17,7 +17,7 @@ from functools import partial
 from hashlib import sha256
 
 from meshspec.common.connect_certs import service_uri
-from meshspec.plan import Instance, Plan
+from meshspec.plan import Host, Instance, Plan
 from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS, STATS_CREDENTIALS, STATS_USERS
 from meshspec.render.acl import host_tokens, policy_name, service_token
 from meshspec.render.haproxy import STATS_USER, stats_users
@@ -51,13 +51,17 @@ def host_secret_files(plan: Plan, host_label: str, instances: list[Instance], ow
     services = sorted({i.service for i in instances})
     readers = {service_token(plan, s).path: token_reader(plan, s) for s in services} if owned else {}
     files = [SecretFile(t.path, t.name, owner=readers.get(t.path)) for t in host_tokens(plan, host_label, instances)]
-    proxy = plan.spec.proxy.service
-    proxy_here = proxy is not None and plan.instances_of(proxy)[0] in instances
-    if proxy_here:
-        files += stats_files(plan, plan.proxy_controller_user if owned else None)
-    here = {i.service: i.address for i in instances}
+    proxy = proxy_here(plan, instances)
+    if proxy:
+        files += stats_files(plan, plan.proxy_controller_user if owned else None, proxy)
+    here = {i.service: i.host for i in instances}
     return (files + credentials_files(plan, here, owned) + connect_ca_files(plan, services, owned)
-            + edge_files(plan, proxy_here, owned))
+            + edge_files(plan, proxy, owned))
+
+
+def proxy_here(plan: Plan, instances: list[Instance]) -> Instance | None:
+    """The proxy instance among a host's `instances`, if it runs one."""
+    return next((i for i in instances if i.service == plan.spec.proxy.service), None)
 
 
 def password_placeholder(service: str) -> str:
@@ -65,27 +69,27 @@ def password_placeholder(service: str) -> str:
     return f"{{services.{service}.password_file}}"
 
 
-def credentials_files(plan: Plan, here: dict[str, str], owned: bool = True) -> list[SecretFile]:
-    """The files of the credentials of the services `here` ({service: the host's address}: those
-    of a host), and of the services they depend on that their programs read: each service's own
-    file in its form (`{address}`: this host's), for its program and prepare steps, and its probe's
+def credentials_files(plan: Plan, here: dict[str, Host], owned: bool = True) -> list[SecretFile]:
+    """The files of the credentials of the services `here` ({service: the host}: those of a host),
+    and of the services they depend on that their programs read: each service's own file in its
+    form (`{address}`: this host's), for its program and prepare steps, and its probe's
     `user:password` (root's: the checker's and verify's); a dependent's copy, in the service's
-    `copy_form` (`{address}`, `{port}`: the service's first instance's, as `{services.<name>.*}`),
-    the dependent's program's user's."""
+    `copy_form` (`{address}`, `{port}`: where the dependent reaches the service, as
+    `{services.<name>.*}` say: Plan.reach), the dependent's program's user's."""
     files = []
     for name in sorted(here):
         service = plan.service(name)
         if service.credentials:
-            form = service.credentials.form.replace(PASSWORD, SECRET).replace("{address}", here[name])
+            form = service.credentials.form.replace(PASSWORD, SECRET).replace("{address}", here[name].address)
             owner = service.process.user if owned and reads_secret(plan, name, OWN_CREDENTIALS_FILE) else None
             files += [SecretFile(str(plan.layout.credentials_file(name, name)), _password_name(plan, name), form, owner),
                       SecretFile(str(plan.layout.probe_credentials_file(name)), _password_name(plan, name),
                                  f"{service.credentials.user}:{SECRET}\n")]
         for dep in service.depends_on:
             if (credentials := plan.service(dep).credentials) and reads_secret(plan, name, password_placeholder(dep)):
-                peer = plan.instances_of(dep)[0]
-                copy = (credentials.copy_form.replace(PASSWORD, SECRET).replace("{address}", peer.address)
-                        .replace("{port}", str(peer.port)))
+                address, port = plan.reach(dep, here[name])
+                copy = (credentials.copy_form.replace(PASSWORD, SECRET).replace("{address}", address)
+                        .replace("{port}", str(port)))
                 files.append(SecretFile(str(plan.layout.credentials_file(dep, name)), _password_name(plan, dep), copy,
                                         owner=service.process.user if owned else None))
     return files
@@ -161,7 +165,7 @@ def consumers_map(secret: str, consumers: tuple[str, ...]) -> str:
     return "".join(f"{sha256(consumer_key(secret, c).encode()).hexdigest()} {c}\n" for c in consumers)
 
 
-def edge_files(plan: Plan, proxy_here: bool, owned: bool = True) -> list[SecretFile]:
+def edge_files(plan: Plan, proxy: Instance | None, owned: bool = True) -> list[SecretFile]:
     """Where the spec declares consumers: each consumer's key, root's (the operator's to hand out) or
     its holder's program's user's (`held_by`), and, on the proxy's host, the map of their hashes
     (the controller's user's)."""
@@ -171,8 +175,8 @@ def edge_files(plan: Plan, proxy_here: bool, owned: bool = True) -> list[SecretF
     files = [SecretFile(str(plan.layout.consumer_key_file(c.name)), name, make=partial(_key_line, consumer=c.name),
                         owner=plan.service(c.held_by).process.user if owned and c.held_by else None)
              for c in plan.spec.consumers]
-    if proxy_here:
-        files.append(SecretFile(plan.proxy_file(PROXY_CONSUMERS), name, owner=plan.proxy_controller_user if owned else None,
+    if proxy:
+        files.append(SecretFile(plan.proxy_file(PROXY_CONSUMERS, proxy), name, owner=plan.proxy_controller_user if owned else None,
                                 make=partial(consumers_map, consumers=consumers)))
     return files
 
@@ -200,19 +204,19 @@ class ProxyCertificate:
 
 def proxy_certificate(plan: Plan, instances: list[Instance], owned: bool = True) -> ProxyCertificate | None:
     """The proxy's certificate, on the host that runs the proxy, where it has an mTLS listener."""
-    proxy = plan.spec.proxy.service
-    if proxy is None or plan.instances_of(proxy)[0] not in instances or \
-            plan.spec.proxy.mtls_port_name not in plan.instances_of(proxy)[0].ports:
+    proxy = proxy_here(plan, instances)
+    if proxy is None or plan.spec.proxy.mtls_port_name not in proxy.ports:
         return None
-    return ProxyCertificate(plan.proxy_file(PROXY_CERTIFICATE), plan.proxy_file(PROXY_CA), connect_ca_name(plan),
-                            plan.spec.mesh.name, proxy,
-                            service_uri(plan.spec.mesh.name, plan.spec.consul.datacenter, proxy),
+    return ProxyCertificate(plan.proxy_file(PROXY_CERTIFICATE, proxy), plan.proxy_file(PROXY_CA, proxy),
+                            connect_ca_name(plan), plan.spec.mesh.name, proxy.service,
+                            service_uri(plan.spec.mesh.name, plan.spec.consul.datacenter, proxy.service),
                             plan.proxy_controller_user if owned else None)
 
 
-def stats_files(plan: Plan, controller_user: str | None = None) -> list[SecretFile]:
+def stats_files(plan: Plan, controller_user: str | None = None, proxy: Instance | None = None) -> list[SecretFile]:
     """HAProxy's userlist of the stats page (the controller's user's: it validates the files HAProxy
-    will re-read before a reload), and the same password as `user:password` (root's: the checker's)."""
+    will re-read before a reload), and the same password as `user:password` (root's: the checker's),
+    in a proxy's directory (by default the first's)."""
     name = policy_name(plan, "haproxy-stats")
-    return [SecretFile(plan.proxy_file(STATS_USERS), name, stats_users(SECRET), owner=controller_user),
-            SecretFile(plan.proxy_file(STATS_CREDENTIALS), name, f"{STATS_USER}:{SECRET}\n")]
+    return [SecretFile(plan.proxy_file(STATS_USERS, proxy), name, stats_users(SECRET), owner=controller_user),
+            SecretFile(plan.proxy_file(STATS_CREDENTIALS, proxy), name, f"{STATS_USER}:{SECRET}\n")]

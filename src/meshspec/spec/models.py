@@ -388,6 +388,9 @@ class Placement(Strict):
 
     hosts: list[HostRef] = []
     spread: bool = True
+    # One instance on each host it selects, all at the service's own ports (as Nomad's system jobs):
+    # what every host needs for itself, such as its proxy. Its replicas must be 1.
+    per_host: bool = False
 
 
 class Service(Strict):
@@ -443,6 +446,10 @@ class ProxySettings(Strict):
     # The proxy's port by this name, where it has one, is the service-facing listener: TLS that
     # requires a client certificate of the mesh CA (the registry's Connect CA).
     mtls_port_name: PortName = "mtls"
+    # The proxy's port by this name, where it has one, takes the calls other hosts' proxies make to
+    # this host's instances: TLS both ways with the mesh CA's certificates (a proxy's alone), the
+    # instance named by the TLS server name. With several hosts, no request leaves a host in plaintext.
+    inbound_port_name: PortName = "inbound"
     # The consumer whose key meshspec's own tools (verify, the acceptance suites, the load tests)
     # present at the edge, where the spec declares consumers.
     operator: ServiceName | None = "operator"

@@ -336,6 +336,10 @@ def consumers(ctx: Context):
 
 
 def placement(ctx: Context):
+    for where, service in ctx.services():
+        if service.placement.per_host and service.replicas != 1:
+            yield (*where, "replicas"), (f"{service.replicas} with placement per_host, which runs one instance on each "
+                                         "host it selects: leave replicas at 1")
     if ctx.inventory is None:
         return
     for where, service in ctx.services():

@@ -40,7 +40,7 @@ def proxy_certificate(token: SharedFact, wanted: ProxyCertificate | None):
     secret, now = derived_ids(management, wanted.ca_name)[1], dt.datetime.now(dt.timezone.utc)
     ca = ca_certificate_pem(secret, wanted.trust_domain)
     current = host.get_fact(FileContents, path=wanted.path)
-    good = current and is_current("\n".join(current) + "\n", secret, wanted.trust_domain, wanted.uri, now)
+    good = current and is_current("\n".join(current) + "\n", secret, wanted.trust_domain, wanted.service, wanted.uri, now)
     current_ca = host.get_fact(FileContents, path=wanted.ca_path)
     if good and current_ca and "\n".join(current_ca) + "\n" == ca:
         host.noop(f"{wanted.path} holds a certificate of the mesh CA for {wanted.uri}, and the CA is beside it")

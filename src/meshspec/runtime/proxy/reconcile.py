@@ -87,11 +87,32 @@ def _state_commands(ref: str, server: ServerState | None, target: str, moved: bo
     return [f"set server {ref} state {target}"]
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the proxy sends an endpoint's requests, and the extra `add server` options for that."""
+
+    addr: str
+    port: int
+    options: str = ""  # TLS to another host's proxy; "" for an instance of this host
+
+
+def target_of(e: Endpoint, peers: dict | None) -> Target:
+    """An instance on this proxy's host (or every one, without `peers`) directly; one on another
+    host through that host's proxy's inbound listener, over mTLS, named for it (the shape's `peers`:
+    this host's `address`, the inbound `port`, the server `options` and the `name` to fill in)."""
+    if not peers or e.addr == peers["address"]:
+        return Target(e.addr, e.port)
+    name = peers["name"].replace("{id}", e.id)
+    return Target(e.addr, peers["port"], peers["options"].replace("{name}", name))
+
+
 def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], endpoints: list[Endpoint],
-                      expired: set[str] = frozenset()) -> Reconciliation:
+                      expired: set[str] = frozenset(), peers: dict | None = None) -> Reconciliation:
     """What to change in one backend so it serves exactly `endpoints`. `expired`: server names whose
-    drain grace is over."""
+    drain grace is over; `peers`: how instances on other hosts are reached (see target_of). A spare
+    slot, which has no TLS, only ever takes an instance of this host."""
     result = Reconciliation()
+    to = {e.id: target_of(e, peers) for e in endpoints}
     spares = set(shape.get("spares", []))
     planned = set(shape.get("planned", []))
     by_name = {s.name: s for s in servers}
@@ -109,7 +130,7 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
     still = []
     for e in unplaced:  # 2. a spare slot already holding its address
         slot = next((s.name for s in sorted(servers, key=lambda s: s.id) if s.name in spares and s.name not in claimed
-                     and (s.addr, s.port) == (e.addr, e.port)), None)
+                     and not to[e.id].options and (s.addr, s.port) == (e.addr, e.port)), None)
         if slot:
             claim(e, slot)
         else:
@@ -122,8 +143,8 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
     for name, eid in sorted(claimed.items()):
         e, s = by_id[eid], by_name[name]
         ref = f"{backend}/{name}"
-        moved = (s.addr, s.port) != (e.addr, e.port)
-        cmds = [f"set server {ref} addr {e.addr} port {e.port}"] if moved else []
+        moved = (s.addr, s.port) != (to[eid].addr, to[eid].port)
+        cmds = [f"set server {ref} addr {to[eid].addr} port {to[eid].port}"] if moved else []
         cmds += _state_commands(ref, s, e.target, moved)
         weight = weight_for(shape, e.id)
         if weight is not None and weight != s.weight:
@@ -132,9 +153,10 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
             kind = "address" if moved else (e.target if "state" in cmds[0] or "health" in cmds[0] else "weight")
             result.changes.append(Change(kind, backend, name, tuple(cmds)))
 
-    for e in still:  # 3. a free spare slot, else 4. add server
+    for e in still:  # 3. a free spare slot (an instance of this host), else 4. add server
         weight = weight_for(shape, e.id) or 1
-        if free:
+        target = to[e.id]
+        if free and not target.options:
             name = free.pop(0)
             ref = f"{backend}/{name}"
             cmds = [f"set server {ref} addr {e.addr} port {e.port}"]
@@ -148,7 +170,8 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
                 sid += 1
             taken_ids.add(sid)
             ref = f"{backend}/{e.id}"
-            cmds = [f"add server {ref} {e.addr}:{e.port} id {sid} weight {weight} {shape['server_options']}",
+            cmds = [f"add server {ref} {target.addr}:{target.port} id {sid} weight {weight} {shape['server_options']}"
+                    + (f" {target.options}" if target.options else ""),
                     f"enable health {ref}"]
             cmds += _state_commands(ref, None, e.target, True)
             result.changes.append(Change("add", backend, e.id, tuple(cmds)))
@@ -181,7 +204,8 @@ def reconcile(shape: dict, servers: list[ServerState], endpoints: dict[str, list
         if service not in endpoints or backend not in present:
             continue
         mine = [s for s in servers if s.backend == backend]
-        part = reconcile_backend(backend, spec, mine, endpoints[service], {n for b, n in expired if b == backend})
+        part = reconcile_backend(backend, spec, mine, endpoints[service], {n for b, n in expired if b == backend},
+                                 shape.get("peers"))
         result.changes += part.changes
         result.gone |= part.gone
     return result
