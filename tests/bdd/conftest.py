@@ -48,7 +48,8 @@ def pytest_configure(config):
                        ("docker", "needs the docker runtime (the mesh's containers)"),
                        ("slow", "deploys a scratch mesh or waits on timers (tens of seconds)"),
                        ("drift", "changes reality behind meshspec's back, then restores it"),
-                       ("mcp", "opens MCP sessions"), ("deploy", "runs the deploy")):
+                       ("mcp", "opens MCP sessions"), ("deploy", "runs the deploy"),
+                       ("cluster", "needs a mesh on several hosts: the test cluster (meshspec cluster up)")):
         config.addinivalue_line("markers", f"{name}: {what}")
 
 
@@ -136,6 +137,8 @@ def world(mesh_under_test, request) -> World:
     for runtime in Runtime:  # a scenario tagged with a runtime runs only against a mesh of that runtime
         if request.node.get_closest_marker(runtime) and mesh_under_test.runtime != runtime:
             pytest.skip(f"@{runtime} scenario; the mesh under test runs the {mesh_under_test.runtime} runtime")
+    if request.node.get_closest_marker("cluster") and len({i.host for i in mesh_under_test.plan.instances}) < 2:
+        pytest.skip("@cluster scenario; the mesh under test runs on one host")
     w = World(mesh_under_test)
     yield w
     if w.session is not None:

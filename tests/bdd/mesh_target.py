@@ -20,14 +20,14 @@ from pathlib import Path
 
 import httpx
 
-from meshspec.common.consul_token import read_token
 from meshspec.converge.mesh import Mesh, load_mesh
 from meshspec.plan import Instance, Runtime
 from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
 from meshspec.render.haproxy import backend_name, config_shape, proxy_instance
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
 from meshspec.verify.checks import Supervisor
-from meshspec.verify.run import CheckResult, VerifyRun, _measure, _start_sources, edge_headers, planned_checks, verify
+from meshspec.verify.run import (CheckResult, VerifyRun, _measure, _start_sources, edge_headers, mesh_token,
+                                 planned_checks, verify)
 from tests.integration.meshrun import BIN, REPO, Run
 from tests.integration.meshrun import Mesh as MeshRun
 
@@ -109,7 +109,7 @@ class Target:
     # --- Consul --------------------------------------------------------------------------------
 
     def consul(self):
-        return self.mesh.registry.client(read_token(self.mesh.plan.layout.consul_token_file, missing_ok=True), 5)
+        return self.mesh.registry.client(mesh_token(self.mesh.plan), 5)  # read on the registry's host
 
     # --- the proxy -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pytest_bdd import scenarios
 from tests.bdd.steps_containers import *  # noqa: F401,F403
 from tests.bdd.steps_dashboard import *  # noqa: F401,F403
 from tests.bdd.steps_health import *  # noqa: F401,F403
+from tests.bdd.steps_hosts import *  # noqa: F401,F403
 from tests.bdd.steps_mcp import *  # noqa: F401,F403
 from tests.bdd.steps_mesh import *  # noqa: F401,F403
 from tests.bdd.steps_proxy import *  # noqa: F401,F403

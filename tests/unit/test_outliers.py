@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from meshspec.runtime.proxy.outliers import Outliers, ServerStats, breakers_of, parse_stat
+from meshspec.runtime.proxy.outliers import Outliers, ServerStats, breakers_of, on_lost_hosts, parse_stat
 
-STAT = """# pxname,svname,qcur,status,wretr,wredis,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,type,
+STAT = """# pxname,svname,qcur,status,wretr,wredis,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,type,addr
 svc_api,api-local-0,0,UP,3,1,0,120,2,5,9,2,
 svc_api,api-local-1,0,UP 1/2,0,0,0,80,0,0,0,2,
 svc_api,spare-1,0,MAINT,0,0,0,0,0,0,0,2,
@@ -61,3 +61,21 @@ def test_a_reload_resets_the_counters_and_other_backends_are_left_alone():
              [row("a", 0, 0), row("b", 0, 0), row("x", 50, 0, backend="svc_other")],  # a new process
              [row("a", 2, 0), row("b", 0, 3), row("x", 99, 0, backend="svc_other")]]
     assert replay(reads) == [[], [], []]
+
+
+def test_every_server_of_a_host_whose_proxy_fails_its_check_goes_the_last_too():
+    """h3's proxy fails the check of h1's proxy: every server of a routed service at h3's address
+    leaves rotation (the only one of svc_b too); h2's stay, and so does the check's own server."""
+    stat = """# pxname,svname,status,wretr,wredis,type,addr
+peer_h2,mesh-proxy-h2-0,UP,0,0,2,10.0.0.3:9016
+peer_h3,mesh-proxy-h3-0,DOWN,0,0,2,10.0.0.4:9016
+svc_a,a-h2-1,UP,0,0,2,10.0.0.3:9016
+svc_a,a-h3-2,UP,0,0,2,10.0.0.4:9016
+svc_a,a-h1-0,UP,0,0,2,10.0.0.2:5000
+svc_b,b-h3-0,UP,0,0,2,10.0.0.4:9016
+svc_c,c-h3-0,DOWN,0,0,2,10.0.0.4:9016
+"""
+    shape = {"backends": {"svc_a": {}, "svc_b": {}, "svc_c": {}},
+             "peers": {"hosts": {"peer_h2": "10.0.0.3", "peer_h3": "10.0.0.4"}}}
+    assert on_lost_hosts(parse_stat(stat), shape) == [("svc_a", "a-h3-2"), ("svc_b", "b-h3-0")]
+    assert on_lost_hosts(parse_stat(stat), {"backends": shape["backends"]}) == []  # one host: no peers

@@ -57,6 +57,12 @@ PIDFILE = "haproxy.pid"
 HEALTH_INTER_MS = 5_000
 FASTINTER_MS = 250
 MAX_FALL = 2
+#: Each proxy's check of every other host's proxy (a TLS handshake with its inbound listener): what
+#: finds a host cut off. Every second, two failures of half a second in a row: gone within 3 s at
+#: worst (1 + 0.5 + 0.25 + 0.5, and the controller's next read), where the servers' own checks
+#: (every 5 s, each waiting out `timeout connect`) took 8.6 s. One handshake a second per other host.
+PEER_INTER_MS = 1_000
+PEER_TIMEOUT_MS = 500
 #: The stats page asks HTTP Basic credentials of this userlist, which `stats_users` renders into a
 #: file of its own (the plan's `proxy.stats_users`, 0600, loaded with a second -f): haproxy.cfg
 #: stays free of secrets and is rendered from the plan alone.
@@ -151,6 +157,24 @@ def between_hosts(plan: Plan) -> set[str]:
     """The services whose instances another host's proxy may call: the routed ones, and those some
     host's programs reach through its proxy's tunnels (Plan.tunnelled)."""
     return {s.name for s, _ in routed_services(plan)} | {s for h in plan.hosts for s in plan.tunnelled(h)}
+
+
+def peer_check_block(plan: Plan, proxy: Instance, other: Instance) -> list[str]:
+    """The check of another host's proxy: the controller takes every server of that host out of
+    rotation while it fails (runtime/proxy/outliers.lost_hosts)."""
+    inbound = plan.inbound_port(proxy)
+    return [f"backend {peer_backend(other)}", "mode tcp", f"timeout connect {PEER_TIMEOUT_MS}ms",
+            f"timeout check {PEER_TIMEOUT_MS}ms",
+            f"server {other.id} {other.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, other.id))} "
+            f"check inter {PEER_INTER_MS}ms fastinter {FASTINTER_MS}ms downinter {PEER_INTER_MS}ms rise 2 fall 2"]
+
+
+def peer_backend(other: Instance) -> str:
+    return f"peer_{other.host.label}"
+
+
+def other_proxies(plan: Plan, proxy: Instance) -> list[Instance]:
+    return [p for p in plan.instances_of(proxy.service) if p.host != proxy.host]
 
 
 def local_instances(plan: Plan, proxy: Instance) -> list[Instance]:
@@ -540,10 +564,11 @@ def between_sections(plan: Plan, proxy: Instance) -> list[tuple[str, list[str]]]
     tunnel for each service its host's programs reach on other hosts only."""
     if plan.inbound_port(proxy) is None:
         return []
-    tunnels = [tunnel_block(plan, proxy, s) for s in plan.tunnelled(proxy.host)]
+    blocks = [tunnel_block(plan, proxy, s) for s in plan.tunnelled(proxy.host)]
+    blocks += [peer_check_block(plan, proxy, other) for other in other_proxies(plan, proxy)]
     return [("frontend inbound", inbound_lines(plan, proxy)),
             ("backend mesh_inbound", ["mode tcp", "server instance 0.0.0.0:0"]),
-            *[(block[0], block[1:]) for block in tunnels]]
+            *[(block[0], block[1:]) for block in blocks]]
 
 
 def between_lines(plan: Plan, proxy: Instance) -> list[str]:
@@ -623,7 +648,9 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Inst
         # mTLS (None: no inbound port; every instance directly). The controller's `add server`
         # gives a server `options` with the instance's `name` when its address is not `address`.
         "peers": ({"address": proxy.address, "port": plan.inbound_port(proxy),
-                   "options": peer_tls(plan, proxy, "{name}"), "name": peer_name(plan, "{id}")}
+                   "options": peer_tls(plan, proxy, "{name}"), "name": peer_name(plan, "{id}"),
+                   # the check of each other host's proxy -> that host's address
+                   "hosts": {peer_backend(o): o.address for o in other_proxies(plan, proxy)}}
                   if plan.inbound_port(proxy) is not None else None),
         # The certificate of the mTLS listener, which the controller rotates (None: no such listener).
         "certificate": ({"service": proxy.service, "path": paths["certificate"]}

@@ -38,7 +38,7 @@ from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
 from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
 from meshspec.runtime.proxy.certificates import keep_certificate
 from meshspec.runtime.proxy.intentions import install_map, intention_map
-from meshspec.runtime.proxy.outliers import Outliers, breakers_of
+from meshspec.runtime.proxy.outliers import Outliers, breakers_of, on_lost_hosts
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
 from meshspec.runtime.proxy.request_log import Durations, follow, slos_of
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
@@ -262,14 +262,18 @@ class Controller:
     # --- outliers ------------------------------------------------------------------------------
 
     def eject_outliers(self) -> list[tuple[str, str]]:
-        """One read of the servers' counters; open the breaker of each outlier (blocking: call it in
-        a thread). The (backend, server)s ejected."""
+        """One read of the servers' counters; open the breaker of each outlier and of each server
+        on a host whose proxy fails its check (blocking: call it in a thread). The (backend,
+        server)s ejected."""
         try:
             stats = self.api.server_stats()
         except RuntimeApiError:
             return []  # HAProxy unreachable or reloading: sync() counts it
         ejected = []
-        for backend, server in self.outliers.update(stats, breakers_of(self.shape)):
+        why = {key: "its host's proxy fails its check" for key in on_lost_hosts(stats, self.shape)}
+        outliers = self.outliers.update(stats, breakers_of(self.shape))
+        why |= {key: "its requests keep being retried elsewhere" for key in outliers}
+        for (backend, server), reason in why.items():
             try:
                 self.api.command(f"set server {backend}/{server} health down")
             except RuntimeApiError as err:
@@ -277,7 +281,7 @@ class Controller:
                 self.last_error = f"outlier {backend}/{server}: {err}"
                 continue
             self.metrics.ejections.labels(backend).inc()
-            log.warning("ejected %s/%s: its requests keep being retried elsewhere", backend, server)
+            log.warning("ejected %s/%s: %s", backend, server, reason)
             ejected.append((backend, server))
         return ejected
 

@@ -32,6 +32,7 @@ class ServerStats:
     failed: int  # wretr + wredis: requests retried or redispatched away from it
     answered: int  # responses it gave, 1xx to 4xx (a 5xx is HAProxy's breaker's to count)
     in_rotation: bool  # status UP (a server going down, "UP 1/2", still takes requests)
+    host: str = ""  # the address it connects to, without the port
 
 
 def parse_stat(text: str) -> list[ServerStats]:
@@ -43,7 +44,7 @@ def parse_stat(text: str) -> list[ServerStats]:
             continue
         servers.append(ServerStats(row["pxname"], row["svname"], _total(row, "wretr", "wredis"),
                                    _total(row, "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx"),
-                                   row.get("status", "").startswith("UP")))
+                                   row.get("status", "").startswith("UP"), (row.get("addr") or "").rpartition(":")[0]))
     return servers
 
 
@@ -91,3 +92,19 @@ class Outliers:
                 in_rotation[s.backend] -= 1
                 self.streak.pop(key)
         return ejected
+
+
+def lost_hosts(stats: list[ServerStats], shape: dict) -> set[str]:
+    """The addresses of the other hosts whose proxy fails its check (the shape's `peers.hosts`:
+    check backend -> address): a host cut off, or whose proxy is gone."""
+    hosts = (shape.get("peers") or {}).get("hosts", {})
+    return {hosts[s.backend] for s in stats if s.backend in hosts and not s.in_rotation}
+
+
+def on_lost_hosts(stats: list[ServerStats], shape: dict) -> list[tuple[str, str]]:
+    """The (backend, server)s of the routed services still in rotation on a lost host: each one's
+    every request would wait out `timeout connect` first. Unlike an outlier, a lost host's last
+    server goes too: nothing on it can answer."""
+    lost = lost_hosts(stats, shape)
+    backends = shape.get("backends", {})
+    return [(s.backend, s.name) for s in stats if s.backend in backends and s.in_rotation and s.host in lost]
