@@ -26,8 +26,16 @@ from meshspec.plan.hosts import LOCAL, LOOPBACK, Host
 from meshspec.render.haproxy import backend_name, config_shape, proxy_instance
 from meshspec.runtime.proxy.runtime_api import RuntimeApi
 from meshspec.verify.checks import Supervisor
-from meshspec.verify.run import (CheckResult, VerifyRun, _measure, _start_sources, edge_headers, mesh_token,
-                                 planned_checks, verify)
+from meshspec.verify.run import (
+    CheckResult,
+    VerifyRun,
+    _measure,
+    _start_sources,
+    edge_headers,
+    mesh_token,
+    planned_checks,
+    verify,
+)
 from tests.integration.meshrun import BIN, REPO, Run
 from tests.integration.meshrun import Mesh as MeshRun
 

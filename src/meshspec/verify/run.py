@@ -328,25 +328,35 @@ def edge_headers(plan: Plan) -> dict[str, str]:
 
 
 def routable(sources: Sources, plan: Plan, service_name: str) -> Outcome:
-    proxy = plan.spec.proxy.service
+    """The service answers through every host's proxy (each reaches the instances of other hosts
+    through their proxies): the first's answer is the outcome's, a failing one's fails it."""
     service = plan.service(service_name)
-    routing = effective_routing(plan.spec, service)
-    front = plan.instances_of(proxy)[0]
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
-    health = service.health
     edge: Read = sources.edge.result()
     if edge.error:
         return outcome(False, f"the operator's API key for the proxy's edge: {edge.error}")
-    url, headers = f"http://{front.address}:{front.port}", edge.data
+    fronts = plan.instances_of(plan.spec.proxy.service)
+    routes = [_route(plan, service_name, f"http://{front.address}:{front.port}", edge.data, timeout) for front in fronts]
+    failed = next(((front, r) for front, r in zip(fronts, routes) if not r.reaches), None)
+    first = routes[0]
+    through = {"server": first.server_name} if first.mcp else {"http_status": first.http_status}
+    if failed:
+        front, route = failed
+        return outcome(False, route.reason + (f" (through {front.host.name}'s proxy)" if len(fronts) > 1 else ""),
+                       url=route.url)
+    also = f"; the same through the proxies of {', '.join(f.host.name for f in fronts[1:])}" if len(fronts) > 1 else ""
+    return outcome(True, first.reason + also, url=first.url, **through)
+
+
+def _route(plan: Plan, service_name: str, url: str, headers: dict[str, str], timeout: float) -> Route:
+    service = plan.service(service_name)
+    routing, health = effective_routing(plan.spec, service), service.health
     if health.mcp:
-        route = Route(url, service_name, mcp=True, timeout=timeout, headers=headers)
-    elif health.http:
+        return Route(url, service_name, mcp=True, timeout=timeout, headers=headers)
+    if health.http:
         path = plan.render_once(service_name, health.http.first_page.path, **{nonce.NAME: nonce.fresh()})
-        route = Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
-    else:
-        route = Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
-    through = {"server": route.server_name} if route.mcp else {"http_status": route.http_status}
-    return outcome(route.reaches, route.reason, url=route.url, **through)
+        return Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
+    return Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
 
 
 def same_server(results: list[CheckResult]) -> list[CheckResult]:
