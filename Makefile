@@ -70,7 +70,7 @@ cluster-acceptance: $(STAMP)
 	mkdir -p $(REPORTS)
 	$(MAKE) cluster
 	$(CLUSTER_MESH) $(MAKE) deploy && $(CLUSTER_MESH) $(BIN)/meshspec verify --junit $(REPORTS)/verify-cluster.xml && \
-	$(CLUSTER_MESH) $(BIN)/pytest tests/bdd --mesh=running -m cluster --junitxml=$(REPORTS)/acceptance-cluster.xml; \
+	$(CLUSTER_MESH) $(BIN)/pytest tests/bdd --mesh=running -m cluster -rP --junitxml=$(REPORTS)/acceptance-cluster.xml; \
 	status=$$?; $(CLUSTER_MESH) $(MAKE) down && $(CLUSTER_MESH) $(BIN)/meshspec verify --gone; \
 	gone=$$?; $(MAKE) cluster-down && [ $$status -eq 0 ] && [ $$gone -eq 0 ]
 

@@ -107,6 +107,26 @@ def test_a_per_host_service_runs_on_each_host_at_the_same_ports_and_programs_use
     assert {plan.render(i, "{services.redis.address}") for i in plan.instances_of("api")} == {"10.1.1.1"}
 
 
+def test_a_program_reaches_a_service_of_another_host_at_its_own_host_s_address_through_its_proxy():
+    """With a proxy (and its inbound port) on every host, a dependency, the registry or the trace
+    store that runs on other hosts only is reached at the program's own host's address and the
+    service's port (the proxy's tunnel); on one host, or without an inbound port, directly."""
+    text = SMALL.replace("    ports: {stats: 8001}\n", "    ports: {stats: 8001, inbound: 8016}\n    placement: {per_host: true}\n")
+    text = text.replace("  - name: redis\n", "  - name: redis\n    placement: {hosts: [a]}\n")
+    text = text.replace("  - name: consul\n", "  - name: consul\n    placement: {hosts: [a]}\n")
+    names = frozenset({"a", "b", "c", "web", "db"})
+    plan = make_plan(parse_spec(text, inventory=names), THREE)
+    api_b = next(i for i in plan.instances_of("api") if i.host.name == "b")
+    assert plan.render(api_b, "{services.redis.address}:{services.redis.port} {consul.addr}") == "10.1.1.2:6379 10.1.1.2:8500"
+    assert plan.tunnelled(THREE[1]) == ["consul", "redis"] and plan.tunnelled(THREE[0]) == []
+    api_a = next(i for i in plan.instances_of("api") if i.host.name == "a")
+    assert plan.render(api_a, "{services.redis.address} {consul.addr}") == "10.1.1.1 10.1.1.1:8500"  # its own host's
+    one = make_plan(parse_spec(text, inventory=names), THREE[:1])
+    assert one.inbound_port(one.instances_of("mesh-proxy")[0]) is None and one.tunnelled(THREE[0]) == []
+    direct = make_plan(parse_spec(text.replace(", inbound: 8016", ""), inventory=names), THREE)
+    assert direct.render(api_b, "{services.redis.address}") == "10.1.1.1" and direct.tunnelled(THREE[1]) == []
+
+
 def test_per_host_with_replicas_is_refused_where_it_stands():
     text = SMALL.replace("    replicas: 3\n", "    replicas: 3\n    placement: {per_host: true}\n")
     with pytest.raises(SpecInvalid) as err:
