@@ -161,7 +161,7 @@ def between_hosts(plan: Plan) -> set[str]:
 
 def peer_check_block(plan: Plan, proxy: Instance, other: Instance) -> list[str]:
     """The check of another host's proxy: the controller takes every server of that host out of
-    rotation while it fails (runtime/proxy/outliers.lost_hosts)."""
+    rotation while it fails (runtime/proxy/outliers.on_lost_hosts)."""
     inbound = plan.inbound_port(proxy)
     return [f"backend {peer_backend(other)}", "mode tcp", f"timeout connect {PEER_TIMEOUT_MS}ms",
             f"timeout check {PEER_TIMEOUT_MS}ms",
@@ -656,8 +656,9 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Inst
         "certificate": ({"service": proxy.service, "path": paths["certificate"]}
                         if plan.spec.proxy.mtls_port_name in proxy.ports else None),
         "consumers": [c.name for c in plan.spec.consumers],
-        # every rule of the frontend (none names an instance): a change of any is a reload
-        "frontend": digest_text("\n".join(frontend_lines(plan, proxy) + between_lines(plan, proxy))),  # the map HAProxy loads at start: a reload for a new one
+        # every rule of the frontend (none names an instance), and what the proxy has for the other
+        # hosts (planned instances by name): a change of any is a reload
+        "frontend": digest_text("\n".join(frontend_lines(plan, proxy) + between_lines(plan, proxy))),
         # The intentions map the controller keeps (None: no mTLS listener, no caller identity).
         "intentions": paths["intentions"] if plan.spec.proxy.mtls_port_name in proxy.ports else None,
         "needs_reload": ["listeners", "backends", "policies (balance, weights, timeouts, retries, checks, "
