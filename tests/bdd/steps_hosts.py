@@ -21,6 +21,8 @@ from meshspec.render.haproxy import backend_name
 from meshspec.runtime.proxy.outliers import parse_stat
 from meshspec.spec.resolve import effective_routing, path_prefix
 from meshspec.verify.remote import HostReader
+from tests.bdd.mesh_target import wait_for
+from tests.cluster_support import arrivals
 
 LOCUST = Path(sys.executable).parent / "locust"
 ROUTES = Path(__file__).resolve().parents[2] / "loadtests" / "route.py"
@@ -153,3 +155,39 @@ def _(world, seconds):
             if again is None or again - back > seconds:
                 late.append(f"{proxy_host}: {server}")
     assert not late, f"not back in rotation within {seconds} s of the link's return: {late}"
+
+
+def _up(world) -> dict[str, str]:
+    """{instance_id: the value of `up`} of Prometheus' targets, asked of Prometheus itself."""
+    prometheus = world.target.instances_of("prometheus")[0]
+    answer = httpx.get(f"http://{prometheus.address}:{prometheus.port}/api/v1/query", params={"query": "up"},
+                       timeout=10, trust_env=False)
+    assert answer.status_code == 200, f"Prometheus: HTTP {answer.status_code}: {answer.text[:300]}"
+    return {r["metric"].get("instance_id"): r["value"][1] for r in answer.json()["data"]["result"]}
+
+
+@then(parsers.parse("within {seconds:d} s Prometheus has every instance of the other hosts that exports metrics up"))
+def _(world, seconds):
+    plan = world.target.plan
+    prometheus = plan.instances_of("prometheus")[0]
+    wanted = {i.id for i in plan.instances if i.host != prometheus.host and plan.metrics_port(i)}
+    assert wanted, "no instance of another host exports metrics"
+    up = wait_for(lambda: (found := _up(world)) and all(found.get(i) == "1" for i in wanted) and found, seconds, 5)
+    found = up or _up(world)
+    assert up, f"not up in Prometheus within {seconds} s: {sorted((i, found.get(i)) for i in wanted if found.get(i) != '1')}"
+    print(f"Prometheus on {prometheus.host.name}: {len(wanted)} targets of the other hosts up")
+
+
+@then(parsers.parse('for {seconds:d} s no packet from another host reaches a metrics port of "{host}"'))
+def _(world, seconds, host):
+    """Two scrape intervals at least: every scrape of the host went through its proxy's inbound
+    listener (whose counter grows), none to a metrics port itself."""
+    plan = world.target.plan
+    ports = {i.id: plan.metrics_port(i) for i in plan.instances if i.host.name == host and plan.metrics_port(i)}
+    proxy = next(p for p in plan.instances_of(plan.spec.proxy.service) if p.host.name == host)
+    with arrivals(host, {**ports, "inbound": plan.inbound_port(proxy)}) as read:
+        time.sleep(seconds)
+        counted = read()
+    print(f"packets from other hosts in {seconds} s at {host}: {counted}")
+    assert counted["inbound"] > 0, f"nothing reached {host}'s inbound listener: {counted}"
+    assert not [name for name in ports if counted[name]], f"plaintext from another host at a metrics port: {counted}"

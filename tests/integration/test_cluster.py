@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, address, namespaces
+from tests.cluster_support import arrivals
 from tests.integration.meshrun import BIN, REPO
 
 pytestmark = [pytest.mark.integration,
@@ -222,33 +223,6 @@ services:
     health: {http: {path: /index.html, contains: "{id}"}}
 """
 WEB_PORTS = [18080 + 100 * r for r in range(3)]  # replica_port_step
-
-
-def in_host(host: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", f"{PREFIX}-{host}", *argv], input=stdin, capture_output=True,
-                          text=True, timeout=30, check=True)
-
-
-@contextlib.contextmanager
-def arrivals(host: str, ports: dict[str, int]):
-    """iptables counters in a host's namespace, of packets arriving from another host at each named
-    port: how the host's instances were reached. Yields a function that reads them."""
-    own = address(host)
-    in_host(host, "iptables", "-N", "ARRIVALS")
-    in_host(host, "iptables", "-I", "INPUT", "-j", "ARRIVALS")
-    for name, port in ports.items():
-        in_host(host, "iptables", "-A", "ARRIVALS", "!", "-s", own, "-p", "tcp", "--dport", str(port),
-                "-m", "comment", "--comment", name)
-
-    def read() -> dict[str, int]:
-        listed = in_host(host, "iptables", "-L", "ARRIVALS", "-v", "-n", "-x").stdout.splitlines()[2:]
-        return {line.split("/* ")[1].split(" */")[0]: int(line.split()[0]) for line in listed}
-    try:
-        yield read
-    finally:
-        in_host(host, "iptables", "-D", "INPUT", "-j", "ARRIVALS")
-        in_host(host, "iptables", "-F", "ARRIVALS")
-        in_host(host, "iptables", "-X", "ARRIVALS")
 
 
 def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):

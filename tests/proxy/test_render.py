@@ -286,9 +286,19 @@ def test_each_host_s_proxy_reaches_the_others_instances_over_mtls_and_serves_its
     front = cfg[cfg.index("frontend inbound"):].split("\n\n")[0]
     assert f"bind {h2.address}:{inbound} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required" in front
     assert "tcp-request content reject unless { ssl_c_s_dn(CN) -m str mesh-proxy }" in front
-    served = {line.split("int(")[1].split(")")[0] for line in front.splitlines() if "set-dst-port" in line}
-    assert served == {str(i.port) for i in plan.instances if i.host == h2.host and f"{i.id}.mesh-proxy" in front}
-    assert served and all(f"{i.id}.mesh-proxy" not in front for i in plan.instances if i.host != h2.host)
+    routes = dict(line.split("int(")[1].split(") if { ssl_fc_sni -m str ") for line in front.splitlines()
+                  if "set-dst-port" in line)
+    served = {name.rstrip(" }"): int(port) for port, name in routes.items()}
+    mine = {f"{i.id}.mesh-proxy": i.port for i in plan.instances if i.host == h2.host and f"{i.id}.mesh-proxy" in served}
+    metrics = {f"port-{plan.metrics_port(i)}.mesh-proxy": plan.metrics_port(i) for i in plan.instances
+               if i.host == h2.host and plan.metrics_port(i)}
+    assert mine and served == mine | metrics  # its instances, and its metrics ports for the others' scrapes
+    assert all(f"{i.id}.mesh-proxy" not in front for i in plan.instances if i.host != h2.host)
+    # its egress listener, for its own programs (loopback): another host's target over mTLS alone
+    egress = cfg[cfg.index("frontend egress"):]
+    assert f"bind 127.0.0.1:{h2.ports['egress']}" in egress and "unless { var(txn.ip) -m str 10.213.0.2 10.213.0.4 }" in egress
+    assert (f"server peer 0.0.0.0:0 ssl crt {paths['certificate']} ca-file {paths['ca']} verify required "
+            "sni str(port-),concat(,txn.port,.mesh-proxy)") in egress
 
 
 def test_a_check_uri_has_the_instance_placeholders_filled_and_no_nonce(repo, tmp_path):

@@ -46,6 +46,20 @@ def test_prometheus_finds_its_targets_at_the_controller_with_its_own_token(prome
     assert registry["authorization"] == token
 
 
+def test_with_several_hosts_prometheus_scrapes_through_its_host_s_proxy(prometheus_files):
+    """Its scrapes go out through its own host's proxy's egress listener (another host's targets
+    over mTLS); on one host, straight to the targets."""
+    one, files = prometheus_files
+    assert all("proxy_url" not in job for job in yaml.safe_load(files[next(p for p in files if p.endswith(
+        "prometheus.yml"))])["scrape_configs"])
+    hosts = [Host(f"h{n}", f"10.213.0.{n + 1}") for n in (1, 2, 3)]
+    plan = make_plan(load_spec(REPO / "mesh_spec.yaml"), hosts)
+    prometheus = plan.instances_of("prometheus")[0]
+    text = next(t for p, t in rendered_files(plan, prometheus) if p.endswith("prometheus.yml"))
+    egress = plan.instances_of("mesh-proxy")[0].ports["egress"]
+    assert {job.get("proxy_url") for job in yaml.safe_load(text)["scrape_configs"]} == {f"http://127.0.0.1:{egress}"}
+
+
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) is not installed")
 def test_promtool_accepts_the_rendered_config_and_rules(prometheus_files):
     _, files = prometheus_files

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from meshspec.plan.hosts import Host, placed
+from meshspec.plan.hosts import LOOPBACK, Host, placed
 from meshspec.plan.layout import MASTER_SOCKET, RUNTIME_SOCKET, STATS_CREDENTIALS, STATS_USERS, InstallCache, Layout
 from meshspec.spec.models import Install, MeshSpec, Service
 from meshspec.spec.placeholders import render
@@ -55,6 +55,13 @@ class Plan:
     def instances_on(self, host_name: str) -> list[Instance]:
         return [i for i in self.instances if i.host.name == host_name]
 
+    def metrics_port(self, inst: Instance) -> int | None:
+        """Where an instance exports its metrics (None: its service declares no `metrics`)."""
+        metrics = self.service(inst.service).metrics
+        if metrics is None:
+            return None
+        return inst.ports[metrics.port] if metrics.port else inst.port
+
     def nearest(self, service: str, host: Host) -> Instance:
         """The instance of `service` a program on `host` is configured with: the one on its own host
         where there is one (a per-host service's, such as its proxy), else the service's first."""
@@ -65,6 +72,15 @@ class Plan:
         """The port a proxy instance takes the other hosts' proxies' calls on: its inbound port,
         where the mesh has more than one host (on one, nothing crosses a host)."""
         return proxy.ports.get(self.spec.proxy.inbound_port_name) if len(self.hosts) > 1 else None
+
+    def egress_url(self, host: Host) -> str | None:
+        """The HTTP proxy the programs of `host` send their scrapes of other hosts through: its
+        proxy's egress listener, on loopback, where the mesh has more than one host."""
+        proxy = self.proxy_for(host) if self.spec.proxy.service else None
+        if proxy is None or proxy.host != host or not self.inbound_port(proxy):
+            return None
+        port = proxy.ports.get(self.spec.proxy.egress_port_name)
+        return f"http://{LOOPBACK}:{port}" if port else None
 
     def tunnels_from(self, host: Host) -> bool:
         """Whether `host` runs a proxy that takes its programs' calls to other hosts (one with an

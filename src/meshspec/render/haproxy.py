@@ -37,7 +37,7 @@ from meshspec.common import nonce, request_log
 from meshspec.common.digest import digest, digest_text
 from meshspec.common.haproxy_shape import server_id, shape_line
 from meshspec.common.jsonrpc import FORBIDDEN, HEADER_MISMATCH, INVALID_REQUEST
-from meshspec.plan import Instance, Plan
+from meshspec.plan import LOOPBACK, Instance, Plan
 from meshspec.plan.layout import PROXY_CA, PROXY_CERTIFICATE, PROXY_CONSUMERS
 from meshspec.render.intentions import consumer_denials, tool_policies
 from meshspec.spec.models import HealthTiming, Routing, Service
@@ -196,6 +196,46 @@ def tunnel_block(plan: Plan, proxy: Instance, service: str) -> list[str]:
     return lines
 
 
+def metrics_name(plan: Plan, port: int) -> str:
+    """The TLS server name another host's proxy asks for to reach a metrics port of this host (a
+    scrape through its egress listener)."""
+    return f"port-{port}.{plan.spec.proxy.service}"
+
+
+def local_metrics_ports(plan: Plan, proxy: Instance) -> list[int]:
+    """The ports the instances on the proxy's host export their metrics on."""
+    ports = {plan.metrics_port(i) for i in plan.instances if i.host == proxy.host}
+    return sorted(p for p in ports if p is not None)
+
+
+def egress_sections(plan: Plan, proxy: Instance) -> list[tuple[str, list[str]]]:
+    """An HTTP proxy for this host's programs alone (on loopback; Prometheus' `proxy_url`): a
+    request for this host goes straight there, one for another host of the mesh to that host's
+    proxy's inbound listener over mTLS, the port named in the TLS server name (which that listener
+    takes for its metrics ports alone); any other destination is refused."""
+    port = proxy.ports.get(plan.spec.proxy.egress_port_name)
+    if port is None:
+        return []
+    others = " ".join(o.address for o in other_proxies(plan, proxy))
+    paths = proxy_paths(plan, proxy)
+    name = f"str(port-),concat(,txn.port,.{plan.spec.proxy.service})"
+    return [
+        ("frontend egress", [
+            f"bind {LOOPBACK}:{port}", "no log",
+            "http-request deny deny_status 400 unless { url_ip -m found } { url_port -m found }",
+            "http-request set-var(txn.ip) url_ip", "http-request set-var(txn.port) url_port",
+            "http-request set-uri %[pathq]",  # absolute-form in, origin-form out
+            f"use_backend egress_here if {{ var(txn.ip) -m str {proxy.address} }}",
+            "default_backend egress_peers"]),
+        ("backend egress_here", ["http-request set-dst var(txn.ip)", "http-request set-dst-port var(txn.port)",
+                                 "server here 0.0.0.0:0"]),
+        ("backend egress_peers", [
+            f"http-request deny deny_status 403 unless {{ var(txn.ip) -m str {others} }}",
+            "http-request set-dst var(txn.ip)", f"http-request set-dst-port int({plan.inbound_port(proxy)})",
+            f"server peer 0.0.0.0:0 ssl crt {paths['certificate']} ca-file {paths['ca']} verify required sni {name}"]),
+    ]
+
+
 def inbound_lines(plan: Plan, proxy: Instance) -> list[str]:
     """The listener other hosts' proxies call this host's instances on: TLS that requires a client
     certificate of the mesh CA with the proxy's name (no service calls it directly); the server name
@@ -204,16 +244,16 @@ def inbound_lines(plan: Plan, proxy: Instance) -> list[str]:
     instance here is refused. Plain TCP inside: whatever the instance speaks passes unchanged."""
     port = plan.inbound_port(proxy)
     paths = proxy_paths(plan, proxy)
-    local = local_instances(plan, proxy)
-    names = " ".join(peer_name(plan, i.id) for i in local)
+    to = {peer_name(plan, i.id): i.port for i in local_instances(plan, proxy)}
+    if proxy.ports.get(plan.spec.proxy.egress_port_name) is not None:
+        to |= {metrics_name(plan, p): p for p in local_metrics_ports(plan, proxy)}
     return [
         "mode tcp",
         f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
         "no log",  # the request log's ring holds HTTP lines alone (common/request_log.py)
         f"tcp-request content reject unless {{ ssl_c_s_dn(CN) -m str {plan.spec.proxy.service} }}",
-        f"tcp-request content reject unless {{ ssl_fc_sni -m str {names} }}" if local else "tcp-request content reject",
-        *[f"tcp-request content set-dst-port int({i.port}) if {{ ssl_fc_sni -m str {peer_name(plan, i.id)} }}"
-          for i in local],
+        f"tcp-request content reject unless {{ ssl_fc_sni -m str {' '.join(to)} }}" if to else "tcp-request content reject",
+        *[f"tcp-request content set-dst-port int({p}) if {{ ssl_fc_sni -m str {name} }}" for name, p in to.items()],
         "default_backend mesh_inbound",
     ]
 
@@ -560,15 +600,16 @@ def rate_lines(plan: Plan, routed: list[tuple[Service, Routing]]) -> list[str]:
 
 
 def between_sections(plan: Plan, proxy: Instance) -> list[tuple[str, list[str]]]:
-    """What a proxy with an inbound port adds for the other hosts: its inbound listener, and a
-    tunnel for each service its host's programs reach on other hosts only."""
+    """What a proxy with an inbound port adds for the other hosts: its inbound listener, a tunnel
+    for each service its host's programs reach on other hosts only, its checks of the other hosts'
+    proxies, and its egress listener (where the spec gives it one)."""
     if plan.inbound_port(proxy) is None:
         return []
     blocks = [tunnel_block(plan, proxy, s) for s in plan.tunnelled(proxy.host)]
     blocks += [peer_check_block(plan, proxy, other) for other in other_proxies(plan, proxy)]
     return [("frontend inbound", inbound_lines(plan, proxy)),
             ("backend mesh_inbound", ["mode tcp", "server instance 0.0.0.0:0"]),
-            *[(block[0], block[1:]) for block in blocks]]
+            *[(block[0], block[1:]) for block in blocks], *egress_sections(plan, proxy)]
 
 
 def between_lines(plan: Plan, proxy: Instance) -> list[str]:

@@ -44,15 +44,19 @@ def prometheus(plan: Plan, inst: Instance) -> str:
     alertmanagers = [f"{i.address}:{i.port}" for i, _ in _instances_rendering(plan, "alertmanager")]
     scrape = []
     if plan.spec.proxy.controller is not None:
-        controller = plan.instances_of(plan.spec.proxy.controller)[0]
+        controller = plan.nearest(plan.spec.proxy.controller, inst.host)
         targets = f"http://{controller.address}:{controller.port}{scrape_meta.TARGETS_PATH}"
         token = str(plan.layout.service_token_file(inst.service))
         registry = plan.spec.consul.service if plan.external_consul is None else None
 
+        # With several hosts, the scrapes go out through this host's proxy: another host's targets
+        # over mTLS, through that host's proxy (render.haproxy.egress_sections).
+        egress = {"proxy_url": proxy} if (proxy := plan.egress_url(inst.host)) else {}
+
         def discovered(job: str, url: str) -> dict:
             # Each target's labels name its service as `job` (they win over the job's name).
             return {"job_name": job, "http_sd_configs": [{"url": url, "refresh_interval": SD_REFRESH,
-                                                          "authorization": bearer_config(token)}]}
+                                                          "authorization": bearer_config(token)}], **egress}
 
         # The registry's agent answers its metrics only for a token that may read agents: that job
         # alone presents Prometheus' own, which no other target (an exporter) ever sees.

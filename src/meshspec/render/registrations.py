@@ -53,8 +53,7 @@ def registration(plan: Plan, inst: Instance, runtime: Runtime) -> dict:
         "depends-on": ",".join(service.depends_on),
     }
     if service.metrics is not None:  # Prometheus finds it through the registry (runtime.proxy.scrape_targets)
-        port = inst.ports[service.metrics.port] if service.metrics.port else inst.port
-        meta |= {scrape_meta.PORT: str(port), scrape_meta.PATH: service.metrics.path}
+        meta |= {scrape_meta.PORT: str(plan.metrics_port(inst)), scrape_meta.PATH: service.metrics.path}
     body = {
         "ID": inst.id,
         "Name": inst.service,

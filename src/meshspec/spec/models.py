@@ -450,6 +450,10 @@ class ProxySettings(Strict):
     # this host's instances: TLS both ways with the mesh CA's certificates (a proxy's alone), the
     # instance named by the TLS server name. With several hosts, no request leaves a host in plaintext.
     inbound_port_name: PortName = "inbound"
+    # The proxy's port by this name, where it has one, is an HTTP proxy for this host's programs
+    # alone (on loopback): Prometheus scrapes through it, and a target on another host is reached
+    # through that host's proxy's inbound listener, over the same mTLS.
+    egress_port_name: PortName = "egress"
     # The consumer whose key meshspec's own tools (verify, the acceptance suites, the load tests)
     # present at the edge, where the spec declares consumers.
     operator: ServiceName | None = "operator"
