@@ -91,7 +91,7 @@ class Plan:
     def reach(self, service: str, host: Host) -> tuple[str, int]:
         """Where a program on `host` reaches `service`: its instance on that host; with none there,
         the host's own address at the service's port, where the host's proxy takes the connection
-        to the service's instances over mTLS (render.haproxy.tunnel_lines), so no call leaves a host
+        to the service's instances over mTLS (render.haproxy.tunnel_block), so no call leaves a host
         in plaintext; without such a proxy, the service's first instance directly."""
         peer = self.nearest(service, host)
         if peer.host == host or not self.tunnels_from(host):
@@ -170,8 +170,8 @@ class Plan:
 
     @property
     def proxy_runtime(self) -> str:
-        """The runtime API of the first proxy (the one of a single host; with several, the one the
-        deploying host's tools read: the registry's host comes first in a rolling order)."""
+        """The runtime API of the first proxy instance (the inventory's first host's; the only one on
+        a single host): the one meshspec's tools read (chaos, the BDD steps, the benches)."""
         return self.proxy_runtime_of(self.instances_of(self.spec.proxy.service)[0])
 
     def proxy_runtime_of(self, proxy: Instance) -> str:
