@@ -28,7 +28,7 @@ from locust import HttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mcp_wire import initialize, post_headers, reply  # noqa: E402
+from mcp_wire import PROTOCOL_VERSION, initialize, post_headers, reply  # noqa: E402
 from slo import check_slos, load_slos, summary  # noqa: E402
 
 from meshspec.common import nonce  # noqa: E402
@@ -154,7 +154,7 @@ class McpSessionUser(HttpUser):
         if answer is None:
             return None, None
         sid = response.headers.get("mcp-session-id")
-        return sid, answer["result"].get("protocolVersion", "2025-06-18")
+        return sid, answer["result"].get("protocolVersion", PROTOCOL_VERSION)
 
     def _post(self, path, name, body, headers, expect_reply=True, expect=""):
         with self.client.post(path, data=json.dumps(body), headers=post_headers(**headers), name=name,

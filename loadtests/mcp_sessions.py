@@ -14,14 +14,12 @@ import itertools
 import json
 import os
 import time
-from pathlib import Path
 
 import request_log  # noqa: F401  (MESH_REQUEST_LOG)
+from edge_key import EDGE_HEADERS as EDGE
 from locust import FastHttpUser, constant_throughput, task
 from mcp_wire import initialize, post_headers, reply
 
-KEY_FILE = os.environ.get("MESH_API_KEY_FILE")
-EDGE = {"X-API-Key": Path(KEY_FILE).read_text().strip()} if KEY_FILE else {}
 PATH = os.environ.get("MESH_MCP_PATH", "/mcp/http")
 SESSION_LOG = open(os.environ["MESH_SESSION_LOG"], "a", buffering=1) if os.environ.get("MESH_SESSION_LOG") else None
 USERS = itertools.count()

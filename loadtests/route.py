@@ -11,13 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from pathlib import Path
 
 import request_log  # noqa: F401  (MESH_REQUEST_LOG)
+from edge_key import EDGE_HEADERS
 from locust import FastHttpUser, constant_throughput, task
-
-KEY_FILE = os.environ.get("MESH_API_KEY_FILE")
-HEADERS = {"X-API-Key": Path(KEY_FILE).read_text().strip()} if KEY_FILE else {}
 
 
 class RouteCaller(FastHttpUser):
@@ -30,6 +27,6 @@ class RouteCaller(FastHttpUser):
     @task
     def call(self) -> None:
         route = next(self.turns)
-        with self.client.get(route["path"], headers=HEADERS, name=route["path"], catch_response=True) as response:
+        with self.client.get(route["path"], headers=EDGE_HEADERS, name=route["path"], catch_response=True) as response:
             if response.status_code != 200 or route["expect"] not in (response.text or ""):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:120]!r}")
