@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import consul
@@ -49,6 +51,34 @@ def test_http_check_sends_method_headers_and_body(agent, target, wait_until):
     method, _, headers, body = target.requests[-1]
     assert (method, headers["X-Probe"], body) == ("POST", "yes", b"ping")
     assert headers["User-Agent"].startswith("Consul Health Check")
+
+
+def test_http_check_output_holds_a_body_that_came_in_two_segments(agent, wait_until):
+    """Consul reads the body to its end (up to OutputMaxSize): one read of what had arrived cut it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nfirst")
+                time.sleep(0.1)
+                conn.sendall(b"-half")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        c = agent.client()
+        c.agent.check.register("split", consul.Check.http(f"http://127.0.0.1:{port}/", interval="1s", timeout="1s"),
+                               check_id="split")
+        check = becomes(c, "split", "passing", wait_until)
+        assert check["Output"].endswith("Output: first-half"), check["Output"]
+    finally:
+        server.close()
 
 
 def test_tcp_check(agent, target, wait_until):

@@ -72,12 +72,21 @@ async def http_probe(check: dict[str, Any], session: aiohttp.ClientSession) -> t
             method, url, headers=headers, data=check["Body"] or None, timeout=timeout, ssl=tls,
             allow_redirects=not check["DisableRedirects"],
         ) as response:
-            body = await response.content.read(check["OutputMaxSize"])
+            body = await _read_up_to(response.content, check["OutputMaxSize"])
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
         return "critical", f'{method.title()} "{url}": {_http_error(exc, url)}'
     text = body.decode("utf-8", "replace")
     output = f"HTTP {method} {url}: {response.status} {response.reason} Output: {text}"
     return _http_status(response.status), output
+
+
+async def _read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes, as Consul's LimitReader reads it: one `read(n)` returns what has
+    arrived so far, which cuts an answer that comes in several segments."""
+    body = b""
+    while len(body) < limit and (chunk := await stream.read(limit - len(body))):
+        body += chunk
+    return body
 
 
 def _http_status(code: int) -> str:
