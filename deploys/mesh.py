@@ -9,6 +9,7 @@ container each (docker). Switching converges: the other runtime's programs or co
 from pyinfra import host, inventory
 from pyinfra.facts.files import FileContents
 
+from meshspec.converge.facts import snapshot
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.stamps import Stamps
 from meshspec.converge.host import BIN_DIR, this_host
@@ -17,6 +18,7 @@ from meshspec.converge.ops import consul, docker, health, instances, packages, s
 from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
+snapshot.declare(mesh.facts)  # read in one command by the first operation that asks
 ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.cache_dir, stamp=STAMP)
 # The management token is kept on the registry's host alone; every host's secrets derive from it.
@@ -59,5 +61,3 @@ consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)
 health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
                supervisor=(ctl, conf), owner=mesh.owner, settle=mesh.settle)
-health.summary(name="Summary", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
-               supervisor=(ctl, conf), owner=mesh.owner)

@@ -4,7 +4,7 @@ once its status can be a probe of it, and supervisorctl's uptimes are read as se
 from __future__ import annotations
 
 from meshspec.common.damping import damped_output
-from meshspec.converge.facts.supervisor import ProgramUptimes
+from meshspec.converge.facts.supervisor import RunningUptimes
 from meshspec.converge.ops.health import _waiting
 
 SETTLE = {"web-local-0": 3.0, "web-local-1": 3.0}
@@ -37,5 +37,6 @@ def test_supervisorctl_uptimes_are_seconds():
               "redis-local-0                    RUNNING   pid 90, uptime 1 day, 2:03:04",
               "web-local-0                      RUNNING   pid 91, uptime 3 days, 0:00:00",
               "web-local-1                      STOPPED   Dec 03 04:50 PM",
-              "files-local-0                    STARTING  "]
-    assert ProgramUptimes().process(output) == {"mesh-checker": 5, "redis-local-0": 93784, "web-local-0": 259200}
+              "files-local-0                    STARTING  ",
+              "mcp-local-0                      BACKOFF   Exited too quickly (process log may have details)"]
+    assert RunningUptimes().process(output) == {"mesh-checker": 5, "redis-local-0": 93784, "web-local-0": 259200}

@@ -259,3 +259,21 @@ def test_teardown_removes_no_install():
     from meshspec.plan.layout import FORMER, OWNED
 
     assert "install" not in OWNED and FORMER == ("install",)
+
+
+def test_the_deploy_reaches_each_host_s_agent_where_its_programs_do_through_its_ssh():
+    """A host's instances are registered with the agent its programs and checker use, reached through
+    the host's SSH connection (converge.forward); @local's, directly."""
+    from meshspec.converge.registry import Registry, agent_of
+
+    names = frozenset({"a", "b", "c", "web", "db"})
+    text = SMALL.replace("    ports: {stats: 8001}\n", "    ports: {stats: 8001, inbound: 8016}\n    placement: {per_host: true}\n")
+    plan = make_plan(parse_spec(text.replace("  - name: consul\n", "  - name: consul\n    placement: {hosts: [a]}\n"),
+                                inventory=names), THREE)
+    deployer_s = Registry.from_addr(plan.consul_addr, embedded=True)
+    assert agent_of(plan, "b", deployer_s) == Registry("10.1.1.2", 8500, embedded=True, through="b")  # b's proxy's tunnel
+    assert agent_of(plan, "a", deployer_s) == Registry("10.1.1.1", 8500, embedded=True, through="a")
+    real = make_plan(parse_spec(text, inventory=names), THREE, external_consul="127.0.0.1:8500")
+    assert agent_of(real, "c", deployer_s).where == "127.0.0.1:8500 (as c reaches it, over SSH)"  # c's own agent
+    local = make_plan(parse_spec(text), [Host("@local", "127.0.0.1")])
+    assert agent_of(local, "@local", deployer_s) is deployer_s

@@ -12,19 +12,28 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pyinfra import inventory
+from pyinfra.facts.files import FileContents
 
 from meshspec.common.consul_token import TOKEN_ENV
+from meshspec.converge.facts.files import FileDigests, FileModes, FileOwners, MissingDirectories
+from meshspec.converge.facts.snapshot import Fact
+from meshspec.converge.facts.stamps import Stamps
+from meshspec.converge.facts.supervisor import ProgramFiles, ProgramStates
+from meshspec.converge.facts.system import InstalledPackages, UserNames
 from meshspec.converge.mesh import BIN_DIR, load_mesh
+from meshspec.converge.ops.supervisor import daemon_directories
 from meshspec.converge.policy import refusal
-from meshspec.converge.registry import Registry
+from meshspec.converge.registry import Registry, agent_of
 from meshspec.converge.source import source_root
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
 from meshspec.render.acl import RegistryToken, description_prefix, mesh_tokens
 from meshspec.render.checker import checker_program, checks_file
 from meshspec.render.containers import ownership
 from meshspec.render.files import rendered_files
+from meshspec.render.installs import STAMP as INSTALLED
 from meshspec.render.installs import Recipe, meshspec_recipe, recipe
 from meshspec.render.intentions import intention_entries
+from meshspec.render.preparation import STAMP as PREPARED
 from meshspec.render.preparation import Preparation, preparation, users_of
 from meshspec.render.probes import settle_ms
 from meshspec.render.programs import Program, program
@@ -136,6 +145,26 @@ class HostMesh:
         return sorted({u for s in self.services if s.process for u in users_of(s.process)})
 
     @property
+    def facts(self) -> list[Fact]:
+        """Every fact deploys/mesh.py's operations read of this host before they change it, as they
+        read it (facts.snapshot reads them in one command): a fact missing here is read on its own."""
+        ctl, conf, secrets = f"{BIN_DIR}/supervisorctl", str(self.layout.supervisor_conf), self.secret_files
+        files = [*(f.path for f in secrets), *(path for path, _ in self.files), conf]
+        owned = [f.path for f in secrets] + ([self.token_path] if self.keeps_registry else [])
+        facts = [(InstalledPackages, {}), (FileDigests, {"paths": files}), (FileOwners, {"paths": owned}),
+                 (Stamps, {"root": str(self.layout.root / "instances"), "stamp": PREPARED}),
+                 (MissingDirectories, {"paths": daemon_directories(self.layout)}),
+                 (ProgramFiles, {"directory": str(self.layout.programs_dir)}), (ProgramStates, {"ctl": ctl, "conf": conf})]
+        if not self.runtime.in_containers:
+            facts += [(Stamps, {"root": self.cache_dir, "stamp": INSTALLED}), (UserNames, {})]
+        if self.keeps_registry:
+            facts += [(FileContents, {"path": self.token_path}),
+                      (FileModes, {"paths": [str(self.layout.consul_token_file.parent)]})]
+        if cert := self.proxy_certificate:
+            facts += [(FileContents, {"path": cert.path}), (FileContents, {"path": cert.ca_path})]
+        return facts
+
+    @property
     def token_path(self) -> str:
         return str(self.layout.consul_token_file)
 
@@ -195,4 +224,5 @@ def this_host(host) -> HostMesh:
     if refused := refusal(mesh.plan, runtime, [h.name for h in inventory]):
         raise SystemExit(f"{refused}; no host was changed")
     token = os.environ.get(TOKEN_ENV) if external else None
-    return HostMesh(mesh.plan, host.name, runtime, mesh.registry, token)
+    return HostMesh(mesh.plan, host.name, runtime, agent_of(mesh.plan, host.name, mesh.registry), token)
+

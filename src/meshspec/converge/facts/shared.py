@@ -11,7 +11,7 @@ token; the others' operations read it there, over that host's own connection, an
 
 from __future__ import annotations
 
-from pyinfra import host
+from meshspec.converge.facts.snapshot import current
 
 
 class SharedFact:
@@ -21,7 +21,7 @@ class SharedFact:
 
     def get(self):
         if self._value is None:
-            value = (self.on or host).get_fact(self.fact, **self.kwargs)
+            value = current(self.fact, on=self.on, **self.kwargs)
             if value:  # an empty or missing value is read again next time: something may create it
                 self._value = value
             return value

@@ -30,24 +30,31 @@ class ProgramFiles(FactBase):
         return {name.removesuffix(".conf"): digest for digest, name in pairs}
 
 
-class ProgramStates(FactBase):
-    """{program name: state} as supervisorctl reports them (RUNNING, STARTING, FATAL, ...)."""
+#: supervisorctl status's exit status when supervisord does not answer (LSB's "status unknown").
+UNANSWERED = 4
 
-    default = dict
+
+class ProgramStates(FactBase):
+    """{program name: state} as supervisorctl reports them (RUNNING, STARTING, FATAL, ...), or None
+    when the supervisord serving `conf` does not answer."""
 
     def command(self, ctl: str, conf: str) -> str:
-        return f"{ctl} -c {conf} status 2>/dev/null; true"
+        return f'{ctl} -c {conf} status 2>/dev/null; echo "supervisorctl: $?"'
 
     def process(self, output):
-        return {parts[0]: parts[1] for line in output if len(parts := line.split()) >= 2}
+        *lines, last = output
+        if last.strip() == f"supervisorctl: {UNANSWERED}":
+            return None
+        return {parts[0]: parts[1] for line in lines if len(parts := line.split()) >= 2}
 
 
 #: supervisorctl's "RUNNING   pid 123, uptime 1 day, 2:03:04" (supervisor formats days only when there are some).
 UPTIME = re.compile(r"uptime (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
 
 
-class ProgramUptimes(FactBase):
-    """{program name: seconds since supervisord started it} of the programs that run."""
+class RunningUptimes(FactBase):
+    """{program name: seconds since supervisord started it} of the programs in state RUNNING (past
+    their startsecs), from one `supervisorctl status`."""
 
     default = dict
 
@@ -55,8 +62,9 @@ class ProgramUptimes(FactBase):
         return f"{ctl} -c {conf} status 2>/dev/null; true"
 
     def process(self, output):
-        found = ((line.split()[0], UPTIME.search(line)) for line in output if line.strip())
-        return {name: ((int(m[1] or 0) * 24 + int(m[2])) * 60 + int(m[3])) * 60 + int(m[4]) for name, m in found if m}
+        found = ((line.split(), UPTIME.search(line)) for line in output if line.strip())
+        return {words[0]: ((int(m[1] or 0) * 24 + int(m[2])) * 60 + int(m[3])) * 60 + int(m[4])
+                for words, m in found if m and len(words) > 1 and words[1] == "RUNNING"}
 
 
 class ProcessesUnder(FactBase):

@@ -23,8 +23,9 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.common.consul_token import token_in
-from meshspec.converge.facts.files import FileDigests, FileOwners
+from meshspec.converge.facts.files import FileDigests, FileModes, FileOwners
 from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.facts.snapshot import current
 from meshspec.converge.ops.commands import UNREACHABLE, reported
 from meshspec.converge.registry import Registry
 from meshspec.render.acl import RegistryToken
@@ -34,7 +35,7 @@ from meshspec.render.secrets import SecretFile
 
 def read_token(token: SharedFact | str) -> str | None:
     """The token from its file on the host: `token` is the file's path or a SharedFact of its FileContents."""
-    return token_in(token.get() if isinstance(token, SharedFact) else host.get_fact(FileContents, path=token))
+    return token_in(token.get() if isinstance(token, SharedFact) else current(FileContents, path=token))
 
 
 @operation()
@@ -48,13 +49,16 @@ def token(path: str, value: str | None = None, owner: str | None = None):
 
     Example: ``consul.token(path="/srv/meshspec/consul/management-token", owner="meshspec-registry")``
     """
-    current = read_token(path)
-    wanted_owner = owner or "root"
-    # 0711: nobody but root lists it; a program passes through to its own token file below it
-    yield from files.directory._inner(path=str(PurePosixPath(path).parent), mode="711")
-    if current and (value is None or current == value):
-        if host.get_fact(FileOwners, paths=[path]).get(path) != wanted_owner:
+    kept, wanted_owner, parent = read_token(path), owner or "root", str(PurePosixPath(path).parent)
+    parent_mode, file_owner = current(FileModes, paths=[parent]).get(parent), current(FileOwners, paths=[path]).get(path)
+    if parent_mode != "711":  # nobody but root lists it; a program passes through to its own token file below it
+        yield StringCommand("mkdir", "-p", shlex.quote(parent))
+        yield StringCommand("chmod", "711", shlex.quote(parent))
+    if kept and (value is None or kept == value):
+        if file_owner != wanted_owner:
             yield StringCommand("chown", shlex.quote(wanted_owner), shlex.quote(path))
+        elif parent_mode == "711":
+            host.noop(f"{path} is kept, {wanted_owner}'s")
         return
     yield from files.put._inner(src=StringIO((value or str(uuid.uuid4())) + "\n"), dest=path, mode="600",
                                 user=wanted_owner)
@@ -84,8 +88,8 @@ def secret_files(token: SharedFact, wanted: list[SecretFile]):
         return
     texts = {f.path: f.text(derived_ids(management, f.name)[1]) for f in wanted}
     owners = {f.path: f.owner or "root" for f in wanted}
-    digests = host.get_fact(FileDigests, paths=list(texts))
-    current_owners = host.get_fact(FileOwners, paths=list(texts))
+    digests = current(FileDigests, paths=list(texts))
+    current_owners = current(FileOwners, paths=list(texts))
     stale = [path for path, text in texts.items() if digests.get(path) != sha256(text.encode()).hexdigest()]
     moved = [path for path in texts if path not in stale and current_owners.get(path) != owners[path]]
     if not stale and not moved:
@@ -164,7 +168,7 @@ def acl_tokens(registry: Registry, token: SharedFact, prefix: str, wanted: list[
         rules = {p["Name"]: _parsed(client.acl.policy.read(p["ID"])["Rules"]) for p in policies.values()
                  if p["Name"] in {t.name for t in wanted}}
     except consul.ACLDisabled:
-        host.noop(f"Consul at {registry.addr} has its ACLs off: it lets every program do anything")
+        host.noop(f"Consul at {registry.where} has its ACLs off: it lets every program do anything")
         return
     except UNREACHABLE:  # a --dry run before the agent exists
         policies, tokens, rules = {}, {}, {}
@@ -243,7 +247,7 @@ def _wait_answering(registry: Registry, token_value: str | None, timeout: float)
         except UNREACHABLE:
             pass
         if time.monotonic() > deadline:
-            raise OperationError(f"Consul at {registry.addr} did not answer within {timeout:.0f}s")
+            raise OperationError(f"Consul at {registry.where} did not answer within {timeout:.0f}s")
         time.sleep(0.1)
 
 
@@ -258,7 +262,7 @@ def answering(registry: Registry, token: SharedFact, timeout: float = 30):
     """
     try:
         registry.client(read_token(token), timeout=2).status.leader()
-        host.noop(f"Consul answers at {registry.addr}")
+        host.noop(f"Consul answers at {registry.where}")
     except UNREACHABLE:
         yield reported(_wait_answering, registry, read_token(token), timeout)
 

@@ -14,7 +14,7 @@ from pyinfra.api import OperationError, operation
 from meshspec.common.damping import is_damped
 from meshspec.converge import engine
 from meshspec.converge.facts.shared import SharedFact
-from meshspec.converge.facts.supervisor import ProgramStates, ProgramUptimes
+from meshspec.converge.facts.supervisor import RunningUptimes
 from meshspec.converge.ops.commands import UNREACHABLE, reported
 from meshspec.converge.ops.consul import read_token
 from meshspec.converge.registry import Registry
@@ -47,10 +47,8 @@ def _running(ids: list[str], runtime: Runtime, supervisor: tuple[str, str], owne
         found = engine.containers_labelled(owner) if engine.answering() else {}
         up = {c["instance"]: _seconds_since(c["started"]) for c in found.values() if c["status"] == "running"}
     else:
-        ctl, conf = supervisor
-        states = host.get_fact(ProgramStates, ctl=ctl, conf=conf)
-        uptimes = host.get_fact(ProgramUptimes, ctl=ctl, conf=conf)
-        up = {name: float(uptimes.get(name, 0)) for name, state in states.items() if state == "RUNNING"}
+        ctl, conf = supervisor  # read anew each time (not facts.snapshot's): what runs now is the point
+        up = {name: float(seconds) for name, seconds in host.get_fact(RunningUptimes, ctl=ctl, conf=conf).items()}
     return {i: up[i] for i in ids if i in up}
 
 
@@ -66,14 +64,21 @@ def _waiting(statuses: dict[str, tuple[str, str]], up: dict[str, float], settle:
     return sorted(i for i, s in statuses.items() if not _passed(*s) or up.get(i, -1) < settle[i])
 
 
+def _measured(ids: list[str], statuses: dict[str, tuple[str, str]], up: dict[str, float], runtime: Runtime) -> str:
+    """What one reading of supervisord (or the engine) and the registry found, as one line."""
+    registered = sum(status != "missing" for status, _ in statuses.values())
+    passing_now = sum(_passed(*s) for s in statuses.values())
+    return f"{len(ids)} instances: {len(up)} running, {registered} registered, {passing_now} passing ({runtime})"
+
+
 def _wait(registry: Registry, token_value: str | None, ids: list[str], running: Running, settle: dict[str, float],
-          timeout: float) -> None:
+          runtime: Runtime, timeout: float) -> None:
     deadline, shown = time.monotonic() + timeout, None
     while True:
         statuses, up = _statuses(registry, token_value, ids), running()
         waiting = _waiting(statuses, up, settle)
         if not waiting:
-            click.echo(f"    {len(ids)}/{len(ids)} instances running and passing")
+            click.echo(f"    [{host.name}] {_measured(ids, statuses, up, runtime)}")
             return
         if len(waiting) != shown:
             shown = len(waiting)
@@ -96,7 +101,8 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     restarted passing for a few intervals, so passing alone could end a deploy before it runs. And
     of itself: an instance counts only once it has run for its settle time (its check's TTL), within
     which the checker has probed it and reported; a status older than that is of what ran before.
-    And passes: a check that damping holds passing after a failed probe does not count.
+    And passes: a check that damping holds passing after a failed probe does not count. It ends by
+    saying what its last reading measured: how many instances run, are registered and pass.
 
     + registry: where Consul is
     + token: the token file's contents, read once per run
@@ -109,34 +115,10 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     """
     token_value = read_token(token)
     running = partial(_running, ids, runtime, supervisor, owner)
-    if not _waiting(_statuses(registry, token_value, ids), running(), settle):
-        host.noop(f"{len(ids)}/{len(ids)} instances running and passing")
+    statuses, up = _statuses(registry, token_value, ids), running()
+    if not _waiting(statuses, up, settle):
+        line = _measured(ids, statuses, up, runtime)
+        click.echo(f"    [{host.name}] {line}")  # pyinfra prints noop reasons only with -v; this line is the point
+        host.noop(line)
         return
-    yield reported(_wait, registry, token_value, ids, running, settle, timeout)
-
-
-@operation()
-def summary(registry: Registry, token: SharedFact, ids: list[str], runtime: Runtime, supervisor: tuple[str, str],
-            owner: dict[str, str]):
-    """
-    Report what was measured just now: instances running (supervisord or Docker), registered and passing
-    (Consul), and the check output of each instance not passing.
-
-    + registry: where Consul is
-    + token: the token file's contents, read once per run
-    + ids: this host's instance IDs
-    + runtime: process (read supervisord) or docker (read the engine)
-    + supervisor: (supervisorctl, supervisord's configuration)
-    + owner: the labels of the mesh's containers
-    """
-    running = len(_running(ids, runtime, supervisor, owner))
-    statuses = _statuses(registry, read_token(token), ids)
-    registered = sum(status != "missing" for status, _ in statuses.values())
-    passing_now = sum(_passed(*s) for s in statuses.values())
-    line = f"{len(ids)} instances: {running} running, {registered} registered, {passing_now} passing ({runtime})"
-    click.echo(f"    [{host.name}] {line}")  # pyinfra prints noop reasons only with -v; this line is the point
-    for i, (status, output) in sorted(statuses.items()):
-        if not _passed(status, output):
-            click.echo(f"    [{host.name}] {i}: {status}: {output.strip()[:200]}")
-    host.noop(line)
-    yield from ()  # an operation is a generator, even one that only reports
+    yield reported(_wait, registry, token_value, ids, running, settle, runtime, timeout)

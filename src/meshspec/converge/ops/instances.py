@@ -9,11 +9,12 @@ from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
-from pyinfra.facts.server import Users
 
 from meshspec.converge import engine
 from meshspec.converge.facts.files import FileDigests
+from meshspec.converge.facts.snapshot import current
 from meshspec.converge.facts.stamps import Stamps
+from meshspec.converge.facts.system import UserNames
 from meshspec.render.containers import ContainerSpec
 from meshspec.render.preparation import STAMP, USERADD, Preparation
 
@@ -28,7 +29,7 @@ def prepared(root: str, preparations: list[Preparation], containers: dict[str, C
     + containers: (docker runtime) {instance id: its container}: prepare in a throwaway container
       of its image, with its volumes, so users and tools are the image's
     """
-    done = host.get_fact(Stamps, root=root, stamp=STAMP)
+    done = current(Stamps, root=root, stamp=STAMP)
     stale = [p for p in preparations if done.get(p.instance_id) != p.hash]
     if not stale:
         host.noop(f"{len(preparations)} instance directories are prepared")
@@ -49,7 +50,7 @@ def users(names: list[str]):
 
     + names: the users this host's programs run as or need
     """
-    existing = host.get_fact(Users) or {}
+    existing = set(current(UserNames))
     missing = [n for n in names if n not in existing]
     if not missing:
         host.noop(f"{len(names)} system users exist")
@@ -65,8 +66,8 @@ def files(wanted: list[tuple[str, str]]):
 
     + wanted: (path, content) of this host's rendered files
     """
-    current = host.get_fact(FileDigests, paths=[path for path, _ in wanted]) if wanted else {}
-    stale = [(path, text) for path, text in wanted if current.get(path) != sha256(text.encode()).hexdigest()]
+    digests = current(FileDigests, paths=[path for path, _ in wanted]) if wanted else {}
+    stale = [(path, text) for path, text in wanted if digests.get(path) != sha256(text.encode()).hexdigest()]
     if not stale:
         host.noop(f"{len(wanted)} rendered files are as planned")
         return

@@ -10,9 +10,10 @@ import gevent
 from gevent.pool import Pool
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, operation
-from pyinfra.facts.deb import DebPackages
 
 from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.facts.snapshot import current
+from meshspec.converge.facts.system import InstalledPackages
 from meshspec.render import installs
 from meshspec.render.installs import Recipe
 
@@ -37,7 +38,7 @@ def debian(packages: list[str]):
 
     Example: ``packages.debian(name="Debian packages", packages=["haproxy", "redis-server"])``
     """
-    installed = host.get_fact(DebPackages)
+    installed = set(current(InstalledPackages))
     missing = sorted({p for p in packages if p.split("=", 1)[0] not in installed})
     if not missing:
         host.noop(f"{len(set(packages))} Debian packages are installed")

@@ -10,6 +10,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 
 from meshspec.converge.facts.files import FileDigests, MissingDirectories
+from meshspec.converge.facts.snapshot import current
 from meshspec.converge.facts.supervisor import ProcessesUnder, ProgramFiles, ProgramStates, SupervisordPid
 from meshspec.plan.layout import Layout
 from meshspec.render.programs import Program, supervisord_conf
@@ -27,21 +28,25 @@ def daemon(layout: Layout, bin_dir: str):
     + layout: the mesh's state layout
     + bin_dir: where supervisord and supervisorctl are installed
     """
-    missing = host.get_fact(MissingDirectories, paths=[str(d) for d in (layout.supervisor_dir, layout.programs_dir, layout.logs_dir)])
+    missing = current(MissingDirectories, paths=daemon_directories(layout))
+    conf_text, conf_path = supervisord_conf(layout), str(layout.supervisor_conf)
+    conf_changed = current(FileDigests, paths=[conf_path]).get(conf_path) != _digest(conf_text)
+    states = current(ProgramStates, ctl=f"{bin_dir}/supervisorctl", conf=conf_path)
     if missing:
         yield StringCommand("mkdir", "-p", "-m", "755", *missing)
-    conf_text, conf_path = supervisord_conf(layout), str(layout.supervisor_conf)
-    conf_changed = host.get_fact(FileDigests, paths=[conf_path]).get(conf_path) != _digest(conf_text)
     if conf_changed:
         yield FileUploadCommand(StringIO(conf_text), conf_path)
         yield StringCommand("chmod", "644", conf_path)
-    pid = host.get_fact(SupervisordPid, ctl=f"{bin_dir}/supervisorctl", conf=conf_path)
-    if pid is None:
+    if states is None:
         yield StringCommand(f"{bin_dir}/supervisord", "-c", conf_path)
     elif conf_changed:
         yield StringCommand(*_ctl(bin_dir, layout), "reload")
     elif not missing:
-        host.noop(f"supervisord is running (pid {pid})")
+        host.noop(f"supervisord answers, with {len(states)} programs")
+
+
+def daemon_directories(layout: Layout) -> list[str]:
+    return [str(d) for d in (layout.supervisor_dir, layout.programs_dir, layout.logs_dir)]
 
 
 def _digest(text: str) -> str:
@@ -60,10 +65,11 @@ def programs(layout: Layout, bin_dir: str, wanted: list[Program]):
     + bin_dir: where supervisorctl is installed
     + wanted: the rendered programs of this host
     """
-    current = host.get_fact(ProgramFiles, directory=str(layout.programs_dir))
-    changed = [p for p in wanted if current.get(p.name) != _digest(p.text)]
-    gone = sorted(set(current) - {p.name for p in wanted})
+    files = current(ProgramFiles, directory=str(layout.programs_dir))
     ctl = _ctl(bin_dir, layout)
+    states = current(ProgramStates, ctl=ctl[0], conf=ctl[2]) or {}
+    changed = [p for p in wanted if files.get(p.name) != _digest(p.text)]
+    gone = sorted(set(files) - {p.name for p in wanted})
     if gone:
         yield StringCommand(*ctl, "stop", *gone, "||", "true")
         yield StringCommand("rm", "-f", *(str(layout.program_file(name)) for name in gone))
@@ -72,7 +78,6 @@ def programs(layout: Layout, bin_dir: str, wanted: list[Program]):
     if changed or gone:
         yield StringCommand(*ctl, "update")
     # A program stopped by hand (or given up on) is drift too: start it. STARTING/BACKOFF are on their way.
-    states = host.get_fact(ProgramStates, ctl=ctl[0], conf=ctl[2])
     halted = sorted(p.name for p in wanted if p not in changed and states.get(p.name) in ("STOPPED", "EXITED", "FATAL"))
     if halted:
         yield StringCommand(*ctl, "start", *halted)

@@ -16,6 +16,7 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
 from meshspec.converge.facts.shared import SharedFact
+from meshspec.converge.facts.snapshot import current
 from meshspec.converge.ops.consul import derived_ids, read_token
 from meshspec.render.mesh_ca import ca_certificate_pem, certificate_pem, is_current
 from meshspec.render.secrets import ProxyCertificate
@@ -39,9 +40,9 @@ def proxy_certificate(token: SharedFact, wanted: ProxyCertificate | None):
         return
     secret, now = derived_ids(management, wanted.ca_name)[1], dt.datetime.now(dt.timezone.utc)
     ca = ca_certificate_pem(secret, wanted.trust_domain)
-    current = host.get_fact(FileContents, path=wanted.path)
-    good = current and is_current("\n".join(current) + "\n", secret, wanted.trust_domain, wanted.service, wanted.uri, now)
-    current_ca = host.get_fact(FileContents, path=wanted.ca_path)
+    found = current(FileContents, path=wanted.path)
+    good = found and is_current("\n".join(found) + "\n", secret, wanted.trust_domain, wanted.service, wanted.uri, now)
+    current_ca = current(FileContents, path=wanted.ca_path)
     if good and current_ca and "\n".join(current_ca) + "\n" == ca:
         host.noop(f"{wanted.path} holds a certificate of the mesh CA for {wanted.uri}, and the CA is beside it")
         return
