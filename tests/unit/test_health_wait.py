@@ -4,7 +4,7 @@ once its status can be a probe of it, and supervisorctl's uptimes are read as se
 from __future__ import annotations
 
 from meshspec.common.damping import damped_output
-from meshspec.converge.facts.supervisor import RunningUptimes
+from meshspec.converge.facts.supervisor import ProgramStates, RunningUptimes
 from meshspec.converge.ops.health import _waiting
 
 SETTLE = {"web-local-0": 3.0, "web-local-1": 3.0}
@@ -40,3 +40,14 @@ def test_supervisorctl_uptimes_are_seconds():
               "files-local-0                    STARTING  ",
               "mcp-local-0                      BACKOFF   Exited too quickly (process log may have details)"]
     assert RunningUptimes().process(output) == {"mesh-checker": 5, "redis-local-0": 93784, "web-local-0": 259200}
+
+
+def test_supervisord_answers_only_when_supervisorctl_says_so():
+    """The deploy starts supervisord where its status has no answer: the socket is not there (4)
+    or, on a new host, neither is the configuration file (2); 3 is an answer with a program down."""
+    running = ["web-local-0                      RUNNING   pid 91, uptime 3 days, 0:00:00"]
+    assert ProgramStates().process([*running, "supervisorctl: 0"]) == {"web-local-0": "RUNNING"}
+    assert ProgramStates().process(["web-local-0  STOPPED   Dec 03 04:50 PM", "supervisorctl: 3"]) == {"web-local-0": "STOPPED"}
+    assert ProgramStates().process(["unix:///srv/meshspec/supervisor/supervisor.sock no such file", "supervisorctl: 4"]) is None
+    assert ProgramStates().process(["Error: could not find config file /srv/meshspec/supervisor/supervisord.conf",
+                                    "supervisorctl: 2"]) is None

@@ -30,8 +30,9 @@ class ProgramFiles(FactBase):
         return {name.removesuffix(".conf"): digest for digest, name in pairs}
 
 
-#: supervisorctl status's exit status when supervisord does not answer (LSB's "status unknown").
-UNANSWERED = 4
+#: supervisorctl status's exit statuses when supervisord answers: every program runs, or not (LSB's
+#: 0 and 3); any other (4: no answer, 2: no configuration file yet) means it does not.
+ANSWERED = ("0", "3")
 
 
 class ProgramStates(FactBase):
@@ -43,7 +44,7 @@ class ProgramStates(FactBase):
 
     def process(self, output):
         *lines, last = output
-        if last.strip() == f"supervisorctl: {UNANSWERED}":
+        if last.strip().removeprefix("supervisorctl: ") not in ANSWERED:
             return None
         return {parts[0]: parts[1] for line in lines if len(parts := line.split()) >= 2}
 
