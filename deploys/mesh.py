@@ -12,14 +12,14 @@ from pyinfra.facts.files import FileContents
 from meshspec.converge.facts import snapshot
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.stamps import Stamps
-from meshspec.converge.host import BIN_DIR, this_host
+from meshspec.converge.host import this_host
 from meshspec.converge.images import image_plan
 from meshspec.converge.ops import consul, docker, health, instances, packages, supervisor, tls
 from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 snapshot.declare(mesh.facts)  # read in one command by the first operation that asks
-ctl, conf = f"{BIN_DIR}/supervisorctl", str(mesh.layout.supervisor_conf)
+ctl, conf = f"{mesh.bin_dir}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.cache_dir, stamp=STAMP)
 # The management token is kept on the registry's host alone; every host's secrets derive from it.
 token = SharedFact(FileContents, on=inventory.get_host(mesh.registry_host), path=mesh.token_path)
@@ -43,8 +43,8 @@ instances.files(name="Rendered files", wanted=mesh.files)
 tls.proxy_certificate(name="Proxy certificate", token=token, wanted=mesh.proxy_certificate)
 # supervisord runs the host's checker in both runtimes, and the instances in the process runtime.
 # Only now: a switch from the process runtime keeps serving while the images build.
-supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=BIN_DIR)
-supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=BIN_DIR, wanted=mesh.programs)
+supervisor.daemon(name="supervisord", layout=mesh.layout, bin_dir=mesh.bin_dir)
+supervisor.programs(name="Programs", layout=mesh.layout, bin_dir=mesh.bin_dir, wanted=mesh.programs)
 if in_containers:
     docker.containers(name="Containers", wanted=built.containers, owner=mesh.owner)
 # No "Prune installs": installs live in the host's install cache, shared by every mesh of the host

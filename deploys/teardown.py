@@ -15,7 +15,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from meshspec.converge.facts.shared import SharedFact
-from meshspec.converge.host import BIN_DIR, this_host
+from meshspec.converge.host import this_host
 from meshspec.converge.ops import consul, docker, supervisor
 from meshspec.plan.layout import FORMER, OWNED
 
@@ -24,7 +24,7 @@ mesh = this_host(host)
 consul.prune(name="Deregister", registry=mesh.registry, token=SharedFact(FileContents, on=inventory.get_host(mesh.registry_host), path=mesh.token_path),
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=[])
 docker.containers(name="Remove containers", wanted=[], owner=mesh.owner)
-supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=BIN_DIR)
+supervisor.stopped(name="Stop supervisord and programs", layout=mesh.layout, bin_dir=mesh.bin_dir)
 supervisor.no_leftovers(name="No process left over", layout=mesh.layout)
 for part in (*OWNED, *FORMER):
     files.directory(name=f"Remove {mesh.layout.root / part}", path=str(mesh.layout.root / part), present=False)

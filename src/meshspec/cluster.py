@@ -4,8 +4,10 @@ with its own sshd, for deploying the mesh over SSH (`make cluster`, `make cluste
 Each host `h<i>` is a network namespace on a bridge (`10.213.0.<i+1>`; this machine is
 `10.213.0.1` on it), running Debian's sshd in a mount and UTS namespace of its own: it sees its own
 hostname and its own `/srv/meshspec` (a directory of the cluster's bind-mounted there), so a deploy
-to it keeps its state apart, as on a machine of its own. Everything else is this machine's: one
-filesystem, one dpkg database and apt lock, one process table. The cluster's directory holds the
+to it keeps its state apart, as on a machine of its own; and it does not see meshspec's checkout
+or the deploy's venv (an empty tmpfs on each), as a machine of its own would not: what runs there
+is what the deploy put there. Everything else is this machine's: one filesystem, one dpkg
+database and apt lock, one process table. The cluster's directory holds the
 client key, the hosts' keys, `known_hosts` and the `hosts` file a deploy reads
 (`MESH_HOSTS_FILE=<dir>/hosts`), each line saying how pyinfra reaches the host.
 
@@ -21,8 +23,10 @@ nothing is left behind. Needs root and `ip`, `iptables`, `unshare`, `ssh-keygen`
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -106,9 +110,22 @@ def start_host(directory: Path, host: str) -> None:
                  ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", f"{SUBNET}.1"]):
         _run("ip", "netns", "exec", ns, *argv)
     # Its own hostname and state dir, in namespaces sshd (a daemon: the shell's child) keeps alive.
-    script = (f"hostname {host} && mount --bind {own / 'srv'} {STATE_DIR} && mkdir -p /run/sshd && "
+    hidden = "".join(f"mount -t tmpfs -o size=64k,mode=755 meshspec-hidden {shlex.quote(str(p))} && "
+                     for p in hidden_from_hosts(directory))
+    script = (f"hostname {host} && mount --bind {own / 'srv'} {STATE_DIR} && {hidden}mkdir -p /run/sshd && "
               f"exec {SSHD} -f {own / 'sshd_config'}")
     _run("ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script)
+
+
+def hidden_from_hosts(directory: Path) -> list[Path]:
+    """meshspec's checkout and the deploy's venv (when not in it): a host must not run from them.
+    Not one that holds the cluster's directory or the state dir, which the hosts need."""
+    from meshspec.converge.source import source_root
+
+    found = [source_root(), Path(sys.prefix).resolve()]
+    needed = [directory.resolve(), Path(STATE_DIR)]
+    keep = [p for p in found if not any(n == p or p in n.parents for n in needed)]
+    return [p for p in keep if not any(o in p.parents for o in keep)]
 
 
 def wait_for_sshd(directory: Path, host: str, timeout: float = 10.0) -> None:

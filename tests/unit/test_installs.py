@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import tarfile
 from pathlib import Path
 
 import gevent
@@ -168,19 +169,25 @@ def test_a_failed_install_fails_the_operation_and_starts_no_other(tmp_path, caps
     assert out.splitlines()[-1].endswith("; failed: bad; 1 not started")
 
 
-def test_meshspec_s_own_install_is_built_from_a_copy_of_its_source_named_by_its_digest(tmp_path):
-    """The source is copied in (pip builds in the tree it is given: the checkout stays clean) and
-    removed once installed; another digest of the same tree is another install."""
+def test_meshspec_s_own_install_is_built_from_the_uploaded_archive_named_by_its_digest(tmp_path):
+    """The host needs no checkout: the source archive the deploy uploads is unpacked in the install,
+    installed from there and removed, the archive too, even when the install fails; another digest
+    of the same tree is another install."""
     source = tmp_path / "checkout"
     (source / "src" / "meshspec").mkdir(parents=True)
     for name in ("pyproject.toml", "README.md", "src/meshspec/__init__.py"):
         (source / name).write_text(name)
-    r = installs.meshspec_recipe(str(tmp_path / "cache" / "meshspec-d1"), str(source), "d1")
-    copy_only = r.script().split(f"{installs.VENV_PYTHON} -m venv")[0] + "true"
-    assert subprocess.run(["sh", "-c", copy_only], capture_output=True, timeout=30).returncode == 0
-    copied = Path(r.install_dir) / "source"
-    assert (copied / "src/meshspec/__init__.py").read_text() == "src/meshspec/__init__.py"
-    assert (copied / "pyproject.toml").exists() and (copied / "README.md").exists()
-    assert r.pip == (str(copied),) and r.script().rstrip().count(f"rm -rf {copied}") == 1
-    assert r.hash != installs.meshspec_recipe(r.install_dir, str(source), "d2").hash
-    assert sorted(p.name for p in source.iterdir()) == ["README.md", "pyproject.toml", "src"]  # nothing built in it
+    archive = tmp_path / "cache" / "meshspec-d1.source-1.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname=".")
+    r = installs.meshspec_recipe(str(tmp_path / "cache" / "meshspec-d1"), "d1")
+    unpack_only = r.script(str(archive)).split(f"{installs.VENV_PYTHON} -m venv")[0] + "true"
+    assert subprocess.run(["sh", "-c", unpack_only], capture_output=True, timeout=30).returncode == 0
+    unpacked = Path(r.install_dir) / "source"
+    assert (unpacked / "src/meshspec/__init__.py").read_text() == "src/meshspec/__init__.py"
+    assert r.pip == (str(unpacked),) and r.script(str(archive)).rstrip().count(f"rm -rf {unpacked}") == 1
+    assert r.hash != installs.meshspec_recipe(r.install_dir, "d2").hash
+    failing = installs.Recipe("meshspec", r.install_dir, ("/nowhere/to/install/from",), (), source_digest="d1")
+    assert subprocess.run(["sh", "-c", failing.host_script(str(archive))], capture_output=True, timeout=120).returncode != 0
+    assert not archive.exists()  # removed, though the install failed

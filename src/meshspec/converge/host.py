@@ -24,7 +24,6 @@ from meshspec.converge.mesh import BIN_DIR, load_mesh
 from meshspec.converge.ops.supervisor import daemon_directories
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry, agent_of
-from meshspec.converge.source import source_root
 from meshspec.plan import LOCAL, LOOPBACK, Host, Instance, Plan, Runtime
 from meshspec.render.acl import RegistryToken, description_prefix, mesh_tokens
 from meshspec.render.checker import checker_program, checks_file
@@ -48,7 +47,7 @@ from meshspec.render.secrets import (
 )
 from meshspec.spec import SpecInvalid
 
-__all__ = ["BIN_DIR", "HostMesh", "this_host"]
+__all__ = ["HostMesh", "this_host"]
 
 # The docker runtime's host needs only the engine and the tool that makes the base image.
 DOCKER_HOST_PACKAGES = ("docker.io", "mmdebstrap")
@@ -102,6 +101,15 @@ class HostMesh:
         return sorted({*venvs, *(p for s in self.services if s.process for p in s.process.install.apt)})
 
     @property
+    def bin_dir(self) -> str:
+        """Where this host's supervisord, supervisorctl and checker are, which run as root: in the
+        process runtime, meshspec's install on the host (a host needs no checkout, nor the deploy's
+        venv); in the docker runtime, which deploys to this machine alone, the deploy's venv."""
+        if self.runtime.in_containers:
+            return BIN_DIR
+        return str(self.plan.cache.meshspec_dir(self.plan.meshspec_build) / "venv" / "bin")
+
+    @property
     def cache_dir(self) -> str:
         """The host's install cache, shared by its meshes (the process runtime's installs)."""
         return str(self.plan.cache.root)
@@ -110,7 +118,7 @@ class HostMesh:
     def recipes(self) -> list[Recipe]:
         """The process runtime's installs, each in its directory of the install cache: meshspec's
         own first (the programs of meshspec's services run it), then the services'."""
-        own = meshspec_recipe(str(self.plan.cache.meshspec_dir(self.plan.meshspec_build)), str(source_root()),
+        own = meshspec_recipe(str(self.plan.cache.meshspec_dir(self.plan.meshspec_build)),
                               self.plan.meshspec_build)
         found = (recipe(s.name, str(self.plan.install_dir(s.name)), s.process.install) for s in self.services if s.process)
         return [own, *(r for r in found if r)]
@@ -133,7 +141,7 @@ class HostMesh:
     def programs(self) -> list[Program]:
         """supervisord's programs on this host: the checker, and the instances unless containers run them."""
         instances = [] if self.runtime.in_containers else [program(self.plan, i) for i in self.instances]
-        return [checker_program(self.plan, self.instances, self.runtime, BIN_DIR), *instances]
+        return [checker_program(self.plan, self.instances, self.runtime, self.bin_dir), *instances]
 
     @property
     def registrations(self) -> list[dict]:
@@ -148,7 +156,7 @@ class HostMesh:
     def facts(self) -> list[Fact]:
         """Every fact deploys/mesh.py's operations read of this host before they change it, as they
         read it (facts.snapshot reads them in one command): a fact missing here is read on its own."""
-        ctl, conf, secrets = f"{BIN_DIR}/supervisorctl", str(self.layout.supervisor_conf), self.secret_files
+        ctl, conf, secrets = f"{self.bin_dir}/supervisorctl", str(self.layout.supervisor_conf), self.secret_files
         files = [*(f.path for f in secrets), *(path for path, _ in self.files), conf]
         owned = [f.path for f in secrets] + ([self.token_path] if self.keeps_registry else [])
         facts = [(InstalledPackages, {}), (FileDigests, {"paths": files}), (FileOwners, {"paths": owned}),

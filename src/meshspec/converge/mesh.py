@@ -19,8 +19,9 @@ from meshspec.plan.layout import InstallCache
 from meshspec.render import images
 from meshspec.spec import load_spec
 
-# The deploy's meshspec-checker, supervisord and supervisorctl, which run as root: beside the
-# running Python. The programs' meshspec is an install of its own (load_mesh).
+# The deploy's own supervisord, supervisorctl and meshspec-checker, beside the running Python: the
+# docker runtime's (this machine only) and the tools that read a mesh of this machine. A host of
+# the process runtime runs its own, from its install of meshspec (HostMesh.bin_dir).
 BIN_DIR = str(Path(sys.executable).parent)
 
 

@@ -8,6 +8,8 @@ as its own user.
 
 from __future__ import annotations
 
+import io
+import tarfile
 from functools import cache
 from pathlib import Path
 
@@ -41,3 +43,14 @@ def installed_build() -> str:
     """The digest of the meshspec this deploy runs, read once: the programs it starts run an
     install of exactly this source (and restart when it changes)."""
     return source_digest(source_root())
+
+
+@cache
+def source_archive() -> bytes:
+    """meshspec's source as an install builds it (`source_files`), a gzipped tar, paths relative to
+    the tree: what the deploy uploads to a host that installs meshspec, which needs no checkout."""
+    root, out = source_root(), io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for path in source_files(root):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return out.getvalue()

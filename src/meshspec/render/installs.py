@@ -33,9 +33,8 @@ class Recipe:
     pip: tuple[str, ...]
     npm: tuple[str, ...]
     after: tuple[tuple[str, ...], ...] = ()  # rendered: {install_dir} substituted
-    # A source tree copied into the install and installed from there (pip builds in the tree it is
-    # given: the copy keeps a user's checkout clean), and the digest of its content.
-    source: str = ""
+    # The digest of a source tree the deploy uploads as an archive (converge.source.source_archive),
+    # unpacked into the install and installed from there; "" when the recipe has none.
     source_digest: str = ""
 
     @property
@@ -43,18 +42,17 @@ class Recipe:
         return digest([VENV_PYTHON, self.pip, self.npm, *([self.after] if self.after else []),
                        *([self.source_digest] if self.source_digest else [])])
 
-    def script(self) -> str:
-        """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone."""
+    def script(self, archive: str = "") -> str:
+        """Install from scratch, stamp last: an interrupted install leaves no stamp and is redone.
+        `archive`: where the source archive was uploaded, for a recipe with a source."""
         d = shlex.quote(self.install_dir)
         steps = ["set -e", "started=$(date +%s)", f"rm -rf {d}", f"mkdir -p {d}"]
-        if self.source:
-            src = shlex.quote(self.source)
-            steps += [f"mkdir -p {d}/source/src", f"cp {src}/pyproject.toml {src}/README.md {d}/source/",
-                      f"cp -r {src}/src/meshspec {d}/source/src/"]
+        if self.source_digest:
+            steps += [f"mkdir -p {d}/source", f"tar -xzf {shlex.quote(archive)} -C {d}/source"]
         if self.pip:
             steps += [f"{VENV_PYTHON} -m venv {d}/venv",
                       f"{d}/venv/bin/pip install --quiet --disable-pip-version-check {shlex.join(self.pip)}"]
-        if self.source:
+        if self.source_digest:
             steps += [f"rm -rf {d}/source"]
         if self.npm:
             steps += [f"npm install --prefix {d} --no-audit --no-fund --loglevel=error {shlex.join(self.npm)}"]
@@ -71,18 +69,25 @@ class Recipe:
     def log(self) -> str:
         return f"{self.install_dir}.log"
 
-    def host_script(self) -> str:
+    def source_upload(self, nonce: str) -> str:
+        """Where an upload of the source archive goes: beside the install, its own name for each
+        upload (deploys of several hosts sharing the cache, as the test cluster's do, upload at once)."""
+        return f"{self.install_dir}.source-{nonce}.tar.gz"
+
+    def host_script(self, archive: str = "") -> str:
         """`script` in the host's shared install cache: under a lock beside the directory, so two
         deploys never build it at once and the second finds it built; the install's output goes to
-        `log`, the end of which is printed when it fails; the last line says the install's size."""
+        `log`, the end of which is printed when it fails; the last line says the install's size.
+        The uploaded source `archive` is removed in any case."""
         d, log = shlex.quote(self.install_dir), shlex.quote(self.log)
         return "\n".join([
             "set -e",
+            *([f"trap 'rm -f {shlex.quote(archive)}' EXIT"] if archive else []),
             f"mkdir -p {shlex.quote(posixpath.dirname(self.install_dir.rstrip('/')))}",
             f"exec 9> {shlex.quote(self.install_dir + '.lock')}",
             "flock 9",
             f'if [ "$(cat {d}/{STAMP} 2>/dev/null)" = {self.hash} ]; then echo {shlex.quote(_BUILT_MEANWHILE)}',
-            f"elif ! sh -c {shlex.quote(self.script())} > {log} 2>&1; then tail -n {LOG_TAIL} {log}; exit 1",
+            f"elif ! sh -c {shlex.quote(self.script(archive))} > {log} 2>&1; then tail -n {LOG_TAIL} {log}; exit 1",
             "fi",
             f'echo "{_SIZE} $(du -sk {d} | cut -f1)"',
         ])
@@ -95,12 +100,11 @@ def recipe(service: str, install_dir: str, install: Install) -> Recipe | None:
     return Recipe(service, install_dir, tuple(install.pip), tuple(install.npm), after)
 
 
-def meshspec_recipe(install_dir: str, source_root: str, source_digest: str) -> Recipe:
-    """meshspec itself, as the process runtime's programs run it: in a venv of Debian's Python,
-    which every user may run (the deploy's own venv may use an interpreter only root can reach),
-    installed from a copy of the source tree whose digest names it."""
-    return Recipe("meshspec", install_dir, (f"{install_dir}/source",), (), source=source_root,
-                  source_digest=source_digest)
+def meshspec_recipe(install_dir: str, source_digest: str) -> Recipe:
+    """meshspec itself, as the process runtime's programs, checker and supervisord run it: in a venv
+    of Debian's Python, which every user may run (the deploy's own venv may use an interpreter only
+    root can reach), installed from the source archive the deploy uploads, whose digest names it."""
+    return Recipe("meshspec", install_dir, (f"{install_dir}/source",), (), source_digest=source_digest)
 
 
 def installed(output: list[str]) -> tuple[bool, int | None]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import posixpath
 import shlex
 import time
+import uuid
 
 import click
 import gevent
@@ -14,6 +17,7 @@ from pyinfra.api import FunctionCommand, StringCommand, operation
 from meshspec.converge.facts.shared import SharedFact
 from meshspec.converge.facts.snapshot import current
 from meshspec.converge.facts.system import InstalledPackages
+from meshspec.converge.source import source_archive
 from meshspec.render import installs
 from meshspec.render.installs import Recipe
 
@@ -66,6 +70,15 @@ def isolated(stamps: SharedFact, recipes: list[Recipe], jobs: int = 3):
     yield FunctionCommand(_install, (stale, jobs), {})
 
 
+def _upload_source(host, r: Recipe) -> str:
+    """Put meshspec's source archive on `host` beside the install; where it is."""
+    archive = r.source_upload(uuid.uuid4().hex[:12])
+    host.run_shell_command(StringCommand("mkdir", "-p", shlex.quote(posixpath.dirname(archive))))
+    if not host.put_file(io.BytesIO(source_archive()), archive):
+        raise OSError(f"could not upload meshspec's source to {archive}")
+    return archive
+
+
 def _install(state, host, recipes: list[Recipe], jobs: int, every: float = PROGRESS_EVERY) -> bool:
     """Run the recipes' host scripts on `host` from a pool of `jobs` greenlets, in the order given,
     while another greenlet prints progress. A failure starts no further install (those running
@@ -82,7 +95,8 @@ def _install(state, host, recipes: list[Recipe], jobs: int, every: float = PROGR
         running[r.service] = time.monotonic()
         say(installs.started_line(r.service))
         try:
-            ok, output = host.run_shell_command(StringCommand("sh", "-c", shlex.quote(r.host_script())))
+            archive = _upload_source(host, r) if r.source_digest else ""
+            ok, output = host.run_shell_command(StringCommand("sh", "-c", shlex.quote(r.host_script(archive))))
             lines = output.output_lines
         except Exception as err:  # a lost connection fails this install, not the others' reports
             ok, lines = False, [f"{type(err).__name__}: {err}"]
