@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 
 from pyinfra.api import FactBase
+from pyinfra.api.exceptions import FactProcessError
 from pyinfra.facts.files import FileContents
 
 from meshspec.converge.facts.files import FileDigests, FileModes, MissingDirectories
@@ -67,7 +68,7 @@ def test_a_cut_reading_is_refused():
     batch.command(facts=((FileModes, (("paths", ["/"]),)), (FileModes, (("paths", ["/"]),))))
     try:
         batch.process(["755 /", f"{batch.marker} 0"])
-    except ValueError as err:
+    except FactProcessError as err:
         assert "read 1 of 2 facts" in str(err)
     else:
         raise AssertionError("a reading missing a fact was accepted")

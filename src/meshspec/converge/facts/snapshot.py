@@ -18,6 +18,7 @@ import uuid
 
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand
+from pyinfra.api.exceptions import FactProcessError
 
 Fact = tuple[type[FactBase], dict]  # a fact and the arguments it is read with
 
@@ -50,7 +51,7 @@ class Batch(FactBase):
             values.append(fact.process(lines) if ok and lines else fact.default())
             lines = []
         if len(values) != len(self.parts):
-            raise ValueError(f"read {len(values)} of {len(self.parts)} facts: the command was cut short")
+            raise FactProcessError(f"read {len(values)} of {len(self.parts)} facts: the command was cut short")
         return values
 
 
@@ -58,6 +59,7 @@ class _Reading:
     def __init__(self, facts: list[Fact]) -> None:
         self.facts = [(cls, tuple(sorted(kwargs.items()))) for cls, kwargs in facts]
         self.values: list | None = None
+        self.failed = False  # the one command failed: each fact is read on its own
 
     def get(self, on, cls: type[FactBase], kwargs: dict) -> tuple[bool, object]:
         """(True, the value) when the reading holds `cls` read with `kwargs`, or with more paths
@@ -67,8 +69,11 @@ class _Reading:
                 continue
             given = dict(items)
             if given == kwargs or _narrower(cls, given, kwargs):
-                if self.values is None:
-                    self.values = on.get_fact(Batch, facts=tuple(self.facts))
+                if self.values is None and not self.failed:
+                    self.values = on.get_fact(Batch, facts=tuple(self.facts))  # pyinfra logs a failure
+                    self.failed = self.values is None
+                if self.failed:
+                    return False, None
                 return True, _narrowed(self.values[n], kwargs) if given != kwargs else self.values[n]
         return False, None
 
