@@ -233,4 +233,3 @@ def this_host(host) -> HostMesh:
         raise SystemExit(f"{refused}; no host was changed")
     token = os.environ.get(TOKEN_ENV) if external else None
     return HostMesh(mesh.plan, host.name, runtime, agent_of(mesh.plan, host.name, mesh.registry), token)
-
