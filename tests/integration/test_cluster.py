@@ -258,11 +258,17 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
             assert set(answered) == {"web-h1-0", "web-h2-1", "web-h3-2"}, answered
             assert h1()["web"] == h3()["web"] == 0 and h1()["inbound"] > 0 and h3()["inbound"] > 0, (h1(), h3())
         # A release that restarts every replica, host by host: two of the three answer throughout.
+        # The deploy reaches each host's agent through that host's SSH connection (h2's and h3's
+        # is their own address, which their proxy tunnels to h1): no packet from the deploying
+        # machine, nor from another host, reaches the registry's own port while it registers and
+        # waits for the checks.
         spec.write_text(SPREAD.replace("      stop_signal: INT\n", "      stop_signal: INT\n      env: {RELEASE: '2'}\n"))
         replicas = [f"http://10.213.0.{2 + r}:{18080 + 100 * r}/index.html" for r in range(3)]  # replica_port_step
-        with answering(replicas) as counts:
+        with answering(replicas) as counts, arrivals("h1", {"registry": 18500}) as registry:
             rolled = meshspec("deploy", "--rolling", env=env, timeout=600)
+            direct = registry()["registry"]
         assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
+        assert direct == 0, f"{direct} packets reached the registry's port from elsewhere than h1"
         assert min(counts) >= 2 and 2 in counts, collections.Counter(counts)  # each replica down once, never two at a time
         assert [line for line in rolled.stdout.splitlines() if line.startswith("==> rolling")] == [
             f"==> rolling deploy: h{n} ({n} of 3)" for n in (1, 2, 3)]
