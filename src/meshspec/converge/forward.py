@@ -10,6 +10,7 @@ as it does.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import gevent
@@ -17,6 +18,16 @@ import paramiko
 from gevent.server import StreamServer
 
 _ends: dict[tuple[str, str, int], StreamServer] = {}  # (host name, address, port) -> its local end
+
+
+def _not_refused_channel(record: logging.LogRecord) -> bool:
+    """paramiko logs each channel the host could not connect as an error; here that is the answer
+    of a port that does not listen yet (the deploy waits for its agent, and says so): the client
+    sees its connection closed."""
+    return not (record.getMessage().startswith("Secsh channel") and "open FAILED" in record.getMessage())
+
+
+logging.getLogger("paramiko.transport").addFilter(_not_refused_channel)
 
 
 def local_end(host_name: str, address: str, port: int) -> tuple[str, int]:
