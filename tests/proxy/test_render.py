@@ -299,6 +299,15 @@ def test_each_host_s_proxy_reaches_the_others_instances_over_mtls_and_serves_its
     assert f"bind 127.0.0.1:{h2.ports['egress']}" in egress and "unless { var(txn.ip) -m str 10.213.0.2 10.213.0.4 }" in egress
     assert (f"server peer 0.0.0.0:0 ssl crt {paths['certificate']} ca-file {paths['ca']} verify required "
             "sni str(port-),concat(,txn.port,.mesh-proxy)") in egress
+    # a tunnel (the registry, on h1 only) tries its instances unchecked while every checked one is
+    # down: after a partition heals, its checks lag the link by up to two 5 s intervals
+    tunnel = [line.split() for line in cfg[cfg.index("listen tunnel_consul"):].split("\n\n")[0].splitlines()]
+    assert ["option", "allbackups"] in tunnel
+    consul = plan.instances_of("consul")[0]
+    servers = [(s[1], s[2], "check" in s, "backup" in s) for s in tunnel if s[0] == "server"]
+    assert servers == [(consul.id, f"{consul.address}:{inbound}", True, False),
+                       (f"{consul.id}-unchecked", f"{consul.address}:{inbound}", False, True)]
+    assert config_shape(plan, proxy=h2)["listen"]["runtime"] == plan.proxy_runtime_of(h2) != plan.proxy_runtime
 
 
 def test_a_check_uri_has_the_instance_placeholders_filled_and_no_nonce(repo, tmp_path):

@@ -187,12 +187,18 @@ def tunnel_block(plan: Plan, proxy: Instance, service: str) -> list[str]:
     """A service the programs of the proxy's host reach, which runs on other hosts only: this host's
     address at the service's port (Plan.reach) takes their connections, in TCP, to its instances
     through their hosts' proxies, over mTLS. Static: the planned instances, each checked as far as
-    its host's proxy (a TLS handshake)."""
+    its host's proxy (a TLS handshake), and each again as a backup without a check, which HAProxy
+    uses while every checked one is down (Envoy's panic routing): a check needs two passes 5 s apart
+    to put a server back, so after a cut host's link returned its tunnels refused its programs for
+    up to 10 s while the other hosts' proxies, checking it every second, had its instances back in
+    rotation (CI: backend-api there answered 38 of 2,296 calls `degraded`, the registry's tunnel
+    "disconnected"). A tunnel to a host really gone now waits out `timeout connect` instead."""
     inbound = plan.inbound_port(proxy)
     lines = [f"listen tunnel_{service}", "mode tcp", f"bind {proxy.address}:{plan.instances_of(service)[0].port}",
-             "no log"]
-    lines += [f"server {i.id} {i.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, i.id))} "
-              f"check inter {HEALTH_INTER_MS}ms" for i in plan.instances_of(service)]
+             "no log", "option allbackups"]
+    for i in plan.instances_of(service):
+        server = f"{i.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, i.id))}"
+        lines += [f"server {i.id} {server} check inter {HEALTH_INTER_MS}ms", f"server {i.id}-unchecked {server} backup"]
     return lines
 
 
@@ -678,7 +684,7 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Inst
         "listen": {"main": f"{proxy.address}:{proxy.port}",
                    "mtls": proxy.ports.get(plan.spec.proxy.mtls_port_name),
                    "stats": f"{proxy.address}:{proxy.ports.get(plan.spec.proxy.stats_port_name)}",
-                   "runtime": plan.proxy_runtime},
+                   "runtime": plan.proxy_runtime_of(proxy)},
         "domain": plan.spec.mesh.domain,
         "options": {"spare_slots": options.spare_slots, "log_target": options.log_target,
                     "session_ttl": options.session_ttl},
