@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from meshspec.cluster import BRIDGE, FORWARDING, PREFIX, SSHD, address, namespaces
-from tests.cluster_support import arrivals
+from meshspec.common.consul_token import token_in
+from tests.cluster_support import arrivals, carrying
 from tests.integration.meshrun import BIN, REPO
 
 pytestmark = [pytest.mark.integration,
@@ -239,8 +240,15 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
         # the management token only where the registry runs: the others' secrets derive from it there
         assert (directory / "h1/srv/consul/management-token").exists()
         assert not list(directory.glob("h[23]/srv/consul/management-token"))
-        verified = meshspec("verify", "--json", env=env)
+        # What verify says to another host's service with a secret goes inside SSH: the management
+        # token never arrives at h1 from elsewhere, nor a route's request at a host's proxy.
+        token = token_in((directory / "h1/srv/consul/management-token").read_text())
+        with carrying("h1", {"token": token, "route": "GET /svc/web/"}) as h1, \
+                carrying("h2", {"route": "GET /svc/web/"}) as h2:
+            verified = meshspec("verify", "--json", env=env)
+            plain = {"h1": h1(), "h2": h2()}
         run = json.loads(verified.stdout)
+        assert plain == {"h1": {"token": 0, "route": 0}, "h2": {"route": 0}}, plain
         assert verified.returncode == 0, [c["reason"] for c in run["checks"] if c["status"] != "passed"]
         checks = {(c["subject"], c["check"]): c for c in run["checks"]}
         for instance, host in (("web-h1-0", "h1"), ("web-h2-1", "h2"), ("web-h3-2", "h3")):

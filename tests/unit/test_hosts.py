@@ -72,4 +72,6 @@ def test_verify_reaches_a_host_with_the_connection_settings_pyinfra_gets(tmp_pat
                                 "-o", "UserKnownHostsFile=/c/kh", "-o", "StrictHostKeyChecking=yes", "root@10.213.0.2",
                                 "--"]
     assert web2.ssh_command() == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "web2", "--"]
+    assert web2.ssh_command("-N", "-L", "127.0.0.1:1:10.0.0.2:2") == [  # options before the host (an ssh -L)
+        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-N", "-L", "127.0.0.1:1:10.0.0.2:2", "web2", "--"]
     assert local.ssh_command() == [] and local.is_local and not h1.is_local

@@ -31,13 +31,13 @@ class Host:
     def is_local(self) -> bool:
         return self.name == LOCAL
 
-    def ssh_command(self) -> list[str]:
+    def ssh_command(self, *options: str) -> list[str]:
         """`ssh` to this host with its connection settings as pyinfra uses them (the hosts file's
-        `ssh_*`), to be followed by a command; [] for @local, where a command runs as it is."""
+        `ssh_*`) and `options`, to be followed by a command; [] for @local, where a command runs as it is."""
         if self.is_local:
             return []
         given = dict(self.ssh)
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", *options]
         argv += ["-p", given["ssh_port"]] if "ssh_port" in given else []
         argv += ["-i", given["ssh_key"]] if "ssh_key" in given else []
         argv += ["-o", f"UserKnownHostsFile={given['ssh_known_hosts_file']}"] if "ssh_known_hosts_file" in given else []

@@ -421,16 +421,22 @@ class Route:
     """
 
     def __init__(self, proxy_url: str, service: str, path: str = "/", *, prefix: str | None = None,
-                 mcp: bool = False, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
+                 mcp: bool = False, timeout: float = 5.0, headers: dict[str, str] | None = None,
+                 shown: str | None = None) -> None:
         self.proxy_url, self.service, self.path = proxy_url.rstrip("/"), service, path
         self.prefix = (prefix or f"/svc/{service}").rstrip("/")
         self.mcp, self.timeout, self.headers = mcp, timeout, headers or {}
+        self.shown = shown  # how reasons name the proxy, when `proxy_url` is a forward's local end
 
     @property
     def url(self) -> str:
         if self.mcp:
             return f"{self.proxy_url}/mcp/{self.service}"
         return f"{self.proxy_url}{self.prefix}{self.path}"
+
+    @property
+    def shown_url(self) -> str:
+        return self.url.replace(self.proxy_url, self.shown, 1) if self.shown else self.url
 
     @cached_property
     def _through(self) -> McpServer | HttpEndpoint:
@@ -455,4 +461,5 @@ class Route:
 
     @property
     def reason(self) -> str:
-        return f"via proxy {self.url}: {self._through.reason}"
+        forward = " (through an SSH forward)" if self.shown else ""
+        return f"via proxy {self.shown_url}{forward}: {self._through.reason}"

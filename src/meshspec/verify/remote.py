@@ -1,14 +1,21 @@
 """What verify reads on a host of the mesh: its files, its supervisord, its instances' probes. On
 this host (@local) directly; on another, over SSH with the connection settings the deploy uses
 (the hosts file's `ssh_*`), in the manner of pytest-testinfra's SSH backend: one `ssh` per read,
-meshspec's install on the host reading its supervisord and running its probes there."""
+meshspec's install on the host reading its supervisord and running its probes there. What verify
+says with a secret to a service of another host (the registry's API with the management token, a
+proxy's edge with the operator's key) goes through an `ssh -L` of that host (`forwarded`), as the
+deploy's does through its SSH connection: never in the clear between machines."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import socket
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +104,55 @@ class HostReader:
             return Supervisor(where, error=f"supervisord at {where} does not answer: {said[-1] if said else done.returncode}")
         return Supervisor.from_infos(where, json.loads(done.stdout))
 
+
+
+_FORWARDS: dict[tuple[str, str, int], tuple[subprocess.Popen, int]] = {}  # (host, address, port) -> ssh, local port
+_FORWARDS_LOCK = threading.Lock()
+
+
+def forwarded(host: Host, address: str, port: int, timeout: float = 10.0) -> tuple[str, int]:
+    """Where on this machine a connection goes to `address:port` as `host` reaches it: the local end
+    of an `ssh -L` with the host's connection settings, one per (host, address, port) until
+    the `forwards()` around it ends. OSError when ssh cannot set it up."""
+    key = (host.name, address, port)
+    with _FORWARDS_LOCK:
+        if key not in _FORWARDS or _FORWARDS[key][0].poll() is not None:
+            _FORWARDS[key] = _start_forward(host, address, port, timeout)
+        return "127.0.0.1", _FORWARDS[key][1]
+
+
+def _start_forward(host: Host, address: str, port: int, timeout: float) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as probe:  # a free port for ssh to listen on (taken again at once, by ssh)
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    argv = host.ssh_command("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local}:{address}:{port}")[:-1]
+    ssh = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while ssh.poll() is None and time.monotonic() < deadline:
+        try:  # ssh listens once it has logged in
+            socket.create_connection(("127.0.0.1", local), timeout=1).close()
+            return ssh, local
+        except OSError:
+            time.sleep(0.05)
+    ssh.kill()
+    said = ssh.communicate()[1].strip().splitlines()
+    raise OSError(f"{host.name}: ssh -L to {address}:{port} " + (f"exited {ssh.returncode}: {said[-1]}" if said
+                                                                else f"did not listen within {timeout:.0f}s"))
+
+
+@contextmanager
+def forwards() -> Iterator[None]:
+    """The SSH forwards opened meanwhile end with it."""
+    try:
+        yield
+    finally:
+        _close_forwards()
+
+
+def _close_forwards() -> None:
+    with _FORWARDS_LOCK:
+        for ssh, _ in _FORWARDS.values():
+            ssh.terminate()
+        for ssh, _ in _FORWARDS.values():
+            ssh.communicate(timeout=5)
+        _FORWARDS.clear()

@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
+import consul
+
 from meshspec.common import nonce
 from meshspec.common.connect_certs import service_uri
 from meshspec.common.consul_token import TOKEN_ENV, token_in
@@ -44,7 +46,7 @@ from meshspec.verify.checks import (
     one_line,
     processes_in_containers,
 )
-from meshspec.verify.remote import HostReader
+from meshspec.verify.remote import HostReader, forwarded, forwards
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 MESH = "mesh"  # the subject of mesh-wide checks
@@ -198,6 +200,17 @@ def mesh_token(plan: Plan) -> str | None:
     return token_in(text) or os.environ.get(TOKEN_ENV) or None
 
 
+def registry_client(mesh: Mesh, token: str | None, timeout: float) -> consul.Consul:
+    """The registry as its host reaches it: through an SSH forward when that host is another, so
+    the management token does not cross the network in the clear (with a real Consul, the
+    inventory's first host's agent at CONSUL_HTTP_ADDR, as that host reaches it)."""
+    host = mesh.plan.registry_host
+    if host.is_local:
+        return mesh.registry.client(token, timeout)
+    address, port = forwarded(host, mesh.registry.host, mesh.registry.port)
+    return replace(mesh.registry, host=address, port=port).client(token, timeout)
+
+
 @dataclass
 class Sources:
     supervisors: dict[str, Future]  # host name -> Read of a Supervisor (which carries its own error)
@@ -233,8 +246,8 @@ def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime
                                      f"supervisord on {name}") for name, host in hosts.items()}
     return Sources(
         supervisors=runners,
-        services=pool.submit(_timed, lambda: mesh.registry.client(token.result(), timeout).agent.services(), where),
-        checks=pool.submit(_timed, lambda: mesh.registry.client(token.result(), timeout).agent.checks(), where),
+        services=pool.submit(_timed, lambda: registry_client(mesh, token.result(), timeout).agent.services(), where),
+        checks=pool.submit(_timed, lambda: registry_client(mesh, token.result(), timeout).agent.checks(), where),
         edge=pool.submit(_timed, lambda: edge_headers(mesh.plan), "its file"),
         probes={name: pool.submit(_timed, lambda h=host: _probes_on(mesh.plan, h, runtime), f"probes on {name}")
                 for name, host in hosts.items() if not host.is_local},
@@ -336,27 +349,38 @@ def routable(sources: Sources, plan: Plan, service_name: str) -> Outcome:
     if edge.error:
         return outcome(False, f"the operator's API key for the proxy's edge: {edge.error}")
     fronts = plan.instances_of(plan.spec.proxy.service)
-    routes = [_route(plan, service_name, f"http://{front.address}:{front.port}", edge.data, timeout) for front in fronts]
+    try:
+        routes = [_route(plan, service_name, front, edge.data, timeout) for front in fronts]
+    except OSError as err:  # no SSH forward to a proxy's edge
+        return outcome(False, f"the proxy's edge: {one_line(err)}")
     failed = next(((front, r) for front, r in zip(fronts, routes) if not r.reaches), None)
     first = routes[0]
     through = {"server": first.server_name} if first.mcp else {"http_status": first.http_status}
     if failed:
         front, route = failed
         return outcome(False, route.reason + (f" (through {front.host.name}'s proxy)" if len(fronts) > 1 else ""),
-                       url=route.url)
+                       url=route.shown_url)
     also = f"; the same through the proxies of {', '.join(f.host.name for f in fronts[1:])}" if len(fronts) > 1 else ""
-    return outcome(True, first.reason + also, url=first.url, **through)
+    return outcome(True, first.reason + also, url=first.shown_url, **through)
 
 
-def _route(plan: Plan, service_name: str, url: str, headers: dict[str, str], timeout: float) -> Route:
+def _route(plan: Plan, service_name: str, front: Instance, headers: dict[str, str], timeout: float) -> Route:
+    """The service through the proxy `front`: on another host, over an SSH forward (the operator's
+    key stays inside SSH), asking for the proxy's own address as its Host."""
+    own = f"{front.address}:{front.port}"
+    url, kwargs = f"http://{own}", {"timeout": timeout, "headers": headers}
+    if not front.host.is_local:
+        address, port = forwarded(front.host, front.address, front.port)
+        url = f"http://{address}:{port}"
+        kwargs |= {"headers": {**headers, "Host": own}, "shown": f"http://{own}"}
     service = plan.service(service_name)
     routing, health = effective_routing(plan.spec, service), service.health
     if health.mcp:
-        return Route(url, service_name, mcp=True, timeout=timeout, headers=headers)
+        return Route(url, service_name, mcp=True, **kwargs)
+    path = "/"
     if health.http:
         path = plan.render_once(service_name, health.http.first_page.path, **{nonce.NAME: nonce.fresh()})
-        return Route(url, service_name, path, prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
-    return Route(url, service_name, "/", prefix=path_prefix(service, routing), timeout=timeout, headers=headers)
+    return Route(url, service_name, path, prefix=path_prefix(service, routing), **kwargs)
 
 
 def same_server(results: list[CheckResult]) -> list[CheckResult]:
@@ -419,8 +443,8 @@ def mtls(mesh: Mesh, timeout: float) -> Outcome:
     certificate chains to the registry's roots and names the proxy; the second is refused."""
     plan = mesh.plan
     proxy = plan.instances_of(plan.spec.proxy.service)[0]
-    ca = mesh.registry.client(mesh_token(plan), timeout).agent.connect.ca
     try:
+        ca = registry_client(mesh, mesh_token(plan), timeout).agent.connect.ca
         roots, leaf = ca.roots(), ca.leaf(VERIFY_IDENTITY)
     except Exception as err:  # a registry that does not answer is a finding, not a crash
         return outcome(False, f"the registry's Connect CA does not answer: {one_line(err) or type(err).__name__}")
@@ -509,7 +533,7 @@ def verify(mesh: Mesh, runtime: Runtime = Runtime.PROCESS, spec_path: str = "", 
     """Run every check of `mesh` in parallel; never raises for what it finds."""
     started_at, started = now_iso(), time.perf_counter()
     plan, runtime = mesh.plan, Runtime(runtime)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+    with forwards(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         # Submitted first, so they run before any check that waits on them (the queue is FIFO).
         sources = _start_sources(pool, mesh, read_timeout, runtime)
         planned = planned_checks(mesh, sources, runtime)
@@ -550,7 +574,7 @@ def port_free(inst: Instance, timeout: float) -> Outcome:
 def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
     """None of this mesh's registrations remain; a registry that does not answer holds none of them
     only when it was the mesh's own agent (a real Consul must answer)."""
-    read = _timed(lambda: mesh.registry.client(mesh_token(mesh.plan), timeout).agent.services(),
+    read = _timed(lambda: registry_client(mesh, mesh_token(mesh.plan), timeout).agent.services(),
                   f"Consul at {mesh.registry.addr}")
     if read.error:
         own = mesh.plan.external_consul is None
@@ -596,7 +620,7 @@ def verify_gone(mesh: Mesh, spec_path: str = "", timeout: float = 2.0, workers: 
         subject = MESH if len(plan.hosts) == 1 else host.name
         checks += [Planned(subject, None, "no-programs", lambda h=host: no_programs(mesh, h, timeout)),
                    Planned(subject, None, "no-state", lambda h=host: no_state(plan, h))]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+    with forwards(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
         results = list(pool.map(_measure, checks))
     return VerifyRun(
         mesh=plan.spec.mesh.name, spec=spec_path, port_offset=plan.port_offset, state_dir=str(plan.layout.root),
