@@ -89,6 +89,27 @@ def forward_policy(policy: str):
             bridged.write_text(was)
 
 
+@contextlib.contextmanager
+def registered_by_hand(host: str, instance: str, port: int, directory: Path, token: str):
+    """A web server on `host` that no deploy knows of, answering its ID, registered by hand with the
+    registry (on h1) as an instance of `web`, with no check (passing, as Consul takes it); gone after."""
+    directory.mkdir()
+    (directory / "index.html").write_text(f"{instance}\n")
+    server = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-{host}", "python3", "-m", "http.server", str(port),
+                               "--bind", address(host), "--directory", str(directory)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = f"http://{address('h1')}:18500/v1/agent/service"
+    headers = {"X-Consul-Token": token}
+    try:
+        httpx.put(f"{agent}/register", headers=headers, trust_env=False, json={
+            "ID": instance, "Name": "web", "Address": address(host), "Port": port}).raise_for_status()
+        yield
+    finally:
+        httpx.put(f"{agent}/deregister/{instance}", headers=headers, trust_env=False).raise_for_status()
+        server.terminate()
+        server.wait(10)
+
+
 def _mentions(path: Path, text: str) -> bool:
     try:
         return text in path.read_text()
@@ -265,6 +286,18 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
                                            for _ in range(30))
             assert set(answered) == {"web-h1-0", "web-h2-1", "web-h3-2"}, answered
             assert h1()["web"] == h3()["web"] == 0 and h1()["inbound"] > 0 and h3()["inbound"] > 0, (h1(), h3())
+        # An instance no deploy knows of, registered by hand on h2: h1's proxy routes to it too,
+        # through h2's inbound listener, which names it in the inbound map h2's controller keeps
+        # (before that map, h2's listener refused it and h1's checks of it failed: never answered).
+        with registered_by_hand("h2", "web-by-hand", 18950, tmp_path / "by-hand", token), \
+                arrivals("h2", {"by-hand": 18950}) as h2, httpx.Client(trust_env=False, timeout=5) as client:
+            answers, deadline = [], time.monotonic() + 20
+            while "web-by-hand" not in {text for _, text in answers} and time.monotonic() < deadline:
+                got = client.get(f"http://{address('h1')}:18005/svc/web/index.html")
+                answers.append((got.status_code, got.text.strip()))
+                time.sleep(0.1)
+            assert ("web-by-hand" in {text for _, text in answers} and {code for code, _ in answers} == {200}
+                    and h2()["by-hand"] == 0), (collections.Counter(answers), h2())
         # A release that restarts every replica, host by host: two of the three answer throughout.
         # The deploy reaches each host's agent through that host's SSH connection (h2's and h3's
         # is their own address, which their proxy tunnels to h1): no packet from the deploying

@@ -35,8 +35,8 @@ CA_SECRET = "harness-mesh-ca"  # what the deploy derives the mesh CA from (the m
 
 def write_proxy_files(plan: Plan, ca_secret: str = CA_SECRET, instance: Instance | None = None) -> None:
     """The files HAProxy loads that the deploy writes before it starts: for an mTLS listener the mesh
-    CA (certificate and key), the proxy's first certificate and the intentions map, empty (the
-    controller fills it); and the consumers map, where the spec declares consumers. `instance`: the
+    CA (certificate and key), the proxy's first certificate, and the intentions and inbound maps
+    empty (the controller fills them); and the consumers map, where the spec declares consumers. `instance`: the
     proxy instance (by default the first)."""
     domain, proxy = plan.spec.mesh.name, plan.spec.proxy.service
     instance = instance or proxy_instance(plan)
@@ -52,6 +52,7 @@ def write_proxy_files(plan: Plan, ca_secret: str = CA_SECRET, instance: Instance
         Path(path).write_text(text)
         Path(path).chmod(0o600)
     Path(paths["intentions"]).touch()
+    Path(paths["inbound"]).touch()
     for secret in edge_files(plan, instance):
         Path(secret.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         Path(secret.path).write_text(secret.text(ca_secret))

@@ -95,7 +95,8 @@ def tls_mesh(tmp_path_factory):
         m.controller = Controller(agent.address, m.proxy.api, m.proxy.config, wait="10s", resync=0.2)
         m.thread = ControllerThread(m.controller).start()
         wait_until(lambda: m.controller.metrics.certificates._value.get() >= 1, 10, what="first certificate installed")
-        wait_until(lambda: m.controller.installed_map is not None, 10, what="the intentions map installed")
+        wait_until(lambda: m.controller.shape["intentions"] in m.controller.installed, 10,
+                   what="the intentions map installed")
         # The agent's leaves live 4 s here: the load below presents one the mesh CA signed for an hour.
         m.client_cert = pem_files(root / "client", CALLER, *made_leaf(CA_SECRET, CALLER, dt.datetime.now(dt.timezone.utc),
                                                                       dt.timedelta(hours=1)))

@@ -14,7 +14,7 @@ from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render.haproxy import backend_name, config_shape, proxy_paths, render_haproxy, server_options, stats_users
 from meshspec.runtime.proxy.apply import ReloadError, master_cli
-from meshspec.runtime.proxy.reconcile import Endpoint, parse_health, reconcile, reconcile_backend
+from meshspec.runtime.proxy.reconcile import Endpoint, inbound_entries, parse_health, reconcile, reconcile_backend
 from meshspec.runtime.proxy.runtime_api import (
     PEERS_RESYNC_FINISHED,
     ServerState,
@@ -287,13 +287,21 @@ def test_each_host_s_proxy_reaches_the_others_instances_over_mtls_and_serves_its
     assert f"bind {h2.address}:{inbound} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required" in front
     assert "tcp-request content reject unless { ssl_c_s_dn(CN) -m str mesh-proxy }" in front
     routes = dict(line.split("int(")[1].split(") if { ssl_fc_sni -m str ") for line in front.splitlines()
-                  if "set-dst-port" in line)
+                  if "set-dst-port int(" in line)
     served = {name.rstrip(" }"): int(port) for port, name in routes.items()}
     mine = {f"{i.id}.mesh-proxy": i.port for i in plan.instances if i.host == h2.host and f"{i.id}.mesh-proxy" in served}
     metrics = {f"port-{plan.metrics_port(i)}.mesh-proxy": plan.metrics_port(i) for i in plan.instances
                if i.host == h2.host and plan.metrics_port(i)}
     assert mine and served == mine | metrics  # its instances, and its metrics ports for the others' scrapes
     assert all(f"{i.id}.mesh-proxy" not in front for i in plan.instances if i.host != h2.host)
+    # beyond the plan, the names the controller puts in the inbound map (reconcile.inbound_entries),
+    # the plan's own ports winning
+    registered = f"ssl_fc_sni,map_str_int({paths['inbound']})"
+    rules = [line.strip() for line in front.splitlines() if line.strip().startswith("tcp-request content")]
+    assert rules[1].endswith(f"}} or {{ {registered} -m found }}")
+    assert rules[2] == f"tcp-request content set-dst-port {registered} if {{ {registered} -m found }}"
+    assert all("set-dst-port int(" in rule for rule in rules[3:])
+    assert config_shape(plan, proxy=h2)["peers"]["map"] == paths["inbound"]
     # its egress listener, for its own programs (loopback): another host's target over mTLS alone
     egress = cfg[cfg.index("frontend egress"):]
     assert f"bind 127.0.0.1:{h2.ports['egress']}" in egress and "unless { var(txn.ip) -m str 10.213.0.2 10.213.0.4 }" in egress
@@ -425,6 +433,16 @@ def test_an_instance_of_another_host_is_reached_through_its_hosts_proxy_over_tls
     assert reconcile_backend("svc_a", SHAPE, servers, eps, peers=PEERS).changes == []
     # without an inbound port (no peers), every instance is reached directly, as on one host
     assert commands(reconcile_backend("svc_a", SHAPE, current(), eps))[0] == "set server svc_a/spare-1 addr 10.0.0.3 port 5002"
+
+
+def test_the_inbound_map_is_every_instance_the_registry_lists_at_this_host():
+    """Planned or not (haproxy.cfg names the planned ones too): the name another host's proxy asks
+    for (target_of's), to the instance's own port; none of another host's; none without peers."""
+    peers = {**PEERS, "map": "/srv/inbound.map"}
+    endpoints = {"a": [ep("a-local-0", 5000), Endpoint("a-h2-2", "10.0.0.3", 5002, "passing")],
+                 "b": [Endpoint("by-hand", "127.0.0.1", 6100, "critical")]}
+    assert inbound_entries(endpoints, peers) == {"a-local-0.mesh-proxy": "5000", "by-hand.mesh-proxy": "6100"}
+    assert inbound_entries(endpoints, PEERS) == inbound_entries(endpoints, None) == {}
 
 
 def test_unknown_services_are_left_alone_last_known_good():

@@ -8,7 +8,8 @@ import dataclasses
 from meshspec.render.acl import description_prefix
 from meshspec.render.haproxy import config_shape, render_haproxy
 from meshspec.render.intentions import ToolPolicy, consumer_denials, intention_entries, mesh_intentions, tool_policies
-from meshspec.runtime.proxy.intentions import intention_map, map_commands, parse_map
+from meshspec.runtime.proxy.intentions import intention_map
+from meshspec.runtime.proxy.maps import map_commands, parse_map
 from tests.unit.test_acl_tokens import shipped
 
 

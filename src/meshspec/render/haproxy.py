@@ -49,6 +49,7 @@ SERVICE_TABLE = "rate_service"
 TOOL_TABLE = "rate_tool"
 STATE_FILE = "server-state"
 INTENTIONS_MAP = "intentions.map"
+INBOUND_MAP = "inbound.map"
 PIDFILE = "haproxy.pid"
 #: HAProxy's own check of each server, a liveness check beside the checker's proof. Every 5 s, not
 #: 2 s: a check that does real work (an inference for the embeddings service) cost the idle mesh
@@ -121,6 +122,7 @@ def proxy_paths(plan: Plan, proxy: Instance | None = None) -> dict[str, str]:
         "state_file": str(state / STATE_FILE),
         "certificate": plan.proxy_file(PROXY_CERTIFICATE, proxy),
         "intentions": str(state / INTENTIONS_MAP),
+        "inbound": str(state / INBOUND_MAP),
         "consumers": plan.proxy_file(PROXY_CONSUMERS, proxy),
         "ca": plan.proxy_file(PROXY_CA, proxy),
     }
@@ -246,19 +248,27 @@ def inbound_lines(plan: Plan, proxy: Instance) -> list[str]:
     """The listener other hosts' proxies call this host's instances on: TLS that requires a client
     certificate of the mesh CA with the proxy's name (no service calls it directly); the server name
     they ask for picks the instance, and the connection goes on to its port on this host (the
-    server `0.0.0.0:0` of `mesh_inbound` connects to the destination these rules set). A name of no
-    instance here is refused. Plain TCP inside: whatever the instance speaks passes unchanged."""
+    server `0.0.0.0:0` of `mesh_inbound` connects to the destination these rules set). The planned
+    instances are named here; an instance the registry lists at this host beyond them (registered
+    by hand, or by a real Consul's own) is in the inbound map, which the controller keeps
+    (runtime/proxy/reconcile.inbound_entries), as the other hosts' controllers add it to their
+    proxies. A name of neither is refused. Plain TCP inside: whatever the instance speaks passes
+    unchanged."""
     port = plan.inbound_port(proxy)
     paths = proxy_paths(plan, proxy)
     to = {peer_name(plan, i.id): i.port for i in local_instances(plan, proxy)}
     if proxy.ports.get(plan.spec.proxy.egress_port_name) is not None:
         to |= {metrics_name(plan, p): p for p in local_metrics_ports(plan, proxy)}
+    registered = f"ssl_fc_sni,map_str_int({paths['inbound']})"
+    planned = f"{{ ssl_fc_sni -m str {' '.join(to)} }} or " if to else ""
     return [
         "mode tcp",
         f"bind {proxy.address}:{port} ssl crt {paths['certificate']} ca-file {paths['ca']} verify required",
         "no log",  # the request log's ring holds HTTP lines alone (common/request_log.py)
         f"tcp-request content reject unless {{ ssl_c_s_dn(CN) -m str {plan.spec.proxy.service} }}",
-        f"tcp-request content reject unless {{ ssl_fc_sni -m str {' '.join(to)} }}" if to else "tcp-request content reject",
+        f"tcp-request content reject unless {planned}{{ {registered} -m found }}",
+        f"tcp-request content set-dst-port {registered} if {{ {registered} -m found }}",
+        # after the map's rule: a planned instance's port is the plan's, whatever the map says
         *[f"tcp-request content set-dst-port int({p}) if {{ ssl_fc_sni -m str {name} }}" for name, p in to.items()],
         "default_backend mesh_inbound",
     ]
@@ -696,6 +706,8 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Inst
         # gives a server `options` with the instance's `name` when its address is not `address`.
         "peers": ({"address": proxy.address, "port": plan.inbound_port(proxy),
                    "options": peer_tls(plan, proxy, "{name}"), "name": peer_name(plan, "{id}"),
+                   # this host's instances beyond the plan, which its inbound listener serves
+                   "map": paths["inbound"],
                    # the check of each other host's proxy -> that host's address
                    "hosts": {peer_backend(o): o.address for o in other_proxies(plan, proxy)}}
                   if plan.inbound_port(proxy) is not None else None),

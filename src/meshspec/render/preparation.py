@@ -67,11 +67,14 @@ def preparation(plan: Plan, inst: Instance, runtime: Runtime = Runtime.PROCESS) 
 def _controller_state(plan: Plan, inst: Instance) -> tuple[tuple[str, ...], ...]:
     """In the proxy's directory (root's), the files the controller writes, made its user's: the
     server state (HAProxy's master reads it as root at each reload), the shape HAProxy loaded, and
-    the intentions map (empty until the controller fills it: until then the mTLS listener denies)."""
+    the intentions map (empty until the controller fills it: until then the mTLS listener denies)
+    and, where it has an inbound listener, the inbound map (this host's instances beyond the plan
+    that the listener serves, none until the controller adds them)."""
     user = plan.proxy_controller_user
     if not user or inst.service != plan.spec.proxy.service:
         return ()
     paths = proxy_paths(plan, inst)
     state = PurePosixPath(paths["state_file"])
-    files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE)), paths["intentions"]])
+    inbound = [paths["inbound"]] if plan.inbound_port(inst) is not None else []
+    files = shlex.join([str(state), str(state.with_name(LOADED_SHAPE)), paths["intentions"], *inbound])
     return (("sh", "-c", f"touch {files} && chown {shlex.quote(user)} {files}"),)

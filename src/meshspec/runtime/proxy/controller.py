@@ -37,9 +37,10 @@ from meshspec.common.durations import parse_duration
 from meshspec.common.haproxy_shape import LOADED_SHAPE, read_shape
 from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_haproxy
 from meshspec.runtime.proxy.certificates import keep_certificate
-from meshspec.runtime.proxy.intentions import install_map, intention_map
+from meshspec.runtime.proxy.intentions import intention_map
+from meshspec.runtime.proxy.maps import install_map
 from meshspec.runtime.proxy.outliers import Outliers, breakers_of, on_lost_hosts
-from meshspec.runtime.proxy.reconcile import Change, Endpoint, reconcile
+from meshspec.runtime.proxy.reconcile import Change, Endpoint, inbound_entries, reconcile
 from meshspec.runtime.proxy.request_log import Durations, follow, slos_of
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
 from meshspec.runtime.proxy.scrape_targets import bearer_token, read_catalog, target_groups
@@ -118,7 +119,7 @@ class Controller:
         self.certificate_until: str | None = None  # the installed proxy certificate's ValidBefore
         self.intentions: list[dict] | None = None  # the registry's, as last read (None: not yet)
         self.intentions_watch: asyncio.Task | None = None
-        self.installed_map: dict[str, str] | None = None
+        self.installed: dict[str, dict[str, str]] = {}  # map file -> its entries as last installed
         self.outliers = Outliers()
 
     def _initial_loaded_hash(self) -> str | None:
@@ -206,21 +207,31 @@ class Controller:
     def apply_intentions(self) -> None:
         """HAProxy's intentions map, made to match the registry's intentions for the routed services."""
         path = self.shape.get("intentions")
-        if not path or self.intentions is None:
-            return
-        wanted = intention_map(self.intentions, self.services)
-        if wanted == self.installed_map:
-            return
+        if path and self.intentions is not None:
+            changed = self._keep_map("intentions", path, intention_map(self.intentions, self.services))
+            self.metrics.intention_changes.inc(changed)
+
+    def apply_inbound(self) -> None:
+        """The inbound map, made to match the instances the registry lists on this host, once every
+        routed service's have been read (until then an entry of one not yet read would go)."""
+        peers = self.shape.get("peers")
+        if peers and peers.get("map") and self.services <= self.endpoints.keys():
+            self._keep_map("inbound", peers["map"], inbound_entries(dict(self.endpoints), peers))
+
+    def _keep_map(self, kind: str, path: str, wanted: dict[str, str]) -> int:
+        """One of HAProxy's maps (its file and HAProxy's copy) made `wanted`; how many entries changed."""
+        if wanted == self.installed.get(path):
+            return 0
         try:
             changed = install_map(self.api, Path(path), wanted)
         except (RuntimeApiError, OSError) as err:
-            self.metrics.errors.labels("intentions").inc()
-            self.last_error = f"intentions map: {err}"
-            log.error("intentions map: %s", err)
-            return
-        self.installed_map = wanted
-        self.metrics.intention_changes.inc(changed)
-        log.info("intentions map: %d entries, %d changed", len(wanted), changed)
+            self.metrics.errors.labels(kind).inc()
+            self.last_error = f"{kind} map: {err}"
+            log.error("%s map: %s", kind, err)
+            return 0
+        self.installed[path] = wanted
+        log.info("%s map: %d entries, %d changed", kind, len(wanted), changed)
+        return changed
 
     # --- reload when the shape changed ---------------------------------------------------------
 
@@ -359,6 +370,7 @@ class Controller:
                         self._follow_request_log()
                     await asyncio.to_thread(self.sync)
                     await asyncio.to_thread(self.apply_intentions)
+                    await asyncio.to_thread(self.apply_inbound)
                     self.synced.set()
             finally:
                 for task in [*self.watchers.values(), outliers,

@@ -106,6 +106,17 @@ def target_of(e: Endpoint, peers: dict | None) -> Target:
     return Target(e.addr, peers["port"], peers["options"].replace("{name}", name))
 
 
+def inbound_entries(endpoints: dict[str, list[Endpoint]], peers: dict | None) -> dict[str, str]:
+    """The inbound map: every instance the registry lists at this host's address, by the name the
+    other hosts' proxies ask for it under (target_of's), to its port. haproxy.cfg names the planned
+    instances itself; these reach the ones beyond the plan (registered by hand, or by a real
+    Consul's own), which the other hosts' controllers add to their proxies as they see them."""
+    if not peers or not peers.get("map"):
+        return {}
+    return {peers["name"].replace("{id}", e.id): str(e.port)
+            for service in endpoints.values() for e in service if e.addr == peers["address"]}
+
+
 def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], endpoints: list[Endpoint],
                       expired: set[str] = frozenset(), peers: dict | None = None) -> Reconciliation:
     """What to change in one backend so it serves exactly `endpoints`. `expired`: server names whose
