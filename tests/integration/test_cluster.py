@@ -90,9 +90,9 @@ def forward_policy(policy: str):
 
 
 @contextlib.contextmanager
-def registered_by_hand(host: str, instance: str, port: int, directory: Path, token: str):
+def registered_by_hand(host: str, service: str, instance: str, port: int, directory: Path, token: str):
     """A web server on `host` that no deploy knows of, answering its ID, registered by hand with the
-    registry (on h1) as an instance of `web`, with no check (passing, as Consul takes it); gone after."""
+    registry (on h1) as an instance of `service`, with no check (passing, as Consul takes it); gone after."""
     directory.mkdir()
     (directory / "index.html").write_text(f"{instance}\n")
     server = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-{host}", "python3", "-m", "http.server", str(port),
@@ -102,7 +102,7 @@ def registered_by_hand(host: str, instance: str, port: int, directory: Path, tok
     headers = {"X-Consul-Token": token}
     try:
         httpx.put(f"{agent}/register", headers=headers, trust_env=False, json={
-            "ID": instance, "Name": "web", "Address": address(host), "Port": port}).raise_for_status()
+            "ID": instance, "Name": service, "Address": address(host), "Port": port}).raise_for_status()
         yield
     finally:
         httpx.put(f"{agent}/deregister/{instance}", headers=headers, trust_env=False).raise_for_status()
@@ -188,7 +188,7 @@ def test_a_failing_step_is_one_line_and_leaves_nothing(tmp_path):
 
 SPREAD = """\
 # The registry on h1 (group core), a proxy and its controller on every host, a web server's three
-# replicas one per host.
+# replicas one per host, and the notes they depend on, on h3 alone (h1's and h2's proxies tunnel it).
 version: 1
 mesh: {name: spread, replica_port_step: 100}
 proxy: {service: mesh-proxy, controller: mesh-controller}
@@ -238,11 +238,23 @@ services:
     description: Python's HTTP file server, serving its instance directory
     port: 18080
     replicas: 3
+    depends_on: [notes]
     process:
       prepare: [[sh, -c, "echo {id} > index.html"]]
       command: [python3, -m, http.server, "{port}", --bind, "{address}", --directory, "{state_dir}"]
       stop_signal: INT
     health: {http: {path: /index.html, contains: "{id}"}}
+  - name: notes
+    kind: core
+    description: Python's HTTP file server again, on h3 alone
+    port: 18090
+    placement: {hosts: [h3]}
+    process:
+      prepare: [[sh, -c, "echo {id} > index.html"]]
+      command: [python3, -m, http.server, "{port}", --bind, "{address}", --directory, "{state_dir}"]
+      stop_signal: INT
+    health: {http: {path: /index.html, contains: "{id}"}}
+    routing: {enabled: false}
 """
 WEB_PORTS = [18080 + 100 * r for r in range(3)]  # replica_port_step
 
@@ -276,7 +288,7 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
             held = checks[(instance, "healthy")]["reason"]
             assert f"answered HTTP 200 OK with '{instance}'" in held and f"of program {instance}" in held, held
             assert checks[(instance, "running")]["status"] == "passed"  # its host's supervisord, read over SSH
-        assert checks[("mesh", "counts")]["reason"] == "10 planned, 10 running, 10 registered, 10 passing"
+        assert checks[("mesh", "counts")]["reason"] == "11 planned, 11 running, 11 registered, 11 passing"
         # Every host's proxy routes to every replica; one on another host is reached through that
         # host's proxy over mTLS: no packet from another host reaches a web replica's own port.
         with arrivals("h1", {"web": WEB_PORTS[0], "inbound": 18016}) as h1, \
@@ -286,18 +298,25 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
                                            for _ in range(30))
             assert set(answered) == {"web-h1-0", "web-h2-1", "web-h3-2"}, answered
             assert h1()["web"] == h3()["web"] == 0 and h1()["inbound"] > 0 and h3()["inbound"] > 0, (h1(), h3())
-        # An instance no deploy knows of, registered by hand on h2: h1's proxy routes to it too,
-        # through h2's inbound listener, which names it in the inbound map h2's controller keeps
-        # (before that map, h2's listener refused it and h1's checks of it failed: never answered).
-        with registered_by_hand("h2", "web-by-hand", 18950, tmp_path / "by-hand", token), \
-                arrivals("h2", {"by-hand": 18950}) as h2, httpx.Client(trust_env=False, timeout=5) as client:
-            answers, deadline = [], time.monotonic() + 20
-            while "web-by-hand" not in {text for _, text in answers} and time.monotonic() < deadline:
-                got = client.get(f"http://{address('h1')}:18005/svc/web/index.html")
-                answers.append((got.status_code, got.text.strip()))
-                time.sleep(0.1)
-            assert ("web-by-hand" in {text for _, text in answers} and {code for code, _ in answers} == {200}
-                    and h2()["by-hand"] == 0), (collections.Counter(answers), h2())
+        # Instances no deploy knows of, registered by hand on h2, of web (routed) and of notes (which
+        # h1's proxy tunnels to h3): h1's proxy reaches both, through h2's inbound listener, which
+        # names them in the inbound map h2's controller keeps; h1's controller adds the one to its
+        # web backend, the other to its notes tunnel. Before that map h2's listener refused them;
+        # before the controller followed the tunnels, h1's tunnel knew notes-h3-0 alone.
+        with registered_by_hand("h2", "web", "web-by-hand", 18950, tmp_path / "web-by-hand", token), \
+                registered_by_hand("h2", "notes", "notes-by-hand", 18960, tmp_path / "notes-by-hand", token), \
+                arrivals("h2", {"web": 18950, "notes": 18960}) as h2, httpx.Client(trust_env=False, timeout=5) as client:
+            for by_hand, url in (("web-by-hand", f"http://{address('h1')}:18005/svc/web/index.html"),
+                                 ("notes-by-hand", f"http://{address('h1')}:18090/index.html")):
+                answers, start = [], time.monotonic()
+                while by_hand not in {text for _, text in answers} and time.monotonic() < start + 20:
+                    got = client.get(url)
+                    answers.append((got.status_code, got.text.strip()))
+                    time.sleep(0.1)
+                print(f"{by_hand}: answered through h1 after {time.monotonic() - start:.1f} s, {len(answers)} calls")
+                assert by_hand in {text for _, text in answers} and {code for code, _ in answers} == {200}, \
+                    collections.Counter(answers)
+            assert h2() == {"web": 0, "notes": 0}, h2()
         # A release that restarts every replica, host by host: two of the three answer throughout.
         # The deploy reaches each host's agent through that host's SSH connection (h2's and h3's
         # is their own address, which their proxy tunnels to h1): no packet from the deploying

@@ -14,7 +14,14 @@ from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render.haproxy import backend_name, config_shape, proxy_paths, render_haproxy, server_options, stats_users
 from meshspec.runtime.proxy.apply import ReloadError, master_cli
-from meshspec.runtime.proxy.reconcile import Endpoint, inbound_entries, parse_health, reconcile, reconcile_backend
+from meshspec.runtime.proxy.reconcile import (
+    Endpoint,
+    inbound_entries,
+    parse_health,
+    reconcile,
+    reconcile_backend,
+    reconcile_tunnel,
+)
 from meshspec.runtime.proxy.runtime_api import (
     PEERS_RESYNC_FINISHED,
     ServerState,
@@ -315,6 +322,10 @@ def test_each_host_s_proxy_reaches_the_others_instances_over_mtls_and_serves_its
     servers = [(s[1], s[2], "check" in s, "backup" in s) for s in tunnel if s[0] == "server"]
     assert servers == [(consul.id, f"{consul.address}:{inbound}", True, False),
                        (f"{consul.id}-unchecked", f"{consul.address}:{inbound}", False, True)]
+    # and the controller adds the registry's instances beyond those (reconcile_tunnel)
+    tunnels = config_shape(plan, proxy=h2)["tunnels"]
+    assert tunnels["tunnel_consul"]["planned"] == [s[1] for s in tunnel if s[0] == "server"]
+    assert {t["service"] for t in tunnels.values()} == set(plan.tunnelled(h2.host))
     assert config_shape(plan, proxy=h2)["listen"]["runtime"] == plan.proxy_runtime_of(h2) != plan.proxy_runtime
 
 
@@ -443,6 +454,33 @@ def test_the_inbound_map_is_every_instance_the_registry_lists_at_this_host():
                  "b": [Endpoint("by-hand", "127.0.0.1", 6100, "critical")]}
     assert inbound_entries(endpoints, peers) == {"a-local-0.mesh-proxy": "5000", "by-hand.mesh-proxy": "6100"}
     assert inbound_entries(endpoints, PEERS) == inbound_entries(endpoints, None) == {}
+
+
+def test_a_tunnel_follows_the_instances_beyond_its_plan_and_leaves_its_planned_ones_to_its_checks():
+    """h2's tunnel to a database on h1: an instance registered by hand on h3 is added, through h3's
+    proxy, follows its state in the registry, and goes when no longer listed; the planned server
+    and its unchecked backup are left alone whatever the registry says of them."""
+    tunnel = {"service": "db", "planned": ["db-h1-0", "db-h1-0-unchecked"], "server_options": "check inter 5000ms"}
+    peers = {**PEERS, "address": "10.0.0.3"}
+
+    def server(name, sid, admin=0):
+        return ServerState("tunnel_db", name, sid, "10.0.0.2" if name.startswith("db-h1") else "10.0.0.4", 9016, 2, admin, 1)
+
+    planned = [server("db-h1-0", 1), server("db-h1-0-unchecked", 2)]
+    eps = [Endpoint("db-h1-0", "10.0.0.2", 5432, "critical"), Endpoint("db-by-hand", "10.0.0.4", 5433, "passing")]
+    ref = "tunnel_db/db-by-hand"
+    assert commands(reconcile_tunnel("tunnel_db", tunnel, planned, eps, peers)) == [
+        f"add server {ref} 10.0.0.4:9016 id {server_id('db-by-hand')} check inter 5000ms ssl sni str(db-by-hand.mesh-proxy)",
+        f"enable health {ref}", f"set server {ref} health up", f"set server {ref} state ready"]
+    shape = {"backends": {}, "tunnels": {"tunnel_db": tunnel}, "peers": peers}
+    assert commands(reconcile(shape, planned, {"db": eps})) == commands(reconcile_tunnel("tunnel_db", tunnel, planned, eps, peers))
+    added = planned + [server("db-by-hand", server_id("db-by-hand"))]
+    assert reconcile_tunnel("tunnel_db", tunnel, added, eps, peers).changes == []
+    critical = [eps[0], Endpoint("db-by-hand", "10.0.0.4", 5433, "critical")]
+    assert commands(reconcile_tunnel("tunnel_db", tunnel, added, critical, peers)) == [f"set server {ref} state maint"]
+    assert commands(reconcile_tunnel("tunnel_db", tunnel, added, eps[:1], peers)) == [f"set server {ref} state maint"]
+    in_maint = planned + [server("db-by-hand", server_id("db-by-hand"), admin=1)]
+    assert commands(reconcile_tunnel("tunnel_db", tunnel, in_maint, eps[:1], peers)) == [f"del server {ref}"]
 
 
 def test_unknown_services_are_left_alone_last_known_good():

@@ -56,6 +56,8 @@ PIDFILE = "haproxy.pid"
 #: 0.06 core every 2 s. A killed server costs no request meanwhile (retry-on conn-failure with
 #: redispatch), and once a check fails the next comes `fastinter` later.
 HEALTH_INTER_MS = 5_000
+#: A tunnel's check of a server: as far as the other host's proxy, a TLS handshake (tunnel_block).
+TUNNEL_CHECK = f"check inter {HEALTH_INTER_MS}ms"
 FASTINTER_MS = 250
 MAX_FALL = 2
 #: Each proxy's check of every other host's proxy (a TLS handshake with its inbound listener): what
@@ -185,23 +187,36 @@ def local_instances(plan: Plan, proxy: Instance) -> list[Instance]:
     return [i for i in plan.instances if i.host == proxy.host and i.service in served]
 
 
+def tunnel_name(service: str) -> str:
+    return f"tunnel_{service}"
+
+
+def tunnel_servers(plan: Plan, proxy: Instance, service: str) -> list[tuple[str, str]]:
+    """A tunnel's servers as haproxy.cfg names them: each planned instance checked, then unchecked."""
+    inbound = plan.inbound_port(proxy)
+    servers = []
+    for i in plan.instances_of(service):
+        server = f"{i.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, i.id))}"
+        servers += [(i.id, f"{server} {TUNNEL_CHECK}"), (f"{i.id}-unchecked", f"{server} backup")]
+    return servers
+
+
 def tunnel_block(plan: Plan, proxy: Instance, service: str) -> list[str]:
     """A service the programs of the proxy's host reach, which runs on other hosts only: this host's
     address at the service's port (Plan.reach) takes their connections, in TCP, to its instances
-    through their hosts' proxies, over mTLS. Static: the planned instances, each checked as far as
-    its host's proxy (a TLS handshake), and each again as a backup without a check, which HAProxy
-    uses while every checked one is down (Envoy's panic routing): a check needs two passes 5 s apart
-    to put a server back, so after a cut host's link returned its tunnels refused its programs for
-    up to 10 s while the other hosts' proxies, checking it every second, had its instances back in
+    through their hosts' proxies, over mTLS. The planned instances, each checked as far as its
+    host's proxy (a TLS handshake), and each again as a backup without a check, which HAProxy uses
+    while every checked one is down (Envoy's panic routing): a check needs two passes 5 s apart to
+    put a server back, so after a cut host's link returned its tunnels refused its programs for up
+    to 10 s while the other hosts' proxies, checking it every second, had its instances back in
     rotation (CI: backend-api there answered 38 of 2,296 calls `degraded`, the registry's tunnel
-    "disconnected"). A tunnel to a host really gone now waits out `timeout connect` instead."""
-    inbound = plan.inbound_port(proxy)
-    lines = [f"listen tunnel_{service}", "mode tcp", f"bind {proxy.address}:{plan.instances_of(service)[0].port}",
+    "disconnected"). A tunnel to a host really gone now waits out `timeout connect` instead. The
+    instances the registry lists beyond the plan the controller adds and removes
+    (runtime/proxy/reconcile.reconcile_tunnel); the planned ones are their checks' alone, since a
+    host's controller reads the registry through its tunnel."""
+    lines = [f"listen {tunnel_name(service)}", "mode tcp", f"bind {proxy.address}:{plan.instances_of(service)[0].port}",
              "no log", "option allbackups"]
-    for i in plan.instances_of(service):
-        server = f"{i.address}:{inbound} {peer_tls(plan, proxy, peer_name(plan, i.id))}"
-        lines += [f"server {i.id} {server} check inter {HEALTH_INTER_MS}ms", f"server {i.id}-unchecked {server} backup"]
-    return lines
+    return lines + [f"server {name} {options}" for name, options in tunnel_servers(plan, proxy, service)]
 
 
 def metrics_name(plan: Plan, port: int) -> str:
@@ -700,6 +715,11 @@ def config_shape(plan: Plan, options: ProxyOptions = ProxyOptions(), proxy: Inst
                     "session_ttl": options.session_ttl},
         "rate_limits": plan.spec.proxy.rate_limits.model_dump(mode="json"),
         "backends": backends,
+        # The tunnels (listen sections, TCP) to services on other hosts only: the controller adds
+        # the instances the registry lists beyond the `planned` servers (names as haproxy.cfg has them).
+        "tunnels": {tunnel_name(s): {"service": s, "planned": [name for name, _ in tunnel_servers(plan, proxy, s)],
+                                     "server_options": TUNNEL_CHECK}
+                    for s in (plan.tunnelled(proxy.host) if plan.inbound_port(proxy) is not None else [])},
         "paths": paths,
         # Where instances of other hosts are reached: through their proxy's inbound listener, over
         # mTLS (None: no inbound port; every instance directly). The controller's `add server`

@@ -1,7 +1,7 @@
 """mesh-controller: Consul's health API -> HAProxy's runtime API, without reloads.
 
 consul-template's loop, each step its own module:
-  watch      (watch.py) one blocking query per routed service (`/v1/health/service/<name>?index=&wait=`);
+  watch      (watch.py) one blocking query per routed or tunnelled service (`/v1/health/service/<name>?index=&wait=`);
   reconcile  (reconcile.py) PURE: what to change so HAProxy's servers match what Consul says;
   apply      (apply.py) the changes through the runtime API (`set server addr/port/state/health`,
              `add server`, `del server`), and a hitless reload when haproxy.cfg's shape changed.
@@ -131,7 +131,13 @@ class Controller:
 
     @property
     def services(self) -> set[str]:
+        """The routed services (the intentions map's destinations)."""
         return {b["service"] for b in self.shape["backends"].values()}
+
+    @property
+    def watched(self) -> set[str]:
+        """The services whose instances the controller follows: the routed ones and the tunnelled."""
+        return self.services | {t["service"] for t in self.shape.get("tunnels", {}).values()}
 
     # --- watch ---------------------------------------------------------------------------------
 
@@ -152,10 +158,10 @@ class Controller:
         log.warning("consul watch %s: %s", service, err)
 
     def _sync_watchers(self, session: aiohttp.ClientSession) -> None:
-        for service in self.services - self.watchers.keys():
+        for service in self.watched - self.watchers.keys():
             self.watchers[service] = asyncio.create_task(
                 watch(session, self.consul, service, self.wait, self.mesh, self.seen, self.failed))
-        for service in set(self.watchers) - self.services:
+        for service in set(self.watchers) - self.watched:
             self.watchers.pop(service).cancel()
             self.endpoints.pop(service, None)
 
@@ -213,9 +219,9 @@ class Controller:
 
     def apply_inbound(self) -> None:
         """The inbound map, made to match the instances the registry lists on this host, once every
-        routed service's have been read (until then an entry of one not yet read would go)."""
+        followed service's have been read (until then an entry of one not yet read would go)."""
         peers = self.shape.get("peers")
-        if peers and peers.get("map") and self.services <= self.endpoints.keys():
+        if peers and peers.get("map") and self.watched <= self.endpoints.keys():
             self._keep_map("inbound", peers["map"], inbound_entries(dict(self.endpoints), peers))
 
     def _keep_map(self, kind: str, path: str, wanted: dict[str, str]) -> int:
@@ -382,7 +388,7 @@ class Controller:
     def status(self) -> dict:
         return {"status": "ok" if self.haproxy_ok else "haproxy unreachable",
                 "haproxy": self.haproxy_ok, "consul": self.consul_ok,
-                "services": len(self.services), "known": len(self.endpoints),
+                "services": len(self.watched), "known": len(self.endpoints),
                 "shape": self.loaded_hash, "certificate_until": self.certificate_until,
                 "last_error": self.last_error}
 

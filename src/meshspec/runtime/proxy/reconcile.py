@@ -5,7 +5,9 @@ reconcile(shape, servers, endpoints, expired) -> the runtime-API commands, per b
 warning -> drain (keeps its sessions, gets no new ones); critical -> maint. An instance Consul no
 longer lists (deregistered) -> drain for the drain grace (sticky MCP sessions still reach it while
 it is still up), then maint; servers added at runtime are then deleted, spare slots freed, planned
-servers stay in maint. A service whose endpoints were never read is left alone.
+servers stay in maint. A tunnel to services on other hosts only (reconcile_tunnel) gets the
+instances beyond its planned servers the same way, its planned ones left to HAProxy's checks. A
+service whose endpoints were never read is left alone.
 """
 
 from __future__ import annotations
@@ -176,16 +178,7 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
             cmds += _state_commands(ref, None, e.target, True)
             result.changes.append(Change("assign", backend, name, tuple(cmds)))
         else:
-            sid = server_id(e.id)
-            while sid in taken_ids:
-                sid += 1
-            taken_ids.add(sid)
-            ref = f"{backend}/{e.id}"
-            cmds = [f"add server {ref} {target.addr}:{target.port} id {sid} weight {weight} {shape['server_options']}"
-                    + (f" {target.options}" if target.options else ""),
-                    f"enable health {ref}"]
-            cmds += _state_commands(ref, None, e.target, True)
-            result.changes.append(Change("add", backend, e.id, tuple(cmds)))
+            result.changes.append(_add_server(backend, e, target, taken_ids, f"weight {weight} {shape['server_options']}"))
 
     for s in servers:  # servers Consul does not list (any more)
         if s.name in claimed:
@@ -204,9 +197,55 @@ def reconcile_backend(backend: str, shape: dict, servers: list[ServerState], end
     return result
 
 
+def _add_server(backend: str, e: Endpoint, target: Target, taken_ids: set[int], options: str) -> Change:
+    """`add server` for an endpoint (its stable ID, the next free one if taken), its checks on."""
+    sid = server_id(e.id)
+    while sid in taken_ids:
+        sid += 1
+    taken_ids.add(sid)
+    ref = f"{backend}/{e.id}"
+    cmds = [f"add server {ref} {target.addr}:{target.port} id {sid} {options}" + (f" {target.options}" if target.options else ""),
+            f"enable health {ref}", *_state_commands(ref, None, e.target, True)]
+    return Change("add", backend, e.id, tuple(cmds))
+
+
+def reconcile_tunnel(backend: str, tunnel: dict, servers: list[ServerState], endpoints: list[Endpoint],
+                     peers: dict | None) -> Reconciliation:
+    """What to change in one tunnel so it also reaches the instances the registry lists beyond its
+    planned servers, each by its state there, and no longer those it has stopped listing (maint,
+    then deleted). The planned servers are left to HAProxy's checks: a host's controller reads the
+    registry through its tunnel, so a tunnel the registry's word took down could not come back."""
+    result = Reconciliation()
+    planned = set(tunnel["planned"])
+    by_name = {s.name: s for s in servers}
+    taken_ids = {s.id for s in servers}
+    listed = {e.id: e for e in endpoints if e.id not in planned}
+    for e in listed.values():
+        target = target_of(e, peers)
+        server = by_name.get(e.id)
+        if server is None:
+            result.changes.append(_add_server(backend, e, target, taken_ids, tunnel["server_options"]))
+            continue
+        ref = f"{backend}/{e.id}"
+        moved = (server.addr, server.port) != (target.addr, target.port)
+        cmds = [f"set server {ref} addr {target.addr} port {target.port}"] if moved else []
+        cmds += _state_commands(ref, server, e.target, moved)
+        if cmds:
+            result.changes.append(Change("address" if moved else e.target, backend, e.id, tuple(cmds)))
+    for s in servers:
+        if s.name in planned or s.name in listed:
+            continue
+        ref = f"{backend}/{s.name}"
+        if s.admin == "maint":
+            result.changes.append(Change("delete", backend, s.name, (f"del server {ref}",)))
+        else:
+            result.changes.append(Change("maint", backend, s.name, (f"set server {ref} state maint",)))
+    return result
+
+
 def reconcile(shape: dict, servers: list[ServerState], endpoints: dict[str, list[Endpoint]],
               expired: set[tuple[str, str]] = frozenset()) -> Reconciliation:
-    """All backends of the shape. A service whose endpoints are unknown (never read from Consul) is left
+    """All backends and tunnels of the shape. A service whose endpoints are unknown (never read from Consul) is left
     alone; a backend HAProxy does not have yet (shape newer than the running config) is skipped."""
     result = Reconciliation()
     present = {s.backend for s in servers}
@@ -219,4 +258,8 @@ def reconcile(shape: dict, servers: list[ServerState], endpoints: dict[str, list
                                  shape.get("peers"))
         result.changes += part.changes
         result.gone |= part.gone
+    for backend, tunnel in shape.get("tunnels", {}).items():
+        if tunnel["service"] in endpoints and backend in present:
+            result.changes += reconcile_tunnel(backend, tunnel, [s for s in servers if s.backend == backend],
+                                               endpoints[tunnel["service"]], shape.get("peers")).changes
     return result

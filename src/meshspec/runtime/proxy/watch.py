@@ -1,4 +1,4 @@
-"""The controller's watch: one Consul blocking query after another per routed service.
+"""The controller's watch: one Consul blocking query after another per routed or tunnelled service.
 
 `/v1/health/service/<name>?index=&wait=` returns when the service's health changes (or the wait
 ends); each answer goes to `on_result`, each failure to `on_error`, then a retry with backoff. The
