@@ -274,14 +274,15 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
         assert (directory / "h1/srv/consul/management-token").exists()
         assert not list(directory.glob("h[23]/srv/consul/management-token"))
         # What verify says to another host's service with a secret goes inside SSH: the management
-        # token never arrives at h1 from elsewhere, nor a route's request at a host's proxy.
+        # token never arrives at h1 from elsewhere, nor a route's request at a host's proxy; and it
+        # connects to no instance's port from another machine (h3's are connected to on h3).
         token = token_in((directory / "h1/srv/consul/management-token").read_text())
         with carrying("h1", {"token": token, "route": "GET /svc/web/"}) as h1, \
-                carrying("h2", {"route": "GET /svc/web/"}) as h2:
+                carrying("h2", {"route": "GET /svc/web/"}) as h2, arrivals("h3", {"web": WEB_PORTS[2], "notes": 18090}) as h3:
             verified = meshspec("verify", "--json", env=env)
-            plain = {"h1": h1(), "h2": h2()}
+            plain = {"h1": h1(), "h2": h2(), "h3": h3()}
         run = json.loads(verified.stdout)
-        assert plain == {"h1": {"token": 0, "route": 0}, "h2": {"route": 0}}, plain
+        assert plain == {"h1": {"token": 0, "route": 0}, "h2": {"route": 0}, "h3": {"web": 0, "notes": 0}}, plain
         assert verified.returncode == 0, [c["reason"] for c in run["checks"] if c["status"] != "passed"]
         checks = {(c["subject"], c["check"]): c for c in run["checks"]}
         for instance, host in (("web-h1-0", "h1"), ("web-h2-1", "h2"), ("web-h3-2", "h3")):

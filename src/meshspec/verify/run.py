@@ -29,7 +29,7 @@ from meshspec.plan.hosts import Host
 from meshspec.plan.layout import OWNED
 from meshspec.render.checker import CHECKER
 from meshspec.render.containers import ownership
-from meshspec.render.probes import probe
+from meshspec.render.probes import TCP, Probe, probe
 from meshspec.render.registrations import is_ours, registration
 from meshspec.runtime.probes.owner import Owner, Tracker
 from meshspec.runtime.probes.protocols import run as run_probe
@@ -255,11 +255,31 @@ def _start_sources(pool: ThreadPoolExecutor, mesh: Mesh, timeout: float, runtime
     )
 
 
+#: Among another host's probes, the key of an instance's `listening` connect: its ID and this.
+LISTENING = " listening"
+
+
+def connect_timeout(plan: Plan, inst: Instance) -> float:
+    """Seconds the `listening` check waits for its connect: the service's probe timeout, at most 2 s."""
+    return min(effective_health_timing(plan.spec, plan.service(inst.service)).timeout / 1000, 2.0)
+
+
 def _probes_on(plan: Plan, host: Host, runtime: Runtime) -> dict:
-    """The probes of another host's instances, run there at once (verify.remote)."""
-    wanted = {i.id: (asdict(probe(plan, i, runtime)), effective_health_timing(plan.spec, plan.service(i.service)).timeout
-                     / 1000) for i in plan.instances_on(host.name)}
+    """The probes of another host's instances, and a connect to each one's port, run there at once
+    (verify.remote): no connection of verify's crosses between machines but its SSH."""
+    wanted = {}
+    for i in plan.instances_on(host.name):
+        wanted[i.id] = (asdict(probe(plan, i, runtime)), effective_health_timing(plan.spec, plan.service(i.service)).timeout
+                        / 1000)
+        wanted[i.id + LISTENING] = (asdict(Probe(TCP, address=i.address, port=i.port)), connect_timeout(plan, i))
     return HostReader(host).probes(plan.meshspec_bin, wanted)
+
+
+def _on_its_host(sources: Sources, inst: Instance, key: str, **details) -> Outcome:
+    """What one of the probes run on another host's instance's host (`_probes_on`) found."""
+    read: Read = sources.probes[inst.host.name].result()
+    result = read.data[key] if not read.error else None
+    return outcome(False, read.error) if result is None else outcome(result.ok, result.output, **details, **result.details)
 
 
 # --- the checks --------------------------------------------------------------------------------
@@ -272,8 +292,12 @@ def program_running(sources: Sources, inst: Instance) -> Outcome:
     return outcome(program.is_running, program.reason, state=program.state, pid=program.pid)
 
 
-def port_listening(inst: Instance, timeout: float) -> Outcome:
-    port = Port(inst.address, inst.port, timeout)
+def port_listening(sources: Sources, plan: Plan, inst: Instance) -> Outcome:
+    """A connect to the instance's port, from its own host (pytest-testinfra's `socket` check reads
+    the host too): another host's is run there, with its probes."""
+    if not inst.host.is_local:
+        return _on_its_host(sources, inst, inst.id + LISTENING, port=inst.port)
+    port = Port(inst.address, inst.port, connect_timeout(plan, inst))
     return outcome(port.is_listening, port.reason, port=inst.port)
 
 
@@ -284,10 +308,7 @@ def healthy(sources: Sources, plan: Plan, inst: Instance, runtime: Runtime = Run
     timeout = effective_health_timing(plan.spec, service).timeout / 1000
     found = probe(plan, inst, runtime)
     if not inst.host.is_local:  # run on its host, as its checker runs it: its secrets and /proc are there
-        read: Read = sources.probes[inst.host.name].result()
-        result = read.data[inst.id] if not read.error else None
-        return outcome(False, read.error) if result is None else outcome(result.ok, result.output, probe=found.kind,
-                                                                         **result.details)
+        return _on_its_host(sources, inst, inst.id, probe=found.kind)
     tracker = None
     if found.owner:  # the pid supervisord (or the engine) gave for the whole mesh in one read
         tracker = Tracker(Owner(**found.owner), root=Program(sources.supervisor_read(inst.host), inst.id).pid)
@@ -492,11 +513,10 @@ def planned_checks(mesh: Mesh, sources: Sources, runtime: Runtime) -> list[Plann
     plan = mesh.plan
     out: list[Planned] = []
     for inst in plan.instances:
-        timeout = min(effective_health_timing(plan.spec, plan.service(inst.service)).timeout / 1000, 2.0)
         expected = registration(plan, inst, runtime)
         out += [
             Planned(inst.id, inst.service, "running", lambda i=inst: program_running(sources, i)),
-            Planned(inst.id, inst.service, "listening", lambda i=inst, t=timeout: port_listening(i, t)),
+            Planned(inst.id, inst.service, "listening", lambda i=inst: port_listening(sources, plan, i)),
             Planned(inst.id, inst.service, "healthy", lambda i=inst: healthy(sources, plan, i, runtime)),
             Planned(inst.id, inst.service, "registered", lambda e=expected: registered(sources, e)),
             Planned(inst.id, inst.service, "passing", lambda i=inst: check_passing(sources, i)),
