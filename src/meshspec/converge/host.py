@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from pyinfra import inventory
 from pyinfra.facts.files import FileContents
@@ -20,7 +20,7 @@ from meshspec.converge.facts.snapshot import Fact
 from meshspec.converge.facts.stamps import Stamps
 from meshspec.converge.facts.supervisor import ProgramFiles, ProgramStates
 from meshspec.converge.facts.system import InstalledPackages, UserNames
-from meshspec.converge.mesh import BIN_DIR, load_mesh
+from meshspec.converge.mesh import BIN_DIR, Mesh, load_mesh
 from meshspec.converge.ops.supervisor import daemon_directories
 from meshspec.converge.policy import refusal
 from meshspec.converge.registry import Registry, agent_of
@@ -131,7 +131,7 @@ class HostMesh:
     def owner(self) -> dict[str, str]:
         return ownership(self.plan)
 
-    @property
+    @cached_property  # the facts' digests and the Rendered files operation both ask
     def files(self) -> list[tuple[str, str]]:
         checks = (str(self.layout.checker_file), checks_file(self.plan, self.instances, self.runtime))
         return [f for i in self.instances if self.plan.service(i.service).process
@@ -184,7 +184,7 @@ class HostMesh:
     def keeps_registry(self) -> bool:
         return self.host_name == self.registry_host
 
-    @property
+    @cached_property  # as files
     def secret_files(self) -> list[SecretFile]:
         """The secret files this host keeps: its checker's and its services' Consul tokens, and the
         stats page's credentials if it runs the proxy."""
@@ -218,6 +218,14 @@ class HostMesh:
         return description_prefix(self.plan)
 
 
+@lru_cache(maxsize=1)
+def _run_s_mesh(spec: str, hosts: tuple[Host, ...], port_offset: int, state_dir: str, external: str | None,
+                runtime: Runtime, cache_dir: str | None) -> Mesh:
+    """The mesh of this run, built once: pyinfra runs the deploy file once per host, in one process,
+    and parsing and planning the spec again for each host was most of a no-op's time in this process."""
+    return load_mesh(spec, list(hosts), port_offset, state_dir, external, runtime, cache_dir=cache_dir)
+
+
 def this_host(host) -> HostMesh:
     """The mesh as `host` converges to it; exits with the spec's problems if it is invalid, or with
     what the chosen runtime refuses."""
@@ -225,8 +233,8 @@ def this_host(host) -> HostMesh:
     external = data.consul_http_addr
     runtime = Runtime(data.mesh_runtime)
     try:
-        mesh = load_mesh(data.mesh_spec, [_mesh_host(h) for h in inventory], data.mesh_port_offset,
-                         data.mesh_state_dir, external, runtime, cache_dir=data.mesh_cache_dir)
+        mesh = _run_s_mesh(data.mesh_spec, tuple(_mesh_host(h) for h in inventory), data.mesh_port_offset,
+                           data.mesh_state_dir, external, runtime, data.mesh_cache_dir)
     except SpecInvalid as err:
         raise SystemExit("\n".join(err.lines("no host was changed"))) from None
     if refused := refusal(mesh.plan, runtime, [h.name for h in inventory]):
