@@ -19,7 +19,6 @@ from meshspec.render.installs import STAMP
 
 mesh = this_host(host)  # a bad spec stops the run here, before any host is changed
 snapshot.declare(mesh.facts)  # read in one command by the first operation that asks
-ctl, conf = f"{mesh.bin_dir}/supervisorctl", str(mesh.layout.supervisor_conf)
 stamps = SharedFact(Stamps, root=mesh.cache_dir, stamp=STAMP)
 # The management token is kept on the registry's host alone; every host's secrets derive from it.
 token = SharedFact(FileContents, on=inventory.get_host(mesh.registry_host), path=mesh.token_path)
@@ -60,4 +59,4 @@ consul.services(name="Registrations", registry=mesh.registry, token=token, wante
 consul.prune(name="Prune registrations", registry=mesh.registry, token=token,
              mesh=mesh.plan.spec.mesh.name, host_label=mesh.host_label, keep=mesh.ids)
 health.passing(name="Health", registry=mesh.registry, token=token, ids=mesh.ids, runtime=mesh.runtime,
-               supervisor=(ctl, conf), owner=mesh.owner, settle=mesh.settle)
+               supervisor=str(mesh.layout.supervisor_socket), owner=mesh.owner, settle=mesh.settle)

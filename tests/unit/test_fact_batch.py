@@ -12,6 +12,7 @@ from pyinfra.facts.files import FileContents
 
 from meshspec.converge.facts.files import FileDigests, FileModes, MissingDirectories
 from meshspec.converge.facts.snapshot import Batch, _narrowed, _narrower
+from meshspec.converge.facts.stamps import Stamps
 
 
 class Failing(FactBase):
@@ -81,3 +82,13 @@ def test_a_per_path_fact_serves_fewer_paths_narrowed():
     assert not _narrower(FileContents, {"path": "/a"}, {"path": "/a"})  # not per path: exact reads only
     assert _narrowed({"/a": "1", "/b": "2"}, {"paths": ["/b"]}) == {"/b": "2"}
     assert _narrowed(["/a", "/b"], {"paths": ["/b", "/c"]}) == ["/b"]
+
+
+def test_stamps_are_read_by_directory_name(tmp_path):
+    for name, text in {"web-h1-0": "aa7db07b\n", "odd:name": "x:y\n"}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".stamp").write_text(text)
+    (tmp_path / "unstamped").mkdir()
+    values = read([(Stamps, {"root": str(tmp_path), "stamp": ".stamp"}),
+                   (Stamps, {"root": str(tmp_path / "gone"), "stamp": ".stamp"})])
+    assert values == [{"web-h1-0": "aa7db07b", "odd:name": "x:y"}, {}]

@@ -18,7 +18,7 @@ from meshspec.common.consul_token import TOKEN_ENV
 from meshspec.converge.facts.files import FileDigests, FileModes, FileOwners, MissingDirectories
 from meshspec.converge.facts.snapshot import Fact
 from meshspec.converge.facts.stamps import Stamps
-from meshspec.converge.facts.supervisor import ProgramFiles, ProgramStates
+from meshspec.converge.facts.supervisor import ProgramFiles, Programs
 from meshspec.converge.facts.system import InstalledPackages, UserNames
 from meshspec.converge.mesh import BIN_DIR, Mesh, load_mesh
 from meshspec.converge.ops.supervisor import daemon_directories
@@ -51,6 +51,8 @@ __all__ = ["HostMesh", "this_host"]
 
 # The docker runtime's host needs only the engine and the tool that makes the base image.
 DOCKER_HOST_PACKAGES = ("docker.io", "mmdebstrap")
+# Every host: the deploy reads supervisord's programs with curl (facts/supervisor.Programs).
+HOST_PACKAGES = ("curl",)
 
 
 def _mesh_host(h) -> Host:
@@ -96,9 +98,9 @@ class HostMesh:
     @property
     def debian_packages(self) -> list[str]:
         if self.runtime.in_containers:
-            return list(DOCKER_HOST_PACKAGES)
+            return sorted({*HOST_PACKAGES, *DOCKER_HOST_PACKAGES})
         venvs = ["python3-venv"] if any(r.pip for r in self.recipes) else []  # VENV_PYTHON's venv module
-        return sorted({*venvs, *(p for s in self.services if s.process for p in s.process.install.apt)})
+        return sorted({*HOST_PACKAGES, *venvs, *(p for s in self.services if s.process for p in s.process.install.apt)})
 
     @property
     def bin_dir(self) -> str:
@@ -156,13 +158,13 @@ class HostMesh:
     def facts(self) -> list[Fact]:
         """Every fact deploys/mesh.py's operations read of this host before they change it, as they
         read it (facts.snapshot reads them in one command): a fact missing here is read on its own."""
-        ctl, conf, secrets = f"{self.bin_dir}/supervisorctl", str(self.layout.supervisor_conf), self.secret_files
+        conf, secrets = str(self.layout.supervisor_conf), self.secret_files
         files = [*(f.path for f in secrets), *(path for path, _ in self.files), conf]
         owned = [f.path for f in secrets] + ([self.token_path] if self.keeps_registry else [])
         facts = [(InstalledPackages, {}), (FileDigests, {"paths": files}), (FileOwners, {"paths": owned}),
                  (Stamps, {"root": str(self.layout.root / "instances"), "stamp": PREPARED}),
                  (MissingDirectories, {"paths": daemon_directories(self.layout)}),
-                 (ProgramFiles, {"directory": str(self.layout.programs_dir)}), (ProgramStates, {"ctl": ctl, "conf": conf})]
+                 (ProgramFiles, {"directory": str(self.layout.programs_dir)}), (Programs, {"socket": str(self.layout.supervisor_socket)})]
         if not self.runtime.in_containers:
             facts += [(Stamps, {"root": self.cache_dir, "stamp": INSTALLED}), (UserNames, {})]
         if self.keeps_registry:

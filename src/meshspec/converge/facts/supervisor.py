@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-import re
 import shlex
+import xmlrpc.client
+from typing import NamedTuple
+from xml.parsers.expat import ExpatError
 
 from pyinfra.api import FactBase
 
@@ -30,42 +32,35 @@ class ProgramFiles(FactBase):
         return {name.removesuffix(".conf"): digest for digest, name in pairs}
 
 
-#: supervisorctl status's exit statuses when supervisord answers: every program runs, or not (LSB's
-#: 0 and 3); any other (4: no answer, 2: no configuration file yet) means it does not.
-ANSWERED = ("0", "3")
+class Program(NamedTuple):
+    state: str  # RUNNING, STARTING, STOPPED, FATAL, ... as supervisord names them
+    uptime: int  # seconds since supervisord started it; 0 unless RUNNING (past its startsecs)
 
 
-class ProgramStates(FactBase):
-    """{program name: state} as supervisorctl reports them (RUNNING, STARTING, FATAL, ...), or None
-    when the supervisord serving `conf` does not answer."""
+#: The XML-RPC call that `supervisorctl status` makes, as its body.
+_ALL_PROCESS_INFO = xmlrpc.client.dumps((), "supervisor.getAllProcessInfo")
 
-    def command(self, ctl: str, conf: str) -> str:
-        return f'{ctl} -c {conf} status 2>/dev/null; echo "supervisorctl: $?"'
+
+class Programs(FactBase):
+    """{program name: Program} as the supervisord listening on `socket` reports them, or None when
+    it does not answer.
+
+    Read with curl on supervisord's XML-RPC socket rather than with `supervisorctl status`: the
+    reading is the same call, but supervisorctl's Python start costs about 90 ms of CPU on a host
+    against curl's 9 ms (measured on the test cluster's h1, 41 programs), and the deploy reads it
+    twice per host (its facts, then the health wait)."""
+
+    def command(self, socket: str) -> str:
+        return (f"curl -sS --max-time 10 --unix-socket {shlex.quote(socket)} -H 'Content-Type: text/xml'"
+                f" --data-binary {shlex.quote(_ALL_PROCESS_INFO)} http://localhost/RPC2 2>/dev/null; true")
 
     def process(self, output):
-        *lines, last = output
-        if last.strip().removeprefix("supervisorctl: ") not in ANSWERED:
+        try:
+            (infos,), _ = xmlrpc.client.loads("\n".join(output))
+        except (xmlrpc.client.Fault, ExpatError, ValueError):  # no answer, or not supervisord's
             return None
-        return {parts[0]: parts[1] for line in lines if len(parts := line.split()) >= 2}
-
-
-#: supervisorctl's "RUNNING   pid 123, uptime 1 day, 2:03:04" (supervisor formats days only when there are some).
-UPTIME = re.compile(r"uptime (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
-
-
-class RunningUptimes(FactBase):
-    """{program name: seconds since supervisord started it} of the programs in state RUNNING (past
-    their startsecs), from one `supervisorctl status`."""
-
-    default = dict
-
-    def command(self, ctl: str, conf: str) -> str:
-        return f"{ctl} -c {conf} status 2>/dev/null; true"
-
-    def process(self, output):
-        found = ((line.split(), UPTIME.search(line)) for line in output if line.strip())
-        return {words[0]: ((int(m[1] or 0) * 24 + int(m[2])) * 60 + int(m[3])) * 60 + int(m[4])
-                for words, m in found if m and len(words) > 1 and words[1] == "RUNNING"}
+        return {i["name"]: Program(i["statename"], i["now"] - i["start"] if i["statename"] == "RUNNING" else 0)
+                for i in infos}
 
 
 class ProcessesUnder(FactBase):

@@ -14,7 +14,7 @@ from pyinfra.api import OperationError, operation
 from meshspec.common.damping import is_damped
 from meshspec.converge import engine
 from meshspec.converge.facts.shared import SharedFact
-from meshspec.converge.facts.supervisor import RunningUptimes
+from meshspec.converge.facts.supervisor import Programs
 from meshspec.converge.ops.commands import UNREACHABLE, reported
 from meshspec.converge.ops.consul import read_token
 from meshspec.converge.registry import Registry
@@ -40,15 +40,16 @@ def _seconds_since(started: str | None) -> float:
     return (datetime.now(timezone.utc) - datetime.fromisoformat(started)).total_seconds()
 
 
-def _running(ids: list[str], runtime: Runtime, supervisor: tuple[str, str], owner: dict[str, str]) -> dict[str, float]:
+def _running(ids: list[str], runtime: Runtime, supervisor: str, owner: dict[str, str]) -> dict[str, float]:
     """{instance id: seconds it has run} of the instances that run now: supervisord says RUNNING
     (past startsecs), or their container runs."""
     if runtime.in_containers:
         found = engine.containers_labelled(owner) if engine.answering() else {}
         up = {c["instance"]: _seconds_since(c["started"]) for c in found.values() if c["status"] == "running"}
     else:
-        ctl, conf = supervisor  # read anew each time (not facts.snapshot's): what runs now is the point
-        up = {name: float(seconds) for name, seconds in host.get_fact(RunningUptimes, ctl=ctl, conf=conf).items()}
+        # read anew each time (not facts.snapshot's): what runs now is the point
+        programs = host.get_fact(Programs, socket=supervisor) or {}
+        up = {name: float(p.uptime) for name, p in programs.items() if p.state == "RUNNING"}
     return {i: up[i] for i in ids if i in up}
 
 
@@ -93,7 +94,7 @@ def _wait(registry: Registry, token_value: str | None, ids: list[str], running: 
 
 
 @operation()
-def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runtime, supervisor: tuple[str, str],
+def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runtime, supervisor: str,
             owner: dict[str, str], settle: dict[str, float], timeout: float = 180):
     """
     Wait until every listed instance runs (supervisord RUNNING, or its container running) and passes
@@ -108,7 +109,7 @@ def passing(registry: Registry, token: SharedFact, ids: list[str], runtime: Runt
     + token: the token file's contents, read once per run
     + ids: this host's instance IDs
     + runtime: process (read supervisord) or docker (read the engine)
-    + supervisor: (supervisorctl, supervisord's configuration)
+    + supervisor: supervisord's socket
     + owner: the labels of the mesh's containers
     + settle: {instance id: seconds it must have run before its status is its own}
     + timeout: seconds to wait

@@ -11,7 +11,7 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 
 from meshspec.converge.facts.files import FileDigests, MissingDirectories
 from meshspec.converge.facts.snapshot import current
-from meshspec.converge.facts.supervisor import ProcessesUnder, ProgramFiles, ProgramStates, SupervisordPid
+from meshspec.converge.facts.supervisor import ProcessesUnder, ProgramFiles, Programs, SupervisordPid
 from meshspec.plan.layout import Layout
 from meshspec.render.programs import Program, supervisord_conf
 
@@ -31,7 +31,7 @@ def daemon(layout: Layout, bin_dir: str):
     missing = current(MissingDirectories, paths=daemon_directories(layout))
     conf_text, conf_path = supervisord_conf(layout), str(layout.supervisor_conf)
     conf_changed = current(FileDigests, paths=[conf_path]).get(conf_path) != _digest(conf_text)
-    states = current(ProgramStates, ctl=f"{bin_dir}/supervisorctl", conf=conf_path)
+    states = current(Programs, socket=str(layout.supervisor_socket))
     if missing:
         yield StringCommand("mkdir", "-p", "-m", "755", *missing)
     if conf_changed:
@@ -67,7 +67,7 @@ def programs(layout: Layout, bin_dir: str, wanted: list[Program]):
     """
     files = current(ProgramFiles, directory=str(layout.programs_dir))
     ctl = _ctl(bin_dir, layout)
-    states = current(ProgramStates, ctl=ctl[0], conf=ctl[2]) or {}
+    states = {name: p.state for name, p in (current(Programs, socket=str(layout.supervisor_socket)) or {}).items()}
     changed = [p for p in wanted if files.get(p.name) != _digest(p.text)]
     gone = sorted(set(files) - {p.name for p in wanted})
     if gone:
