@@ -335,8 +335,14 @@ def test_a_mesh_spread_over_three_hosts_deploys_verifies_and_goes(tmp_path):
             f"==> rolling deploy: h{n} ({n} of 3)" for n in (1, 2, 3)]
         down = meshspec("deploy", "deploys/teardown.py", env=env, timeout=300)
         assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
-        gone = meshspec("verify", "--gone", env=env)
+        # Each port is found free on its own host: no connect of verify's reaches h3 from elsewhere.
+        with arrivals("h3", {"web": WEB_PORTS[2], "notes": 18090}) as h3:
+            gone = meshspec("verify", "--gone", "--json", env=env)
+            connects = h3()
         assert gone.returncode == 0, gone.stdout + gone.stderr
+        assert connects == {"web": 0, "notes": 0}, connects
+        free = {c["subject"]: c["reason"] for c in json.loads(gone.stdout)["checks"] if c["check"] == "port-free"}
+        assert free["web-h3-2"].endswith(", on h3") and "nothing listens" in free["web-h3-2"], free
     finally:
         meshspec("cluster", "down", "--dir", str(directory))
     assert not left_behind(directory)

@@ -56,6 +56,7 @@ def test_http_and_tcp_probes_of_a_closed_port_fail_and_say_where():
     assert not http.ok and http.output.startswith(f"GET http://127.0.0.1:{port}/health failed: "), http.output
     closed = run(dataclasses.asdict(Probe(TCP, address="127.0.0.1", port=port)), timeout=2)
     assert not closed.ok and closed.output.startswith(f"nothing listens at 127.0.0.1:{port} ("), closed.output
+    assert closed.details == {"listening": False}  # a connect that ran: verify's port-free reads it so
 
 
 def test_a_command_probe_passes_on_exit_0_and_says_how_it_failed():

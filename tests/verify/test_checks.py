@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from meshspec.plan import make_plan
 from meshspec.plan.hosts import Host
 from meshspec.render.registrations import differences, registration
+from meshspec.runtime.probes.protocols import Result
 from meshspec.spec import parse_spec
 from meshspec.verify.checks import (
     Check,
@@ -28,7 +30,7 @@ from meshspec.verify.checks import (
 )
 from meshspec.verify.output import to_json, to_junit, to_tap
 from meshspec.verify.report import sections, to_html, to_markdown, write_reports
-from meshspec.verify.run import CheckResult, VerifyRun, not_routed, same_server, verdict_of
+from meshspec.verify.run import CheckResult, VerifyRun, not_routed, outcome, port_free, same_server, verdict_of
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -347,3 +349,20 @@ def test_processes_in_containers_reads_every_process(tmp_path):
         (tmp_path / pid).mkdir()
         (tmp_path / pid / "cgroup").write_text(cgroup)
     assert processes_in_containers(tmp_path) == {7: CONTAINER_ID}
+
+
+def test_another_host_s_port_is_free_only_by_a_connect_that_ran_there():
+    plan = make_plan(parse_spec(SPEC), [Host("h1", "10.213.0.2")], port_offset=0, meshspec_bin="/m/bin/meshspec")
+    inst = plan.instances_of("web")[0]
+
+    def on_h1(result: Result) -> Future:
+        done = Future()
+        done.set_result({inst.id: result})
+        return done
+
+    refused = Result(False, f"nothing listens at {inst.address}:{inst.port} (connection refused)", {"listening": False})
+    assert port_free(inst, 1, on_h1(refused)) == outcome(True, f"{refused.output}, on h1", port=inst.port)
+    held = Result(True, f"{inst.address}:{inst.port} accepts connections", {"listening": True})
+    assert port_free(inst, 1, on_h1(held)) == outcome(False, f"{held.output}, on h1", port=inst.port)
+    unrun = Result(False, "h1: /m/bin/meshspec probe run: ssh exited 255: Connection refused")
+    assert port_free(inst, 1, on_h1(unrun)) == outcome(False, unrun.output, port=inst.port)

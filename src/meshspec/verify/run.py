@@ -32,6 +32,7 @@ from meshspec.render.containers import ownership
 from meshspec.render.probes import TCP, Probe, probe
 from meshspec.render.registrations import is_ours, registration
 from meshspec.runtime.probes.owner import Owner, Tracker
+from meshspec.runtime.probes.protocols import Result
 from meshspec.runtime.probes.protocols import run as run_probe
 from meshspec.spec.resolve import effective_health_timing, effective_routing, path_prefix
 from meshspec.verify.checks import (
@@ -271,8 +272,13 @@ def _probes_on(plan: Plan, host: Host, runtime: Runtime) -> dict:
     for i in plan.instances_on(host.name):
         wanted[i.id] = (asdict(probe(plan, i, runtime)), effective_health_timing(plan.spec, plan.service(i.service)).timeout
                         / 1000)
-        wanted[i.id + LISTENING] = (asdict(Probe(TCP, address=i.address, port=i.port)), connect_timeout(plan, i))
+        wanted[i.id + LISTENING] = (_connect(i), connect_timeout(plan, i))
     return HostReader(host).probes(plan.meshspec_bin, wanted)
+
+
+def _connect(inst: Instance) -> dict:
+    """A connect to the instance's port, as a probe that its host runs (`meshspec probe run`)."""
+    return asdict(Probe(TCP, address=inst.address, port=inst.port))
 
 
 def _on_its_host(sources: Sources, inst: Instance, key: str, **details) -> Outcome:
@@ -586,9 +592,21 @@ GONE_CHECKS = {
 TITLES |= GONE_CHECKS
 
 
-def port_free(inst: Instance, timeout: float) -> Outcome:
-    port = Port(inst.address, inst.port, timeout)
-    return outcome(not port.is_listening, port.reason, port=inst.port)
+def port_free(inst: Instance, timeout: float, on_its_host: Future | None = None) -> Outcome:
+    """Nothing accepts a connect to the instance's port: from its own host, where another host's
+    connect runs with the others of that host (`_connects_on`), as `port_listening`'s."""
+    if on_its_host is None:
+        port = Port(inst.address, inst.port, timeout)
+        return outcome(not port.is_listening, port.reason, port=inst.port)
+    result = on_its_host.result()[inst.id]
+    if "listening" not in result.details:  # the connect did not run there: no verdict on the port
+        return outcome(False, result.output, port=inst.port)
+    return outcome(not result.details["listening"], f"{result.output}, on {inst.host.name}", port=inst.port)
+
+
+def _connects_on(plan: Plan, host: Host, timeout: float) -> dict[str, Result]:
+    """A connect to each of the host's instances' ports, run there at once (verify.remote)."""
+    return HostReader(host).probes(plan.meshspec_bin, {i.id: (_connect(i), timeout) for i in plan.instances_on(host.name)})
 
 
 def no_registrations(mesh: Mesh, timeout: float) -> Outcome:
@@ -632,15 +650,19 @@ def verify_gone(mesh: Mesh, spec_path: str = "", timeout: float = 2.0, workers: 
     """After `make down`: nothing of the mesh on this host answers, runs, is registered or stays on disk."""
     started_at, started = now_iso(), time.perf_counter()
     plan = mesh.plan
-    checks = [Planned(i.id, i.service, "port-free", lambda i=i: port_free(i, timeout)) for i in plan.instances]
-    checks += [Planned(MESH, None, "no-registrations", lambda: no_registrations(mesh, timeout)),
-               Planned(MESH, None, "no-containers", lambda: no_containers(mesh, timeout))]
-    # each host's own, on it (one host: the subject is the mesh, as always)
-    for host in plan.hosts:
-        subject = MESH if len(plan.hosts) == 1 else host.name
-        checks += [Planned(subject, None, "no-programs", lambda h=host: no_programs(mesh, h, timeout)),
-                   Planned(subject, None, "no-state", lambda h=host: no_state(plan, h))]
     with forwards(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        # another host's connects first, in one SSH session: the pool takes its work in order
+        on_hosts = {h.name: pool.submit(_connects_on, plan, h, timeout)
+                    for h in plan.hosts if not h.is_local and plan.instances_on(h.name)}
+        checks = [Planned(i.id, i.service, "port-free", lambda i=i: port_free(i, timeout, on_hosts.get(i.host.name)))
+                  for i in plan.instances]
+        checks += [Planned(MESH, None, "no-registrations", lambda: no_registrations(mesh, timeout)),
+                   Planned(MESH, None, "no-containers", lambda: no_containers(mesh, timeout))]
+        # each host's own, on it (one host: the subject is the mesh, as always)
+        for host in plan.hosts:
+            subject = MESH if len(plan.hosts) == 1 else host.name
+            checks += [Planned(subject, None, "no-programs", lambda h=host: no_programs(mesh, h, timeout)),
+                       Planned(subject, None, "no-state", lambda h=host: no_state(plan, h))]
         results = list(pool.map(_measure, checks))
     return VerifyRun(
         mesh=plan.spec.mesh.name, spec=spec_path, port_offset=plan.port_offset, state_dir=str(plan.layout.root),

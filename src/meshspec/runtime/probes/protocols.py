@@ -167,10 +167,11 @@ def _where(probe: dict) -> str:
 def tcp(probe: dict, timeout: float) -> Result:
     try:
         with socket.create_connection((probe["address"], probe["port"]), timeout=timeout):
-            return Result(True, f"{_where(probe)} accepts connections")
+            return Result(True, f"{_where(probe)} accepts connections", {"listening": True})
     except OSError as err:
         what = "timed out" if isinstance(err, TimeoutError) else _one_line(err.strerror or err).lower()
-        return Result(False, f"nothing listens at {_where(probe)} ({what})")
+        # "listening" tells a connect that ran and found nothing from a probe that could not run
+        return Result(False, f"nothing listens at {_where(probe)} ({what})", {"listening": False})
 
 
 @_logs_in
