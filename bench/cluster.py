@@ -8,7 +8,10 @@
     the proxy's edge (under its rate limit); the client's error ratio from the cut until the host
     is back in rotation, and the time from the cut until the proxy has that host's server out of
     rotation (HAProxy's runtime API, read every 50 ms);
-  * the link back: the time until the server is in rotation again.
+  * the link back: the time until the server is in rotation again;
+  * what one SSH command costs on a cluster host (`true` over one kept connection, as pyinfra keeps
+    one per host): the no-op sends two to each host, and the host's login shell runs each (root's
+    rc files included).
 
 Needs root and openssh-server, and no cluster up; takes about ten minutes (installs cached).
 The runtime API is reached through the cluster's directory, where the registry's host's
@@ -138,6 +141,23 @@ def cut_under_load(rate: float, cut_seconds: float) -> None:
           f"({100 * failed / max(1, len(during)):.2f}%); before the cut: {before.count(False)} of {len(before)}")
 
 
+def ssh_command_ms(samples: int = 7) -> dict[str, float]:
+    """{host: median milliseconds of `true` over one kept connection (OpenSSH's multiplexing)}."""
+    os.environ.update(CLUSTER)
+    found = {}
+    for h in (h for h in configured_mesh().plan.hosts if not h.is_local):
+        ssh = h.ssh_command("-o", "ControlMaster=auto", "-o", f"ControlPath={DEFAULT_DIR}/bench-%h",
+                            "-o", "ControlPersist=10")
+        subprocess.run([*ssh, "true"], check=True)  # the connection, kept
+        times = []
+        for _ in range(samples):
+            started = time.monotonic()
+            subprocess.run([*ssh, "true"], check=True)
+            times.append(1000 * (time.monotonic() - started))
+        found[h.name] = statistics.median(times)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -151,6 +171,9 @@ def main() -> None:
         cluster, one = noop_rounds(args.rounds)
         c, o = statistics.median(cluster), statistics.median(one)
         print(f"no-op deploy, median of {args.rounds}: cluster of 3 hosts {c:.1f} s, one host {o:.1f} s: {c / o:.2f}x")
+        costs = ssh_command_ms()
+        print("one SSH command (`true`, connection kept), median: "
+              + ", ".join(f"{name} {ms:.0f} ms" for name, ms in costs.items()), flush=True)
         cut_under_load(args.rate, args.cut)
     finally:
         subprocess.run(["ip", "link", "set", f"msc-{CUT}", "up"], capture_output=True)
