@@ -42,7 +42,7 @@ from meshspec.runtime.proxy.maps import install_map
 from meshspec.runtime.proxy.outliers import Outliers, breakers_of, on_lost_hosts
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, inbound_entries, reconcile
 from meshspec.runtime.proxy.request_log import Durations, follow, slos_of
-from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError
+from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError, ServerBusy
 from meshspec.runtime.proxy.scrape_targets import bearer_token, read_catalog, target_groups
 from meshspec.runtime.proxy.watch import FIRST_BACKOFF, MAX_BACKOFF, blocking_get, watch
 
@@ -121,6 +121,7 @@ class Controller:
         self.intentions_watch: asyncio.Task | None = None
         self.installed: dict[str, dict[str, str]] = {}  # map file -> its entries as last installed
         self.outliers = Outliers()
+        self.busy: set[tuple[str, str]] = set()  # servers whose `del server` waits for their connections
 
     def _initial_loaded_hash(self) -> str | None:
         if self.loaded_file and self.loaded_file.exists() and self.loaded_file.read_text().strip():
@@ -343,10 +344,17 @@ class Controller:
         for change in applied:
             self.metrics.changes.labels(change.kind).inc()
             log.info("%s %s/%s", change.kind, change.backend, change.server)
+        busy = set()
         for change, err in failed:
+            if isinstance(err, ServerBusy):  # retried each pass until its connections end; said once
+                busy.add((change.backend, change.server))
+                if (change.backend, change.server) not in self.busy:
+                    log.info("%s/%s: deleted once its connections end (%s)", change.backend, change.server, err)
+                continue
             self.metrics.errors.labels("apply").inc()
             self.last_error = str(err)
             log.warning("apply %s: %s", change, err)
+        self.busy = busy
         self.gone_since = {key: self.gone_since.get(key, now) for key in result.gone}
         done = time.monotonic()
         for service, seen in list(self.changed_at.items()):
@@ -390,6 +398,7 @@ class Controller:
                 "haproxy": self.haproxy_ok, "consul": self.consul_ok,
                 "services": len(self.watched), "known": len(self.endpoints),
                 "shape": self.loaded_hash, "certificate_until": self.certificate_until,
+                "deleting": [f"{backend}/{server}" for backend, server in sorted(self.busy)],
                 "last_error": self.last_error}
 
     def app(self) -> web.Application:

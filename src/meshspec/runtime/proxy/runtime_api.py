@@ -29,6 +29,15 @@ class RuntimeApiError(Exception):
     """The runtime API refused a command or could not be reached."""
 
 
+class ServerBusy(RuntimeApiError):
+    """`del server` of a server that still has connections: HAProxy removes it only once they have
+    ended (a tunnel's may last as long as its `timeout tunnel`). Not yet, rather than a failure."""
+
+
+#: HAProxy's answer to `del server` while connections remain (2.6's src/server.c).
+_BUSY = "still has connections attached to it"
+
+
 @dataclass(frozen=True)
 class ServerState:
     backend: str
@@ -127,6 +136,8 @@ class RuntimeApi:
         """`send`, raising when HAProxy answers with an error."""
         reply = self.send(command).strip()
         lowered = reply.lower()
+        if _BUSY in lowered:
+            raise ServerBusy(f"{command!r}: {reply}")
         if any(word in lowered for word in ("unknown command", "no such", "not found", "require", "invalid",
                                             "error", "failed", "cannot", "can't", "unexpected")):
             raise RuntimeApiError(f"{command!r}: {reply}")
