@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshspec.runtime.proxy.outliers import Outliers, ServerStats, breakers_of, on_lost_hosts, parse_stat
+from meshspec.runtime.proxy.outliers import Outliers, ServerStats, breakers_of, on_lost_hosts, parse_stat, rejoined
 
 STAT = """# pxname,svname,qcur,status,wretr,wredis,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,type,addr
 svc_api,api-local-0,0,UP,3,1,0,120,2,5,9,2,
@@ -18,7 +18,7 @@ def row(name: str, failed: int, answered: int, up: bool = True, backend: str = "
 
 def test_parse_stat_reads_servers_only():
     assert parse_stat(STAT) == [row("api-local-0", 4, 127), row("api-local-1", 0, 80),
-                                row("spare-1", 0, 0, up=False)]
+                                ServerStats("svc_api", "spare-1", 0, 0, False, maint=True)]
 
 
 def test_breakers_of_reads_the_shape():
@@ -79,3 +79,22 @@ svc_c,c-h3-0,DOWN,0,0,2,10.0.0.4:9016
              "peers": {"hosts": {"peer_h2": "10.0.0.3", "peer_h3": "10.0.0.4"}}}
     assert on_lost_hosts(parse_stat(stat), shape) == [("svc_a", "a-h3-2"), ("svc_b", "b-h3-0")]
     assert on_lost_hosts(parse_stat(stat), {"backends": shape["backends"]}) == []  # one host: no peers
+
+
+def test_a_server_ejected_for_its_host_s_loss_is_put_back_when_that_host_returns():
+    """h3's proxy passes its check again: its servers the controller ejected come back at once, but
+    not one the registry put in maintenance meanwhile, nor one HAProxy's checks already brought
+    back; h2 is still lost, so its server stays out."""
+    stat = """# pxname,svname,status,wretr,wredis,type,addr
+peer_h2,mesh-proxy-h2-0,DOWN,0,0,2,10.0.0.3:9016
+peer_h3,mesh-proxy-h3-0,UP,0,0,2,10.0.0.4:9016
+svc_a,a-h2-1,DOWN,0,0,2,10.0.0.3:9016
+svc_a,a-h3-2,DOWN,0,0,2,10.0.0.4:9016
+svc_b,b-h3-0,MAINT,0,0,2,10.0.0.4:9016
+svc_c,c-h3-0,UP,0,0,2,10.0.0.4:9016
+"""
+    shape = {"backends": {"svc_a": {}, "svc_b": {}, "svc_c": {}},
+             "peers": {"hosts": {"peer_h2": "10.0.0.3", "peer_h3": "10.0.0.4"}}}
+    ejected = {("svc_a", "a-h2-1"): "10.0.0.3", ("svc_a", "a-h3-2"): "10.0.0.4", ("svc_b", "b-h3-0"): "10.0.0.4",
+               ("svc_c", "c-h3-0"): "10.0.0.4", ("svc_a", "a-gone-9"): "10.0.0.4"}
+    assert rejoined(ejected, parse_stat(stat), shape) == [("svc_a", "a-h3-2")]

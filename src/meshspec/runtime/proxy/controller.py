@@ -39,7 +39,7 @@ from meshspec.runtime.proxy.apply import ReloadError, apply_changes, reload_hapr
 from meshspec.runtime.proxy.certificates import keep_certificate
 from meshspec.runtime.proxy.intentions import intention_map
 from meshspec.runtime.proxy.maps import install_map
-from meshspec.runtime.proxy.outliers import Outliers, breakers_of, on_lost_hosts
+from meshspec.runtime.proxy.outliers import Outliers, breakers_of, lost_hosts, on_lost_hosts, rejoined
 from meshspec.runtime.proxy.reconcile import Change, Endpoint, inbound_entries, reconcile
 from meshspec.runtime.proxy.request_log import Durations, follow, slos_of
 from meshspec.runtime.proxy.runtime_api import RuntimeApi, RuntimeApiError, ServerBusy
@@ -122,6 +122,7 @@ class Controller:
         self.installed: dict[str, dict[str, str]] = {}  # map file -> its entries as last installed
         self.outliers = Outliers()
         self.busy: set[tuple[str, str]] = set()  # servers whose `del server` waits for their connections
+        self.host_ejected: dict[tuple[str, str], str] = {}  # servers ejected for their host's loss -> its address
 
     def _initial_loaded_hash(self) -> str | None:
         if self.loaded_file and self.loaded_file.exists() and self.loaded_file.read_text().strip():
@@ -288,7 +289,18 @@ class Controller:
         except RuntimeApiError:
             return []  # HAProxy unreachable or reloading: sync() counts it
         ejected = []
-        why = {key: "its host's proxy fails its check" for key in on_lost_hosts(stats, self.shape)}
+        for backend, server in rejoined(self.host_ejected, stats, self.shape):
+            try:
+                self.api.command(f"set server {backend}/{server} health up")
+            except RuntimeApiError as err:
+                self.metrics.errors.labels("outliers").inc()
+                self.last_error = f"rejoin {backend}/{server}: {err}"
+                continue
+            log.info("back %s/%s: its host's proxy passes its check again", backend, server)
+        lost = lost_hosts(stats, self.shape)
+        self.host_ejected = {key: host for key, host in self.host_ejected.items() if host in lost}
+        on_lost = on_lost_hosts(stats, self.shape)
+        why = {key: "its host's proxy fails its check" for key in on_lost}
         outliers = self.outliers.update(stats, breakers_of(self.shape))
         why |= {key: "its requests keep being retried elsewhere" for key in outliers}
         for (backend, server), reason in why.items():
@@ -301,6 +313,8 @@ class Controller:
             self.metrics.ejections.labels(backend).inc()
             log.warning("ejected %s/%s: %s", backend, server, reason)
             ejected.append((backend, server))
+        hosts = {(s.backend, s.name): s.host for s in stats}
+        self.host_ejected |= {key: hosts[key] for key in on_lost if key in ejected}
         return ejected
 
     async def _eject_outliers(self) -> None:

@@ -33,6 +33,7 @@ class ServerStats:
     answered: int  # responses it gave, 1xx to 4xx (a 5xx is HAProxy's breaker's to count)
     in_rotation: bool  # status UP (a server going down, "UP 1/2", still takes requests)
     host: str = ""  # the address it connects to, without the port
+    maint: bool = False  # in maintenance: the registry's word (critical), or a reload's
 
 
 def parse_stat(text: str) -> list[ServerStats]:
@@ -44,7 +45,8 @@ def parse_stat(text: str) -> list[ServerStats]:
             continue
         servers.append(ServerStats(row["pxname"], row["svname"], _total(row, "wretr", "wredis"),
                                    _total(row, "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx"),
-                                   row.get("status", "").startswith("UP"), (row.get("addr") or "").rpartition(":")[0]))
+                                   row.get("status", "").startswith("UP"), (row.get("addr") or "").rpartition(":")[0],
+                                   row.get("status", "").startswith("MAINT")))
     return servers
 
 
@@ -108,3 +110,15 @@ def on_lost_hosts(stats: list[ServerStats], shape: dict) -> list[tuple[str, str]
     lost = lost_hosts(stats, shape)
     backends = shape.get("backends", {})
     return [(s.backend, s.name) for s in stats if s.backend in backends and s.in_rotation and s.host in lost]
+
+
+def rejoined(ejected: dict[tuple[str, str], str], stats: list[ServerStats], shape: dict) -> list[tuple[str, str]]:
+    """Of the servers ejected for their host's loss (`ejected`: (backend, server) -> that host's
+    address), those whose host's proxy passes its check again and that are still out of rotation
+    and not in maintenance: the ejection is undone (HAProxy's checks take it from there). Left to
+    HAProxy's checks alone, a server forced down came back at its first check after `downinter`,
+    the breaker's cooldown (10 s): up to that long after its host did."""
+    lost = lost_hosts(stats, shape)
+    by_key = {(s.backend, s.name): s for s in stats}
+    return [key for key, host in ejected.items()
+            if host not in lost and key in by_key and not by_key[key].in_rotation and not by_key[key].maint]
