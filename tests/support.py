@@ -1,9 +1,10 @@
-"""Small helpers every test package uses: free ports, polling, listening checks."""
+"""Small helpers every test package uses: free ports, polling, listening checks, a supervisord."""
 
 from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -30,3 +31,20 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
         return True
     except OSError:
         return False
+
+
+def supervisord_conf(root: Path, programs: str) -> Path:
+    """A supervisord of its own in `root` (its socket `root/supervisor.sock`) running `programs`
+    (`[program:...]` sections): the file to start it with."""
+    conf = root / "supervisord.conf"
+    conf.write_text(f"""[unix_http_server]
+file={root}/supervisor.sock
+[supervisord]
+logfile={root}/supervisord.log
+pidfile={root}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{root}/supervisor.sock
+{programs}""")
+    return conf

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshspec.converge.facts.supervisor import Programs
-from tests.support import wait_until
+from tests.support import supervisord_conf, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -26,17 +26,7 @@ def read(socket: str):
 @pytest.fixture(scope="module")
 def supervisord(tmp_path_factory):
     root = tmp_path_factory.mktemp("supervisor")
-    conf = root / "supervisord.conf"
-    conf.write_text(f"""[unix_http_server]
-file={root}/supervisor.sock
-[supervisord]
-logfile={root}/supervisord.log
-pidfile={root}/supervisord.pid
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{root}/supervisor.sock
-[program:sleeper]
+    conf = supervisord_conf(root, """[program:sleeper]
 command=sleep 600
 startsecs=1
 [program:idle]

@@ -19,7 +19,7 @@ from meshspec.runtime.probes.owner import Listeners, Owner, Tracker, tree
 from meshspec.runtime.probes.protocols import run
 from meshspec.spec.models import RedisProbe
 from tests.probes.conftest import LIE
-from tests.support import free_port, wait_until
+from tests.support import free_port, supervisord_conf, wait_until
 
 BIN = Path(sys.executable).parent
 PROGRAM = "web-local-0"
@@ -39,17 +39,7 @@ def supervised(tmp_path_factory):
     """A supervisord running PROGRAM: Python's http.server on a free port."""
     root = tmp_path_factory.mktemp("owner")
     port = free_port()
-    conf = root / "supervisord.conf"
-    conf.write_text(f"""[unix_http_server]
-file={root}/supervisor.sock
-[supervisord]
-logfile={root}/supervisord.log
-pidfile={root}/supervisord.pid
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[supervisorctl]
-serverurl=unix://{root}/supervisor.sock
-[program:{PROGRAM}]
+    conf = supervisord_conf(root, f"""[program:{PROGRAM}]
 command={sys.executable} -m http.server --bind 127.0.0.1 {port}
 directory={root}
 startsecs=1

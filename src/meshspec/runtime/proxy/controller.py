@@ -290,13 +290,8 @@ class Controller:
             return []  # HAProxy unreachable or reloading: sync() counts it
         ejected = []
         for backend, server in rejoined(self.host_ejected, stats, self.shape):
-            try:
-                self.api.command(f"set server {backend}/{server} health up")
-            except RuntimeApiError as err:
-                self.metrics.errors.labels("outliers").inc()
-                self.last_error = f"rejoin {backend}/{server}: {err}"
-                continue
-            log.info("back %s/%s: its host's proxy passes its check again", backend, server)
+            if self._set_health(backend, server, "up"):
+                log.info("back %s/%s: its host's proxy passes its check again", backend, server)
         lost = lost_hosts(stats, self.shape)
         self.host_ejected = {key: host for key, host in self.host_ejected.items() if host in lost}
         on_lost = on_lost_hosts(stats, self.shape)
@@ -304,11 +299,7 @@ class Controller:
         outliers = self.outliers.update(stats, breakers_of(self.shape))
         why |= {key: "its requests keep being retried elsewhere" for key in outliers}
         for (backend, server), reason in why.items():
-            try:
-                self.api.command(f"set server {backend}/{server} health down")
-            except RuntimeApiError as err:
-                self.metrics.errors.labels("outliers").inc()
-                self.last_error = f"outlier {backend}/{server}: {err}"
+            if not self._set_health(backend, server, "down"):
                 continue
             self.metrics.ejections.labels(backend).inc()
             log.warning("ejected %s/%s: %s", backend, server, reason)
@@ -316,6 +307,16 @@ class Controller:
         hosts = {(s.backend, s.name): s.host for s in stats}
         self.host_ejected |= {key: hosts[key] for key in on_lost if key in ejected}
         return ejected
+
+    def _set_health(self, backend: str, server: str, health: str) -> bool:
+        """Force a server's health up or down; False (counted, kept as the last error) when refused."""
+        try:
+            self.api.command(f"set server {backend}/{server} health {health}")
+            return True
+        except RuntimeApiError as err:
+            self.metrics.errors.labels("outliers").inc()
+            self.last_error = f"health {health} {backend}/{server}: {err}"
+            return False
 
     async def _eject_outliers(self) -> None:
         while True:

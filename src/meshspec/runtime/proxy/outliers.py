@@ -33,7 +33,7 @@ class ServerStats:
     answered: int  # responses it gave, 1xx to 4xx (a 5xx is HAProxy's breaker's to count)
     in_rotation: bool  # status UP (a server going down, "UP 1/2", still takes requests)
     host: str = ""  # the address it connects to, without the port
-    maint: bool = False  # in maintenance: the registry's word (critical), or a reload's
+    maint: bool = False  # status MAINT: the registry's word (critical), or a spare slot
 
 
 def parse_stat(text: str) -> list[ServerStats]:
